@@ -1,0 +1,1 @@
+"""Coordinator logic with no transport: jobs, leasing, validation, assimilation."""

@@ -1,0 +1,155 @@
+"""The assimilator: canonical rows of a validated job → Parquet shards + signed manifest.
+
+Shards are written into a temporary folder and renamed into place, so a crash leaves either
+no dataset or a whole one; the job is marked complete only after the rename.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from allmende.coordinator.store.base import Store
+from allmende.coordinator.store.records import JobRecord
+from allmende.protocol import codec
+from allmende.protocol.manifest import (
+    FORMAT,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    encode_manifest,
+    merkle_root,
+    sha256_file,
+    sign_manifest,
+)
+from allmende.protocol.signing import SigningKey
+from allmende.protocol.wire import decode_unit
+
+ROWS_PER_SHARD = 100_000
+
+
+def _schema(dims: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dims), nullable=False),
+            pa.field("content_sha256", pa.string(), nullable=False),
+            pa.field("unit_id", pa.string(), nullable=False),
+            pa.field("replicas", pa.int16(), nullable=False),
+            pa.field("agreement", pa.float32(), nullable=False),
+        ]
+    )
+
+
+class _ShardWriter:
+    def __init__(self, folder: Path, dims: int) -> None:
+        self.folder = folder
+        self.dims = dims
+        self.schema = _schema(dims)
+        self.shards: list[dict[str, Any]] = []
+        self._columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        self._vectors: list[np.ndarray] = []
+
+    def add(self, item_id: str, text: str, vector: np.ndarray, content: bytes, unit_id: str,
+            replicas: int, agreement: float) -> None:
+        c = self._columns
+        c["id"].append(item_id)
+        c["text"].append(text)
+        c["content_sha256"].append(content.hex())
+        c["unit_id"].append(unit_id)
+        c["replicas"].append(replicas)
+        c["agreement"].append(agreement)
+        self._vectors.append(vector)
+        if len(c["id"]) >= ROWS_PER_SHARD:
+            self.flush()
+
+    def flush(self) -> None:
+        c = self._columns
+        if not c["id"]:
+            return
+        flat = pa.array(np.stack(self._vectors).astype(np.float32).ravel(), type=pa.float32())
+        arrays = [
+            pa.array(c["id"], pa.string()),
+            pa.array(c["text"], pa.string()),
+            pa.FixedSizeListArray.from_arrays(flat, self.dims),
+            pa.array(c["content_sha256"], pa.string()),
+            pa.array(c["unit_id"], pa.string()),
+            pa.array(c["replicas"], pa.int16()),
+            pa.array(c["agreement"], pa.float32()),
+        ]
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        name = f"part-{len(self.shards):05d}.parquet"
+        path = self.folder / name
+        pq.write_table(table, path, compression="zstd")
+        self.shards.append(
+            {"name": name, "rows": table.num_rows, "bytes": path.stat().st_size,
+             "sha256": sha256_file(path)}
+        )
+        self._columns = {name: [] for name in self.schema.names}
+        self._vectors = []
+
+
+def assimilate(store: Store, key: SigningKey, job: JobRecord, datasets_dir: Path,
+               now_ms: int) -> Path:
+    """Write the dataset of a validated job and mark it complete. Returns its folder."""
+    s = job.settings
+    target = datasets_dir / job.job_id
+    staging = datasets_dir / f".{job.job_id}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    units: dict[str, tuple[tuple[str, ...], np.ndarray, int, float]] = {}
+    for unit in store.dataset_units(job.job_id):
+        content = decode_unit(unit.blob)
+        matrix = codec.decode(unit.payload, unit.dtype, len(content.texts), s.dims)
+        units[unit.unit_id] = (content.texts, matrix, unit.replicas, unit.agreement)
+    writer = _ShardWriter(staging, s.dims)
+    rows = 0
+    min_agreement = 1.0
+    for item in store.dataset_items(job.job_id):
+        texts, matrix, replicas, agreement = units[item.unit_id]
+        writer.add(item.item_id, texts[item.row], matrix[item.row], item.content_sha256,
+                   item.unit_id, replicas, agreement)
+        min_agreement = min(min_agreement, agreement)
+        rows += 1
+    writer.flush()
+    manifest = {
+        "format": FORMAT,
+        "job": {
+            "id": job.job_id, "name": job.name, "kind": s.kind, "source": job.source_name,
+            "created_ms": job.created_ms, "redundancy": s.redundancy, "unit_size": s.unit_size,
+            "tau": s.tau, "max_replicas": s.max_replicas, "result_dtype": s.result_dtype,
+        },
+        "model": {"name": s.model, "weights_sha256": s.model_sha256, "dims": s.dims},
+        "rows": rows,
+        "unique_items": job.unique_items,
+        "units": len(units),
+        "columns": {
+            "id": "input id (string)",
+            "text": "the input text",
+            "embedding": f"fixed_size_list<float32>[{s.dims}], unit-normalised; "
+            f"values are exactly the {s.result_dtype} results volunteers sent",
+            "content_sha256": "sha256 of the text (UTF-8), hex",
+            "unit_id": "the work unit that computed the row",
+            "replicas": "how many independent volunteer results agreed on the row",
+            "agreement": "lowest cosine between agreeing replicas of the unit",
+        },
+        "shards": writer.shards,
+        "merkle_root": merkle_root([shard["sha256"] for shard in writer.shards]),
+        "min_agreement": min_agreement if rows else 0.0,
+        "coordinator_fingerprint": key.fingerprint,
+        "created_ms": now_ms,
+    }
+    manifest_bytes = encode_manifest(manifest)
+    signature = sign_manifest(key, manifest_bytes)
+    (staging / MANIFEST_NAME).write_bytes(manifest_bytes)
+    (staging / SIGNATURE_NAME).write_bytes(signature)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    store.complete_job(job.job_id, manifest_bytes, signature, now_ms)
+    return target
+

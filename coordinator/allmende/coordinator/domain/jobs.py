@@ -1,0 +1,159 @@
+"""Turning a job request and its input items into a signed, deduplicated set of work units."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+from allmende.coordinator.store.records import JobSettings, NewItem, NewJob, NewUnit
+from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.models import ModelRegistry
+from allmende.protocol.signing import SigningKey
+from allmende.protocol.tasks import RESULT_DTYPES, check_model_for_kind, get_task_kind
+from allmende.protocol.wire import WorkUnit, sign_unit
+
+DEFAULT_REDUNDANCY = 2
+DEFAULT_UNIT_SIZE = 256
+DEFAULT_TAU = 0.999
+DEFAULT_LEASE_SECONDS = 600
+MAX_REDUNDANCY = 16
+MAX_UNIT_SIZE = 8192
+MAX_REPLICAS = 32
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+# A single text may be long (the model truncates it), but not unbounded.
+MAX_TEXT_BYTES = 256 * 1024
+# Units are also cut by size so that one work unit always fits in one gRPC message.
+MAX_UNIT_BYTES = 4 * 1024 * 1024
+MAX_ID_CHARS = 1024
+MAX_NAME_CHARS = 200
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    name: str = ""
+    kind: str = "embed-text"
+    model: str = ""
+    redundancy: int = 0
+    unit_size: int = 0
+    tau: float = 0.0
+    max_replicas: int = 0
+    lease_seconds: int = 0
+    result_dtype: str = ""
+    source_name: str = ""
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    item_id: str
+    text: str
+    line: int
+
+
+def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
+    """Fill defaults and validate every field of a job request."""
+    kind = get_task_kind(req.kind)
+    if not req.model:
+        raise InvalidArgument("model", "a model name")
+    model = registry.get(req.model)
+    check_model_for_kind(kind, model)
+    redundancy = req.redundancy or DEFAULT_REDUNDANCY
+    if not 1 <= redundancy <= MAX_REDUNDANCY:
+        raise InvalidArgument("redundancy", f"1 to {MAX_REDUNDANCY}, got {redundancy}")
+    unit_size = req.unit_size or DEFAULT_UNIT_SIZE
+    if not 1 <= unit_size <= MAX_UNIT_SIZE:
+        raise InvalidArgument("unit_size", f"1 to {MAX_UNIT_SIZE}, got {unit_size}")
+    tau = req.tau or DEFAULT_TAU
+    if not 0.0 < tau <= 1.0:
+        raise InvalidArgument("tau", f"a cosine threshold in (0, 1], got {tau}")
+    max_replicas = req.max_replicas or min(redundancy + 3, MAX_REPLICAS)
+    if not redundancy <= max_replicas <= MAX_REPLICAS:
+        raise InvalidArgument(
+            "max_replicas", f"{redundancy} (the redundancy) to {MAX_REPLICAS}, got {max_replicas}"
+        )
+    lease_seconds = req.lease_seconds or DEFAULT_LEASE_SECONDS
+    if not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
+        raise InvalidArgument("lease_seconds", f"1 to {MAX_LEASE_SECONDS}, got {lease_seconds}")
+    dtype = req.result_dtype or "float16"
+    if dtype not in RESULT_DTYPES:
+        raise InvalidArgument("result_dtype", f"one of {list(RESULT_DTYPES)}, got {dtype!r}")
+    if len(req.name) > MAX_NAME_CHARS:
+        raise InvalidArgument("name", f"at most {MAX_NAME_CHARS} characters")
+    return JobSettings(
+        kind=kind.name, model=model.name, model_sha256=model.weights_sha256,
+        dims=kind.result_dims(model), redundancy=redundancy, unit_size=unit_size, tau=tau,
+        max_replicas=max_replicas, lease_seconds=lease_seconds, result_dtype=dtype,
+    )
+
+
+def check_items(records: list[InputRecord]) -> None:
+    """Refuse empty input, empty or duplicate ids, oversized texts; name the line."""
+    if not records:
+        raise InvalidArgument("input", "at least one item, got none")
+    first_seen: dict[str, int] = {}
+    for rec in records:
+        where = f"line {rec.line}" if rec.line else f"item {rec.item_id!r}"
+        if not rec.item_id:
+            raise InvalidArgument("id", f"a non-empty id ({where})")
+        if len(rec.item_id) > MAX_ID_CHARS:
+            raise InvalidArgument("id", f"at most {MAX_ID_CHARS} characters ({where})")
+        if len(rec.text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+            raise InvalidArgument("text", f"at most {MAX_TEXT_BYTES} bytes of UTF-8 ({where})")
+        if rec.item_id in first_seen:
+            raise InvalidArgument(
+                "id",
+                f"unique ids; {rec.item_id!r} on line {rec.line} repeats line "
+                f"{first_seen[rec.item_id]}",
+            )
+        first_seen[rec.item_id] = rec.line
+
+
+def new_job_id() -> str:
+    return "job-" + uuid.uuid4().hex[:12]
+
+
+def plan_job(
+    job_id: str,
+    req: JobRequest,
+    settings: JobSettings,
+    records: list[InputRecord],
+    key: SigningKey,
+    now_ms: int,
+) -> tuple[NewJob, list[NewUnit], list[NewItem]]:
+    """Deduplicate texts by content hash, cut units, sign each one."""
+    check_items(records)
+    content_slot: dict[bytes, tuple[int, int]] = {}  # content hash -> (unit seq, row)
+    unit_texts: list[list[str]] = [[]]
+    unit_bytes = 0
+    items: list[NewItem] = []
+    for seq, rec in enumerate(records):
+        digest = hashlib.sha256(rec.text.encode("utf-8", "surrogatepass")).digest()
+        slot = content_slot.get(digest)
+        if slot is None:
+            size = len(rec.text) + 8
+            current = unit_texts[-1]
+            if current and (
+                len(current) >= settings.unit_size or unit_bytes + size > MAX_UNIT_BYTES
+            ):
+                unit_texts.append([])
+                unit_bytes = 0
+            unit_texts[-1].append(rec.text)
+            unit_bytes += size
+            slot = (len(unit_texts) - 1, len(unit_texts[-1]) - 1)
+            content_slot[digest] = slot
+        items.append(NewItem(seq, rec.item_id, slot[0], slot[1], digest))
+    units = []
+    for seq, texts in enumerate(unit_texts):
+        unit = WorkUnit(
+            unit_id=f"{job_id}-u{seq:06d}", job_id=job_id, kind=settings.kind,
+            model=settings.model, model_sha256=settings.model_sha256, texts=tuple(texts),
+            dims=settings.dims, result_dtype=settings.result_dtype, created_ms=now_ms,
+        )
+        blob, signature = sign_unit(key, unit)
+        units.append(NewUnit(unit.unit_id, seq, len(texts), blob, signature))
+    job = NewJob(
+        job_id=job_id, name=req.name or req.source_name or job_id, settings=settings,
+        source_name=req.source_name, items=len(records), unique_items=len(content_slot),
+        created_ms=now_ms,
+    )
+    return job, units, items

@@ -1,0 +1,141 @@
+"""The coordinator's tables, in SQLAlchemy Core so that SQLite and PostgreSQL share them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("model_sha256", String(64), nullable=False),
+    Column("dims", Integer, nullable=False),
+    Column("redundancy", Integer, nullable=False),
+    Column("unit_size", Integer, nullable=False),
+    Column("tau", Float, nullable=False),
+    Column("max_replicas", Integer, nullable=False),
+    Column("lease_seconds", Integer, nullable=False),
+    Column("result_dtype", String(16), nullable=False),
+    Column("source_name", Text, nullable=False),
+    Column("items", BigInteger, nullable=False),
+    Column("unique_items", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("completed_ms", BigInteger, nullable=False, default=0),
+    Column("reason", Text, nullable=False, default=""),
+    Column("manifest", LargeBinary, nullable=True),
+    Column("manifest_sig", LargeBinary, nullable=True),
+)
+
+units = Table(
+    "units",
+    metadata,
+    Column("unit_id", String(96), primary_key=True),
+    Column("job_id", String(64), ForeignKey("jobs.job_id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # open, accepted, failed
+    Column("target", Integer, nullable=False),  # replicas wanted now
+    Column("blob", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("canonical_result_id", String(64), nullable=True),
+    Column("agreement", Float, nullable=False, default=0.0),
+    Column("replicas", Integer, nullable=False, default=0),
+    Column("reason", Text, nullable=False, default=""),
+    Column("updated_ms", BigInteger, nullable=False, default=0),
+    UniqueConstraint("job_id", "seq"),
+)
+Index("ix_units_open", units.c.state, units.c.job_id, units.c.seq)
+
+items = Table(
+    "items",
+    metadata,
+    Column("job_id", String(64), ForeignKey("jobs.job_id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("item_id", Text, nullable=False),
+    Column("unit_seq", Integer, nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("content_sha256", LargeBinary, nullable=False),
+)
+
+volunteers = Table(
+    "volunteers",
+    metadata,
+    Column("volunteer_id", String(64), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("client_version", Text, nullable=False),
+    Column("hardware", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("lease_id", String(64), primary_key=True),
+    Column("unit_id", String(96), ForeignKey("units.unit_id"), nullable=False),
+    Column("volunteer_id", String(64), ForeignKey("volunteers.volunteer_id"), nullable=False),
+    Column("state", String(16), nullable=False),  # active, submitted, released
+    Column("created_ms", BigInteger, nullable=False),
+    Column("deadline_ms", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+)
+Index("ix_leases_unit", leases.c.unit_id, leases.c.state)
+Index("ix_leases_volunteer", leases.c.volunteer_id, leases.c.state)
+
+results = Table(
+    "results",
+    metadata,
+    Column("result_id", String(64), primary_key=True),
+    Column("unit_id", String(96), ForeignKey("units.unit_id"), nullable=False),
+    Column("lease_id", String(64), ForeignKey("leases.lease_id"), nullable=False),
+    Column("volunteer_id", String(64), ForeignKey("volunteers.volunteer_id"), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, valid, invalid
+    Column("received_ms", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    # One result per volunteer per unit: replicas must come from distinct volunteers.
+    UniqueConstraint("unit_id", "volunteer_id"),
+)
+Index("ix_results_unit", results.c.unit_id, results.c.state)
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("job_id", String(64), nullable=False, default=""),
+    Column("unit_id", String(96), nullable=False, default=""),
+    Column("volunteer_id", String(64), nullable=False, default=""),
+    Column("message", Text, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""gRPC transport: thin servicers over `domain.coordinator.Coordinator`, and the server."""

@@ -1,0 +1,180 @@
+"""Thin gRPC servicers: protobuf in, one call into the domain, protobuf out."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+
+import grpc
+
+from allmende.coordinator.domain.coordinator import Coordinator, JobView
+from allmende.coordinator.domain.jobs import InputRecord, JobRequest
+from allmende.coordinator.transport.errors import streaming, unary
+from allmende.protocol.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+from allmende.v1 import allmende_pb2 as pb
+from allmende.v1 import allmende_pb2_grpc as rpc
+
+MAX_JOB_ITEMS = 10_000_000
+DOWNLOAD_CHUNK = 1 << 20
+
+
+def check_admin(context: grpc.ServicerContext, token: str) -> None:
+    """Admin RPCs carry `authorization: Bearer <token>` metadata."""
+    sent = ""
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and isinstance(value, str):
+            sent = value.removeprefix("Bearer ").strip()
+    if not sent:
+        raise Unauthenticated("admin token: expected `authorization: Bearer <token>` metadata")
+    if not hmac.compare_digest(sent.encode(), token.encode()):
+        raise Unauthenticated("admin token: does not match this coordinator's admin.token")
+
+
+def job_status_pb(view: JobView) -> pb.JobStatus:
+    job, counts = view.job, view.counts
+    s = job.settings
+    return pb.JobStatus(
+        job_id=job.job_id, name=job.name, state=job.state,
+        spec=pb.JobSpec(
+            name=job.name, kind=s.kind, model=s.model, redundancy=s.redundancy,
+            unit_size=s.unit_size, tau=s.tau, max_replicas=s.max_replicas,
+            lease_seconds=s.lease_seconds, result_dtype=s.result_dtype,
+        ),
+        items=job.items, unique_items=job.unique_items, units_total=counts.units_total,
+        units_accepted=counts.units_accepted, units_failed=counts.units_failed,
+        units_in_progress=counts.units_in_progress, results_received=counts.results_received,
+        results_rejected=counts.results_rejected, min_agreement=counts.min_agreement,
+        created_unix_ms=job.created_ms, completed_unix_ms=job.completed_ms,
+        failed_units=[pb.FailedUnit(unit_id=u, reason=r) for u, r in counts.failed_units],
+        reason=job.reason, volunteers=counts.volunteers,
+    )
+
+
+class VolunteerServicer(rpc.VolunteerServiceServicer):
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.c = coordinator
+
+    @unary
+    def GetCoordinatorInfo(  # noqa: N802 - gRPC method names
+        self, request: pb.GetCoordinatorInfoRequest, context: grpc.ServicerContext
+    ) -> pb.GetCoordinatorInfoResponse:
+        public_key, fp, version, models, kinds = self.c.info()
+        return pb.GetCoordinatorInfoResponse(
+            public_key=public_key, fingerprint=fp, version=version, models=models,
+            task_kinds=kinds,
+        )
+
+    @unary
+    def RegisterVolunteer(  # noqa: N802
+        self, request: pb.RegisterVolunteerRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterVolunteerResponse:
+        volunteer_id = self.c.register_volunteer(
+            request.public_key, request.display_name, request.client_version, request.hardware,
+            request.signature,
+        )
+        return pb.RegisterVolunteerResponse(volunteer_id=volunteer_id)
+
+    @unary
+    def LeaseWork(  # noqa: N802
+        self, request: pb.LeaseWorkRequest, context: grpc.ServicerContext
+    ) -> pb.LeaseWorkResponse:
+        offer = self.c.lease_work(request.volunteer_id)
+        response = pb.LeaseWorkResponse(
+            work_remaining=offer.work_remaining, retry_after_ms=offer.retry_after_ms
+        )
+        if offer.grant is not None:
+            g = offer.grant
+            response.lease.CopyFrom(
+                pb.Lease(
+                    lease_id=g.lease_id, deadline_unix_ms=g.deadline_ms,
+                    unit=pb.SignedWorkUnit(unit=g.blob, signature=g.signature),
+                )
+            )
+        return response
+
+    @unary
+    def SubmitResult(  # noqa: N802
+        self, request: pb.SubmitResultRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitResultResponse:
+        outcome = self.c.submit_result(request.envelope, request.signature, request.payload)
+        return pb.SubmitResultResponse(status=outcome.status, reason=outcome.reason)
+
+    @unary
+    def ReleaseWork(  # noqa: N802
+        self, request: pb.ReleaseWorkRequest, context: grpc.ServicerContext
+    ) -> pb.ReleaseWorkResponse:
+        self.c.release_work(request.volunteer_id, request.lease_id, request.reason)
+        return pb.ReleaseWorkResponse()
+
+
+class JobServicer(rpc.JobServiceServicer):
+    def __init__(self, coordinator: Coordinator, admin_token: str) -> None:
+        self.c = coordinator
+        self.admin_token = admin_token
+
+    @unary
+    def CreateJob(  # noqa: N802
+        self, request_iterator: Iterator[pb.CreateJobRequest], context: grpc.ServicerContext
+    ) -> pb.CreateJobResponse:
+        check_admin(context, self.admin_token)
+        spec: pb.JobSpec | None = None
+        source = ""
+        records: list[InputRecord] = []
+        for message in request_iterator:
+            if message.HasField("spec"):
+                if spec is not None:
+                    raise InvalidArgument("spec", "exactly one spec, in the first message")
+                spec = message.spec
+                source = message.source_name
+            elif spec is None:
+                raise InvalidArgument("spec", "the job spec in the first message")
+            if len(records) + len(message.items) > MAX_JOB_ITEMS:
+                raise ResourceExhausted(f"a job holds at most {MAX_JOB_ITEMS} items")
+            records.extend(
+                InputRecord(item.id, item.text, item.line or len(records) + n + 1)
+                for n, item in enumerate(message.items)
+            )
+        if spec is None:
+            raise InvalidArgument("spec", "the job spec in the first message")
+        req = JobRequest(
+            name=spec.name, kind=spec.kind, model=spec.model, redundancy=spec.redundancy,
+            unit_size=spec.unit_size, tau=spec.tau, max_replicas=spec.max_replicas,
+            lease_seconds=spec.lease_seconds, result_dtype=spec.result_dtype,
+            source_name=source[:500],
+        )
+        job_id, items, unique, units = self.c.create_job(req, records)
+        return pb.CreateJobResponse(job_id=job_id, items=items, unique_items=unique, units=units)
+
+    @unary
+    def GetJob(  # noqa: N802
+        self, request: pb.GetJobRequest, context: grpc.ServicerContext
+    ) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=job_status_pb(self.c.job_status(request.job_id)))
+
+    @unary
+    def ListJobs(  # noqa: N802
+        self, request: pb.ListJobsRequest, context: grpc.ServicerContext
+    ) -> pb.ListJobsResponse:
+        return pb.ListJobsResponse(jobs=[job_status_pb(v) for v in self.c.list_jobs()])
+
+
+class DatasetServicer(rpc.DatasetServiceServicer):
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.c = coordinator
+
+    @unary
+    def GetManifest(  # noqa: N802
+        self, request: pb.GetManifestRequest, context: grpc.ServicerContext
+    ) -> pb.GetManifestResponse:
+        manifest, signature = self.c.manifest(request.job_id)
+        return pb.GetManifestResponse(manifest=manifest, signature=signature)
+
+    @streaming
+    def DownloadFile(  # noqa: N802
+        self, request: pb.DownloadFileRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.FileChunk]:
+        path = self.c.dataset_file(request.job_id, request.name)
+        with path.open("rb") as handle:
+            handle.seek(request.offset)
+            while chunk := handle.read(DOWNLOAD_CHUNK):
+                yield pb.FileChunk(data=chunk)

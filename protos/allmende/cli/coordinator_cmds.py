@@ -1,0 +1,45 @@
+"""`allmende coordinator init|serve|fingerprint`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from allmende.cli.common import EXIT_OK, out
+
+
+def init(args: argparse.Namespace) -> int:
+    from allmende.coordinator.home import CoordinatorHome
+    from allmende.coordinator.store import open_store
+
+    home = CoordinatorHome(Path(args.data))
+    key = home.init()
+    open_store(home.db_url).close()
+    out(f"initialised coordinator in {home.root}")
+    out(f"admin token: {home.token_path} (keep it secret)")
+    out("fingerprint (give this to volunteers and researchers):")
+    out(key.fingerprint)
+    return EXIT_OK
+
+
+def show_fingerprint(args: argparse.Namespace) -> int:
+    from allmende.coordinator.home import CoordinatorHome
+
+    out(CoordinatorHome(Path(args.data)).load_key().fingerprint)
+    return EXIT_OK
+
+
+def serve(args: argparse.Namespace) -> int:
+    from allmende.coordinator.transport.server import serve as run_server
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with run_server(Path(args.data), args.listen) as running:
+        out(f"coordinator listening on {running.address}")
+        out(f"fingerprint {running.coordinator.key.fingerprint}")
+        stop.wait()
+        out("shutting down")
+    return EXIT_OK

@@ -1,0 +1,137 @@
+"""Reading job input files: .jsonl, .csv, .tsv, .parquet and .txt, each item with its line.
+
+Errors name the file, the line and what was expected; nothing is sent before the whole
+file has been read and checked.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from allmende.protocol.errors import InvalidArgument
+
+FORMATS = (".jsonl", ".csv", ".tsv", ".parquet", ".txt")
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    text: str
+    line: int
+
+
+def read_items(path: Path) -> list[Item]:
+    """Read and check an input file: unique non-empty ids, string texts, at least one item."""
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise InvalidArgument("--input", f"a file ending in one of {', '.join(FORMATS)}, got {path.name}")
+    if not path.is_file():
+        raise InvalidArgument("--input", f"an existing file, {path} not found")
+    reader = {
+        ".jsonl": _jsonl, ".csv": _csv, ".tsv": _tsv, ".parquet": _parquet, ".txt": _txt,
+    }[suffix]
+    items = list(reader(path))
+    if not items:
+        raise InvalidArgument("--input", f"at least one item; {path.name} has none")
+    seen: dict[str, int] = {}
+    for item in items:
+        if item.item_id in seen:
+            raise InvalidArgument(
+                "id", f"unique ids; {item.item_id!r} on line {item.line} of {path.name} "
+                f"repeats line {seen[item.item_id]}",
+            )
+        seen[item.item_id] = item.line
+    return items
+
+
+def _open_text(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            yield from enumerate(handle, start=1)
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument("--input", f"UTF-8 text; {path.name} is not ({exc.reason})") from None
+
+
+def _id(value: object, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidArgument("id", f"a string or integer ({where})")
+    text = str(value)
+    if not text:
+        raise InvalidArgument("id", f"a non-empty id ({where})")
+    return text
+
+
+def _jsonl(path: Path) -> Iterator[Item]:
+    for line_no, line in _open_text(path):
+        if not line.strip():
+            continue
+        where = f"line {line_no} of {path.name}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument("input", f"one JSON object per line; {where}: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise InvalidArgument("input", f'a JSON object {{"id": ..., "text": ...}} ({where})')
+        if "id" not in record or "text" not in record:
+            raise InvalidArgument("input", f'both "id" and "text" keys ({where})')
+        if not isinstance(record["text"], str):
+            raise InvalidArgument("text", f"a string ({where})")
+        yield Item(_id(record["id"], where), record["text"], line_no)
+
+
+def _delimited(path: Path, delimiter: str) -> Iterator[Item]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        try:
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            fields = reader.fieldnames or []
+            if "id" not in fields or "text" not in fields:
+                raise InvalidArgument(
+                    "input", f"a header with 'id' and 'text' columns in {path.name}, got {fields}"
+                )
+            for row in reader:
+                line = reader.line_num
+                where = f"line {line} of {path.name}"
+                if row.get("text") is None:
+                    raise InvalidArgument("text", f"a value in every row ({where})")
+                yield Item(_id(row["id"], where), row["text"], line)
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument("--input", f"UTF-8 text; {path.name} is not ({exc.reason})") from None
+        except csv.Error as exc:
+            raise InvalidArgument("input", f"valid CSV in {path.name} ({exc})") from None
+
+
+def _csv(path: Path) -> Iterator[Item]:
+    return _delimited(path, ",")
+
+
+def _tsv(path: Path) -> Iterator[Item]:
+    return _delimited(path, "\t")
+
+
+def _parquet(path: Path) -> Iterator[Item]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidArgument("--input", "pyarrow for .parquet input: pip install 'allmende[dataset]'") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises many kinds
+        raise InvalidArgument("--input", f"a readable Parquet file ({exc})") from None
+    if "id" not in table.column_names or "text" not in table.column_names:
+        raise InvalidArgument("input", f"'id' and 'text' columns, got {table.column_names}")
+    ids = table.column("id").to_pylist()
+    texts = table.column("text").to_pylist()
+    for row, (item_id, text) in enumerate(zip(ids, texts, strict=True), start=1):
+        where = f"row {row} of {path.name}"
+        if not isinstance(text, str):
+            raise InvalidArgument("text", f"a string ({where})")
+        yield Item(_id(item_id, where), text, row)
+
+
+def _txt(path: Path) -> Iterator[Item]:
+    for line_no, line in _open_text(path):
+        yield Item(str(line_no - 1), line.rstrip("\r\n"), line_no)

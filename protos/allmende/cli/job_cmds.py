@@ -1,0 +1,125 @@
+"""`allmende job create|status|list`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, err, out, out_json
+from allmende.cli.inputs import Item, read_items
+from allmende.cli.remote import call
+from allmende.client.connection import CoordinatorClient
+from allmende.v1 import allmende_pb2 as pb
+
+# Items per upload message: well under the 16 MiB message limit for typical texts.
+CHUNK_ITEMS = 2000
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _requests(spec: pb.JobSpec, source: str, items: list[Item]) -> Iterator[pb.CreateJobRequest]:
+    yield pb.CreateJobRequest(spec=spec, source_name=source)
+    batch: list[pb.InputItem] = []
+    size = 0
+    for item in items:
+        batch.append(pb.InputItem(id=item.item_id, text=item.text, line=item.line))
+        size += len(item.text) + len(item.item_id) + 16
+        if len(batch) >= CHUNK_ITEMS or size >= CHUNK_BYTES:
+            yield pb.CreateJobRequest(items=batch)
+            batch, size = [], 0
+    if batch:
+        yield pb.CreateJobRequest(items=batch)
+
+
+def create(args: argparse.Namespace) -> int:
+    token_path = Path(args.admin_token_file)
+    try:
+        token = token_path.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"--admin-token-file: cannot read {token_path} ({exc.strerror})",
+                       EXIT_USAGE) from None
+    if not token:
+        raise CliError(f"--admin-token-file: {token_path} is empty", EXIT_USAGE)
+    path = Path(args.input)
+    items = read_items(path)
+    spec = pb.JobSpec(
+        name=args.name or path.name, kind=args.kind, model=args.model,
+        redundancy=args.redundancy or 0, unit_size=args.unit_size or 0, tau=args.tau or 0.0,
+        max_replicas=args.max_replicas or 0, lease_seconds=args.lease_seconds or 0,
+        result_dtype=args.dtype or "",
+    )
+    err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
+    with CoordinatorClient(args.coordinator, admin_token=token) as client:
+        response = call(lambda: client.create_job(_requests(spec, path.name, items)),
+                        args.coordinator)
+    err(f"created: {response.items} items ({response.unique_items} unique) in "
+        f"{response.units} units")
+    out(response.job_id)
+    return EXIT_OK
+
+
+def _as_dict(job: pb.JobStatus) -> dict[str, object]:
+    return {
+        "job_id": job.job_id, "name": job.name, "state": job.state,
+        "kind": job.spec.kind, "model": job.spec.model, "redundancy": job.spec.redundancy,
+        "unit_size": job.spec.unit_size, "tau": job.spec.tau,
+        "items": job.items, "unique_items": job.unique_items,
+        "units": {
+            "total": job.units_total, "accepted": job.units_accepted,
+            "failed": job.units_failed, "in_progress": job.units_in_progress,
+        },
+        "results": {"received": job.results_received, "rejected": job.results_rejected},
+        "volunteers": job.volunteers,
+        "min_agreement": job.min_agreement if job.units_accepted else None,
+        "created_unix_ms": job.created_unix_ms,
+        "completed_unix_ms": job.completed_unix_ms or None,
+        "failed_units": [{"unit_id": f.unit_id, "reason": f.reason} for f in job.failed_units],
+        "reason": job.reason,
+    }
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "-"
+
+
+def status(args: argparse.Namespace) -> int:
+    with CoordinatorClient(args.coordinator) as client:
+        job = call(lambda: client.get_job(args.job), args.coordinator)
+    if args.json:
+        out_json(_as_dict(job))
+        return EXIT_OK
+    pct = 100.0 * job.units_accepted / job.units_total if job.units_total else 0.0
+    out(f"job       {job.job_id}  {job.name}")
+    out(f"state     {job.state}")
+    out(f"task      {job.spec.kind} with {job.spec.model}, redundancy {job.spec.redundancy}, "
+        f"tau {job.spec.tau}")
+    out(f"items     {job.items} ({job.unique_items} unique)")
+    out(f"units     {job.units_accepted}/{job.units_total} accepted ({pct:.1f}%), "
+        f"{job.units_in_progress} in progress, {job.units_failed} failed")
+    out(f"results   {job.results_received} received, {job.results_rejected} rejected, "
+        f"{job.volunteers} volunteers")
+    if job.units_accepted:
+        out(f"agreement lowest row cosine {job.min_agreement:.6f}")
+    out(f"created   {_when(job.created_unix_ms)}   completed {_when(job.completed_unix_ms)}")
+    if job.reason:
+        out(f"reason    {job.reason}")
+    for failed in job.failed_units:
+        out(f"failed    {failed.unit_id}: {failed.reason}")
+    return EXIT_OK
+
+
+def list_jobs(args: argparse.Namespace) -> int:
+    with CoordinatorClient(args.coordinator) as client:
+        jobs = call(client.list_jobs, args.coordinator)
+    if args.json:
+        out_json([_as_dict(job) for job in jobs])
+        return EXIT_OK
+    if not jobs:
+        out("no jobs")
+        return EXIT_OK
+    out(f"{'JOB':<18} {'STATE':<13} {'UNITS':>13} {'ITEMS':>9}  NAME")
+    for job in jobs:
+        units = f"{job.units_accepted}/{job.units_total}"
+        out(f"{job.job_id:<18} {job.state:<13} {units:>13} {job.items:>9}  {job.name}")
+    return EXIT_OK

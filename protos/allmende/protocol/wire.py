@@ -1,0 +1,125 @@
+"""Signed objects on the wire: work units and result envelopes.
+
+Both are protobuf messages serialised once by their author, signed as bytes and parsed only
+after the signature over those exact bytes has been checked. This module is the one place
+that turns those bytes into plain values and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from allmende.protocol.errors import IntegrityError, InvalidArgument
+from allmende.protocol.signing import CTX_RESULT, CTX_WORK_UNIT, SigningKey, verify
+from allmende.v1 import allmende_pb2 as pb
+
+CODEC = "shuffle+zstd"
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    unit_id: str
+    job_id: str
+    kind: str
+    model: str
+    model_sha256: str
+    texts: tuple[str, ...]
+    dims: int
+    result_dtype: str
+    created_ms: int
+
+
+def encode_unit(unit: WorkUnit) -> bytes:
+    message = pb.WorkUnit(
+        unit_id=unit.unit_id, job_id=unit.job_id, kind=unit.kind, model=unit.model,
+        model_sha256=unit.model_sha256, texts=list(unit.texts), dims=unit.dims,
+        result_dtype=unit.result_dtype, created_unix_ms=unit.created_ms,
+    )
+    return message.SerializeToString(deterministic=True)
+
+
+def sign_unit(key: SigningKey, unit: WorkUnit) -> tuple[bytes, bytes]:
+    blob = encode_unit(unit)
+    return blob, key.sign(CTX_WORK_UNIT, blob)
+
+
+def decode_unit(blob: bytes) -> WorkUnit:
+    message = pb.WorkUnit()
+    try:
+        message.ParseFromString(blob)
+    except DecodeError as exc:
+        raise InvalidArgument("unit", f"a serialised WorkUnit ({exc})") from None
+    return WorkUnit(
+        unit_id=message.unit_id, job_id=message.job_id, kind=message.kind, model=message.model,
+        model_sha256=message.model_sha256, texts=tuple(message.texts), dims=message.dims,
+        result_dtype=message.result_dtype, created_ms=message.created_unix_ms,
+    )
+
+
+def open_unit(blob: bytes, signature: bytes, coordinator_key: bytes) -> WorkUnit:
+    """Verify a work unit's signature over the bytes received, then parse them."""
+    verify(coordinator_key, CTX_WORK_UNIT, blob, signature)
+    return decode_unit(blob)
+
+
+@dataclass(frozen=True)
+class ResultEnvelope:
+    unit_id: str
+    lease_id: str
+    volunteer_id: str
+    dtype: str
+    rows: int
+    dims: int
+    codec: str
+    payload_sha256: bytes
+    unit_sha256: bytes
+    model_sha256: str
+    device: str
+    compute_ms: int
+    created_ms: int
+
+
+def encode_envelope(env: ResultEnvelope) -> bytes:
+    message = pb.ResultEnvelope(
+        unit_id=env.unit_id, lease_id=env.lease_id, volunteer_id=env.volunteer_id,
+        dtype=env.dtype, rows=env.rows, dims=env.dims, codec=env.codec,
+        payload_sha256=env.payload_sha256, unit_sha256=env.unit_sha256,
+        model_sha256=env.model_sha256, device=env.device, compute_ms=env.compute_ms,
+        created_unix_ms=env.created_ms,
+    )
+    return message.SerializeToString(deterministic=True)
+
+
+def decode_envelope(blob: bytes) -> ResultEnvelope:
+    message = pb.ResultEnvelope()
+    try:
+        message.ParseFromString(blob)
+    except DecodeError as exc:
+        raise InvalidArgument("envelope", f"a serialised ResultEnvelope ({exc})") from None
+    for field in ("unit_id", "lease_id", "volunteer_id"):
+        if not getattr(message, field):
+            raise InvalidArgument(f"envelope.{field}", "a non-empty string")
+    if message.codec != CODEC:
+        raise InvalidArgument("envelope.codec", f"{CODEC!r}, got {message.codec!r}")
+    if len(message.payload_sha256) != 32:
+        raise InvalidArgument("envelope.payload_sha256", "32 bytes")
+    return ResultEnvelope(
+        unit_id=message.unit_id, lease_id=message.lease_id, volunteer_id=message.volunteer_id,
+        dtype=message.dtype, rows=message.rows, dims=message.dims, codec=message.codec,
+        payload_sha256=message.payload_sha256, unit_sha256=message.unit_sha256,
+        model_sha256=message.model_sha256, device=message.device,
+        compute_ms=message.compute_ms, created_ms=message.created_unix_ms,
+    )
+
+
+def sign_envelope(key: SigningKey, env: ResultEnvelope) -> tuple[bytes, bytes]:
+    blob = encode_envelope(env)
+    return blob, key.sign(CTX_RESULT, blob)
+
+
+def check_payload(env: ResultEnvelope, payload: bytes) -> None:
+    if hashlib.sha256(payload).digest() != env.payload_sha256:
+        raise IntegrityError("payload does not match the sha256 in its signed envelope")

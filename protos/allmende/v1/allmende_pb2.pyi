@@ -1,0 +1,317 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetCoordinatorInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCoordinatorInfoResponse(_message.Message):
+    __slots__ = ("public_key", "fingerprint", "version", "models", "task_kinds")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    TASK_KINDS_FIELD_NUMBER: _ClassVar[int]
+    public_key: bytes
+    fingerprint: str
+    version: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    task_kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, public_key: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., task_kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegisterVolunteerRequest(_message.Message):
+    __slots__ = ("public_key", "display_name", "client_version", "hardware", "signature")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    public_key: bytes
+    display_name: str
+    client_version: str
+    hardware: str
+    signature: bytes
+    def __init__(self, public_key: _Optional[bytes] = ..., display_name: _Optional[str] = ..., client_version: _Optional[str] = ..., hardware: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class RegisterVolunteerResponse(_message.Message):
+    __slots__ = ("volunteer_id",)
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    def __init__(self, volunteer_id: _Optional[str] = ...) -> None: ...
+
+class WorkUnit(_message.Message):
+    __slots__ = ("unit_id", "job_id", "kind", "model", "model_sha256", "texts", "dims", "result_dtype", "created_unix_ms")
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    job_id: str
+    kind: str
+    model: str
+    model_sha256: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    dims: int
+    result_dtype: str
+    created_unix_ms: int
+    def __init__(self, unit_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., dims: _Optional[int] = ..., result_dtype: _Optional[str] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+
+class SignedWorkUnit(_message.Message):
+    __slots__ = ("unit", "signature")
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    unit: bytes
+    signature: bytes
+    def __init__(self, unit: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class LeaseWorkRequest(_message.Message):
+    __slots__ = ("volunteer_id",)
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    def __init__(self, volunteer_id: _Optional[str] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("lease_id", "deadline_unix_ms", "unit")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    deadline_unix_ms: int
+    unit: SignedWorkUnit
+    def __init__(self, lease_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., unit: _Optional[_Union[SignedWorkUnit, _Mapping]] = ...) -> None: ...
+
+class LeaseWorkResponse(_message.Message):
+    __slots__ = ("lease", "work_remaining", "retry_after_ms")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    WORK_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    lease: Lease
+    work_remaining: bool
+    retry_after_ms: int
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., work_remaining: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class ResultEnvelope(_message.Message):
+    __slots__ = ("unit_id", "lease_id", "volunteer_id", "dtype", "rows", "dims", "codec", "payload_sha256", "unit_sha256", "model_sha256", "device", "compute_ms", "created_unix_ms")
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    UNIT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    lease_id: str
+    volunteer_id: str
+    dtype: str
+    rows: int
+    dims: int
+    codec: str
+    payload_sha256: bytes
+    unit_sha256: bytes
+    model_sha256: str
+    device: str
+    compute_ms: int
+    created_unix_ms: int
+    def __init__(self, unit_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., volunteer_id: _Optional[str] = ..., dtype: _Optional[str] = ..., rows: _Optional[int] = ..., dims: _Optional[int] = ..., codec: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., unit_sha256: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., device: _Optional[str] = ..., compute_ms: _Optional[int] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+
+class SubmitResultRequest(_message.Message):
+    __slots__ = ("envelope", "signature", "payload")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    envelope: bytes
+    signature: bytes
+    payload: bytes
+    def __init__(self, envelope: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class SubmitResultResponse(_message.Message):
+    __slots__ = ("status", "reason")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    reason: str
+    def __init__(self, status: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseWorkRequest(_message.Message):
+    __slots__ = ("volunteer_id", "lease_id", "reason")
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    lease_id: str
+    reason: str
+    def __init__(self, volunteer_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseWorkResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JobSpec(_message.Message):
+    __slots__ = ("name", "kind", "model", "redundancy", "unit_size", "tau", "max_replicas", "lease_seconds", "result_dtype")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REDUNDANCY_FIELD_NUMBER: _ClassVar[int]
+    UNIT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TAU_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    model: str
+    redundancy: int
+    unit_size: int
+    tau: float
+    max_replicas: int
+    lease_seconds: int
+    result_dtype: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ...) -> None: ...
+
+class InputItem(_message.Message):
+    __slots__ = ("id", "text", "line")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    line: int
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., line: _Optional[int] = ...) -> None: ...
+
+class CreateJobRequest(_message.Message):
+    __slots__ = ("spec", "items", "source_name")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    spec: JobSpec
+    items: _containers.RepeatedCompositeFieldContainer[InputItem]
+    source_name: str
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., items: _Optional[_Iterable[_Union[InputItem, _Mapping]]] = ..., source_name: _Optional[str] = ...) -> None: ...
+
+class CreateJobResponse(_message.Message):
+    __slots__ = ("job_id", "items", "unique_items", "units")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    items: int
+    unique_items: int
+    units: int
+    def __init__(self, job_id: _Optional[str] = ..., items: _Optional[int] = ..., unique_items: _Optional[int] = ..., units: _Optional[int] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class FailedUnit(_message.Message):
+    __slots__ = ("unit_id", "reason")
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    reason: str
+    def __init__(self, unit_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class JobStatus(_message.Message):
+    __slots__ = ("job_id", "name", "state", "spec", "items", "unique_items", "units_total", "units_accepted", "units_failed", "units_in_progress", "results_received", "results_rejected", "min_agreement", "created_unix_ms", "completed_unix_ms", "failed_units", "reason", "volunteers")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UNITS_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    UNITS_IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VOLUNTEERS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    state: str
+    spec: JobSpec
+    items: int
+    unique_items: int
+    units_total: int
+    units_accepted: int
+    units_failed: int
+    units_in_progress: int
+    results_received: int
+    results_rejected: int
+    min_agreement: float
+    created_unix_ms: int
+    completed_unix_ms: int
+    failed_units: _containers.RepeatedCompositeFieldContainer[FailedUnit]
+    reason: str
+    volunteers: int
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., items: _Optional[int] = ..., unique_items: _Optional[int] = ..., units_total: _Optional[int] = ..., units_accepted: _Optional[int] = ..., units_failed: _Optional[int] = ..., units_in_progress: _Optional[int] = ..., results_received: _Optional[int] = ..., results_rejected: _Optional[int] = ..., min_agreement: _Optional[float] = ..., created_unix_ms: _Optional[int] = ..., completed_unix_ms: _Optional[int] = ..., failed_units: _Optional[_Iterable[_Union[FailedUnit, _Mapping]]] = ..., reason: _Optional[str] = ..., volunteers: _Optional[int] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobStatus
+    def __init__(self, job: _Optional[_Union[JobStatus, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobStatus]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ...) -> None: ...
+
+class GetManifestRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetManifestResponse(_message.Message):
+    __slots__ = ("manifest", "signature")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    manifest: bytes
+    signature: bytes
+    def __init__(self, manifest: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class DownloadFileRequest(_message.Message):
+    __slots__ = ("job_id", "name", "offset")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    offset: int
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
