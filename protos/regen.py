@@ -32,9 +32,7 @@ def generate(out: Path) -> list[Path]:
         ]
         if protoc.main(args) != 0:
             raise SystemExit(f"protoc failed on {proto}")
-    return [
-        Path("allmende/v1") / f"{proto.stem}{suffix}" for proto in protos for suffix in OUTPUTS
-    ]
+    return [Path("allmende/v1") / f"{proto.stem}{suffix}" for proto in protos for suffix in OUTPUTS]
 
 
 def main() -> int:
@@ -43,7 +41,11 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         files = generate(Path(tmp))
-        drifted = [f for f in files if not (ROOT / f).exists() or not filecmp.cmp(Path(tmp) / f, ROOT / f, shallow=False)]
+        drifted = [
+            f
+            for f in files
+            if not (ROOT / f).exists() or not filecmp.cmp(Path(tmp) / f, ROOT / f, shallow=False)
+        ]
         if args.check:
             for f in drifted:
                 print(f"drifted: protos/{f}", file=sys.stderr)

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
 
@@ -49,8 +48,9 @@ def parse_address(address: str) -> str:
 
 
 class CoordinatorClient:
-    def __init__(self, address: str, admin_token: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, address: str, admin_token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
         self.address = parse_address(address)
         self.timeout_s = timeout_s
         self._metadata: list[tuple[str, str]] = (
@@ -78,8 +78,9 @@ class CoordinatorClient:
         self.close()
 
     def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
-        return _call(lambda: method(request, timeout=timeout or self.timeout_s,
-                                    metadata=self._metadata))
+        return _call(
+            lambda: method(request, timeout=timeout or self.timeout_s, metadata=self._metadata)
+        )
 
     # volunteers
     def info(self) -> pb.GetCoordinatorInfoResponse:
@@ -90,21 +91,25 @@ class CoordinatorClient:
         return str(response.volunteer_id)
 
     def lease(self, volunteer_id: str) -> pb.LeaseWorkResponse:
-        return self._unary(self.volunteers.LeaseWork, pb.LeaseWorkRequest(volunteer_id=volunteer_id))
+        return self._unary(
+            self.volunteers.LeaseWork, pb.LeaseWorkRequest(volunteer_id=volunteer_id)
+        )
 
     def submit(self, envelope: bytes, signature: bytes, payload: bytes) -> pb.SubmitResultResponse:
         request = pb.SubmitResultRequest(envelope=envelope, signature=signature, payload=payload)
         return self._unary(self.volunteers.SubmitResult, request)
 
     def release(self, volunteer_id: str, lease_id: str, reason: str) -> None:
-        request = pb.ReleaseWorkRequest(volunteer_id=volunteer_id, lease_id=lease_id,
-                                        reason=reason)
+        request = pb.ReleaseWorkRequest(volunteer_id=volunteer_id, lease_id=lease_id, reason=reason)
         self._unary(self.volunteers.ReleaseWork, request)
 
     # jobs
     def create_job(self, requests: Iterable[pb.CreateJobRequest]) -> pb.CreateJobResponse:
-        return _call(lambda: self.jobs.CreateJob(iter(requests), timeout=UPLOAD_TIMEOUT_S,
-                                                 metadata=self._metadata))
+        return _call(
+            lambda: self.jobs.CreateJob(
+                iter(requests), timeout=UPLOAD_TIMEOUT_S, metadata=self._metadata
+            )
+        )
 
     def get_job(self, job_id: str) -> pb.JobStatus:
         return self._unary(self.jobs.GetJob, pb.GetJobRequest(job_id=job_id)).job
@@ -118,8 +123,11 @@ class CoordinatorClient:
 
     def download(self, job_id: str, name: str, offset: int = 0) -> Iterator[bytes]:
         request = pb.DownloadFileRequest(job_id=job_id, name=name, offset=offset)
-        stream = _call(lambda: self.datasets.DownloadFile(request, timeout=UPLOAD_TIMEOUT_S,
-                                                          metadata=self._metadata))
+        stream = _call(
+            lambda: self.datasets.DownloadFile(
+                request, timeout=UPLOAD_TIMEOUT_S, metadata=self._metadata
+            )
+        )
         iterator = iter(stream)
         while True:
             chunk = _call(lambda: next(iterator, None))

@@ -1,9 +1,9 @@
 """The coordinator's data folder: signing key, admin token, database, datasets.
 
-    DIR/coordinator.key   Ed25519 private key, PEM, mode 0600
-    DIR/admin.token       bearer token for admin RPCs, mode 0600
-    DIR/coordinator.db    the embedded SQLite database (WAL)
-    DIR/datasets/JOB/     finished datasets: shards, manifest.json, manifest.sig
+DIR/coordinator.key   Ed25519 private key, PEM, mode 0600
+DIR/admin.token       bearer token for admin RPCs, mode 0600
+DIR/coordinator.db    the embedded SQLite database (WAL)
+DIR/datasets/JOB/     finished datasets: shards, manifest.json, manifest.sig
 """
 
 from __future__ import annotations

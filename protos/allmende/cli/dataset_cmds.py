@@ -26,8 +26,9 @@ def pull(args: argparse.Namespace) -> int:
 
     with CoordinatorClient(args.coordinator) as client:
         try:
-            report = call(lambda: pull_dataset(client, args.job, pinned, out_dir, progress),
-                          args.coordinator)
+            report = call(
+                lambda: pull_dataset(client, args.job, pinned, out_dir, progress), args.coordinator
+            )
         except IntegrityError as exc:
             raise CliError(f"verification failed: {exc.message}") from None
     out(f"pulled {report.rows} rows in {report.shards} shard(s) to {out_dir}")
@@ -43,10 +44,19 @@ def verify(args: argparse.Namespace) -> int:
     except IntegrityError as exc:
         raise CliError(f"verification failed: {exc.message}") from None
     if args.json:
-        out_json({"ok": True, "job_id": report.job_id, "rows": report.rows,
-                  "shards": report.shards, "bytes": report.bytes,
-                  "merkle_root": report.merkle_root})
+        out_json(
+            {
+                "ok": True,
+                "job_id": report.job_id,
+                "rows": report.rows,
+                "shards": report.shards,
+                "bytes": report.bytes,
+                "merkle_root": report.merkle_root,
+            }
+        )
     else:
-        out(f"ok: {report.rows} rows in {report.shards} shard(s), job {report.job_id}; "
-            f"signature, sha256 of every shard and merkle root verified")
+        out(
+            f"ok: {report.rows} rows in {report.shards} shard(s), job {report.job_id}; "
+            f"signature, sha256 of every shard and merkle root verified"
+        )
     return EXIT_OK

@@ -38,13 +38,14 @@ def demo(args: argparse.Namespace) -> int:
     with serve(home.root, "127.0.0.1:0") as running:
         fp = running.coordinator.key.fingerprint
         out(f"1. coordinator on {running.address} (SQLite), fingerprint {fp[:16]}…")
-        spec = pb.JobSpec(name=f"demo: {source.name}", kind="embed-text",
-                          model="all-MiniLM-L6-v2")
+        spec = pb.JobSpec(name=f"demo: {source.name}", kind="embed-text", model="all-MiniLM-L6-v2")
         with CoordinatorClient(running.address, admin_token=home.load_token()) as admin:
             created = admin.create_job(_requests(spec, source.name, items))
         job_id = created.job_id
-        out(f"2. job {job_id}: {created.items} captions ({created.unique_items} unique) in "
-            f"{created.units} units, each computed by 2 volunteers")
+        out(
+            f"2. job {job_id}: {created.items} captions ({created.unique_items} unique) in "
+            f"{created.units} units, each computed by 2 volunteers"
+        )
         out(f"3. {VOLUNTEERS} volunteers computing with all-MiniLM-L6-v2 on the CPU …")
         started = time.perf_counter()
         codes = _run_volunteers(running.address, fp, root)
@@ -56,21 +57,31 @@ def demo(args: argparse.Namespace) -> int:
             out_dir = root / f"dataset-{job_id}"
             report = pull(client, job_id, fp, out_dir)
     computed = created.unique_items * job.spec.redundancy
-    out(f"4. job {job.state}: {job.units_accepted}/{job.units_total} units accepted by quorum, "
-        f"lowest row agreement (cosine) {job.min_agreement:.6f}")
+    out(
+        f"4. job {job.state}: {job.units_accepted}/{job.units_total} units accepted by quorum, "
+        f"lowest row agreement (cosine) {job.min_agreement:.6f}"
+    )
     out(f"5. dataset pulled and verified: {report.rows} rows, {report.shards} shard(s)")
     out("")
     out("summary")
     out(f"  rows            {report.rows}")
-    out(f"  throughput      {created.items / elapsed:.0f} items/s end to end "
-        f"({computed / elapsed:.0f} embeddings/s computed incl. replicas)")
-    out(f"  agreement       every row within cosine >= {job.spec.tau}; "
-        f"lowest {job.min_agreement:.6f}")
+    out(
+        f"  throughput      {created.items / elapsed:.0f} items/s end to end "
+        f"({computed / elapsed:.0f} embeddings/s computed incl. replicas)"
+    )
+    out(
+        f"  agreement       every row within cosine >= {job.spec.tau}; "
+        f"lowest {job.min_agreement:.6f}"
+    )
     out(f"  files           {out_dir}")
     out(f"  fingerprint     {fp}")
     out("")
     out("Try it yourself:")
-    out(f"  python -c \"import pandas as pd; print(pd.read_parquet('{out_dir}').head())\"")
+    out(f"  duckdb -c \"SELECT id, text, embedding[1:3] FROM '{out_dir}/*.parquet' LIMIT 5\"")
+    out(
+        f'  python -c "import glob, pandas as pd; '
+        f"print(pd.concat(map(pd.read_parquet, sorted(glob.glob('{out_dir}/*.parquet')))))\""
+    )
     out(f"  allmende dataset verify {out_dir} --fingerprint {fp}")
     return EXIT_OK
 
@@ -91,9 +102,14 @@ def _run_volunteers(address: str, fingerprint: str, root: Path) -> list[int]:
 
     def run(index: int) -> None:
         config = EngineConfig(
-            coordinator=address, fingerprint=fingerprint,
-            home=root / f"volunteer-{index + 1}", device="auto", exit_when_idle=True,
-            display_name=f"demo-volunteer-{index + 1}", threads=1, give_up_after_s=60,
+            coordinator=address,
+            fingerprint=fingerprint,
+            home=root / f"volunteer-{index + 1}",
+            device="auto",
+            exit_when_idle=True,
+            display_name=f"demo-volunteer-{index + 1}",
+            threads=1,
+            give_up_after_s=60,
         )
         codes[index] = VolunteerEngine(config, on_event=report).run()
 

@@ -28,11 +28,17 @@ def read_items(path: Path) -> list[Item]:
     """Read and check an input file: unique non-empty ids, string texts, at least one item."""
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise InvalidArgument("--input", f"a file ending in one of {', '.join(FORMATS)}, got {path.name}")
+        raise InvalidArgument(
+            "--input", f"a file ending in one of {', '.join(FORMATS)}, got {path.name}"
+        )
     if not path.is_file():
         raise InvalidArgument("--input", f"an existing file, {path} not found")
     reader = {
-        ".jsonl": _jsonl, ".csv": _csv, ".tsv": _tsv, ".parquet": _parquet, ".txt": _txt,
+        ".jsonl": _jsonl,
+        ".csv": _csv,
+        ".tsv": _tsv,
+        ".parquet": _parquet,
+        ".txt": _txt,
     }[suffix]
     items = list(reader(path))
     if not items:
@@ -41,7 +47,8 @@ def read_items(path: Path) -> list[Item]:
     for item in items:
         if item.item_id in seen:
             raise InvalidArgument(
-                "id", f"unique ids; {item.item_id!r} on line {item.line} of {path.name} "
+                "id",
+                f"unique ids; {item.item_id!r} on line {item.line} of {path.name} "
                 f"repeats line {seen[item.item_id]}",
             )
         seen[item.item_id] = item.line
@@ -73,7 +80,9 @@ def _jsonl(path: Path) -> Iterator[Item]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InvalidArgument("input", f"one JSON object per line; {where}: {exc.msg}") from None
+            raise InvalidArgument(
+                "input", f"one JSON object per line; {where}: {exc.msg}"
+            ) from None
         if not isinstance(record, dict):
             raise InvalidArgument("input", f'a JSON object {{"id": ..., "text": ...}} ({where})')
         if "id" not in record or "text" not in record:
@@ -99,7 +108,9 @@ def _delimited(path: Path, delimiter: str) -> Iterator[Item]:
                     raise InvalidArgument("text", f"a value in every row ({where})")
                 yield Item(_id(row["id"], where), row["text"], line)
         except UnicodeDecodeError as exc:
-            raise InvalidArgument("--input", f"UTF-8 text; {path.name} is not ({exc.reason})") from None
+            raise InvalidArgument(
+                "--input", f"UTF-8 text; {path.name} is not ({exc.reason})"
+            ) from None
         except csv.Error as exc:
             raise InvalidArgument("input", f"valid CSV in {path.name} ({exc})") from None
 
@@ -116,7 +127,9 @@ def _parquet(path: Path) -> Iterator[Item]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise InvalidArgument("--input", "pyarrow for .parquet input: pip install 'allmende[dataset]'") from None
+        raise InvalidArgument(
+            "--input", "pyarrow for .parquet input: pip install 'allmende[dataset]'"
+        ) from None
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises many kinds

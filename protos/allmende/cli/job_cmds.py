@@ -37,37 +37,54 @@ def create(args: argparse.Namespace) -> int:
     try:
         token = token_path.read_text().strip()
     except OSError as exc:
-        raise CliError(f"--admin-token-file: cannot read {token_path} ({exc.strerror})",
-                       EXIT_USAGE) from None
+        raise CliError(
+            f"--admin-token-file: cannot read {token_path} ({exc.strerror})", EXIT_USAGE
+        ) from None
     if not token:
         raise CliError(f"--admin-token-file: {token_path} is empty", EXIT_USAGE)
     path = Path(args.input)
     items = read_items(path)
     spec = pb.JobSpec(
-        name=args.name or path.name, kind=args.kind, model=args.model,
-        redundancy=args.redundancy or 0, unit_size=args.unit_size or 0, tau=args.tau or 0.0,
-        max_replicas=args.max_replicas or 0, lease_seconds=args.lease_seconds or 0,
+        name=args.name or path.name,
+        kind=args.kind,
+        model=args.model,
+        redundancy=args.redundancy or 0,
+        unit_size=args.unit_size or 0,
+        tau=args.tau or 0.0,
+        max_replicas=args.max_replicas or 0,
+        lease_seconds=args.lease_seconds or 0,
         result_dtype=args.dtype or "",
     )
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
     with CoordinatorClient(args.coordinator, admin_token=token) as client:
-        response = call(lambda: client.create_job(_requests(spec, path.name, items)),
-                        args.coordinator)
-    err(f"created: {response.items} items ({response.unique_items} unique) in "
-        f"{response.units} units")
+        response = call(
+            lambda: client.create_job(_requests(spec, path.name, items)), args.coordinator
+        )
+    err(
+        f"created: {response.items} items ({response.unique_items} unique) in "
+        f"{response.units} units"
+    )
     out(response.job_id)
     return EXIT_OK
 
 
 def _as_dict(job: pb.JobStatus) -> dict[str, object]:
     return {
-        "job_id": job.job_id, "name": job.name, "state": job.state,
-        "kind": job.spec.kind, "model": job.spec.model, "redundancy": job.spec.redundancy,
-        "unit_size": job.spec.unit_size, "tau": job.spec.tau,
-        "items": job.items, "unique_items": job.unique_items,
+        "job_id": job.job_id,
+        "name": job.name,
+        "state": job.state,
+        "kind": job.spec.kind,
+        "model": job.spec.model,
+        "redundancy": job.spec.redundancy,
+        "unit_size": job.spec.unit_size,
+        "tau": job.spec.tau,
+        "items": job.items,
+        "unique_items": job.unique_items,
         "units": {
-            "total": job.units_total, "accepted": job.units_accepted,
-            "failed": job.units_failed, "in_progress": job.units_in_progress,
+            "total": job.units_total,
+            "accepted": job.units_accepted,
+            "failed": job.units_failed,
+            "in_progress": job.units_in_progress,
         },
         "results": {"received": job.results_received, "rejected": job.results_rejected},
         "volunteers": job.volunteers,
@@ -92,13 +109,19 @@ def status(args: argparse.Namespace) -> int:
     pct = 100.0 * job.units_accepted / job.units_total if job.units_total else 0.0
     out(f"job       {job.job_id}  {job.name}")
     out(f"state     {job.state}")
-    out(f"task      {job.spec.kind} with {job.spec.model}, redundancy {job.spec.redundancy}, "
-        f"tau {job.spec.tau}")
+    out(
+        f"task      {job.spec.kind} with {job.spec.model}, redundancy {job.spec.redundancy}, "
+        f"tau {job.spec.tau}"
+    )
     out(f"items     {job.items} ({job.unique_items} unique)")
-    out(f"units     {job.units_accepted}/{job.units_total} accepted ({pct:.1f}%), "
-        f"{job.units_in_progress} in progress, {job.units_failed} failed")
-    out(f"results   {job.results_received} received, {job.results_rejected} rejected, "
-        f"{job.volunteers} volunteers")
+    out(
+        f"units     {job.units_accepted}/{job.units_total} accepted ({pct:.1f}%), "
+        f"{job.units_in_progress} in progress, {job.units_failed} failed"
+    )
+    out(
+        f"results   {job.results_received} received, {job.results_rejected} rejected, "
+        f"{job.volunteers} volunteers"
+    )
     if job.units_accepted:
         out(f"agreement lowest row cosine {job.min_agreement:.6f}")
     out(f"created   {_when(job.created_unix_ms)}   completed {_when(job.completed_unix_ms)}")

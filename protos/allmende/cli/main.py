@@ -57,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="coordinator_cmds:init")
     p = csub.add_parser("serve", help="serve volunteers, admins and researchers over gRPC")
     p.add_argument("--data", required=True, help="the coordinator's data folder")
-    p.add_argument("--listen", type=_address, default="127.0.0.1:50051",
-                   help="HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks one)")
+    p.add_argument(
+        "--listen",
+        type=_address,
+        default="127.0.0.1:50051",
+        help="HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks one)",
+    )
     p.set_defaults(handler="coordinator_cmds:serve")
     p = csub.add_parser("fingerprint", help="print the coordinator key's fingerprint")
     p.add_argument("--data", required=True, help="the coordinator's data folder")
@@ -71,13 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-token-file", required=True, help="the coordinator's admin.token")
     p.add_argument("--kind", default="embed-text", help="task kind (default embed-text)")
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="registry model name")
-    p.add_argument("--input", required=True,
-                   help="a .jsonl, .csv, .tsv or .parquet file with id and text, or a .txt file")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="a .jsonl, .csv, .tsv or .parquet file with id and text, or a .txt file",
+    )
     p.add_argument("--redundancy", type=_positive, help="replicas per unit (default 2)")
     p.add_argument("--unit-size", type=_positive, help="items per work unit (default 256)")
     p.add_argument("--tau", type=_unit_interval, help="row agreement cosine (default 0.999)")
-    p.add_argument("--max-replicas", type=_positive,
-                   help="results to try before a unit fails (default redundancy + 3)")
+    p.add_argument(
+        "--max-replicas",
+        type=_positive,
+        help="results to try before a unit fails (default redundancy + 3)",
+    )
     p.add_argument("--lease-seconds", type=_positive, help="lease deadline (default 600)")
     p.add_argument("--dtype", choices=["float16", "int8"], help="result dtype (default float16)")
     p.add_argument("--name", help="a name shown in job listings")
@@ -92,16 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler="job_cmds:list_jobs")
 
-    p = sub.add_parser("volunteer", help="donate compute to a coordinator",
-                       epilog=EXIT_CODES_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "volunteer",
+        help="donate compute to a coordinator",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
-    p.add_argument("--fingerprint", required=True,
-                   help="the coordinator key fingerprint to pin (from its operator)")
+    p.add_argument(
+        "--fingerprint",
+        required=True,
+        help="the coordinator key fingerprint to pin (from its operator)",
+    )
     p.add_argument("--headless", action="store_true", help="log lines instead of the TUI")
     p.add_argument("--json", action="store_true", help="with --headless: one JSON object per line")
-    p.add_argument("--exit-when-idle", action="store_true",
-                   help="exit 0 once no work is left for this volunteer and nothing is in flight")
+    p.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="exit 0 once no work is left for this volunteer and nothing is in flight",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
     p.add_argument("--batch-size", type=_positive, default=64, help="items per forward pass")
     p.add_argument("--threads", type=_positive, help="CPU threads for compute")
@@ -124,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="dataset_cmds:verify")
 
     p = sub.add_parser("demo", help="run a coordinator, two volunteers and a job end to end")
-    p.add_argument("--dir", default="allmende-demo", help="working folder (default ./allmende-demo)")
+    p.add_argument(
+        "--dir", default="allmende-demo", help="working folder (default ./allmende-demo)"
+    )
     p.add_argument("--input", help="use this input file instead of the bundled corpus")
     p.set_defaults(handler="demo:demo")
     return parser
@@ -151,8 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(f"allmende: {exc.message}")
         return 1
     except ModuleNotFoundError as exc:
-        err(f"allmende: {exc.name} is not installed; install the extra for this role, "
-            "e.g. pip install 'allmende[coordinator]' or 'allmende[volunteer]'")
+        err(
+            f"allmende: {exc.name} is not installed; install the extra for this role, "
+            "e.g. pip install 'allmende[coordinator]' or 'allmende[volunteer]'"
+        )
         return 1
     except KeyboardInterrupt:
         err("allmende: interrupted")

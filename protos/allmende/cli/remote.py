@@ -16,7 +16,8 @@ def call(fn: Callable[[], T], address: str) -> T:
         return fn()
     except RemoteError as exc:
         if exc.code == "UNAVAILABLE":
-            raise CliError(f"coordinator {address} unreachable: {exc.details}",
-                           EXIT_UNREACHABLE) from None
+            raise CliError(
+                f"coordinator {address} unreachable: {exc.details}", EXIT_UNREACHABLE
+            ) from None
         code = EXIT_USAGE if exc.code == "INVALID_ARGUMENT" else EXIT_FAILED
         raise CliError(f"coordinator refused ({exc.code}): {exc.details}", code) from None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from allmende.cli.common import err, out
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
+from allmende.client.engine.events import Stopped
 from allmende.client.engine.identity import default_home
 
 
@@ -29,8 +30,8 @@ def volunteer(args: argparse.Namespace) -> int:
 
     def log_event(event: Event) -> None:
         out(json.dumps(event.as_dict(), sort_keys=True) if args.json else event.as_line())
-        if event.name == "stopped" and getattr(event, "exit_code", 0):
-            err(f"allmende volunteer: {getattr(event, 'reason', '')}")
+        if isinstance(event, Stopped) and event.exit_code:
+            err(f"allmende volunteer: {event.reason}")
 
     engine = VolunteerEngine(config, on_event=log_event)
     signal.signal(signal.SIGTERM, lambda *_: engine.stop())

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import zstandard
-
 from allmende.protocol.errors import InvalidArgument
 
 DTYPES: dict[str, np.dtype[np.generic]] = {

@@ -82,7 +82,9 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, pinned: str) 
         public_key = base64.b64decode(sig["public_key"], validate=True)
         signature = base64.b64decode(sig["signature"], validate=True)
     except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"{SIGNATURE_NAME} is not a valid signature document ({exc})") from None
+        raise IntegrityError(
+            f"{SIGNATURE_NAME} is not a valid signature document ({exc})"
+        ) from None
     if len(public_key) != 32:
         raise IntegrityError(f"{SIGNATURE_NAME}: public key must be 32 bytes")
     try:
@@ -102,7 +104,10 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, pinned: str) 
         isinstance(s, dict) and _safe_name(s.get("name")) for s in shards
     ):
         raise IntegrityError(f"{MANIFEST_NAME}: shards must be a list of plain .parquet names")
-    root = merkle_root([str(s.get("sha256", "")) for s in shards])
+    try:
+        root = merkle_root([str(s.get("sha256", "")) for s in shards])
+    except ValueError:  # a shard sha256 that is not hex
+        raise IntegrityError(f"{MANIFEST_NAME}: every shard sha256 must be hex digits") from None
     if manifest.get("merkle_root") != root:
         raise IntegrityError(f"{MANIFEST_NAME}: merkle_root does not match the shard hashes")
     return VerifiedManifest(manifest, fingerprint(public_key))
@@ -146,7 +151,9 @@ def verify_folder(folder: Path, pinned: str, check_rows: bool = True) -> FolderR
             raise IntegrityError(f"{shard['name']} is missing")
         size = path.stat().st_size
         if size != shard.get("bytes"):
-            raise IntegrityError(f"{shard['name']}: {size} bytes, manifest says {shard.get('bytes')}")
+            raise IntegrityError(
+                f"{shard['name']}: {size} bytes, manifest says {shard.get('bytes')}"
+            )
         actual = sha256_file(path)
         if actual != shard.get("sha256"):
             raise IntegrityError(f"{shard['name']}: sha256 {actual} does not match the manifest")

@@ -11,11 +11,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from allmende.protocol.errors import IntegrityError, InvalidArgument
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from allmende.protocol.errors import IntegrityError, InvalidArgument
 
 # Context labels: one per kind of signed object.
 CTX_WORK_UNIT = b"allmende.v1/work-unit"
@@ -38,7 +37,9 @@ def normalise_fingerprint(text: str) -> str:
     """Accept a fingerprint with optional colons, spaces or a 'sha256:' prefix."""
     cleaned = text.strip().lower().removeprefix("sha256:").replace(":", "").replace(" ", "")
     if len(cleaned) != 64 or any(c not in "0123456789abcdef" for c in cleaned):
-        raise InvalidArgument("fingerprint", f"64 hex digits (sha256 of a public key), got {text!r}")
+        raise InvalidArgument(
+            "fingerprint", f"64 hex digits (sha256 of a public key), got {text!r}"
+        )
     return cleaned
 
 

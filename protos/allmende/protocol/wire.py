@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
-
 from allmende.protocol.errors import IntegrityError, InvalidArgument
 from allmende.protocol.signing import CTX_RESULT, CTX_WORK_UNIT, SigningKey, verify
 from allmende.v1 import allmende_pb2 as pb
+from google.protobuf.message import DecodeError
 
 CODEC = "shuffle+zstd"
 
@@ -34,11 +33,17 @@ class WorkUnit:
 
 def encode_unit(unit: WorkUnit) -> bytes:
     message = pb.WorkUnit(
-        unit_id=unit.unit_id, job_id=unit.job_id, kind=unit.kind, model=unit.model,
-        model_sha256=unit.model_sha256, texts=list(unit.texts), dims=unit.dims,
-        result_dtype=unit.result_dtype, created_unix_ms=unit.created_ms,
+        unit_id=unit.unit_id,
+        job_id=unit.job_id,
+        kind=unit.kind,
+        model=unit.model,
+        model_sha256=unit.model_sha256,
+        texts=list(unit.texts),
+        dims=unit.dims,
+        result_dtype=unit.result_dtype,
+        created_unix_ms=unit.created_ms,
     )
-    return message.SerializeToString(deterministic=True)
+    return bytes(message.SerializeToString(deterministic=True))
 
 
 def sign_unit(key: SigningKey, unit: WorkUnit) -> tuple[bytes, bytes]:
@@ -53,9 +58,15 @@ def decode_unit(blob: bytes) -> WorkUnit:
     except DecodeError as exc:
         raise InvalidArgument("unit", f"a serialised WorkUnit ({exc})") from None
     return WorkUnit(
-        unit_id=message.unit_id, job_id=message.job_id, kind=message.kind, model=message.model,
-        model_sha256=message.model_sha256, texts=tuple(message.texts), dims=message.dims,
-        result_dtype=message.result_dtype, created_ms=message.created_unix_ms,
+        unit_id=message.unit_id,
+        job_id=message.job_id,
+        kind=message.kind,
+        model=message.model,
+        model_sha256=message.model_sha256,
+        texts=tuple(message.texts),
+        dims=message.dims,
+        result_dtype=message.result_dtype,
+        created_ms=message.created_unix_ms,
     )
 
 
@@ -84,13 +95,21 @@ class ResultEnvelope:
 
 def encode_envelope(env: ResultEnvelope) -> bytes:
     message = pb.ResultEnvelope(
-        unit_id=env.unit_id, lease_id=env.lease_id, volunteer_id=env.volunteer_id,
-        dtype=env.dtype, rows=env.rows, dims=env.dims, codec=env.codec,
-        payload_sha256=env.payload_sha256, unit_sha256=env.unit_sha256,
-        model_sha256=env.model_sha256, device=env.device, compute_ms=env.compute_ms,
+        unit_id=env.unit_id,
+        lease_id=env.lease_id,
+        volunteer_id=env.volunteer_id,
+        dtype=env.dtype,
+        rows=env.rows,
+        dims=env.dims,
+        codec=env.codec,
+        payload_sha256=env.payload_sha256,
+        unit_sha256=env.unit_sha256,
+        model_sha256=env.model_sha256,
+        device=env.device,
+        compute_ms=env.compute_ms,
         created_unix_ms=env.created_ms,
     )
-    return message.SerializeToString(deterministic=True)
+    return bytes(message.SerializeToString(deterministic=True))
 
 
 def decode_envelope(blob: bytes) -> ResultEnvelope:
@@ -107,11 +126,19 @@ def decode_envelope(blob: bytes) -> ResultEnvelope:
     if len(message.payload_sha256) != 32:
         raise InvalidArgument("envelope.payload_sha256", "32 bytes")
     return ResultEnvelope(
-        unit_id=message.unit_id, lease_id=message.lease_id, volunteer_id=message.volunteer_id,
-        dtype=message.dtype, rows=message.rows, dims=message.dims, codec=message.codec,
-        payload_sha256=message.payload_sha256, unit_sha256=message.unit_sha256,
-        model_sha256=message.model_sha256, device=message.device,
-        compute_ms=message.compute_ms, created_ms=message.created_unix_ms,
+        unit_id=message.unit_id,
+        lease_id=message.lease_id,
+        volunteer_id=message.volunteer_id,
+        dtype=message.dtype,
+        rows=message.rows,
+        dims=message.dims,
+        codec=message.codec,
+        payload_sha256=message.payload_sha256,
+        unit_sha256=message.unit_sha256,
+        model_sha256=message.model_sha256,
+        device=message.device,
+        compute_ms=message.compute_ms,
+        created_ms=message.created_unix_ms,
     )
 
 

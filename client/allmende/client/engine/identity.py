@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
-
 from allmende.protocol.signing import SigningKey
 
 KEY_NAME = "volunteer.key"

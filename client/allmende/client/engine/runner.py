@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.client.engine import events as ev
 from allmende.client.engine.identity import default_home, load_identity
@@ -91,7 +90,9 @@ class VolunteerEngine:
         self.registry = registry or ModelRegistry()
         self._computer = computer
         self._stop = threading.Event()
-        self._submit_queue: queue.Queue[tuple[str, int, bytes, bytes, bytes] | None] = queue.Queue(2)
+        self._submit_queue: queue.Queue[tuple[str, int, bytes, bytes, bytes] | None] = queue.Queue(
+            2
+        )
         self._submit_error: Stop | None = None
         self.units_done = 0
         self.items_done = 0
@@ -112,8 +113,9 @@ class VolunteerEngine:
         except AllmendeError as exc:
             return self._finish(EXIT_ERROR, exc.message)
         client = CoordinatorClient(self.config.coordinator)
-        submitter = threading.Thread(target=self._submit_loop, args=(client,), name="submit",
-                                     daemon=True)
+        submitter = threading.Thread(
+            target=self._submit_loop, args=(client,), name="submit", daemon=True
+        )
         try:
             coordinator_key = self._connect(client, pinned)
             computer = self._computer or self._default_computer()
@@ -145,8 +147,9 @@ class VolunteerEngine:
     def _default_computer(self) -> Computer:
         from allmende.client.tasks.computer import TaskComputer
 
-        return TaskComputer(self.registry, self.config.device, self.config.batch_size,
-                            self.config.threads)
+        return TaskComputer(
+            self.registry, self.config.device, self.config.batch_size, self.config.threads
+        )
 
     def _retrying(self, what: Callable[[], object]) -> object:
         """Call `what`, retrying transient failures with jittered exponential backoff."""
@@ -160,9 +163,10 @@ class VolunteerEngine:
                     raise
                 limit = self.config.give_up_after_s
                 if limit is not None and time.monotonic() - started > limit:
-                    raise Stop(EXIT_UNREACHABLE,
-                               f"coordinator {self.config.coordinator} unreachable: "
-                               f"{exc.details}") from None
+                    raise Stop(
+                        EXIT_UNREACHABLE,
+                        f"coordinator {self.config.coordinator} unreachable: {exc.details}",
+                    ) from None
                 wait = random.uniform(0.5, 1.0) * delay
                 self.on_event(ev.Retrying(exc.details, wait))
                 if self._stop.wait(wait):
@@ -183,8 +187,10 @@ class VolunteerEngine:
             )
         key = load_identity(self.config.home)
         request = pb.RegisterVolunteerRequest(
-            public_key=key.public_key, display_name=self.config.display_name,
-            client_version=CLIENT_VERSION, hardware=_hardware(),
+            public_key=key.public_key,
+            display_name=self.config.display_name,
+            client_version=CLIENT_VERSION,
+            hardware=_hardware(),
             signature=key.sign(CTX_REGISTER, key.public_key),
         )
         volunteer_id = self._retrying(lambda: client.register(request))
@@ -216,21 +222,31 @@ class VolunteerEngine:
                 refusals += 1
                 reason = f"refused: {exc.message}"
                 self.on_event(ev.UnitRefused(_unit_id_hint(lease), reason))
-                self._retrying(lambda: client.release(self.volunteer_id, lease.lease_id, reason))
+                lease_id = lease.lease_id
+                self._retrying(
+                    lambda: client.release(self.volunteer_id, lease_id, reason)  # noqa: B023
+                )
                 if refusals >= self.config.max_refusals:
-                    raise Stop(EXIT_REFUSED,
-                               f"refused {refusals} units in a row; last: {reason}") from None
+                    raise Stop(
+                        EXIT_REFUSED, f"refused {refusals} units in a row; last: {reason}"
+                    ) from None
                 continue
             refusals = 0
-            self.on_event(ev.UnitLeased(unit.unit_id, unit.job_id, unit.kind, unit.model,
-                                        len(unit.texts)))
+            self.on_event(
+                ev.UnitLeased(unit.unit_id, unit.job_id, unit.kind, unit.model, len(unit.texts))
+            )
             started = time.perf_counter()
             matrix = computer.compute(unit)
             seconds = time.perf_counter() - started
-            self.on_event(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds,
-                                          len(unit.texts) / seconds if seconds > 0 else 0.0))
-            envelope, signature, payload = self._seal(lease, unit, matrix, computer.device,
-                                                      seconds)
+            self.on_event(
+                ev.UnitComputed(
+                    unit.unit_id,
+                    len(unit.texts),
+                    seconds,
+                    len(unit.texts) / seconds if seconds > 0 else 0.0,
+                )
+            )
+            envelope, signature, payload = self._seal(lease, unit, matrix, computer.device, seconds)
             self._submit_queue.put((unit.unit_id, len(unit.texts), envelope, signature, payload))
 
     def _check_unit(self, lease: pb.Lease, coordinator_key: bytes) -> WorkUnit:
@@ -253,16 +269,24 @@ class VolunteerEngine:
             raise IntegrityError("unit has no inputs")
         return unit
 
-    def _seal(self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str,
-              seconds: float) -> tuple[bytes, bytes, bytes]:
+    def _seal(
+        self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str, seconds: float
+    ) -> tuple[bytes, bytes, bytes]:
         encoded = codec.encode(matrix, unit.result_dtype)
         envelope = ResultEnvelope(
-            unit_id=unit.unit_id, lease_id=lease.lease_id, volunteer_id=self.volunteer_id,
-            dtype=encoded.dtype, rows=encoded.rows, dims=encoded.dims, codec=CODEC,
+            unit_id=unit.unit_id,
+            lease_id=lease.lease_id,
+            volunteer_id=self.volunteer_id,
+            dtype=encoded.dtype,
+            rows=encoded.rows,
+            dims=encoded.dims,
+            codec=CODEC,
             payload_sha256=hashlib.sha256(encoded.payload).digest(),
             unit_sha256=hashlib.sha256(lease.unit.unit).digest(),
-            model_sha256=unit.model_sha256, device=device,
-            compute_ms=int(seconds * 1000), created_ms=int(time.time() * 1000),
+            model_sha256=unit.model_sha256,
+            device=device,
+            compute_ms=int(seconds * 1000),
+            created_ms=int(time.time() * 1000),
         )
         blob, signature = sign_envelope(self._key, envelope)
         return blob, signature, encoded.payload
@@ -275,7 +299,9 @@ class VolunteerEngine:
                     return
                 unit_id, rows, envelope, signature, payload = item
                 try:
-                    response = self._retrying(lambda: client.submit(envelope, signature, payload))
+                    response = self._retrying(
+                        lambda: client.submit(envelope, signature, payload)  # noqa: B023
+                    )
                 except RemoteError as exc:
                     self.on_event(ev.ResultSubmitted(unit_id, "error", exc.details, len(payload)))
                     continue
@@ -285,8 +311,14 @@ class VolunteerEngine:
                 assert isinstance(response, pb.SubmitResultResponse)
                 self.units_done += 1
                 self.items_done += rows
-                self.on_event(ev.ResultSubmitted(unit_id, response.status, response.reason,
-                                                 len(payload) + len(envelope) + len(signature)))
+                self.on_event(
+                    ev.ResultSubmitted(
+                        unit_id,
+                        response.status,
+                        response.reason,
+                        len(payload) + len(envelope) + len(signature),
+                    )
+                )
             finally:
                 self._submit_queue.task_done()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-
 from allmende.client.tasks.embed_text import TextEmbedder, resolve_model_dir, verify_weights
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.models import ModelRegistry
@@ -38,8 +37,13 @@ def pick_device(device: str) -> str:
 
 
 class TaskComputer:
-    def __init__(self, registry: ModelRegistry, device: str = "auto", batch_size: int = 64,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        device: str = "auto",
+        batch_size: int = 64,
+        threads: int | None = None,
+    ) -> None:
         self.registry = registry
         self.device = pick_device(device)
         self.batch_size = batch_size
@@ -53,8 +57,11 @@ class TaskComputer:
                 model_dir = resolve_model_dir(spec)
                 verify_weights(model_dir, spec.weights_sha256)
                 self._models[model] = TextEmbedder(
-                    model_dir, device=self.device, batch_size=self.batch_size,
-                    max_seq_length=spec.max_seq_length, threads=self.threads,
+                    model_dir,
+                    device=self.device,
+                    batch_size=self.batch_size,
+                    max_seq_length=spec.max_seq_length,
+                    threads=self.threads,
                 )
             return self._models[model]
 

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import JobRecord
 from allmende.protocol import codec
@@ -55,8 +54,16 @@ class _ShardWriter:
         self._columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
         self._vectors: list[np.ndarray] = []
 
-    def add(self, item_id: str, text: str, vector: np.ndarray, content: bytes, unit_id: str,
-            replicas: int, agreement: float) -> None:
+    def add(
+        self,
+        item_id: str,
+        text: str,
+        vector: np.ndarray,
+        content: bytes,
+        unit_id: str,
+        replicas: int,
+        agreement: float,
+    ) -> None:
         c = self._columns
         c["id"].append(item_id)
         c["text"].append(text)
@@ -87,15 +94,20 @@ class _ShardWriter:
         path = self.folder / name
         pq.write_table(table, path, compression="zstd")
         self.shards.append(
-            {"name": name, "rows": table.num_rows, "bytes": path.stat().st_size,
-             "sha256": sha256_file(path)}
+            {
+                "name": name,
+                "rows": table.num_rows,
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
         )
         self._columns = {name: [] for name in self.schema.names}
         self._vectors = []
 
 
-def assimilate(store: Store, key: SigningKey, job: JobRecord, datasets_dir: Path,
-               now_ms: int) -> Path:
+def assimilate(
+    store: Store, key: SigningKey, job: JobRecord, datasets_dir: Path, now_ms: int
+) -> Path:
     """Write the dataset of a validated job and mark it complete. Returns its folder."""
     s = job.settings
     target = datasets_dir / job.job_id
@@ -112,17 +124,31 @@ def assimilate(store: Store, key: SigningKey, job: JobRecord, datasets_dir: Path
     min_agreement = 1.0
     for item in store.dataset_items(job.job_id):
         texts, matrix, replicas, agreement = units[item.unit_id]
-        writer.add(item.item_id, texts[item.row], matrix[item.row], item.content_sha256,
-                   item.unit_id, replicas, agreement)
+        writer.add(
+            item.item_id,
+            texts[item.row],
+            matrix[item.row],
+            item.content_sha256,
+            item.unit_id,
+            replicas,
+            agreement,
+        )
         min_agreement = min(min_agreement, agreement)
         rows += 1
     writer.flush()
     manifest = {
         "format": FORMAT,
         "job": {
-            "id": job.job_id, "name": job.name, "kind": s.kind, "source": job.source_name,
-            "created_ms": job.created_ms, "redundancy": s.redundancy, "unit_size": s.unit_size,
-            "tau": s.tau, "max_replicas": s.max_replicas, "result_dtype": s.result_dtype,
+            "id": job.job_id,
+            "name": job.name,
+            "kind": s.kind,
+            "source": job.source_name,
+            "created_ms": job.created_ms,
+            "redundancy": s.redundancy,
+            "unit_size": s.unit_size,
+            "tau": s.tau,
+            "max_replicas": s.max_replicas,
+            "result_dtype": s.result_dtype,
         },
         "model": {"name": s.model, "weights_sha256": s.model_sha256, "dims": s.dims},
         "rows": rows,
@@ -152,4 +178,3 @@ def assimilate(store: Store, key: SigningKey, job: JobRecord, datasets_dir: Path
     staging.rename(target)
     store.complete_job(job.job_id, manifest_bytes, signature, now_ms)
     return target
-

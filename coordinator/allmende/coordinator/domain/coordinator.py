@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from allmende.coordinator.domain import quorum
 from allmende.coordinator.domain.assimilate import assimilate
 from allmende.coordinator.domain.jobs import (
@@ -102,16 +101,29 @@ class Coordinator:
     # ------------------------------------------------------------------ info / volunteers
 
     def info(self) -> tuple[bytes, str, str, list[str], list[str]]:
-        return (self.key.public_key, self.key.fingerprint, VERSION, self.registry.names(),
-                sorted(TASK_KINDS))
+        return (
+            self.key.public_key,
+            self.key.fingerprint,
+            VERSION,
+            self.registry.names(),
+            sorted(TASK_KINDS),
+        )
 
-    def register_volunteer(self, public_key: bytes, display_name: str, client_version: str,
-                           hardware: str, signature: bytes) -> str:
+    def register_volunteer(
+        self,
+        public_key: bytes,
+        display_name: str,
+        client_version: str,
+        hardware: str,
+        signature: bytes,
+    ) -> str:
         if len(public_key) != 32:
             raise InvalidArgument("public_key", f"32 bytes (raw Ed25519), got {len(public_key)}")
-        for name, value, limit in (("display_name", display_name, 64),
-                                   ("client_version", client_version, 64),
-                                   ("hardware", hardware, 256)):
+        for name, value, limit in (
+            ("display_name", display_name, 64),
+            ("client_version", client_version, 64),
+            ("hardware", hardware, 256),
+        ):
             if len(value) > limit:
                 raise InvalidArgument(name, f"at most {limit} characters")
         try:
@@ -122,8 +134,9 @@ class Coordinator:
             ) from None
         volunteer_id = fingerprint(public_key)
         self.store.put_volunteer(
-            VolunteerRecord(volunteer_id, public_key, display_name, client_version, hardware,
-                            self.clock())
+            VolunteerRecord(
+                volunteer_id, public_key, display_name, client_version, hardware, self.clock()
+            )
         )
         return volunteer_id
 
@@ -142,8 +155,13 @@ class Coordinator:
         job_id = new_job_id()
         job, units, items = plan_job(job_id, req, settings, records, self.key, self.clock())
         self.store.create_job(job, units, items)
-        log.info("job created job=%s items=%d unique=%d units=%d", job_id, job.items,
-                 job.unique_items, len(units))
+        log.info(
+            "job created job=%s items=%d unique=%d units=%d",
+            job_id,
+            job.items,
+            job.unique_items,
+            len(units),
+        )
         return job_id, job.items, job.unique_items, len(units)
 
     def job_status(self, job_id: str) -> JobView:
@@ -156,8 +174,9 @@ class Coordinator:
 
     def list_jobs(self) -> list[JobView]:
         now = self.clock()
-        return [JobView(job, self.store.job_counts(job.job_id, now))
-                for job in self.store.list_jobs()]
+        return [
+            JobView(job, self.store.job_counts(job.job_id, now)) for job in self.store.list_jobs()
+        ]
 
     # ------------------------------------------------------------------ leases
 
@@ -182,8 +201,9 @@ class Coordinator:
 
     # ------------------------------------------------------------------ results
 
-    def submit_result(self, envelope_bytes: bytes, signature: bytes,
-                      payload: bytes) -> SubmitOutcome:
+    def submit_result(
+        self, envelope_bytes: bytes, signature: bytes, payload: bytes
+    ) -> SubmitOutcome:
         env = decode_envelope(envelope_bytes)
         volunteer = self._volunteer(env.volunteer_id)
         try:
@@ -207,18 +227,32 @@ class Coordinator:
         unit = self.store.get_unit(env.unit_id)
         if unit is None:  # pragma: no cover - leases reference units by foreign key
             raise NotFound(f"unit {env.unit_id!r} does not exist")
-        matrix = self._check_result(unit, env.dtype, env.rows, env.dims, env.unit_sha256,
-                                    env.model_sha256, payload)
+        matrix = self._check_result(
+            unit, env.dtype, env.rows, env.dims, env.unit_sha256, env.model_sha256, payload
+        )
         result_id = uuid.uuid4().hex
         verdict = self.store.submit_result(
-            NewResult(result_id, env.unit_id, env.lease_id, env.volunteer_id, envelope_bytes,
-                      signature, payload, self.clock()),
+            NewResult(
+                result_id,
+                env.unit_id,
+                env.lease_id,
+                env.volunteer_id,
+                envelope_bytes,
+                signature,
+                payload,
+                self.clock(),
+            ),
             lambda u, results: self._judge(u, results, result_id, matrix),
         )
         if verdict.status == "accepted" and self._job_state(unit.job_id) == "assimilating":
             self.assimilation_wanted.set()
-        log.info("result unit=%s volunteer=%s verdict=%s %s", env.unit_id, env.volunteer_id[:12],
-                 verdict.status, verdict.reason)
+        log.info(
+            "result unit=%s volunteer=%s verdict=%s %s",
+            env.unit_id,
+            env.volunteer_id[:12],
+            verdict.status,
+            verdict.reason,
+        )
         if result_id in verdict.invalid:
             return SubmitOutcome("rejected", verdict.reason or "disagreed with the quorum")
         if verdict.status == "accepted":
@@ -231,8 +265,16 @@ class Coordinator:
         job = self.store.get_job(job_id)
         return job.state if job else ""
 
-    def _check_result(self, unit: UnitRecord, dtype: str, rows: int, dims: int,
-                      unit_sha256: bytes, model_sha256: str, payload: bytes) -> np.ndarray:
+    def _check_result(
+        self,
+        unit: UnitRecord,
+        dtype: str,
+        rows: int,
+        dims: int,
+        unit_sha256: bytes,
+        model_sha256: str,
+        payload: bytes,
+    ) -> np.ndarray:
         s = unit.settings
         if unit_sha256 != hashlib.sha256(unit.blob).digest():
             raise InvalidArgument("envelope.unit_sha256", "the sha256 of the unit as leased")
@@ -246,13 +288,15 @@ class Coordinator:
             )
         return codec.decode(payload, dtype, rows, dims)
 
-    def _judge(self, unit: UnitRecord, results: list[ResultRecord], new_id: str,
-               new_matrix: np.ndarray) -> Verdict:
+    def _judge(
+        self, unit: UnitRecord, results: list[ResultRecord], new_id: str, new_matrix: np.ndarray
+    ) -> Verdict:
         s = unit.settings
         if len(results) < unit.target:
             return Verdict("pending", f"waiting for {unit.target - len(results)} more replica(s)")
         matrices = [
-            new_matrix if r.result_id == new_id
+            new_matrix
+            if r.result_id == new_id
             else codec.decode(r.payload, s.result_dtype, unit.rows, s.dims)
             for r in results
         ]
@@ -261,15 +305,26 @@ class Coordinator:
         if outcome.reached:
             valid = tuple(ids[i] for i in outcome.group)
             invalid = tuple(i for i in ids if i not in valid)
-            return Verdict("accepted", "disagreed with the quorum" if invalid else "",
-                           valid=valid, invalid=invalid, agreement=outcome.agreement,
-                           canonical=valid[0])
+            return Verdict(
+                "accepted",
+                "disagreed with the quorum" if invalid else "",
+                valid=valid,
+                invalid=invalid,
+                agreement=outcome.agreement,
+                canonical=valid[0],
+            )
         worst = outcome.worst
-        detail = (f"lowest row cosine {worst.min_cosine:.6f} at row {worst.worst_row} "
-                  f"(tau {s.tau})" if worst else "")
+        detail = (
+            f"lowest row cosine {worst.min_cosine:.6f} at row {worst.worst_row} (tau {s.tau})"
+            if worst
+            else ""
+        )
         if len(results) < s.max_replicas:
-            return Verdict("pending", f"replicas disagree, {detail}; another replica requested",
-                           new_target=len(results) + 1)
+            return Verdict(
+                "pending",
+                f"replicas disagree, {detail}; another replica requested",
+                new_target=len(results) + 1,
+            )
         return Verdict(
             "failed",
             f"no quorum after {len(results)} results (largest agreeing group "

@@ -80,9 +80,16 @@ def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
     if len(req.name) > MAX_NAME_CHARS:
         raise InvalidArgument("name", f"at most {MAX_NAME_CHARS} characters")
     return JobSettings(
-        kind=kind.name, model=model.name, model_sha256=model.weights_sha256,
-        dims=kind.result_dims(model), redundancy=redundancy, unit_size=unit_size, tau=tau,
-        max_replicas=max_replicas, lease_seconds=lease_seconds, result_dtype=dtype,
+        kind=kind.name,
+        model=model.name,
+        model_sha256=model.weights_sha256,
+        dims=kind.result_dims(model),
+        redundancy=redundancy,
+        unit_size=unit_size,
+        tau=tau,
+        max_replicas=max_replicas,
+        lease_seconds=lease_seconds,
+        result_dtype=dtype,
     )
 
 
@@ -145,15 +152,25 @@ def plan_job(
     units = []
     for seq, texts in enumerate(unit_texts):
         unit = WorkUnit(
-            unit_id=f"{job_id}-u{seq:06d}", job_id=job_id, kind=settings.kind,
-            model=settings.model, model_sha256=settings.model_sha256, texts=tuple(texts),
-            dims=settings.dims, result_dtype=settings.result_dtype, created_ms=now_ms,
+            unit_id=f"{job_id}-u{seq:06d}",
+            job_id=job_id,
+            kind=settings.kind,
+            model=settings.model,
+            model_sha256=settings.model_sha256,
+            texts=tuple(texts),
+            dims=settings.dims,
+            result_dtype=settings.result_dtype,
+            created_ms=now_ms,
         )
         blob, signature = sign_unit(key, unit)
         units.append(NewUnit(unit.unit_id, seq, len(texts), blob, signature))
     job = NewJob(
-        job_id=job_id, name=req.name or req.source_name or job_id, settings=settings,
-        source_name=req.source_name, items=len(records), unique_items=len(content_slot),
+        job_id=job_id,
+        name=req.name or req.source_name or job_id,
+        settings=settings,
+        source_name=req.source_name,
+        items=len(records),
+        unique_items=len(content_slot),
         created_ms=now_ms,
     )
     return job, units, items

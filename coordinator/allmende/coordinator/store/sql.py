@@ -11,9 +11,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, select
-from sqlalchemy.pool import StaticPool
-
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.base import Judge
 from allmende.coordinator.store.records import (
@@ -40,6 +37,8 @@ from allmende.protocol.errors import (
     NotFound,
     PermissionDenied,
 )
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, select
+from sqlalchemy.pool import StaticPool
 
 _INSERT_BATCH = 5000
 _WRITE = "allmende_write"
@@ -111,8 +110,14 @@ def _job(row: Any) -> JobRecord:
 
 def _unit(row: Any) -> UnitRecord:
     return UnitRecord(
-        unit_id=row.unit_id, job_id=row.job_id, seq=row.seq, rows=row.rows, state=row.state,
-        target=row.target, blob=row.blob, settings=_settings(row),
+        unit_id=row.unit_id,
+        job_id=row.job_id,
+        seq=row.seq,
+        rows=row.rows,
+        state=row.state,
+        target=row.target,
+        blob=row.blob,
+        settings=_settings(row),
     )
 
 
@@ -161,12 +166,24 @@ class SqlStore:
                 raise AlreadyExists(f"job {job.job_id} already exists")
             conn.execute(
                 t.jobs.insert().values(
-                    job_id=job.job_id, name=job.name, state="running", kind=s.kind,
-                    model=s.model, model_sha256=s.model_sha256, dims=s.dims,
-                    redundancy=s.redundancy, unit_size=s.unit_size, tau=s.tau,
-                    max_replicas=s.max_replicas, lease_seconds=s.lease_seconds,
-                    result_dtype=s.result_dtype, source_name=job.source_name, items=job.items,
-                    unique_items=job.unique_items, created_ms=job.created_ms, completed_ms=0,
+                    job_id=job.job_id,
+                    name=job.name,
+                    state="running",
+                    kind=s.kind,
+                    model=s.model,
+                    model_sha256=s.model_sha256,
+                    dims=s.dims,
+                    redundancy=s.redundancy,
+                    unit_size=s.unit_size,
+                    tau=s.tau,
+                    max_replicas=s.max_replicas,
+                    lease_seconds=s.lease_seconds,
+                    result_dtype=s.result_dtype,
+                    source_name=job.source_name,
+                    items=job.items,
+                    unique_items=job.unique_items,
+                    created_ms=job.created_ms,
+                    completed_ms=0,
                     reason="",
                 )
             )
@@ -174,10 +191,18 @@ class SqlStore:
                 t.units.insert(),
                 [
                     {
-                        "unit_id": u.unit_id, "job_id": job.job_id, "seq": u.seq, "rows": u.rows,
-                        "state": "open", "target": s.redundancy, "blob": u.blob,
-                        "signature": u.signature, "agreement": 0.0, "replicas": 0,
-                        "reason": "", "updated_ms": job.created_ms,
+                        "unit_id": u.unit_id,
+                        "job_id": job.job_id,
+                        "seq": u.seq,
+                        "rows": u.rows,
+                        "state": "open",
+                        "target": s.redundancy,
+                        "blob": u.blob,
+                        "signature": u.signature,
+                        "agreement": 0.0,
+                        "replicas": 0,
+                        "reason": "",
+                        "updated_ms": job.created_ms,
                     }
                     for u in units
                 ],
@@ -187,15 +212,23 @@ class SqlStore:
                     t.items.insert(),
                     [
                         {
-                            "job_id": job.job_id, "seq": i.seq, "item_id": i.item_id,
-                            "unit_seq": i.unit_seq, "row": i.row,
+                            "job_id": job.job_id,
+                            "seq": i.seq,
+                            "item_id": i.item_id,
+                            "unit_seq": i.unit_seq,
+                            "row": i.row,
                             "content_sha256": i.content_sha256,
                         }
                         for i in items[start : start + _INSERT_BATCH]
                     ],
                 )
-            self._event(conn, job.created_ms, "job.created",
-                        f"{job.items} items, {len(units)} units", job_id=job.job_id)
+            self._event(
+                conn,
+                job.created_ms,
+                "job.created",
+                f"{job.items} items, {len(units)} units",
+                job_id=job.job_id,
+            )
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self.engine.connect() as conn:
@@ -210,7 +243,7 @@ class SqlStore:
     def job_counts(self, job_id: str, now_ms: int) -> JobCounts:
         u, r, le = t.units, t.results, t.leases
         with self.engine.connect() as conn:
-            by_state = dict(
+            by_state: dict[str, int] = dict(
                 conn.execute(
                     select(u.c.state, func.count()).where(u.c.job_id == job_id).group_by(u.c.state)
                 ).all()
@@ -274,13 +307,19 @@ class SqlStore:
             else:
                 conn.execute(
                     v.insert().values(
-                        volunteer_id=volunteer.volunteer_id, public_key=volunteer.public_key,
-                        created_ms=volunteer.created_ms, **values,
+                        volunteer_id=volunteer.volunteer_id,
+                        public_key=volunteer.public_key,
+                        created_ms=volunteer.created_ms,
+                        **values,
                     )
                 )
-                self._event(conn, volunteer.created_ms, "volunteer.registered",
-                            volunteer.display_name or volunteer.volunteer_id[:12],
-                            volunteer_id=volunteer.volunteer_id)
+                self._event(
+                    conn,
+                    volunteer.created_ms,
+                    "volunteer.registered",
+                    volunteer.display_name or volunteer.volunteer_id[:12],
+                    volunteer_id=volunteer.volunteer_id,
+                )
 
     def get_volunteer(self, volunteer_id: str) -> VolunteerRecord | None:
         with self.engine.connect() as conn:
@@ -290,9 +329,12 @@ class SqlStore:
         if row is None:
             return None
         return VolunteerRecord(
-            volunteer_id=row.volunteer_id, public_key=row.public_key,
-            display_name=row.display_name, client_version=row.client_version,
-            hardware=row.hardware, created_ms=row.created_ms,
+            volunteer_id=row.volunteer_id,
+            public_key=row.public_key,
+            display_name=row.display_name,
+            client_version=row.client_version,
+            hardware=row.hardware,
+            created_ms=row.created_ms,
         )
 
     # ------------------------------------------------------------------ leases
@@ -301,8 +343,12 @@ class SqlStore:
         u, j, le, r = t.units, t.jobs, t.leases, t.results
         mine_active = (
             select(le.c.lease_id)
-            .where(le.c.unit_id == u.c.unit_id, le.c.volunteer_id == volunteer_id,
-                   le.c.state == "active", le.c.deadline_ms > now_ms)
+            .where(
+                le.c.unit_id == u.c.unit_id,
+                le.c.volunteer_id == volunteer_id,
+                le.c.state == "active",
+                le.c.deadline_ms > now_ms,
+            )
             .exists()
         )
         mine_result = (
@@ -314,8 +360,9 @@ class SqlStore:
         if with_capacity:
             active = (
                 select(func.count())
-                .where(le.c.unit_id == u.c.unit_id, le.c.state == "active",
-                       le.c.deadline_ms > now_ms)
+                .where(
+                    le.c.unit_id == u.c.unit_id, le.c.state == "active", le.c.deadline_ms > now_ms
+                )
                 .scalar_subquery()
             )
             counted = (
@@ -340,8 +387,13 @@ class SqlStore:
             deadline = now_ms + row.lease_seconds * 1000
             conn.execute(
                 t.leases.insert().values(
-                    lease_id=lease_id, unit_id=row.unit_id, volunteer_id=volunteer_id,
-                    state="active", created_ms=now_ms, deadline_ms=deadline, reason="",
+                    lease_id=lease_id,
+                    unit_id=row.unit_id,
+                    volunteer_id=volunteer_id,
+                    state="active",
+                    created_ms=now_ms,
+                    deadline_ms=deadline,
+                    reason="",
                 )
             )
         return LeaseGrant(lease_id, row.unit_id, deadline, row.blob, row.signature)
@@ -374,8 +426,14 @@ class SqlStore:
             conn.execute(
                 le.update().where(le.c.lease_id == lease_id).values(state="released", reason=reason)
             )
-            self._event(conn, now_ms, "lease.released", reason, unit_id=row.unit_id,
-                        volunteer_id=row.volunteer_id)
+            self._event(
+                conn,
+                now_ms,
+                "lease.released",
+                reason,
+                unit_id=row.unit_id,
+                volunteer_id=row.volunteer_id,
+            )
 
     # ------------------------------------------------------------------ results
 
@@ -408,13 +466,21 @@ class SqlStore:
                 raise AlreadyExists(f"volunteer already submitted a result for {result.unit_id}")
             conn.execute(
                 r.insert().values(
-                    result_id=result.result_id, unit_id=result.unit_id, lease_id=result.lease_id,
-                    volunteer_id=result.volunteer_id, envelope=result.envelope,
-                    signature=result.signature, payload=result.payload, state="pending",
-                    received_ms=result.received_ms, reason="",
+                    result_id=result.result_id,
+                    unit_id=result.unit_id,
+                    lease_id=result.lease_id,
+                    volunteer_id=result.volunteer_id,
+                    envelope=result.envelope,
+                    signature=result.signature,
+                    payload=result.payload,
+                    state="pending",
+                    received_ms=result.received_ms,
+                    reason="",
                 )
             )
-            conn.execute(le.update().where(le.c.lease_id == result.lease_id).values(state="submitted"))
+            conn.execute(
+                le.update().where(le.c.lease_id == result.lease_id).values(state="submitted")
+            )
             unit = _unit(unit_row)
             stored = conn.execute(
                 select(r.c.result_id, r.c.volunteer_id, r.c.payload, r.c.state, r.c.received_ms)
@@ -432,22 +498,37 @@ class SqlStore:
             conn.execute(r.update().where(r.c.result_id.in_(v.valid)).values(state="valid"))
         if v.invalid:
             conn.execute(
-                r.update().where(r.c.result_id.in_(v.invalid)).values(state="invalid",
-                                                                      reason=v.reason)
+                r.update()
+                .where(r.c.result_id.in_(v.invalid))
+                .values(state="invalid", reason=v.reason)
             )
         changes: dict[str, Any] = {"updated_ms": now}
         if v.new_target:
             changes["target"] = v.new_target
         if v.status == "accepted":
-            changes.update(state="accepted", canonical_result_id=v.canonical,
-                           agreement=v.agreement, replicas=len(v.valid))
+            changes.update(
+                state="accepted",
+                canonical_result_id=v.canonical,
+                agreement=v.agreement,
+                replicas=len(v.valid),
+            )
         elif v.status == "failed":
             changes.update(state="failed", reason=v.reason)
         conn.execute(u.update().where(u.c.unit_id == unit.unit_id).values(**changes))
-        kind = {"accepted": "unit.accepted", "failed": "unit.failed",
-                "rejected": "result.rejected"}.get(v.status, "result.received")
-        self._event(conn, now, kind, v.reason or v.status, job_id=unit.job_id,
-                    unit_id=unit.unit_id, volunteer_id=result.volunteer_id)
+        kind = {
+            "accepted": "unit.accepted",
+            "failed": "unit.failed",
+            "rejected": "result.rejected",
+        }.get(v.status, "result.received")
+        self._event(
+            conn,
+            now,
+            kind,
+            v.reason or v.status,
+            job_id=unit.job_id,
+            unit_id=unit.unit_id,
+            volunteer_id=result.volunteer_id,
+        )
         if v.status not in ("accepted", "failed"):
             return
         open_left = conn.execute(
@@ -460,8 +541,11 @@ class SqlStore:
         ).scalar_one()
         if failed:
             conn.execute(
-                j.update().where(j.c.job_id == unit.job_id).values(
-                    state="failed", completed_ms=now,
+                j.update()
+                .where(j.c.job_id == unit.job_id)
+                .values(
+                    state="failed",
+                    completed_ms=now,
                     reason=f"{failed} unit(s) failed validation; see failed units",
                 )
             )
@@ -476,7 +560,8 @@ class SqlStore:
         with self.engine.connect() as conn:
             return list(
                 conn.execute(
-                    select(t.jobs.c.job_id).where(t.jobs.c.state == state)
+                    select(t.jobs.c.job_id)
+                    .where(t.jobs.c.state == state)
                     .order_by(t.jobs.c.created_ms)
                 ).scalars()
             )
@@ -484,8 +569,9 @@ class SqlStore:
     def dataset_units(self, job_id: str) -> Iterator[DatasetUnit]:
         u, r, j = t.units, t.results, t.jobs
         query = (
-            select(u.c.unit_id, u.c.blob, r.c.payload, j.c.result_dtype, u.c.replicas,
-                   u.c.agreement)
+            select(
+                u.c.unit_id, u.c.blob, r.c.payload, j.c.result_dtype, u.c.replicas, u.c.agreement
+            )
             .select_from(
                 u.join(r, r.c.result_id == u.c.canonical_result_id).join(
                     j, j.c.job_id == u.c.job_id
@@ -514,8 +600,12 @@ class SqlStore:
         j = t.jobs
         with self._tx() as conn:
             conn.execute(
-                j.update().where(j.c.job_id == job_id).values(
-                    state="complete", completed_ms=now_ms, manifest=manifest,
+                j.update()
+                .where(j.c.job_id == job_id)
+                .values(
+                    state="complete",
+                    completed_ms=now_ms,
+                    manifest=manifest,
                     manifest_sig=signature,
                 )
             )
@@ -533,15 +623,36 @@ class SqlStore:
 
     # ------------------------------------------------------------------ events
 
-    def _event(self, conn: Connection, now_ms: int, kind: str, message: str, job_id: str = "",
-               unit_id: str = "", volunteer_id: str = "") -> None:
+    def _event(
+        self,
+        conn: Connection,
+        now_ms: int,
+        kind: str,
+        message: str,
+        job_id: str = "",
+        unit_id: str = "",
+        volunteer_id: str = "",
+    ) -> None:
         conn.execute(
-            t.events.insert().values(ts_ms=now_ms, kind=kind, message=message, job_id=job_id,
-                                     unit_id=unit_id, volunteer_id=volunteer_id)
+            t.events.insert().values(
+                ts_ms=now_ms,
+                kind=kind,
+                message=message,
+                job_id=job_id,
+                unit_id=unit_id,
+                volunteer_id=volunteer_id,
+            )
         )
 
-    def add_event(self, now_ms: int, kind: str, message: str, job_id: str = "",
-                  unit_id: str = "", volunteer_id: str = "") -> None:
+    def add_event(
+        self,
+        now_ms: int,
+        kind: str,
+        message: str,
+        job_id: str = "",
+        unit_id: str = "",
+        volunteer_id: str = "",
+    ) -> None:
         with self._tx() as conn:
             self._event(conn, now_ms, kind, message, job_id, unit_id, volunteer_id)
 
@@ -549,7 +660,8 @@ class SqlStore:
         e = t.events
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(e.c.ts_ms, e.c.kind, e.c.job_id, e.c.unit_id, e.c.volunteer_id,
-                       e.c.message).order_by(e.c.event_id.desc()).limit(limit)
+                select(e.c.ts_ms, e.c.kind, e.c.job_id, e.c.unit_id, e.c.volunteer_id, e.c.message)
+                .order_by(e.c.event_id.desc())
+                .limit(limit)
             ).all()
-        return [tuple(r) for r in reversed(rows)]  # type: ignore[misc]
+        return [tuple(r) for r in reversed(rows)]

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-
 from allmende.protocol import errors
 
 log = logging.getLogger("allmende.coordinator.transport")
@@ -36,8 +35,10 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
         code = STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
         log.info("rpc=%s status=%s message=%s", method, code.name, exc.message)
         context.abort(code, exc.message)
+        raise AssertionError("context.abort always raises")  # pragma: no cover
     log.exception("rpc=%s unexpected error", method)
     context.abort(grpc.StatusCode.INTERNAL, "internal error; see the coordinator's log")
+    raise AssertionError("context.abort always raises")  # pragma: no cover
 
 
 def unary(method: F) -> F:
@@ -64,4 +65,3 @@ def streaming(method: F) -> F:
             _abort(context, exc, method.__name__)
 
     return wrapper  # type: ignore[return-value]
-

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-
 from allmende.coordinator.domain.coordinator import Coordinator
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import open_store

@@ -6,7 +6,6 @@ import hmac
 from collections.abc import Iterator
 
 import grpc
-
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import InputRecord, JobRequest
 from allmende.coordinator.transport.errors import streaming, unary
@@ -34,19 +33,34 @@ def job_status_pb(view: JobView) -> pb.JobStatus:
     job, counts = view.job, view.counts
     s = job.settings
     return pb.JobStatus(
-        job_id=job.job_id, name=job.name, state=job.state,
+        job_id=job.job_id,
+        name=job.name,
+        state=job.state,
         spec=pb.JobSpec(
-            name=job.name, kind=s.kind, model=s.model, redundancy=s.redundancy,
-            unit_size=s.unit_size, tau=s.tau, max_replicas=s.max_replicas,
-            lease_seconds=s.lease_seconds, result_dtype=s.result_dtype,
+            name=job.name,
+            kind=s.kind,
+            model=s.model,
+            redundancy=s.redundancy,
+            unit_size=s.unit_size,
+            tau=s.tau,
+            max_replicas=s.max_replicas,
+            lease_seconds=s.lease_seconds,
+            result_dtype=s.result_dtype,
         ),
-        items=job.items, unique_items=job.unique_items, units_total=counts.units_total,
-        units_accepted=counts.units_accepted, units_failed=counts.units_failed,
-        units_in_progress=counts.units_in_progress, results_received=counts.results_received,
-        results_rejected=counts.results_rejected, min_agreement=counts.min_agreement,
-        created_unix_ms=job.created_ms, completed_unix_ms=job.completed_ms,
+        items=job.items,
+        unique_items=job.unique_items,
+        units_total=counts.units_total,
+        units_accepted=counts.units_accepted,
+        units_failed=counts.units_failed,
+        units_in_progress=counts.units_in_progress,
+        results_received=counts.results_received,
+        results_rejected=counts.results_rejected,
+        min_agreement=counts.min_agreement,
+        created_unix_ms=job.created_ms,
+        completed_unix_ms=job.completed_ms,
         failed_units=[pb.FailedUnit(unit_id=u, reason=r) for u, r in counts.failed_units],
-        reason=job.reason, volunteers=counts.volunteers,
+        reason=job.reason,
+        volunteers=counts.volunteers,
     )
 
 
@@ -55,27 +69,33 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         self.c = coordinator
 
     @unary
-    def GetCoordinatorInfo(  # noqa: N802 - gRPC method names
+    def GetCoordinatorInfo(
         self, request: pb.GetCoordinatorInfoRequest, context: grpc.ServicerContext
     ) -> pb.GetCoordinatorInfoResponse:
         public_key, fp, version, models, kinds = self.c.info()
         return pb.GetCoordinatorInfoResponse(
-            public_key=public_key, fingerprint=fp, version=version, models=models,
+            public_key=public_key,
+            fingerprint=fp,
+            version=version,
+            models=models,
             task_kinds=kinds,
         )
 
     @unary
-    def RegisterVolunteer(  # noqa: N802
+    def RegisterVolunteer(
         self, request: pb.RegisterVolunteerRequest, context: grpc.ServicerContext
     ) -> pb.RegisterVolunteerResponse:
         volunteer_id = self.c.register_volunteer(
-            request.public_key, request.display_name, request.client_version, request.hardware,
+            request.public_key,
+            request.display_name,
+            request.client_version,
+            request.hardware,
             request.signature,
         )
         return pb.RegisterVolunteerResponse(volunteer_id=volunteer_id)
 
     @unary
-    def LeaseWork(  # noqa: N802
+    def LeaseWork(
         self, request: pb.LeaseWorkRequest, context: grpc.ServicerContext
     ) -> pb.LeaseWorkResponse:
         offer = self.c.lease_work(request.volunteer_id)
@@ -86,21 +106,22 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
             g = offer.grant
             response.lease.CopyFrom(
                 pb.Lease(
-                    lease_id=g.lease_id, deadline_unix_ms=g.deadline_ms,
+                    lease_id=g.lease_id,
+                    deadline_unix_ms=g.deadline_ms,
                     unit=pb.SignedWorkUnit(unit=g.blob, signature=g.signature),
                 )
             )
         return response
 
     @unary
-    def SubmitResult(  # noqa: N802
+    def SubmitResult(
         self, request: pb.SubmitResultRequest, context: grpc.ServicerContext
     ) -> pb.SubmitResultResponse:
         outcome = self.c.submit_result(request.envelope, request.signature, request.payload)
         return pb.SubmitResultResponse(status=outcome.status, reason=outcome.reason)
 
     @unary
-    def ReleaseWork(  # noqa: N802
+    def ReleaseWork(
         self, request: pb.ReleaseWorkRequest, context: grpc.ServicerContext
     ) -> pb.ReleaseWorkResponse:
         self.c.release_work(request.volunteer_id, request.lease_id, request.reason)
@@ -113,7 +134,7 @@ class JobServicer(rpc.JobServiceServicer):
         self.admin_token = admin_token
 
     @unary
-    def CreateJob(  # noqa: N802
+    def CreateJob(
         self, request_iterator: Iterator[pb.CreateJobRequest], context: grpc.ServicerContext
     ) -> pb.CreateJobResponse:
         check_admin(context, self.admin_token)
@@ -137,22 +158,26 @@ class JobServicer(rpc.JobServiceServicer):
         if spec is None:
             raise InvalidArgument("spec", "the job spec in the first message")
         req = JobRequest(
-            name=spec.name, kind=spec.kind, model=spec.model, redundancy=spec.redundancy,
-            unit_size=spec.unit_size, tau=spec.tau, max_replicas=spec.max_replicas,
-            lease_seconds=spec.lease_seconds, result_dtype=spec.result_dtype,
+            name=spec.name,
+            kind=spec.kind,
+            model=spec.model,
+            redundancy=spec.redundancy,
+            unit_size=spec.unit_size,
+            tau=spec.tau,
+            max_replicas=spec.max_replicas,
+            lease_seconds=spec.lease_seconds,
+            result_dtype=spec.result_dtype,
             source_name=source[:500],
         )
         job_id, items, unique, units = self.c.create_job(req, records)
         return pb.CreateJobResponse(job_id=job_id, items=items, unique_items=unique, units=units)
 
     @unary
-    def GetJob(  # noqa: N802
-        self, request: pb.GetJobRequest, context: grpc.ServicerContext
-    ) -> pb.GetJobResponse:
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
         return pb.GetJobResponse(job=job_status_pb(self.c.job_status(request.job_id)))
 
     @unary
-    def ListJobs(  # noqa: N802
+    def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.ServicerContext
     ) -> pb.ListJobsResponse:
         return pb.ListJobsResponse(jobs=[job_status_pb(v) for v in self.c.list_jobs()])
@@ -163,14 +188,14 @@ class DatasetServicer(rpc.DatasetServiceServicer):
         self.c = coordinator
 
     @unary
-    def GetManifest(  # noqa: N802
+    def GetManifest(
         self, request: pb.GetManifestRequest, context: grpc.ServicerContext
     ) -> pb.GetManifestResponse:
         manifest, signature = self.c.manifest(request.job_id)
         return pb.GetManifestResponse(manifest=manifest, signature=signature)
 
     @streaming
-    def DownloadFile(  # noqa: N802
+    def DownloadFile(
         self, request: pb.DownloadFileRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.FileChunk]:
         path = self.c.dataset_file(request.job_id, request.name)

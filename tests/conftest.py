@@ -1,0 +1,108 @@
+"""Shared fixtures: real coordinators in-process on port 0, real corpora, the real model."""
+
+from __future__ import annotations
+
+import csv
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from allmende.client.connection import CoordinatorClient
+from allmende.client.engine import EngineConfig, Event, VolunteerEngine
+from allmende.coordinator.home import CoordinatorHome
+from allmende.coordinator.transport.server import RunningCoordinator, serve
+from allmende.v1 import allmende_pb2 as pb
+
+ROOT = Path(__file__).resolve().parents[1]
+STSB = ROOT.parent / "shared" / "data" / "stsb"
+
+
+def read_stsb(split: str = "dev") -> list[tuple[str, str, float]]:
+    """(sentence 1, sentence 2, gold score) rows of an STS-B split."""
+    rows = []
+    with (STSB / f"sts-{split}.csv").open(encoding="utf-8") as handle:
+        for fields in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+            rows.append((fields[5], fields[6], float(fields[4])))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def stsb_sentences() -> list[str]:
+    """Real English sentences from the STS-B dev split, in file order (repeats included)."""
+    return [s for pair in read_stsb("dev") for s in pair[:2]]
+
+
+@pytest.fixture
+def coordinator_home(tmp_path: Path) -> CoordinatorHome:
+    home = CoordinatorHome(tmp_path / "coordinator")
+    home.init()
+    return home
+
+
+@pytest.fixture
+def coordinator(coordinator_home: CoordinatorHome) -> Iterator[RunningCoordinator]:
+    with serve(coordinator_home.root, "127.0.0.1:0") as running:
+        yield running
+
+
+@pytest.fixture
+def admin(coordinator: RunningCoordinator,
+          coordinator_home: CoordinatorHome) -> Iterator[CoordinatorClient]:
+    with CoordinatorClient(coordinator.address, admin_token=coordinator_home.load_token()) as c:
+        yield c
+
+
+def job_requests(texts: list[str], ids: list[str] | None = None, **spec: object,
+                 ) -> list[pb.CreateJobRequest]:
+    """The CreateJob stream for texts (ids default to their positions)."""
+    ids = ids if ids is not None else [str(i) for i in range(len(texts))]
+    spec.setdefault("kind", "embed-text")
+    spec.setdefault("model", "all-MiniLM-L6-v2")
+    items = [pb.InputItem(id=i, text=t, line=n + 1) for n, (i, t) in enumerate(zip(ids, texts))]
+    return [pb.CreateJobRequest(spec=pb.JobSpec(**spec), source_name="test"),
+            pb.CreateJobRequest(items=items)]
+
+
+@pytest.fixture(scope="session")
+def shared_computer() -> object:
+    """One loaded real model for every engine in the test session (CPU)."""
+    from allmende.client.tasks.computer import TaskComputer
+    from allmende.protocol.models import ModelRegistry
+
+    return TaskComputer(ModelRegistry(), device="cpu", batch_size=64)
+
+
+EngineRun = Callable[..., tuple[int, list[Event]]]
+
+
+@pytest.fixture
+def run_volunteers(tmp_path: Path, shared_computer: object,
+                   ) -> Callable[[RunningCoordinator, int], list[tuple[int, list[Event]]]]:
+    """Run N real volunteer engines (distinct keys) until idle; return (exit code, events)."""
+
+    def run(coordinator: RunningCoordinator, count: int = 2, fingerprint: str | None = None,
+            **overrides: object) -> list[tuple[int, list[Event]]]:
+        outcomes: list[tuple[int, list[Event]]] = [(-1, []) for _ in range(count)]
+
+        def one(index: int) -> None:
+            events: list[Event] = []
+            config = EngineConfig(
+                coordinator=coordinator.address,
+                fingerprint=fingerprint or coordinator.coordinator.key.fingerprint,
+                home=tmp_path / f"volunteer-{index}", device="cpu", exit_when_idle=True,
+                give_up_after_s=30, **overrides,  # type: ignore[arg-type]
+            )
+            engine = VolunteerEngine(config, on_event=events.append,
+                                     computer=shared_computer)  # type: ignore[arg-type]
+            outcomes[index] = (engine.run(), events)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
+        return outcomes
+
+    return run
