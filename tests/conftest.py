@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.coordinator.home import CoordinatorHome
@@ -60,7 +59,8 @@ def job_requests(texts: list[str], ids: list[str] | None = None, **spec: object,
     ids = ids if ids is not None else [str(i) for i in range(len(texts))]
     spec.setdefault("kind", "embed-text")
     spec.setdefault("model", "all-MiniLM-L6-v2")
-    items = [pb.InputItem(id=i, text=t, line=n + 1) for n, (i, t) in enumerate(zip(ids, texts))]
+    pairs = enumerate(zip(ids, texts, strict=True))
+    items = [pb.InputItem(id=i, text=t, line=n + 1) for n, (i, t) in pairs]
     return [pb.CreateJobRequest(spec=pb.JobSpec(**spec), source_name="test"),
             pb.CreateJobRequest(items=items)]
 

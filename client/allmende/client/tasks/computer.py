@@ -50,7 +50,7 @@ class TaskComputer:
         self.threads = threads
         self._models: dict[str, TextEmbedder] = {}
 
-    def _embedder(self, model: str) -> TextEmbedder:
+    def embedder(self, model: str) -> TextEmbedder:
         with _LOAD_LOCK:
             if model not in self._models:
                 spec = self.registry.get(model)
@@ -66,9 +66,9 @@ class TaskComputer:
             return self._models[model]
 
     def warm_up(self, model: str) -> None:
-        self._embedder(model).embed(["warm up"])
+        self.embedder(model).embed(["warm up"])
 
     def compute(self, unit: WorkUnit) -> np.ndarray:
         if unit.kind == "embed-text":
-            return self._embedder(unit.model).embed(list(unit.texts))
+            return self.embedder(unit.model).embed(list(unit.texts))
         raise InvalidArgument("kind", f"a task kind this client computes, got {unit.kind!r}")

@@ -164,13 +164,16 @@ class Coordinator:
         )
         return job_id, job.items, job.unique_items, len(units)
 
-    def job_status(self, job_id: str) -> JobView:
+    def _job(self, job_id: str) -> JobRecord:
         if not job_id:
             raise InvalidArgument("job_id", "a job id such as job-0123456789ab")
         job = self.store.get_job(job_id)
         if job is None:
             raise NotFound(f"job {job_id!r} does not exist")
-        return JobView(job, self.store.job_counts(job_id, self.clock()))
+        return job
+
+    def job_status(self, job_id: str) -> JobView:
+        return JobView(self._job(job_id), self.store.job_counts(job_id, self.clock()))
 
     def list_jobs(self) -> list[JobView]:
         now = self.clock()
@@ -334,9 +337,7 @@ class Coordinator:
     # ------------------------------------------------------------------ datasets
 
     def manifest(self, job_id: str) -> tuple[bytes, bytes]:
-        job = self.store.get_job(job_id)
-        if job is None:
-            raise NotFound(f"job {job_id!r} does not exist")
+        job = self._job(job_id)
         found = self.store.get_manifest(job_id)
         if found is None:
             raise FailedPrecondition(f"job {job_id} is {job.state}; its dataset is not ready")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from allmende.coordinator.store.records import JobSettings, NewItem, NewJob, NewUnit
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.limits import MAX_ID_CHARS, MAX_TEXT_BYTES
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.tasks import RESULT_DTYPES, check_model_for_kind, get_task_kind
@@ -21,11 +22,8 @@ MAX_REDUNDANCY = 16
 MAX_UNIT_SIZE = 8192
 MAX_REPLICAS = 32
 MAX_LEASE_SECONDS = 7 * 24 * 3600
-# A single text may be long (the model truncates it), but not unbounded.
-MAX_TEXT_BYTES = 256 * 1024
 # Units are also cut by size so that one work unit always fits in one gRPC message.
 MAX_UNIT_BYTES = 4 * 1024 * 1024
-MAX_ID_CHARS = 1024
 MAX_NAME_CHARS = 200
 
 
@@ -134,10 +132,11 @@ def plan_job(
     unit_bytes = 0
     items: list[NewItem] = []
     for seq, rec in enumerate(records):
-        digest = hashlib.sha256(rec.text.encode("utf-8", "surrogatepass")).digest()
+        encoded = rec.text.encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(encoded).digest()
         slot = content_slot.get(digest)
         if slot is None:
-            size = len(rec.text) + 8
+            size = len(encoded) + 8  # the UTF-8 bytes plus protobuf field overhead
             current = unit_texts[-1]
             if current and (
                 len(current) >= settings.unit_size or unit_bytes + size > MAX_UNIT_BYTES

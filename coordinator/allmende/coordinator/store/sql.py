@@ -249,9 +249,10 @@ class SqlStore:
                 ).all()
             )
             unit_ids = select(u.c.unit_id).where(u.c.job_id == job_id)
+            open_units = select(u.c.unit_id).where(u.c.job_id == job_id, u.c.state == "open")
             in_progress = conn.execute(
                 select(func.count(func.distinct(le.c.unit_id))).where(
-                    le.c.unit_id.in_(unit_ids), le.c.state == "active", le.c.deadline_ms > now_ms
+                    le.c.unit_id.in_(open_units), le.c.state == "active", le.c.deadline_ms > now_ms
                 )
             ).scalar_one()
             received = conn.execute(
@@ -448,10 +449,11 @@ class SqlStore:
                     f"unit {result.unit_id!r} is not leased to volunteer {result.volunteer_id[:12]}"
                 )
             if lease.state != "active":
-                raise FailedPrecondition(
-                    f"lease {result.lease_id} is {lease.state}; a result was already submitted "
-                    "or the unit was handed back"
-                )
+                why = {
+                    "submitted": "a result was already submitted on it",
+                    "released": "it was released (handed back)",
+                }.get(lease.state, f"it was {lease.state}: {lease.reason}")
+                raise FailedPrecondition(f"lease {result.lease_id} is closed; {why}")
             unit_row = conn.execute(
                 select(u, j).join(j, j.c.job_id == u.c.job_id).where(u.c.unit_id == result.unit_id)
             ).first()
@@ -515,6 +517,13 @@ class SqlStore:
         elif v.status == "failed":
             changes.update(state="failed", reason=v.reason)
         conn.execute(u.update().where(u.c.unit_id == unit.unit_id).values(**changes))
+        if v.status in ("accepted", "failed"):
+            # Replicas still out are no longer needed: their holders get a clear refusal.
+            conn.execute(
+                t.leases.update()
+                .where(t.leases.c.unit_id == unit.unit_id, t.leases.c.state == "active")
+                .values(state="cancelled", reason=f"unit {unit.unit_id} was already {v.status}")
+            )
         kind = {
             "accepted": "unit.accepted",
             "failed": "unit.failed",

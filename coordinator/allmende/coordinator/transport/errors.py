@@ -36,6 +36,10 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
         log.info("rpc=%s status=%s message=%s", method, code.name, exc.message)
         context.abort(code, exc.message)
         raise AssertionError("context.abort always raises")  # pragma: no cover
+    if isinstance(exc, grpc.RpcError):  # the client cancelled or its stream broke
+        log.info("rpc=%s client stream ended early: %s", method, exc)
+        context.abort(grpc.StatusCode.CANCELLED, "the request stream ended early")
+        raise AssertionError("context.abort always raises")  # pragma: no cover
     log.exception("rpc=%s unexpected error", method)
     context.abort(grpc.StatusCode.INTERNAL, "internal error; see the coordinator's log")
     raise AssertionError("context.abort always raises")  # pragma: no cover

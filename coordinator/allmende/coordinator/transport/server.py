@@ -24,13 +24,11 @@ from allmende.coordinator.transport.servicers import (
     VolunteerServicer,
 )
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.limits import MAX_MESSAGE_BYTES
 from allmende.v1 import allmende_pb2_grpc as rpc
 
 log = logging.getLogger("allmende.coordinator")
 
-# One work unit of 256 texts is ~30 KiB up and ~40 KiB of results back; 16 MiB leaves
-# room for large units and large job upload chunks while bounding what a peer can send.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 ASSIMILATE_POLL_S = 5.0
 
 

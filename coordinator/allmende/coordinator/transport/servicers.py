@@ -10,10 +10,10 @@ from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import InputRecord, JobRequest
 from allmende.coordinator.transport.errors import streaming, unary
 from allmende.protocol.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+from allmende.protocol.limits import MAX_JOB_BYTES, MAX_JOB_ITEMS
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
 
-MAX_JOB_ITEMS = 10_000_000
 DOWNLOAD_CHUNK = 1 << 20
 
 
@@ -141,6 +141,7 @@ class JobServicer(rpc.JobServiceServicer):
         spec: pb.JobSpec | None = None
         source = ""
         records: list[InputRecord] = []
+        size = 0
         for message in request_iterator:
             if message.HasField("spec"):
                 if spec is not None:
@@ -151,6 +152,9 @@ class JobServicer(rpc.JobServiceServicer):
                 raise InvalidArgument("spec", "the job spec in the first message")
             if len(records) + len(message.items) > MAX_JOB_ITEMS:
                 raise ResourceExhausted(f"a job holds at most {MAX_JOB_ITEMS} items")
+            size += sum(len(item.text) + len(item.id) for item in message.items)
+            if size > MAX_JOB_BYTES:
+                raise ResourceExhausted(f"a job upload holds at most {MAX_JOB_BYTES} bytes")
             records.extend(
                 InputRecord(item.id, item.text, item.line or len(records) + n + 1)
                 for n, item in enumerate(message.items)

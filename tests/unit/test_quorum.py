@@ -1,0 +1,199 @@
+"""Tests of row-by-row result comparison and the quorum decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from allmende.coordinator.domain.quorum import Comparison, compare, decide, row_cosines
+from allmende.protocol import codec
+
+
+def unit_rows(rows: int = 64, dims: int = 384, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    m = rng.standard_normal((rows, dims)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def as_fp16(m: np.ndarray) -> np.ndarray:
+    """What the coordinator sees after a replica went through the codec."""
+    enc = codec.encode(m, "float16")
+    return codec.decode(enc.payload, "float16", enc.rows, enc.dims)
+
+
+def corrupt_row(m: np.ndarray, row: int, seed: int = 99) -> np.ndarray:
+    out = m.copy()
+    v = np.random.default_rng(seed).standard_normal(m.shape[1]).astype(np.float32)
+    out[row] = v / np.linalg.norm(v)
+    return out
+
+
+# ------------------------------------------------------------------ row_cosines / compare
+
+
+def test_row_cosines_of_known_vectors() -> None:
+    a = np.array([[1, 0], [1, 0], [1, 1], [3, 4]], dtype=np.float32)
+    b = np.array([[2, 0], [0, 5], [-1, -1], [4, 3]], dtype=np.float32)
+    np.testing.assert_allclose(row_cosines(a, b), [1.0, 0.0, -1.0, 24 / 25], atol=1e-12)
+
+
+def test_row_cosines_ignores_scale() -> None:
+    a = unit_rows(8, 16)
+    np.testing.assert_allclose(row_cosines(a, 7.5 * a), np.ones(8), atol=1e-12)
+
+
+def test_zero_vector_rows_give_zero_not_nan() -> None:
+    a = np.array([[0, 0], [1, 0]], dtype=np.float32)
+    b = np.array([[0, 0], [0, 0]], dtype=np.float32)
+    with np.errstate(all="raise"):  # no hidden divide-by-zero either
+        cos = row_cosines(a, b)
+    np.testing.assert_array_equal(cos, [0.0, 0.0])
+    # so an all-zero answer never agrees with anything, itself included
+    assert not compare(a, b).agrees(0.5)
+
+
+def test_row_cosines_refuses_different_shapes() -> None:
+    with pytest.raises(ValueError, match="shapes differ"):
+        row_cosines(np.zeros((2, 3)), np.zeros((3, 3)))
+    with pytest.raises(ValueError):
+        row_cosines(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_compare_names_the_worst_row() -> None:
+    a = unit_rows(20, 32)
+    b = corrupt_row(a, 13)
+    c = compare(a, b)
+    assert c.worst_row == 13
+    assert c.min_cosine < 0.5
+    assert compare(a, a).min_cosine == pytest.approx(1.0, abs=1e-12)
+
+
+def test_compare_of_zero_rows_agrees_trivially() -> None:
+    empty = np.zeros((0, 384), dtype=np.float32)
+    c = compare(empty, empty)
+    assert c == Comparison(1.0, -1)
+    assert c.agrees(1.0)
+
+
+def test_agrees_is_inclusive_at_tau() -> None:
+    c = Comparison(0.999, 0)
+    assert c.agrees(0.999)
+    assert not c.agrees(float(np.nextafter(0.999, 1.0)))
+    assert c.agrees(float(np.nextafter(0.999, 0.0)))
+
+
+# ------------------------------------------------------------------ decide
+
+
+def test_two_agreeing_results_reach_quorum() -> None:
+    a = unit_rows()
+    out = decide([a, a.copy()], tau=0.999, quorum=2)
+    assert out.reached
+    assert out.group == (0, 1)
+    assert out.agreement == pytest.approx(1.0, abs=1e-9)
+    assert out.worst is not None and out.worst.min_cosine == out.agreement
+
+
+def test_one_corrupted_row_breaks_agreement() -> None:
+    a = unit_rows()
+    b = corrupt_row(a, 41)
+    out = decide([a, b], tau=0.999, quorum=2)
+    assert not out.reached
+    assert len(out.group) == 1
+    assert out.group == (0,)  # the earliest result stands alone
+    assert out.worst is not None and out.worst.worst_row == 41
+
+
+def test_three_results_with_one_liar_pick_the_honest_pair() -> None:
+    honest = unit_rows()
+    liar = corrupt_row(honest, 5)
+    for order, expected in [
+        ([liar, honest, as_fp16(honest)], (1, 2)),
+        ([honest, liar, as_fp16(honest)], (0, 2)),
+        ([honest, as_fp16(honest), liar], (0, 1)),
+    ]:
+        out = decide(order, tau=0.999, quorum=2)
+        assert out.reached
+        assert out.group == expected
+        assert out.agreement >= 0.999
+        assert out.worst is not None and out.worst.worst_row == 5
+
+
+def test_tie_between_groups_goes_to_the_earliest() -> None:
+    # Two honest-looking but disagreeing camps of equal size: the camp that arrived first wins.
+    a = unit_rows(seed=1)
+    b = unit_rows(seed=2)
+    out = decide([b, a, a.copy(), b.copy()], tau=0.999, quorum=2)
+    assert out.reached
+    assert out.group == (0, 3)
+    single = decide([a, b], tau=0.999, quorum=2)
+    assert single.group == (0,)
+    assert not single.reached
+
+
+def test_group_must_agree_pairwise_not_just_with_one_member() -> None:
+    # b sits between a and c: a~b and b~c but a!~c, so no group of three.
+    a = np.array([[1.0, 0.0]])
+    theta = np.arccos(0.9995)
+    b = np.array([[np.cos(theta), np.sin(theta)]])
+    c = np.array([[np.cos(2 * theta), np.sin(2 * theta)]])
+    out = decide([a, b, c], tau=0.999, quorum=3)
+    assert compare(a, b).agrees(0.999) and compare(b, c).agrees(0.999)
+    assert not compare(a, c).agrees(0.999)
+    assert not out.reached
+    assert out.group == (0, 1)
+
+
+def test_quorum_larger_than_the_group_is_not_reached() -> None:
+    a = unit_rows()
+    out = decide([a, a.copy()], tau=0.999, quorum=3)
+    assert out.group == (0, 1)
+    assert not out.reached
+
+
+def test_single_result_reaches_a_quorum_of_one() -> None:
+    out = decide([unit_rows()], tau=0.999, quorum=1)
+    assert out.reached
+    assert out.group == (0,)
+    assert out.agreement == 1.0
+    assert out.worst is None
+
+
+def test_no_results_reach_nothing() -> None:
+    out = decide([], tau=0.999, quorum=1)
+    assert not out.reached
+    assert out.group == ()
+    assert out.worst is None
+
+
+def test_zero_row_results_agree() -> None:
+    empty = np.zeros((0, 384), dtype=np.float32)
+    out = decide([empty, empty.copy()], tau=0.999, quorum=2)
+    assert out.reached
+    assert out.group == (0, 1)
+
+
+def test_tau_boundary_in_decide() -> None:
+    a = unit_rows(4, 8, seed=5)
+    b = a.copy()
+    b[2] = a[2] + 0.03 * unit_rows(1, 8, seed=6)[0]
+    exact = compare(a, b).min_cosine
+    assert 0.99 < exact < 1.0
+    assert decide([a, b], tau=exact, quorum=2).reached
+    assert not decide([a, b], tau=float(np.nextafter(exact, 2.0)), quorum=2).reached
+    assert decide([a, b], tau=exact, quorum=2).agreement == exact
+
+
+def test_fp16_noise_from_batch_differences_still_agrees_at_default_tau() -> None:
+    # Two honest replicas: the same embeddings with float32 noise of the size that
+    # batch-shape and kernel differences cause, each rounded to fp16 by the codec.
+    base = unit_rows(256, 384, seed=11)
+    rng = np.random.default_rng(12)
+    replicas = []
+    for _ in range(2):
+        noisy = base + rng.normal(0.0, 1e-4, base.shape).astype(np.float32)
+        noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+        replicas.append(as_fp16(noisy))
+    assert not np.array_equal(replicas[0], replicas[1])
+    out = decide(replicas, tau=0.999, quorum=2)
+    assert out.reached
+    assert out.agreement > 0.9999
