@@ -45,16 +45,24 @@ def main() -> None:
             rows = matrix[start : start + args.unit_size]
             encoded = codec.encode(rows, dtype)
             envelope = ResultEnvelope(
-                unit_id=f"job-0123456789ab-u{start:06d}", lease_id="f" * 32,
-                volunteer_id=key.fingerprint, dtype=dtype, rows=len(rows), dims=dims,
-                codec=CODEC, payload_sha256=hashlib.sha256(encoded.payload).digest(),
+                unit_id=f"job-0123456789ab-u{start:06d}",
+                lease_id="f" * 32,
+                volunteer_id=key.fingerprint,
+                dtype=dtype,
+                rows=len(rows),
+                dims=dims,
+                codec=CODEC,
+                payload_sha256=hashlib.sha256(encoded.payload).digest(),
                 unit_sha256=hashlib.sha256(b"unit").digest(),
                 model_sha256=ModelRegistry().get(DEFAULT_MODEL).weights_sha256,
-                device="cpu", compute_ms=350, created_ms=1_764_000_000_000,
+                device="cpu",
+                compute_ms=350,
+                created_ms=1_764_000_000_000,
             )
             blob, signature = sign_envelope(key, envelope)
-            request = pb.SubmitResultRequest(envelope=blob, signature=signature,
-                                             payload=encoded.payload)
+            request = pb.SubmitResultRequest(
+                envelope=blob, signature=signature, payload=encoded.payload
+            )
             total += request.ByteSize()
         return total
 
@@ -64,14 +72,19 @@ def main() -> None:
         ("float32 raw", raw),
         ("float32 + zstd", len(zstd.compress(matrix.astype("<f4").tobytes()))),
         ("float16 + zstd (no shuffle)", len(zstd.compress(matrix.astype("<f2").tobytes()))),
-        ("float16 + shuffle + zstd: payload only", sum(
-            len(codec.encode(matrix[s : s + args.unit_size], "float16").payload)
-            for s in range(0, len(texts), args.unit_size))),
+        (
+            "float16 + shuffle + zstd: payload only",
+            sum(
+                len(codec.encode(matrix[s : s + args.unit_size], "float16").payload)
+                for s in range(0, len(texts), args.unit_size)
+            ),
+        ),
         ("SubmitResult, float16 (default)", upload_bytes("float16")),
         ("SubmitResult, int8 (--dtype int8)", upload_bytes("int8")),
     ]
-    print(f"{len(texts)} STS-B embeddings ({DEFAULT_MODEL}, {dims} dims), units of "
-          f"{args.unit_size}")
+    print(
+        f"{len(texts)} STS-B embeddings ({DEFAULT_MODEL}, {dims} dims), units of {args.unit_size}"
+    )
     print(f"{'encoding':<42} {'bytes/embedding':>16} {'ratio to 4 x dims':>18}")
     for name, size in rows:
         print(f"{name:<42} {size / len(texts):16.1f} {size / raw:18.3f}")

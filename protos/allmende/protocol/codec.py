@@ -20,8 +20,9 @@ DTYPES: dict[str, np.dtype[np.generic]] = {
 }
 # The scale for int8: unit-normalised embeddings have every component in [-1, 1].
 INT8_SCALE = 127.0
-# Level 15 sits near the fp16 entropy floor (~0.43 of float32) at ~9 ms per 256x384 unit.
-ZSTD_LEVEL = 15
+# Level 3 compresses fp16 rows within 2 % of level 19 at a tenth of the CPU time, and the
+# volunteer compresses while its next unit computes on the same cores.
+ZSTD_LEVEL = 3
 
 
 @dataclass(frozen=True)

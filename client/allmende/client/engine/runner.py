@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -70,6 +71,10 @@ class EngineConfig:
     max_backoff_s: float = 30.0
 
 
+# What the compute loop hands the submit thread: lease, unit, rows, device, seconds.
+_Computed = tuple[pb.Lease, WorkUnit, np.ndarray, str, float]
+
+
 class Stop(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
@@ -90,9 +95,7 @@ class VolunteerEngine:
         self.registry = registry or ModelRegistry()
         self._computer = computer
         self._stop = threading.Event()
-        self._submit_queue: queue.Queue[tuple[str, int, bytes, bytes, bytes] | None] = queue.Queue(
-            2
-        )
+        self._submit_queue: queue.Queue[_Computed | None] = queue.Queue(2)
         self._submit_error: Stop | None = None
         self.units_done = 0
         self.items_done = 0
@@ -201,53 +204,74 @@ class VolunteerEngine:
         return bytes(info.public_key)
 
     def _work(self, client: CoordinatorClient, computer: Computer, coordinator_key: bytes) -> None:
+        """Lease, verify and compute units until idle or stopped.
+
+        The next lease is fetched while the current unit computes, and results are encoded,
+        signed and sent on the submit thread, so the compute device rarely waits.
+        """
         refusals = 0
-        while not self._stop.is_set():
-            if self._submit_error is not None:
-                raise self._submit_error
-            response = self._retrying(lambda: client.lease(self.volunteer_id))
-            assert isinstance(response, pb.LeaseWorkResponse)
-            if not response.HasField("lease"):
-                if self.config.exit_when_idle and not response.work_remaining:
-                    self._submit_queue.join()  # nothing left in flight
-                    return
-                wait = max(response.retry_after_ms, 200) / 1000
-                self.on_event(ev.Idle(response.work_remaining, wait))
-                self._stop.wait(wait)
-                continue
-            lease = response.lease
+        fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
+        ahead: Future[object] | None = None
+        try:
+            while not self._stop.is_set():
+                if self._submit_error is not None:
+                    raise self._submit_error
+                response = ahead.result() if ahead else self._lease(client)
+                ahead = None
+                assert isinstance(response, pb.LeaseWorkResponse)
+                if not response.HasField("lease"):
+                    if self.config.exit_when_idle and not response.work_remaining:
+                        self._submit_queue.join()  # nothing left in flight
+                        return
+                    wait = max(response.retry_after_ms, 200) / 1000
+                    self.on_event(ev.Idle(response.work_remaining, wait))
+                    self._stop.wait(wait)
+                    continue
+                lease = response.lease
+                try:
+                    unit = self._check_unit(lease, coordinator_key)
+                except AllmendeError as exc:
+                    refusals += 1
+                    reason = f"refused: {exc.message}"
+                    self.on_event(ev.UnitRefused(_unit_id_hint(lease), reason))
+                    self._release(client, lease.lease_id, reason)
+                    if refusals >= self.config.max_refusals:
+                        raise Stop(
+                            EXIT_REFUSED, f"refused {refusals} units in a row; last: {reason}"
+                        ) from None
+                    continue
+                refusals = 0
+                self.on_event(
+                    ev.UnitLeased(unit.unit_id, unit.job_id, unit.kind, unit.model, len(unit.texts))
+                )
+                ahead = fetcher.submit(self._lease, client)
+                started = time.perf_counter()
+                matrix = computer.compute(unit)
+                seconds = time.perf_counter() - started
+                rate = len(unit.texts) / seconds if seconds > 0 else 0.0
+                self.on_event(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds, rate))
+                self._submit_queue.put((lease, unit, matrix, computer.device, seconds))
+        finally:
+            if ahead is not None:  # a unit leased ahead but never started goes back
+                self._hand_back(client, ahead)
+            fetcher.shutdown(wait=True)
+
+    def _lease(self, client: CoordinatorClient) -> object:
+        return self._retrying(lambda: client.lease(self.volunteer_id))
+
+    def _release(self, client: CoordinatorClient, lease_id: str, reason: str) -> None:
+        self._retrying(lambda: client.release(self.volunteer_id, lease_id, reason))
+
+    def _hand_back(self, client: CoordinatorClient, ahead: Future[object]) -> None:
+        try:
+            response = ahead.result()
+        except (RemoteError, Stop):
+            return
+        if isinstance(response, pb.LeaseWorkResponse) and response.HasField("lease"):
             try:
-                unit = self._check_unit(lease, coordinator_key)
-            except AllmendeError as exc:
-                refusals += 1
-                reason = f"refused: {exc.message}"
-                self.on_event(ev.UnitRefused(_unit_id_hint(lease), reason))
-                lease_id = lease.lease_id
-                self._retrying(
-                    lambda: client.release(self.volunteer_id, lease_id, reason)  # noqa: B023
-                )
-                if refusals >= self.config.max_refusals:
-                    raise Stop(
-                        EXIT_REFUSED, f"refused {refusals} units in a row; last: {reason}"
-                    ) from None
-                continue
-            refusals = 0
-            self.on_event(
-                ev.UnitLeased(unit.unit_id, unit.job_id, unit.kind, unit.model, len(unit.texts))
-            )
-            started = time.perf_counter()
-            matrix = computer.compute(unit)
-            seconds = time.perf_counter() - started
-            self.on_event(
-                ev.UnitComputed(
-                    unit.unit_id,
-                    len(unit.texts),
-                    seconds,
-                    len(unit.texts) / seconds if seconds > 0 else 0.0,
-                )
-            )
-            envelope, signature, payload = self._seal(lease, unit, matrix, computer.device, seconds)
-            self._submit_queue.put((unit.unit_id, len(unit.texts), envelope, signature, payload))
+                client.release(self.volunteer_id, response.lease.lease_id, "stopping: not started")
+            except RemoteError as exc:
+                log.warning("could not hand back lease %s: %s", response.lease.lease_id, exc)
 
     def _check_unit(self, lease: pb.Lease, coordinator_key: bytes) -> WorkUnit:
         """Verify signature, then that we know the task kind, model and weights hash."""
@@ -297,30 +321,33 @@ class VolunteerEngine:
             try:
                 if item is None:
                     return
-                unit_id, rows, envelope, signature, payload = item
-                try:
-                    response = self._retrying(
-                        lambda: client.submit(envelope, signature, payload)  # noqa: B023
-                    )
-                except RemoteError as exc:
-                    self.on_event(ev.ResultSubmitted(unit_id, "error", exc.details, len(payload)))
-                    continue
-                except Stop as stop:
-                    self._submit_error = stop
-                    continue
-                assert isinstance(response, pb.SubmitResultResponse)
-                self.units_done += 1
-                self.items_done += rows
-                self.on_event(
-                    ev.ResultSubmitted(
-                        unit_id,
-                        response.status,
-                        response.reason,
-                        len(payload) + len(envelope) + len(signature),
-                    )
-                )
+                self._submit(client, *item)
             finally:
                 self._submit_queue.task_done()
+
+    def _submit(
+        self,
+        client: CoordinatorClient,
+        lease: pb.Lease,
+        unit: WorkUnit,
+        matrix: np.ndarray,
+        device: str,
+        seconds: float,
+    ) -> None:
+        envelope, signature, payload = self._seal(lease, unit, matrix, device, seconds)
+        size = len(payload) + len(envelope) + len(signature)
+        try:
+            response = self._retrying(lambda: client.submit(envelope, signature, payload))
+        except RemoteError as exc:
+            self.on_event(ev.ResultSubmitted(unit.unit_id, "error", exc.details, size))
+            return
+        except Stop as stop:
+            self._submit_error = stop
+            return
+        assert isinstance(response, pb.SubmitResultResponse)
+        self.units_done += 1
+        self.items_done += len(unit.texts)
+        self.on_event(ev.ResultSubmitted(unit.unit_id, response.status, response.reason, size))
 
 
 def _unit_id_hint(lease: pb.Lease) -> str:
