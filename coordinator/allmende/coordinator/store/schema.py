@@ -33,7 +33,10 @@ jobs = Table(
     metadata,
     Column("job_id", String(64), primary_key=True),
     Column("name", Text, nullable=False),
+    # running, paused, cancelled, assimilating, complete, failed
     Column("state", String(16), nullable=False),
+    # Among running jobs, higher priority units are leased first.
+    Column("priority", Integer, nullable=False, default=0),
     Column("kind", String(64), nullable=False),
     Column("model", String(128), nullable=False),
     Column("model_sha256", String(64), nullable=False),
@@ -94,6 +97,9 @@ volunteers = Table(
     Column("client_version", Text, nullable=False),
     Column("hardware", Text, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False, default=0),
+    Column("banned", Integer, nullable=False, default=0),
+    Column("ban_reason", Text, nullable=False, default=""),
 )
 
 leases = Table(

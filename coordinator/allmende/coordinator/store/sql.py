@@ -169,6 +169,7 @@ class SqlStore:
                     job_id=job.job_id,
                     name=job.name,
                     state="running",
+                    priority=0,
                     kind=s.kind,
                     model=s.model,
                     model_sha256=s.model_sha256,
@@ -311,6 +312,9 @@ class SqlStore:
                         volunteer_id=volunteer.volunteer_id,
                         public_key=volunteer.public_key,
                         created_ms=volunteer.created_ms,
+                        last_seen_ms=volunteer.created_ms,
+                        banned=0,
+                        ban_reason="",
                         **values,
                     )
                 )
