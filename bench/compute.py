@@ -42,6 +42,7 @@ if importlib.util.find_spec("allmende") is None or (
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 import torch  # noqa: E402
+
 from allmende.client.tasks.embed_text import (  # noqa: E402
     TextEmbedder,
     resolve_model_dir,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.coordinator.home import CoordinatorHome
@@ -42,27 +43,34 @@ def coordinator_home(tmp_path: Path) -> CoordinatorHome:
 
 @pytest.fixture
 def coordinator(coordinator_home: CoordinatorHome) -> Iterator[RunningCoordinator]:
-    with serve(coordinator_home.root, "127.0.0.1:0") as running:
+    # A short drain: tests often end with leases still out.
+    with serve(coordinator_home.root, "127.0.0.1:0", drain_s=0.2) as running:
         yield running
 
 
 @pytest.fixture
-def admin(coordinator: RunningCoordinator,
-          coordinator_home: CoordinatorHome) -> Iterator[CoordinatorClient]:
+def admin(
+    coordinator: RunningCoordinator, coordinator_home: CoordinatorHome
+) -> Iterator[CoordinatorClient]:
     with CoordinatorClient(coordinator.address, admin_token=coordinator_home.load_token()) as c:
         yield c
 
 
-def job_requests(texts: list[str], ids: list[str] | None = None, **spec: object,
-                 ) -> list[pb.CreateJobRequest]:
+def job_requests(
+    texts: list[str],
+    ids: list[str] | None = None,
+    **spec: object,
+) -> list[pb.CreateJobRequest]:
     """The CreateJob stream for texts (ids default to their positions)."""
     ids = ids if ids is not None else [str(i) for i in range(len(texts))]
     spec.setdefault("kind", "embed-text")
     spec.setdefault("model", "all-MiniLM-L6-v2")
     pairs = enumerate(zip(ids, texts, strict=True))
     items = [pb.InputItem(id=i, text=t, line=n + 1) for n, (i, t) in pairs]
-    return [pb.CreateJobRequest(spec=pb.JobSpec(**spec), source_name="test"),
-            pb.CreateJobRequest(items=items)]
+    return [
+        pb.CreateJobRequest(spec=pb.JobSpec(**spec), source_name="test"),
+        pb.CreateJobRequest(items=items),
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +86,18 @@ EngineRun = Callable[..., tuple[int, list[Event]]]
 
 
 @pytest.fixture
-def run_volunteers(tmp_path: Path, shared_computer: object,
-                   ) -> Callable[[RunningCoordinator, int], list[tuple[int, list[Event]]]]:
+def run_volunteers(
+    tmp_path: Path,
+    shared_computer: object,
+) -> Callable[[RunningCoordinator, int], list[tuple[int, list[Event]]]]:
     """Run N real volunteer engines (distinct keys) until idle; return (exit code, events)."""
 
-    def run(coordinator: RunningCoordinator, count: int = 2, fingerprint: str | None = None,
-            **overrides: object) -> list[tuple[int, list[Event]]]:
+    def run(
+        coordinator: RunningCoordinator,
+        count: int = 2,
+        fingerprint: str | None = None,
+        **overrides: object,
+    ) -> list[tuple[int, list[Event]]]:
         outcomes: list[tuple[int, list[Event]]] = [(-1, []) for _ in range(count)]
 
         def one(index: int) -> None:
@@ -91,11 +105,13 @@ def run_volunteers(tmp_path: Path, shared_computer: object,
             config = EngineConfig(
                 coordinator=coordinator.address,
                 fingerprint=fingerprint or coordinator.coordinator.key.fingerprint,
-                home=tmp_path / f"volunteer-{index}", device="cpu", exit_when_idle=True,
-                give_up_after_s=30, **overrides,  # type: ignore[arg-type]
+                home=tmp_path / f"volunteer-{index}",
+                device="cpu",
+                exit_when_idle=True,
+                give_up_after_s=30,
+                **overrides,  # type: ignore[arg-type]
             )
-            engine = VolunteerEngine(config, on_event=events.append,
-                                     computer=shared_computer)  # type: ignore[arg-type]
+            engine = VolunteerEngine(config, on_event=events.append, computer=shared_computer)  # type: ignore[arg-type]
             outcomes[index] = (engine.run(), events)
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+
 from allmende.protocol import codec
 from allmende.protocol.signing import CTX_REGISTER, SigningKey
 from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, decode_unit, sign_envelope

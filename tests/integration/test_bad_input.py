@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 import pytest
 import zstandard
+
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.client.engine import events as ev
 from allmende.coordinator.home import CoordinatorHome
@@ -29,7 +30,6 @@ from allmende.protocol import codec
 from allmende.protocol.signing import CTX_REGISTER, SigningKey
 from allmende.protocol.wire import WorkUnit, decode_unit, sign_unit
 from allmende.v1 import allmende_pb2 as pb
-
 from tests.integration.rawclient import (
     FakeComputer,
     RawAdmin,

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from allmende.client.connection import CoordinatorClient
 from allmende.client.dataset import pull
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.manifest import verify_folder
 from allmende.v1 import allmende_pb2 as pb
-
 from tests.conftest import job_requests
 from tests.integration.volunteers import HashComputer, RandomComputer, RawVolunteer, text_vector
 

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from allmende.client.connection import CoordinatorClient
 from allmende.protocol import codec
 from allmende.protocol.signing import CTX_REGISTER, SigningKey

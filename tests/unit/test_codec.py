@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import zstandard
+
 from allmende.protocol.codec import DTYPES, INT8_SCALE, decode, encode
 from allmende.protocol.errors import InvalidArgument
 

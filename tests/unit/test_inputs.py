@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from allmende.cli.inputs import Item, read_items
 from allmende.protocol.errors import InvalidArgument
 

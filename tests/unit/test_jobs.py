@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 
 import pytest
+
 from allmende.coordinator.domain.jobs import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_REDUNDANCY,

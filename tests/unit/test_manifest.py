@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from allmende.protocol.errors import IntegrityError
 from allmende.protocol.manifest import (
     FORMAT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from allmende.coordinator.domain.quorum import Comparison, compare, decide, row_cosines
 from allmende.protocol import codec
 

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from allmende.protocol.errors import IntegrityError, InvalidArgument
 from allmende.protocol.signing import (
     CTX_MANIFEST,

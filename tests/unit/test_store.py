@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from allmende.coordinator.domain.jobs import InputRecord, JobRequest, plan_job, resolve_settings
 from allmende.coordinator.store.records import (
     NewResult,

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 
 import pytest
+
 from allmende.protocol.errors import IntegrityError, InvalidArgument
 from allmende.protocol.signing import CTX_RESULT, CTX_WORK_UNIT, SigningKey, verify
 from allmende.protocol.wire import (

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+
 from allmende.protocol.limits import MAX_MESSAGE_BYTES
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
@@ -67,6 +68,7 @@ class CoordinatorClient:
         self.volunteers = rpc.VolunteerServiceStub(self.channel)
         self.jobs = rpc.JobServiceStub(self.channel)
         self.datasets = rpc.DatasetServiceStub(self.channel)
+        self.admin = rpc.AdminServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -116,6 +118,32 @@ class CoordinatorClient:
 
     def list_jobs(self) -> list[pb.JobStatus]:
         return list(self._unary(self.jobs.ListJobs, pb.ListJobsRequest()).jobs)
+
+    # administration (admin token)
+    def pause_job(self, job_id: str) -> pb.JobStatus:
+        return self._unary(self.admin.PauseJob, pb.JobRef(job_id=job_id))
+
+    def resume_job(self, job_id: str) -> pb.JobStatus:
+        return self._unary(self.admin.ResumeJob, pb.JobRef(job_id=job_id))
+
+    def cancel_job(self, job_id: str) -> pb.JobStatus:
+        return self._unary(self.admin.CancelJob, pb.JobRef(job_id=job_id))
+
+    def update_job(self, request: pb.UpdateJobRequest) -> pb.JobStatus:
+        return self._unary(self.admin.UpdateJob, request)
+
+    def list_volunteers(self) -> list[pb.VolunteerStatus]:
+        return list(self._unary(self.admin.ListVolunteers, pb.ListVolunteersRequest()).volunteers)
+
+    def ban_volunteer(self, volunteer_id: str, reason: str) -> pb.VolunteerStatus:
+        request = pb.BanVolunteerRequest(volunteer_id=volunteer_id, reason=reason)
+        return self._unary(self.admin.BanVolunteer, request)
+
+    def unban_volunteer(self, volunteer_id: str) -> pb.VolunteerStatus:
+        return self._unary(self.admin.UnbanVolunteer, pb.VolunteerRef(volunteer_id=volunteer_id))
+
+    def overview(self, events: int = 50) -> pb.GetOverviewResponse:
+        return self._unary(self.admin.GetOverview, pb.GetOverviewRequest(events=events))
 
     # datasets
     def manifest(self, job_id: str) -> pb.GetManifestResponse:

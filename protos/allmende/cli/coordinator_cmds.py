@@ -37,9 +37,14 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with run_server(Path(args.data), args.listen) as running:
+    with run_server(
+        Path(args.data), args.listen, metrics_listen=args.metrics, drain_s=args.drain_seconds
+    ) as running:
         out(f"coordinator listening on {running.address}")
         out(f"fingerprint {running.coordinator.key.fingerprint}")
+        if running.metrics_port:
+            host = args.metrics.rpartition(":")[0]
+            out(f"metrics on http://{host}:{running.metrics_port}/metrics")
         stop.wait()
         out("shutting down")
     return EXIT_OK

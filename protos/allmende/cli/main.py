@@ -40,6 +40,11 @@ def _unit_interval(value: str) -> float:
     return number
 
 
+def _admin_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
+    p.add_argument("--admin-token-file", required=True, help="the coordinator's admin.token")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="allmende",
@@ -63,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:50051",
         help="HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks one)",
     )
+    p.add_argument("--metrics", type=_address,
+                   help="serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)")
+    p.add_argument("--drain-seconds", type=float, default=10.0,
+                   help="on SIGTERM, wait this long for results of leased units (default 10)")
     p.set_defaults(handler="coordinator_cmds:serve")
     p = csub.add_parser("fingerprint", help="print the coordinator key's fingerprint")
     p.add_argument("--data", required=True, help="the coordinator's data folder")
@@ -101,6 +110,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler="job_cmds:list_jobs")
+    for action, verb in (("pause", "stop leasing a running job's units"),
+                         ("resume", "lease a paused job's units again"),
+                         ("cancel", "stop a job for good; leases out are cancelled")):
+        p = jsub.add_parser(action, help=verb)
+        p.add_argument("job", help="the job id")
+        _admin_flags(p)
+        p.set_defaults(handler=f"admin_cmds:{action}")
+    p = jsub.add_parser("set", help="change a job's priority, redundancy or tau")
+    p.add_argument("job", help="the job id")
+    _admin_flags(p)
+    p.add_argument("--priority", type=int, help="-1000 to 1000; higher is leased first")
+    p.add_argument("--redundancy", type=_positive, help="raise the replicas per unit")
+    p.add_argument("--tau", type=_unit_interval, help="row agreement cosine")
+    p.set_defaults(handler="admin_cmds:set_job")
+
+    volunteers = sub.add_parser("volunteers", help="see and ban volunteers (admin token)")
+    vsub = volunteers.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = vsub.add_parser("list", help="volunteers with their results and last contact")
+    _admin_flags(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler="admin_cmds:list_volunteers")
+    p = vsub.add_parser("ban", help="refuse a volunteer's work from now on")
+    p.add_argument("volunteer", help="volunteer id (or a unique prefix)")
+    p.add_argument("--reason", default="", help="shown to the volunteer and in the log")
+    _admin_flags(p)
+    p.set_defaults(handler="admin_cmds:ban")
+    p = vsub.add_parser("unban", help="accept a banned volunteer's work again")
+    p.add_argument("volunteer", help="volunteer id (or a unique prefix)")
+    _admin_flags(p)
+    p.set_defaults(handler="admin_cmds:unban")
 
     p = sub.add_parser(
         "volunteer",

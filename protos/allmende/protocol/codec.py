@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import zstandard
+
 from allmende.protocol.errors import InvalidArgument
 
 DTYPES: dict[str, np.dtype[np.generic]] = {

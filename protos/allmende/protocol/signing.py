@@ -11,10 +11,11 @@ import hashlib
 import os
 from pathlib import Path
 
-from allmende.protocol.errors import IntegrityError, InvalidArgument
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from allmende.protocol.errors import IntegrityError, InvalidArgument
 
 # Context labels: one per kind of signed object.
 CTX_WORK_UNIT = b"allmende.v1/work-unit"

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from allmende.protocol.errors import IntegrityError, InvalidArgument
 from allmende.protocol.signing import CTX_RESULT, CTX_WORK_UNIT, SigningKey, verify
 from allmende.v1 import allmende_pb2 as pb
-from google.protobuf.message import DecodeError
 
 CODEC = "shuffle+zstd"
 

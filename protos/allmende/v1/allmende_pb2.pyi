@@ -231,7 +231,7 @@ class FailedUnit(_message.Message):
     def __init__(self, unit_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "name", "state", "spec", "items", "unique_items", "units_total", "units_accepted", "units_failed", "units_in_progress", "results_received", "results_rejected", "min_agreement", "created_unix_ms", "completed_unix_ms", "failed_units", "reason", "volunteers")
+    __slots__ = ("job_id", "name", "state", "spec", "items", "unique_items", "units_total", "units_accepted", "units_failed", "units_in_progress", "results_received", "results_rejected", "min_agreement", "created_unix_ms", "completed_unix_ms", "failed_units", "reason", "volunteers", "priority", "items_per_s")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +250,8 @@ class JobStatus(_message.Message):
     FAILED_UNITS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     VOLUNTEERS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     name: str
     state: str
@@ -268,7 +270,9 @@ class JobStatus(_message.Message):
     failed_units: _containers.RepeatedCompositeFieldContainer[FailedUnit]
     reason: str
     volunteers: int
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., items: _Optional[int] = ..., unique_items: _Optional[int] = ..., units_total: _Optional[int] = ..., units_accepted: _Optional[int] = ..., units_failed: _Optional[int] = ..., units_in_progress: _Optional[int] = ..., results_received: _Optional[int] = ..., results_rejected: _Optional[int] = ..., min_agreement: _Optional[float] = ..., created_unix_ms: _Optional[int] = ..., completed_unix_ms: _Optional[int] = ..., failed_units: _Optional[_Iterable[_Union[FailedUnit, _Mapping]]] = ..., reason: _Optional[str] = ..., volunteers: _Optional[int] = ...) -> None: ...
+    priority: int
+    items_per_s: float
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., items: _Optional[int] = ..., unique_items: _Optional[int] = ..., units_total: _Optional[int] = ..., units_accepted: _Optional[int] = ..., units_failed: _Optional[int] = ..., units_in_progress: _Optional[int] = ..., results_received: _Optional[int] = ..., results_rejected: _Optional[int] = ..., min_agreement: _Optional[float] = ..., created_unix_ms: _Optional[int] = ..., completed_unix_ms: _Optional[int] = ..., failed_units: _Optional[_Iterable[_Union[FailedUnit, _Mapping]]] = ..., reason: _Optional[str] = ..., volunteers: _Optional[int] = ..., priority: _Optional[int] = ..., items_per_s: _Optional[float] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -315,3 +319,137 @@ class FileChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class JobRef(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class UpdateJobRequest(_message.Message):
+    __slots__ = ("job_id", "priority", "redundancy", "tau")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    REDUNDANCY_FIELD_NUMBER: _ClassVar[int]
+    TAU_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    priority: int
+    redundancy: int
+    tau: float
+    def __init__(self, job_id: _Optional[str] = ..., priority: _Optional[int] = ..., redundancy: _Optional[int] = ..., tau: _Optional[float] = ...) -> None: ...
+
+class VolunteerStatus(_message.Message):
+    __slots__ = ("volunteer_id", "display_name", "client_version", "hardware", "created_unix_ms", "last_seen_unix_ms", "online", "banned", "ban_reason", "leases_active", "results_valid", "results_invalid", "results_pending", "items_valid", "items_per_s")
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    BANNED_FIELD_NUMBER: _ClassVar[int]
+    BAN_REASON_FIELD_NUMBER: _ClassVar[int]
+    LEASES_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_VALID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_INVALID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_VALID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    display_name: str
+    client_version: str
+    hardware: str
+    created_unix_ms: int
+    last_seen_unix_ms: int
+    online: bool
+    banned: bool
+    ban_reason: str
+    leases_active: int
+    results_valid: int
+    results_invalid: int
+    results_pending: int
+    items_valid: int
+    items_per_s: float
+    def __init__(self, volunteer_id: _Optional[str] = ..., display_name: _Optional[str] = ..., client_version: _Optional[str] = ..., hardware: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., last_seen_unix_ms: _Optional[int] = ..., online: _Optional[bool] = ..., banned: _Optional[bool] = ..., ban_reason: _Optional[str] = ..., leases_active: _Optional[int] = ..., results_valid: _Optional[int] = ..., results_invalid: _Optional[int] = ..., results_pending: _Optional[int] = ..., items_valid: _Optional[int] = ..., items_per_s: _Optional[float] = ...) -> None: ...
+
+class ListVolunteersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListVolunteersResponse(_message.Message):
+    __slots__ = ("volunteers",)
+    VOLUNTEERS_FIELD_NUMBER: _ClassVar[int]
+    volunteers: _containers.RepeatedCompositeFieldContainer[VolunteerStatus]
+    def __init__(self, volunteers: _Optional[_Iterable[_Union[VolunteerStatus, _Mapping]]] = ...) -> None: ...
+
+class BanVolunteerRequest(_message.Message):
+    __slots__ = ("volunteer_id", "reason")
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    reason: str
+    def __init__(self, volunteer_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class VolunteerRef(_message.Message):
+    __slots__ = ("volunteer_id",)
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    def __init__(self, volunteer_id: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("unix_ms", "kind", "job_id", "unit_id", "volunteer_id", "message")
+    UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    unix_ms: int
+    kind: str
+    job_id: str
+    unit_id: str
+    volunteer_id: str
+    message: str
+    def __init__(self, unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., job_id: _Optional[str] = ..., unit_id: _Optional[str] = ..., volunteer_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ValidationCounts(_message.Message):
+    __slots__ = ("units_accepted", "units_failed", "results_valid", "results_invalid", "results_pending", "disagreements", "leases_expired", "volunteers_banned")
+    UNITS_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_VALID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_INVALID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    LEASES_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    VOLUNTEERS_BANNED_FIELD_NUMBER: _ClassVar[int]
+    units_accepted: int
+    units_failed: int
+    results_valid: int
+    results_invalid: int
+    results_pending: int
+    disagreements: int
+    leases_expired: int
+    volunteers_banned: int
+    def __init__(self, units_accepted: _Optional[int] = ..., units_failed: _Optional[int] = ..., results_valid: _Optional[int] = ..., results_invalid: _Optional[int] = ..., results_pending: _Optional[int] = ..., disagreements: _Optional[int] = ..., leases_expired: _Optional[int] = ..., volunteers_banned: _Optional[int] = ...) -> None: ...
+
+class GetOverviewRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: int
+    def __init__(self, events: _Optional[int] = ...) -> None: ...
+
+class GetOverviewResponse(_message.Message):
+    __slots__ = ("jobs", "volunteers", "validation", "events", "now_unix_ms", "fingerprint")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    VOLUNTEERS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NOW_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobStatus]
+    volunteers: _containers.RepeatedCompositeFieldContainer[VolunteerStatus]
+    validation: ValidationCounts
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    now_unix_ms: int
+    fingerprint: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ..., volunteers: _Optional[_Iterable[_Union[VolunteerStatus, _Mapping]]] = ..., validation: _Optional[_Union[ValidationCounts, _Mapping]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., now_unix_ms: _Optional[int] = ..., fingerprint: _Optional[str] = ...) -> None: ...

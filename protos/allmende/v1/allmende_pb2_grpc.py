@@ -540,3 +540,376 @@ class DatasetService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PauseJob = channel.unary_unary(
+                '/allmende.v1.AdminService/PauseJob',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.JobRef.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+                _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/allmende.v1.AdminService/ResumeJob',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.JobRef.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/allmende.v1.AdminService/CancelJob',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.JobRef.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+                _registered_method=True)
+        self.UpdateJob = channel.unary_unary(
+                '/allmende.v1.AdminService/UpdateJob',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.UpdateJobRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+                _registered_method=True)
+        self.ListVolunteers = channel.unary_unary(
+                '/allmende.v1.AdminService/ListVolunteers',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.ListVolunteersRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.ListVolunteersResponse.FromString,
+                _registered_method=True)
+        self.BanVolunteer = channel.unary_unary(
+                '/allmende.v1.AdminService/BanVolunteer',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.BanVolunteerRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.VolunteerStatus.FromString,
+                _registered_method=True)
+        self.UnbanVolunteer = channel.unary_unary(
+                '/allmende.v1.AdminService/UnbanVolunteer',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.VolunteerRef.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.VolunteerStatus.FromString,
+                _registered_method=True)
+        self.GetOverview = channel.unary_unary(
+                '/allmende.v1.AdminService/GetOverview',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.GetOverviewRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.GetOverviewResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def PauseJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVolunteers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BanVolunteer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnbanVolunteer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOverview(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PauseJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseJob,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.JobRef.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.JobRef.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.JobRef.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.SerializeToString,
+            ),
+            'UpdateJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJob,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.UpdateJobRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.SerializeToString,
+            ),
+            'ListVolunteers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVolunteers,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.ListVolunteersRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.ListVolunteersResponse.SerializeToString,
+            ),
+            'BanVolunteer': grpc.unary_unary_rpc_method_handler(
+                    servicer.BanVolunteer,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.BanVolunteerRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.VolunteerStatus.SerializeToString,
+            ),
+            'UnbanVolunteer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnbanVolunteer,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.VolunteerRef.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.VolunteerStatus.SerializeToString,
+            ),
+            'GetOverview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOverview,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.GetOverviewRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.GetOverviewResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'allmende.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('allmende.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def PauseJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/PauseJob',
+            allmende_dot_v1_dot_allmende__pb2.JobRef.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/ResumeJob',
+            allmende_dot_v1_dot_allmende__pb2.JobRef.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/CancelJob',
+            allmende_dot_v1_dot_allmende__pb2.JobRef.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/UpdateJob',
+            allmende_dot_v1_dot_allmende__pb2.UpdateJobRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVolunteers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/ListVolunteers',
+            allmende_dot_v1_dot_allmende__pb2.ListVolunteersRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.ListVolunteersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BanVolunteer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/BanVolunteer',
+            allmende_dot_v1_dot_allmende__pb2.BanVolunteerRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.VolunteerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnbanVolunteer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/UnbanVolunteer',
+            allmende_dot_v1_dot_allmende__pb2.VolunteerRef.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.VolunteerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOverview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/GetOverview',
+            allmende_dot_v1_dot_allmende__pb2.GetOverviewRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.GetOverviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

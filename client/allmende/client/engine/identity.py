@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
+
 from allmende.protocol.signing import SigningKey
 
 KEY_NAME = "volunteer.key"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.client.engine import events as ev
 from allmende.client.engine.identity import default_home, load_identity

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+
 from allmende.client.tasks.embed_text import TextEmbedder, resolve_model_dir, verify_weights
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.models import ModelRegistry

@@ -24,6 +24,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import torch
+
 from allmende.protocol.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from allmende.protocol.models import ModelSpec
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import JobRecord
 from allmende.protocol import codec

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from allmende.coordinator.domain import quorum
 from allmende.coordinator.domain.assimilate import assimilate
 from allmende.coordinator.domain.jobs import (
@@ -55,6 +56,7 @@ log = logging.getLogger("allmende.coordinator")
 
 VERSION = "0.1.0"
 IDLE_RETRY_MS = 2000
+SEEN_EVERY_MS = 10_000
 WAIT_RETRY_MS = 1000
 
 
@@ -73,8 +75,10 @@ class LeaseOffer:
 
 @dataclass(frozen=True)
 class SubmitOutcome:
-    status: str  # pending, accepted, rejected
+    status: str  # this result: pending, accepted, rejected
     reason: str
+    unit_status: str = "pending"  # the unit: pending, accepted, failed, rejected
+    rows: int = 0
 
 
 def _now_ms() -> int:
@@ -97,6 +101,9 @@ class Coordinator:
         self.clock = clock
         # Set when a job has become ready for assimilation; the server's assimilator waits on it.
         self.assimilation_wanted = threading.Event()
+        # Set on shutdown: no new leases, while submissions of work in flight still land.
+        self.draining = threading.Event()
+        self._last_seen: dict[str, int] = {}
 
     # ------------------------------------------------------------------ info / volunteers
 
@@ -146,6 +153,8 @@ class Coordinator:
         record = self.store.get_volunteer(volunteer_id)
         if record is None:
             raise Unauthenticated(f"unknown volunteer {volunteer_id[:16]!r}; register first")
+        if record.banned:
+            raise PermissionDenied(f"volunteer {volunteer_id[:16]} is banned: {record.ban_reason}")
         return record
 
     # ------------------------------------------------------------------ jobs
@@ -186,11 +195,25 @@ class Coordinator:
     def lease_work(self, volunteer_id: str) -> LeaseOffer:
         self._volunteer(volunteer_id)
         now = self.clock()
+        self._seen(volunteer_id, now)
+        if self.draining.is_set():
+            return LeaseOffer(None, True, WAIT_RETRY_MS * 5)
         grant = self.store.lease_unit(volunteer_id, uuid.uuid4().hex, now)
         if grant is not None:
             return LeaseOffer(grant, True, 0)
         remaining = self.store.work_remaining(volunteer_id, now)
         return LeaseOffer(None, remaining, WAIT_RETRY_MS if remaining else IDLE_RETRY_MS)
+
+    def _seen(self, volunteer_id: str, now: int) -> None:
+        """Record that a volunteer is alive, at most every SEEN_EVERY_MS per volunteer."""
+        if now - self._last_seen.get(volunteer_id, 0) >= SEEN_EVERY_MS:
+            self._last_seen[volunteer_id] = now
+            self.store.touch_volunteer(volunteer_id, now)
+
+    def volunteers_online(self, window_ms: int = 120_000) -> int:
+        """Volunteers that asked this process for work recently."""
+        now = self.clock()
+        return sum(1 for seen in list(self._last_seen.values()) if now - seen < window_ms)
 
     def release_work(self, volunteer_id: str, lease_id: str, reason: str) -> None:
         self._volunteer(volunteer_id)
@@ -256,13 +279,16 @@ class Coordinator:
             verdict.status,
             verdict.reason,
         )
-        if result_id in verdict.invalid:
-            return SubmitOutcome("rejected", verdict.reason or "disagreed with the quorum")
-        if verdict.status == "accepted":
-            return SubmitOutcome("accepted", "")
-        if verdict.status == "failed":
-            return SubmitOutcome("rejected", verdict.reason)
-        return SubmitOutcome("pending", verdict.reason)
+        outcome = (
+            ("rejected", verdict.reason or "disagreed with the quorum")
+            if result_id in verdict.invalid
+            else ("accepted", "")
+            if verdict.status == "accepted"
+            else ("rejected", verdict.reason)
+            if verdict.status == "failed"
+            else ("pending", verdict.reason)
+        )
+        return SubmitOutcome(*outcome, unit_status=verdict.status, rows=unit.rows)
 
     def _job_state(self, job_id: str) -> str:
         job = self.store.get_job(job_id)

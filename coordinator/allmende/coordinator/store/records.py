@@ -60,6 +60,7 @@ class JobRecord:
     created_ms: int
     completed_ms: int
     reason: str
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class VolunteerRecord:
     client_version: str
     hardware: str
     created_ms: int
+    banned: bool = False
+    ban_reason: str = ""
+    last_seen_ms: int = 0
 
 
 @dataclass(frozen=True)

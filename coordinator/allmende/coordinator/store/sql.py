@@ -11,7 +11,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, select
+from sqlalchemy.pool import StaticPool
+
 from allmende.coordinator.store import schema as t
+from allmende.coordinator.store.admin_sql import AdminQueries
 from allmende.coordinator.store.base import Judge
 from allmende.coordinator.store.records import (
     DatasetItem,
@@ -37,8 +41,6 @@ from allmende.protocol.errors import (
     NotFound,
     PermissionDenied,
 )
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, select
-from sqlalchemy.pool import StaticPool
 
 _INSERT_BATCH = 5000
 _WRITE = "allmende_write"
@@ -105,6 +107,7 @@ def _job(row: Any) -> JobRecord:
         created_ms=row.created_ms,
         completed_ms=row.completed_ms,
         reason=row.reason,
+        priority=row.priority,
     )
 
 
@@ -121,7 +124,7 @@ def _unit(row: Any) -> UnitRecord:
     )
 
 
-class SqlStore:
+class SqlStore(AdminQueries):
     """`Store` over SQLAlchemy Core. Each public method is one transaction."""
 
     def __init__(self, engine: Engine, serialise_writes: bool = False) -> None:
@@ -340,6 +343,9 @@ class SqlStore:
             client_version=row.client_version,
             hardware=row.hardware,
             created_ms=row.created_ms,
+            banned=bool(row.banned),
+            ban_reason=row.ban_reason,
+            last_seen_ms=row.last_seen_ms,
         )
 
     # ------------------------------------------------------------------ leases
@@ -380,7 +386,7 @@ class SqlStore:
             select(u.c.unit_id, u.c.blob, u.c.signature, j.c.lease_seconds)
             .select_from(u.join(j, j.c.job_id == u.c.job_id))
             .where(and_(*cond))
-            .order_by(j.c.created_ms, u.c.seq)
+            .order_by(j.c.priority.desc(), j.c.created_ms, u.c.seq)
             .limit(1)
         )
 

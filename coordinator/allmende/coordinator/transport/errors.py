@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+
 from allmende.protocol import errors
 
 log = logging.getLogger("allmende.coordinator.transport")
@@ -30,9 +31,14 @@ STATUS: dict[type[errors.AllmendeError], grpc.StatusCode] = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> NoReturn:
+def _abort(
+    context: grpc.ServicerContext, exc: BaseException, method: str, servicer: Any = None
+) -> NoReturn:
     if isinstance(exc, errors.AllmendeError):
         code = STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
+        metrics = getattr(servicer, "metrics", None)
+        if metrics is not None:
+            metrics.rejected_requests.labels(method, code.name).inc()
         log.info("rpc=%s status=%s message=%s", method, code.name, exc.message)
         context.abort(code, exc.message)
         raise AssertionError("context.abort always raises")  # pragma: no cover
@@ -53,7 +59,7 @@ def unary(method: F) -> F:
         try:
             return method(self, request, context)
         except Exception as exc:  # servicers never call context.abort themselves
-            _abort(context, exc, method.__name__)
+            _abort(context, exc, method.__name__, self)
 
     return wrapper  # type: ignore[return-value]
 
@@ -66,6 +72,6 @@ def streaming(method: F) -> F:
         try:
             yield from method(self, request, context)
         except Exception as exc:
-            _abort(context, exc, method.__name__)
+            _abort(context, exc, method.__name__, self)
 
     return wrapper  # type: ignore[return-value]

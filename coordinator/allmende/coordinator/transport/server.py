@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -15,9 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from allmende.coordinator.domain.admin import Admin
 from allmende.coordinator.domain.coordinator import Coordinator
 from allmende.coordinator.home import CoordinatorHome
+from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.store import open_store
+from allmende.coordinator.transport.admin_servicer import AdminServicer
 from allmende.coordinator.transport.servicers import (
     DatasetServicer,
     JobServicer,
@@ -25,6 +31,7 @@ from allmende.coordinator.transport.servicers import (
 )
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.limits import MAX_MESSAGE_BYTES
+from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
 
 log = logging.getLogger("allmende.coordinator")
@@ -38,12 +45,13 @@ class RunningCoordinator:
     address: str
     coordinator: Coordinator
     server: grpc.Server
+    metrics_port: int = 0
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, flag: str = "--listen") -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgument("--listen", f"HOST:PORT with a port from 0 to 65535, got {listen!r}")
+        raise InvalidArgument(flag, f"HOST:PORT with a port from 0 to 65535, got {listen!r}")
     return host, int(port)
 
 
@@ -65,14 +73,22 @@ def serve(
     listen: str = "127.0.0.1:0",
     db_url: str | None = None,
     workers: int = 16,
+    metrics_listen: str | None = None,
+    drain_s: float = 10.0,
 ) -> Iterator[RunningCoordinator]:
-    """Run a coordinator on the data folder until the block exits."""
+    """Run a coordinator on the data folder until the block exits.
+
+    On exit it drains: no new leases, the health service says NOT_SERVING, and results of
+    units already leased may still arrive for up to `drain_s` seconds before the server stops.
+    """
     host, port = parse_listen(listen)
     home = CoordinatorHome(data_dir)
     key = home.load_key()
     token = home.load_token()
     store = open_store(db_url or home.db_url)
     coordinator = Coordinator(store, key, home.datasets)
+    metrics = Metrics()
+    metrics.watch_active_volunteers(coordinator.volunteers_online)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         options=[
@@ -81,13 +97,31 @@ def serve(
             ("grpc.so_reuseport", 0),
         ],
     )
-    rpc.add_VolunteerServiceServicer_to_server(VolunteerServicer(coordinator), server)
-    rpc.add_JobServiceServicer_to_server(JobServicer(coordinator, token), server)
-    rpc.add_DatasetServiceServicer_to_server(DatasetServicer(coordinator), server)
+    health_servicer = health.HealthServicer()
+    services = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
+    for name in ["", *services]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    rpc.add_VolunteerServiceServicer_to_server(VolunteerServicer(coordinator, metrics), server)
+    rpc.add_JobServiceServicer_to_server(JobServicer(coordinator, token, metrics), server)
+    rpc.add_DatasetServiceServicer_to_server(DatasetServicer(coordinator, metrics), server)
+    rpc.add_AdminServiceServicer_to_server(
+        AdminServicer(Admin(coordinator), token, metrics), server
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         store.close()
         raise InvalidArgument("--listen", f"an address this machine can bind, got {listen!r}")
+    metrics_port = 0
+    if metrics_listen is not None:
+        metrics_host, wanted = parse_listen(metrics_listen, flag="--metrics")
+        try:
+            metrics_port = metrics.serve(metrics_host, wanted)
+        except OSError as exc:
+            store.close()
+            raise InvalidArgument(
+                "--metrics", f"an address this machine can bind, got {metrics_listen!r} ({exc})"
+            ) from None
     server.start()
     stop = threading.Event()
     assimilator = threading.Thread(
@@ -97,10 +131,17 @@ def serve(
     coordinator.assimilation_wanted.set()  # finish any job a previous run left half-written
     log.info("coordinator listening on %s:%d fingerprint=%s", host, bound, key.fingerprint)
     try:
-        yield RunningCoordinator(bound, f"{host}:{bound}", coordinator, server)
+        yield RunningCoordinator(bound, f"{host}:{bound}", coordinator, server, metrics_port)
     finally:
+        coordinator.draining.set()
+        for name in ["", *services]:
+            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline and store.count_active_leases(coordinator.clock()):
+            time.sleep(0.1)
         stop.set()
         coordinator.assimilation_wanted.set()
         server.stop(grace=2).wait()
         assimilator.join(timeout=30)
+        metrics.close()
         store.close()

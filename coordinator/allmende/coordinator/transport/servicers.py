@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Iterator
 
 import grpc
+
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import InputRecord, JobRequest
+from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.transport.errors import streaming, unary
 from allmende.protocol.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from allmende.protocol.limits import MAX_JOB_BYTES, MAX_JOB_ITEMS
@@ -29,7 +32,7 @@ def check_admin(context: grpc.ServicerContext, token: str) -> None:
         raise Unauthenticated("admin token: does not match this coordinator's admin.token")
 
 
-def job_status_pb(view: JobView) -> pb.JobStatus:
+def job_status_pb(view: JobView, items_per_s: float = 0.0) -> pb.JobStatus:
     job, counts = view.job, view.counts
     s = job.settings
     return pb.JobStatus(
@@ -61,12 +64,15 @@ def job_status_pb(view: JobView) -> pb.JobStatus:
         failed_units=[pb.FailedUnit(unit_id=u, reason=r) for u, r in counts.failed_units],
         reason=job.reason,
         volunteers=counts.volunteers,
+        priority=job.priority,
+        items_per_s=items_per_s,
     )
 
 
 class VolunteerServicer(rpc.VolunteerServiceServicer):
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, metrics: Metrics | None = None) -> None:
         self.c = coordinator
+        self.metrics = metrics
 
     @unary
     def GetCoordinatorInfo(
@@ -98,7 +104,12 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
     def LeaseWork(
         self, request: pb.LeaseWorkRequest, context: grpc.ServicerContext
     ) -> pb.LeaseWorkResponse:
+        started = time.perf_counter()
         offer = self.c.lease_work(request.volunteer_id)
+        if self.metrics is not None:
+            self.metrics.lease_latency.observe(time.perf_counter() - started)
+            if offer.grant is not None:
+                self.metrics.units_leased.inc()
         response = pb.LeaseWorkResponse(
             work_remaining=offer.work_remaining, retry_after_ms=offer.retry_after_ms
         )
@@ -117,7 +128,17 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
     def SubmitResult(
         self, request: pb.SubmitResultRequest, context: grpc.ServicerContext
     ) -> pb.SubmitResultResponse:
+        started = time.perf_counter()
         outcome = self.c.submit_result(request.envelope, request.signature, request.payload)
+        if self.metrics is not None:
+            m = self.metrics
+            m.submit_latency.observe(time.perf_counter() - started)
+            m.results.labels(outcome.status).inc()
+            if outcome.unit_status == "accepted":
+                m.units_accepted.inc()
+                m.items_accepted.inc(outcome.rows)
+            elif outcome.unit_status == "failed":
+                m.units_failed.inc()
         return pb.SubmitResultResponse(status=outcome.status, reason=outcome.reason)
 
     @unary
@@ -129,9 +150,12 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
 
 
 class JobServicer(rpc.JobServiceServicer):
-    def __init__(self, coordinator: Coordinator, admin_token: str) -> None:
+    def __init__(
+        self, coordinator: Coordinator, admin_token: str, metrics: Metrics | None = None
+    ) -> None:
         self.c = coordinator
         self.admin_token = admin_token
+        self.metrics = metrics
 
     @unary
     def CreateJob(
@@ -188,8 +212,9 @@ class JobServicer(rpc.JobServiceServicer):
 
 
 class DatasetServicer(rpc.DatasetServiceServicer):
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, metrics: Metrics | None = None) -> None:
         self.c = coordinator
+        self.metrics = metrics
 
     @unary
     def GetManifest(

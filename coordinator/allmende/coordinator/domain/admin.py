@@ -1,0 +1,100 @@
+"""Operating a coordinator: pausing, resuming and cancelling jobs, changing their priority,
+redundancy and tau, banning volunteers, and the figures `coordinator top` shows."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from allmende.coordinator.domain.coordinator import Coordinator, JobView
+from allmende.coordinator.domain.jobs import MAX_REDUNDANCY
+from allmende.coordinator.store.admin_sql import ValidationStats, VolunteerStats
+from allmende.protocol.errors import InvalidArgument, NotFound
+
+MAX_EVENTS = 1000
+
+
+@dataclass(frozen=True)
+class Overview:
+    jobs: list[JobView]
+    rates: dict[str, float]
+    volunteers: list[VolunteerStats]
+    validation: ValidationStats
+    events: list[tuple[int, str, str, str, str, str]]
+    now_ms: int
+    fingerprint: str
+
+
+class Admin:
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.c = coordinator
+        self.store = coordinator.store
+
+    def pause_job(self, job_id: str) -> JobView:
+        self.c.job_status(job_id)  # validates the id
+        self.store.set_job_state(job_id, ("running",), "paused", self.c.clock())
+        return self.c.job_status(job_id)
+
+    def resume_job(self, job_id: str) -> JobView:
+        self.c.job_status(job_id)
+        self.store.set_job_state(job_id, ("paused",), "running", self.c.clock())
+        return self.c.job_status(job_id)
+
+    def cancel_job(self, job_id: str) -> JobView:
+        self.c.job_status(job_id)
+        self.store.set_job_state(job_id, ("running", "paused"), "cancelled", self.c.clock())
+        return self.c.job_status(job_id)
+
+    def update_job(
+        self, job_id: str, priority: int | None, redundancy: int | None, tau: float | None
+    ) -> JobView:
+        self.c.job_status(job_id)
+        if priority is not None and not -1000 <= priority <= 1000:
+            raise InvalidArgument("priority", f"-1000 to 1000, got {priority}")
+        if redundancy is not None and not 1 <= redundancy <= MAX_REDUNDANCY:
+            raise InvalidArgument("redundancy", f"1 to {MAX_REDUNDANCY}, got {redundancy}")
+        if tau is not None and not (math.isfinite(tau) and 0.0 < tau <= 1.0):
+            raise InvalidArgument("tau", f"a cosine threshold in (0, 1], got {tau}")
+        if priority is None and redundancy is None and tau is None:
+            raise InvalidArgument("update", "at least one of priority, redundancy, tau")
+        self.store.update_job(job_id, self.c.clock(), priority, redundancy, tau)
+        return self.c.job_status(job_id)
+
+    def volunteers(self) -> list[VolunteerStats]:
+        return self.store.volunteer_stats(self.c.clock())
+
+    def _one(self, volunteer_id: str) -> VolunteerStats:
+        found = self.store.volunteer_stats(self.c.clock(), volunteer_id)
+        if not found:
+            raise NotFound(f"volunteer {volunteer_id!r} does not exist")
+        return found[0]
+
+    def ban(self, volunteer_id: str, reason: str) -> VolunteerStats:
+        if not volunteer_id:
+            raise InvalidArgument("volunteer_id", "a volunteer id (see `volunteers list`)")
+        if len(reason) > 500:
+            raise InvalidArgument("reason", "at most 500 characters")
+        self.store.set_banned(
+            volunteer_id, True, reason or "banned by an administrator", self.c.clock()
+        )
+        return self._one(volunteer_id)
+
+    def unban(self, volunteer_id: str) -> VolunteerStats:
+        if not volunteer_id:
+            raise InvalidArgument("volunteer_id", "a volunteer id (see `volunteers list`)")
+        self.store.set_banned(volunteer_id, False, "", self.c.clock())
+        return self._one(volunteer_id)
+
+    def overview(self, events: int) -> Overview:
+        if events > MAX_EVENTS:
+            raise InvalidArgument("events", f"at most {MAX_EVENTS}, got {events}")
+        now = self.c.clock()
+        return Overview(
+            jobs=self.c.list_jobs(),
+            rates=self.store.job_rates(now),
+            volunteers=self.store.volunteer_stats(now),
+            validation=self.store.validation_stats(now),
+            events=self.store.recent_events(events or 50),
+            now_ms=now,
+            fingerprint=self.c.key.fingerprint,
+        )

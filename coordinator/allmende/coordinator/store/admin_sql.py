@@ -1,0 +1,297 @@
+"""Queries for operating a coordinator: job control, volunteer bans, monitoring figures.
+
+A mixin of `SqlStore`, kept apart from the data path (leasing, submitting, assimilating).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, func, select
+
+from allmende.coordinator.store import schema as t
+from allmende.protocol.errors import FailedPrecondition, NotFound
+
+# A volunteer counts as online when it asked for work this recently.
+ONLINE_MS = 120_000
+RATE_WINDOW_MS = 600_000
+
+
+@dataclass(frozen=True)
+class VolunteerStats:
+    volunteer_id: str
+    display_name: str
+    client_version: str
+    hardware: str
+    created_ms: int
+    last_seen_ms: int
+    online: bool
+    banned: bool
+    ban_reason: str
+    leases_active: int
+    results_valid: int
+    results_invalid: int
+    results_pending: int
+    items_valid: int
+    items_per_s: float
+
+
+@dataclass(frozen=True)
+class ValidationStats:
+    units_accepted: int
+    units_failed: int
+    results_valid: int
+    results_invalid: int
+    results_pending: int
+    disagreements: int
+    leases_expired: int
+    volunteers_banned: int
+
+
+class AdminQueries:
+    engine: Engine
+
+    def _tx(self) -> AbstractContextManager[Connection]:  # provided by SqlStore
+        raise NotImplementedError
+
+    def _event(
+        self,
+        conn: Connection,
+        now_ms: int,
+        kind: str,
+        message: str,
+        job_id: str = "",
+        unit_id: str = "",
+        volunteer_id: str = "",
+    ) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ jobs
+
+    def set_job_state(
+        self, job_id: str, allowed_from: tuple[str, ...], state: str, now_ms: int
+    ) -> None:
+        """Move a job to `state` if it is in one of `allowed_from`; one transaction."""
+        j = t.jobs
+        with self._tx() as conn:
+            row = conn.execute(select(j.c.state).where(j.c.job_id == job_id)).first()
+            if row is None:
+                raise NotFound(f"job {job_id!r} does not exist")
+            if row.state not in allowed_from:
+                raise FailedPrecondition(
+                    f"job {job_id} is {row.state}; only a job that is "
+                    f"{' or '.join(allowed_from)} can become {state}"
+                )
+            values: dict[str, Any] = {"state": state}
+            if state == "cancelled":
+                values.update(completed_ms=now_ms, reason="cancelled by an administrator")
+                units = select(t.units.c.unit_id).where(t.units.c.job_id == job_id)
+                conn.execute(
+                    t.leases.update()
+                    .where(t.leases.c.unit_id.in_(units), t.leases.c.state == "active")
+                    .values(state="cancelled", reason=f"job {job_id} was cancelled")
+                )
+            conn.execute(j.update().where(j.c.job_id == job_id).values(**values))
+            self._event(conn, now_ms, f"job.{state}", f"{row.state} -> {state}", job_id=job_id)
+
+    def update_job(
+        self,
+        job_id: str,
+        now_ms: int,
+        priority: int | None = None,
+        redundancy: int | None = None,
+        tau: float | None = None,
+    ) -> None:
+        j, u = t.jobs, t.units
+        with self._tx() as conn:
+            row = conn.execute(select(j).where(j.c.job_id == job_id)).first()
+            if row is None:
+                raise NotFound(f"job {job_id!r} does not exist")
+            if row.state not in ("running", "paused") and (redundancy or tau):
+                raise FailedPrecondition(f"job {job_id} is {row.state}; its units are decided")
+            values: dict[str, Any] = {}
+            changes = []
+            if priority is not None:
+                values["priority"] = priority
+                changes.append(f"priority {row.priority} -> {priority}")
+            if redundancy is not None and redundancy != row.redundancy:
+                if redundancy < row.redundancy:
+                    raise FailedPrecondition(
+                        f"redundancy: can only be raised while a job runs ({row.redundancy} now);"
+                        " units already waiting count on the current quorum"
+                    )
+                values["max_replicas"] = max(row.max_replicas, redundancy)
+                values["redundancy"] = redundancy
+                conn.execute(
+                    u.update()
+                    .where(u.c.job_id == job_id, u.c.state == "open", u.c.target < redundancy)
+                    .values(target=redundancy)
+                )
+                changes.append(f"redundancy {row.redundancy} -> {redundancy}")
+            if tau is not None and tau != row.tau:
+                values["tau"] = tau
+                changes.append(f"tau {row.tau} -> {tau}")
+            if values:
+                conn.execute(j.update().where(j.c.job_id == job_id).values(**values))
+                self._event(conn, now_ms, "job.updated", ", ".join(changes), job_id=job_id)
+
+    def job_rates(self, now_ms: int) -> dict[str, float]:
+        """Accepted items per second per job over the last ten minutes."""
+        u = t.units
+        since = now_ms - RATE_WINDOW_MS
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(u.c.job_id, func.sum(u.c.rows))
+                .where(u.c.state == "accepted", u.c.updated_ms > since)
+                .group_by(u.c.job_id)
+            ).all()
+        return {job_id: float(items) / (RATE_WINDOW_MS / 1000) for job_id, items in rows}
+
+    def job_priority(self, job_id: str) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(t.jobs.c.priority).where(t.jobs.c.job_id == job_id)
+            ).scalar()
+        return int(value or 0)
+
+    # ------------------------------------------------------------------ volunteers
+
+    def count_active_leases(self, now_ms: int) -> int:
+        le = t.leases
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(le.c.state == "active", le.c.deadline_ms > now_ms)
+                ).scalar_one()
+            )
+
+    def touch_volunteer(self, volunteer_id: str, now_ms: int) -> None:
+        v = t.volunteers
+        with self._tx() as conn:
+            conn.execute(
+                v.update().where(v.c.volunteer_id == volunteer_id).values(last_seen_ms=now_ms)
+            )
+
+    def set_banned(self, volunteer_id: str, banned: bool, reason: str, now_ms: int) -> None:
+        v = t.volunteers
+        with self._tx() as conn:
+            found = conn.execute(
+                select(v.c.volunteer_id).where(v.c.volunteer_id == volunteer_id)
+            ).first()
+            if found is None:
+                raise NotFound(f"volunteer {volunteer_id!r} does not exist")
+            conn.execute(
+                v.update()
+                .where(v.c.volunteer_id == volunteer_id)
+                .values(banned=int(banned), ban_reason=reason if banned else "")
+            )
+            if banned:  # its outstanding leases go back to the pool at once
+                conn.execute(
+                    t.leases.update()
+                    .where(t.leases.c.volunteer_id == volunteer_id, t.leases.c.state == "active")
+                    .values(state="cancelled", reason="volunteer banned")
+                )
+            self._event(
+                conn,
+                now_ms,
+                "volunteer.banned" if banned else "volunteer.unbanned",
+                reason or ("banned" if banned else "unbanned"),
+                volunteer_id=volunteer_id,
+            )
+
+    def volunteer_stats(self, now_ms: int, volunteer_id: str | None = None) -> list[VolunteerStats]:
+        v, r, le, u = t.volunteers, t.results, t.leases, t.units
+        since = now_ms - RATE_WINDOW_MS
+        results = (
+            select(
+                r.c.volunteer_id,
+                func.sum(case((r.c.state == "valid", 1), else_=0)).label("valid_n"),
+                func.sum(case((r.c.state == "invalid", 1), else_=0)).label("invalid_n"),
+                func.sum(case((r.c.state == "pending", 1), else_=0)).label("pending_n"),
+                func.sum(case((r.c.state == "valid", u.c.rows), else_=0)).label("items_n"),
+                func.sum(case((r.c.received_ms > since, u.c.rows), else_=0)).label("recent_n"),
+            )
+            .select_from(r.join(u, u.c.unit_id == r.c.unit_id))
+            .group_by(r.c.volunteer_id)
+            .subquery()
+        )
+        leases = (
+            select(le.c.volunteer_id, func.count().label("active"))
+            .where(le.c.state == "active", le.c.deadline_ms > now_ms)
+            .group_by(le.c.volunteer_id)
+            .subquery()
+        )
+        query = (
+            select(
+                v,
+                results.c.valid_n,
+                results.c.invalid_n,
+                results.c.pending_n,
+                results.c.items_n,
+                results.c.recent_n,
+                leases.c.active,
+            )
+            .select_from(
+                v.outerjoin(results, results.c.volunteer_id == v.c.volunteer_id).outerjoin(
+                    leases, leases.c.volunteer_id == v.c.volunteer_id
+                )
+            )
+            .order_by(v.c.created_ms)
+        )
+        if volunteer_id is not None:
+            query = query.where(v.c.volunteer_id == volunteer_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            VolunteerStats(
+                volunteer_id=row.volunteer_id,
+                display_name=row.display_name,
+                client_version=row.client_version,
+                hardware=row.hardware,
+                created_ms=row.created_ms,
+                last_seen_ms=row.last_seen_ms,
+                online=now_ms - row.last_seen_ms < ONLINE_MS and not row.banned,
+                banned=bool(row.banned),
+                ban_reason=row.ban_reason,
+                leases_active=int(row.active or 0),
+                results_valid=int(row.valid_n or 0),
+                results_invalid=int(row.invalid_n or 0),
+                results_pending=int(row.pending_n or 0),
+                items_valid=int(row.items_n or 0),
+                items_per_s=float(row.recent_n or 0) / (RATE_WINDOW_MS / 1000),
+            )
+            for row in rows
+        ]
+
+    # ------------------------------------------------------------------ monitoring
+
+    def validation_stats(self, now_ms: int) -> ValidationStats:
+        u, r, le, v, e = t.units, t.results, t.leases, t.volunteers, t.events
+        with self.engine.connect() as conn:
+            units: dict[str, int] = dict(
+                conn.execute(select(u.c.state, func.count()).group_by(u.c.state)).all()
+            )
+            results: dict[str, int] = dict(
+                conn.execute(select(r.c.state, func.count()).group_by(r.c.state)).all()
+            )
+            expired = conn.execute(
+                select(func.count()).where(le.c.state == "active", le.c.deadline_ms <= now_ms)
+            ).scalar_one()
+            banned = conn.execute(select(func.count()).where(v.c.banned != 0)).scalar_one()
+            disagreements = conn.execute(
+                select(func.count()).where(
+                    e.c.kind == "result.received", e.c.message.like("replicas disagree%")
+                )
+            ).scalar_one()
+        return ValidationStats(
+            units_accepted=units.get("accepted", 0),
+            units_failed=units.get("failed", 0),
+            results_valid=results.get("valid", 0),
+            results_invalid=results.get("invalid", 0),
+            results_pending=results.get("pending", 0),
+            disagreements=disagreements,
+            leases_expired=expired,
+            volunteers_banned=banned,
+        )

@@ -1,0 +1,156 @@
+"""`allmende job pause|resume|cancel|set` and `allmende volunteers list|ban|unban`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, out, out_json
+from allmende.cli.remote import call
+from allmende.client.connection import CoordinatorClient
+from allmende.v1 import allmende_pb2 as pb
+
+
+def read_token(path_text: str) -> str:
+    path = Path(path_text)
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise CliError(
+            f"--admin-token-file: cannot read {path} ({exc.strerror})", EXIT_USAGE
+        ) from None
+    if not token:
+        raise CliError(f"--admin-token-file: {path} is empty", EXIT_USAGE)
+    return token
+
+
+def _admin(args: argparse.Namespace) -> CoordinatorClient:
+    return CoordinatorClient(args.coordinator, admin_token=read_token(args.admin_token_file))
+
+
+def _job_line(job: pb.JobStatus) -> str:
+    return (
+        f"{job.job_id} {job.state}: {job.units_accepted}/{job.units_total} units, "
+        f"priority {job.priority}, redundancy {job.spec.redundancy}, tau {job.spec.tau}"
+    )
+
+
+def pause(args: argparse.Namespace) -> int:
+    with _admin(args) as client:
+        out(_job_line(call(lambda: client.pause_job(args.job), args.coordinator)))
+    return EXIT_OK
+
+
+def resume(args: argparse.Namespace) -> int:
+    with _admin(args) as client:
+        out(_job_line(call(lambda: client.resume_job(args.job), args.coordinator)))
+    return EXIT_OK
+
+
+def cancel(args: argparse.Namespace) -> int:
+    with _admin(args) as client:
+        out(_job_line(call(lambda: client.cancel_job(args.job), args.coordinator)))
+    return EXIT_OK
+
+
+def set_job(args: argparse.Namespace) -> int:
+    if args.priority is None and args.redundancy is None and args.tau is None:
+        raise CliError("job set: give at least one of --priority, --redundancy, --tau", EXIT_USAGE)
+    request = pb.UpdateJobRequest(job_id=args.job)
+    if args.priority is not None:
+        request.priority = args.priority
+    if args.redundancy is not None:
+        request.redundancy = args.redundancy
+    if args.tau is not None:
+        request.tau = args.tau
+    with _admin(args) as client:
+        out(_job_line(call(lambda: client.update_job(request), args.coordinator)))
+    return EXIT_OK
+
+
+def _ago(now_ms: float, then_ms: int) -> str:
+    if not then_ms:
+        return "never"
+    seconds = max(0, int(now_ms - then_ms) // 1000)
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def volunteer_dict(v: pb.VolunteerStatus) -> dict[str, object]:
+    return {
+        "volunteer_id": v.volunteer_id,
+        "name": v.display_name,
+        "online": v.online,
+        "banned": v.banned,
+        "ban_reason": v.ban_reason,
+        "hardware": v.hardware,
+        "client_version": v.client_version,
+        "last_seen_unix_ms": v.last_seen_unix_ms,
+        "leases_active": v.leases_active,
+        "results_valid": v.results_valid,
+        "results_invalid": v.results_invalid,
+        "results_pending": v.results_pending,
+        "items_valid": v.items_valid,
+        "items_per_s": round(v.items_per_s, 3),
+    }
+
+
+def list_volunteers(args: argparse.Namespace) -> int:
+    with _admin(args) as client:
+        volunteers = call(client.list_volunteers, args.coordinator)
+    if args.json:
+        out_json([volunteer_dict(v) for v in volunteers])
+        return EXIT_OK
+    if not volunteers:
+        out("no volunteers")
+        return EXIT_OK
+    now = time.time() * 1000
+    out(
+        f"{'VOLUNTEER':<16} {'NAME':<20} {'STATE':<8} {'VALID':>6} {'INVALID':>7} "
+        f"{'ITEMS':>9} {'ITEMS/S':>8}  LAST SEEN"
+    )
+    for v in volunteers:
+        state = "banned" if v.banned else "online" if v.online else "offline"
+        out(
+            f"{v.volunteer_id[:16]:<16} {v.display_name[:20]:<20} {state:<8} "
+            f"{v.results_valid:>6} {v.results_invalid:>7} {v.items_valid:>9} "
+            f"{v.items_per_s:>8.1f}  {_ago(now, v.last_seen_unix_ms)}"
+        )
+    return EXIT_OK
+
+
+def _resolve(client: CoordinatorClient, prefix: str, address: str) -> str:
+    """Accept a unique prefix of a volunteer id, as `volunteers list` shows them."""
+    if len(prefix) == 64:
+        return prefix
+    matches = [
+        v.volunteer_id
+        for v in call(client.list_volunteers, address)
+        if v.volunteer_id.startswith(prefix)
+    ]
+    if len(matches) != 1:
+        raise CliError(
+            f"volunteer: {prefix!r} matches {len(matches)} volunteers; give more of the id",
+            EXIT_USAGE,
+        )
+    return matches[0]
+
+
+def ban(args: argparse.Namespace) -> int:
+    with _admin(args) as client:
+        volunteer_id = _resolve(client, args.volunteer, args.coordinator)
+        v = call(lambda: client.ban_volunteer(volunteer_id, args.reason), args.coordinator)
+    out(f"banned {v.volunteer_id} ({v.display_name or 'no name'}): {v.ban_reason}")
+    return EXIT_OK
+
+
+def unban(args: argparse.Namespace) -> int:
+    with _admin(args) as client:
+        volunteer_id = _resolve(client, args.volunteer, args.coordinator)
+        v = call(lambda: client.unban_volunteer(volunteer_id), args.coordinator)
+    out(f"unbanned {v.volunteer_id} ({v.display_name or 'no name'})")
+    return EXIT_OK
