@@ -7,7 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
-from allmende.cli.common import EXIT_OK, out
+from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, out
 
 
 def init(args: argparse.Namespace) -> int:
@@ -47,4 +47,20 @@ def serve(args: argparse.Namespace) -> int:
             out(f"metrics on http://{host}:{running.metrics_port}/metrics")
         stop.wait()
         out("shutting down")
+    return EXIT_OK
+
+
+def top(args: argparse.Namespace) -> int:
+    from allmende.cli.admin_cmds import read_token
+    from allmende.client.connection import CoordinatorClient
+    from allmende.coordinator.top.app import TopApp
+    from allmende.coordinator.top.remote import RemoteTop
+
+    if not 0.1 <= args.interval <= 3600:
+        raise CliError(f"--interval: 0.1 to 3600 seconds, got {args.interval}", EXIT_USAGE)
+    with CoordinatorClient(
+        args.coordinator, admin_token=read_token(args.admin_token_file), timeout_s=5
+    ) as client:
+        remote = RemoteTop(client)
+        TopApp(remote.fetch, remote.act, args.coordinator, args.interval).run()
     return EXIT_OK

@@ -68,14 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:50051",
         help="HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks one)",
     )
-    p.add_argument("--metrics", type=_address,
-                   help="serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)")
-    p.add_argument("--drain-seconds", type=float, default=10.0,
-                   help="on SIGTERM, wait this long for results of leased units (default 10)")
+    p.add_argument(
+        "--metrics",
+        type=_address,
+        help="serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)",
+    )
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, wait this long for results of leased units (default 10)",
+    )
     p.set_defaults(handler="coordinator_cmds:serve")
     p = csub.add_parser("fingerprint", help="print the coordinator key's fingerprint")
     p.add_argument("--data", required=True, help="the coordinator's data folder")
     p.set_defaults(handler="coordinator_cmds:show_fingerprint")
+    p = csub.add_parser("top", help="live view of jobs, volunteers and validation (Textual)")
+    _admin_flags(p)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.set_defaults(handler="coordinator_cmds:top")
 
     job = sub.add_parser("job", help="create and inspect jobs")
     jsub = job.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -110,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler="job_cmds:list_jobs")
-    for action, verb in (("pause", "stop leasing a running job's units"),
-                         ("resume", "lease a paused job's units again"),
-                         ("cancel", "stop a job for good; leases out are cancelled")):
+    for action, verb in (
+        ("pause", "stop leasing a running job's units"),
+        ("resume", "lease a paused job's units again"),
+        ("cancel", "stop a job for good; leases out are cancelled"),
+    ):
         p = jsub.add_parser(action, help=verb)
         p.add_argument("job", help="the job id")
         _admin_flags(p)

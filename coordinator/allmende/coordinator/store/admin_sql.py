@@ -19,6 +19,11 @@ ONLINE_MS = 120_000
 RATE_WINDOW_MS = 600_000
 
 
+def _span_s(now_ms: int, start_ms: int) -> float:
+    """Seconds from `start_ms` to now, at least one (a rate over no time is no rate)."""
+    return max(1.0, (now_ms - start_ms) / 1000)
+
+
 @dataclass(frozen=True)
 class VolunteerStats:
     volunteer_id: str
@@ -138,16 +143,20 @@ class AdminQueries:
                 self._event(conn, now_ms, "job.updated", ", ".join(changes), job_id=job_id)
 
     def job_rates(self, now_ms: int) -> dict[str, float]:
-        """Accepted items per second per job over the last ten minutes."""
-        u = t.units
+        """Accepted items per second per job over the last ten minutes (or since it began)."""
+        u, j = t.units, t.jobs
         since = now_ms - RATE_WINDOW_MS
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(u.c.job_id, func.sum(u.c.rows))
+                select(u.c.job_id, func.sum(u.c.rows), j.c.created_ms)
+                .join(j, j.c.job_id == u.c.job_id)
                 .where(u.c.state == "accepted", u.c.updated_ms > since)
-                .group_by(u.c.job_id)
+                .group_by(u.c.job_id, j.c.created_ms)
             ).all()
-        return {job_id: float(items) / (RATE_WINDOW_MS / 1000) for job_id, items in rows}
+        return {
+            job_id: float(items) / _span_s(now_ms, max(since, created))
+            for job_id, items, created in rows
+        }
 
     def job_priority(self, job_id: str) -> int:
         with self.engine.connect() as conn:
@@ -218,8 +227,15 @@ class AdminQueries:
             .subquery()
         )
         leases = (
-            select(le.c.volunteer_id, func.count().label("active"))
-            .where(le.c.state == "active", le.c.deadline_ms > now_ms)
+            select(
+                le.c.volunteer_id,
+                func.sum(
+                    case(((le.c.state == "active") & (le.c.deadline_ms > now_ms), 1), else_=0)
+                ).label("active"),
+                func.min(case((le.c.created_ms > since, le.c.created_ms), else_=None)).label(
+                    "first_recent"
+                ),
+            )
             .group_by(le.c.volunteer_id)
             .subquery()
         )
@@ -232,6 +248,7 @@ class AdminQueries:
                 results.c.items_n,
                 results.c.recent_n,
                 leases.c.active,
+                leases.c.first_recent,
             )
             .select_from(
                 v.outerjoin(results, results.c.volunteer_id == v.c.volunteer_id).outerjoin(
@@ -260,7 +277,8 @@ class AdminQueries:
                 results_invalid=int(row.invalid_n or 0),
                 results_pending=int(row.pending_n or 0),
                 items_valid=int(row.items_n or 0),
-                items_per_s=float(row.recent_n or 0) / (RATE_WINDOW_MS / 1000),
+                items_per_s=float(row.recent_n or 0)
+                / _span_s(now_ms, max(since, row.first_recent or since)),
             )
             for row in rows
         ]

@@ -1,0 +1,278 @@
+"""The `coordinator top` application: jobs, volunteers, validation and the event log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Footer, Header, Static
+
+from allmende.coordinator.top.format import ago, bar, eta, progress, short
+from allmende.v1 import allmende_pb2 as pb
+
+Fetch = Callable[[], pb.GetOverviewResponse]
+Action = Callable[[str, str], str]  # (verb, id) -> message for the log line
+
+
+@dataclass
+class OverviewReceived(Message):
+    overview: pb.GetOverviewResponse
+
+
+@dataclass
+class FetchFailed(Message):
+    error: str
+
+
+class TopApp(App[None]):
+    """Live coordinator monitor. `fetch` returns an overview; `act` performs admin actions."""
+
+    TITLE = "allmende top"
+    CSS = """
+    #status { height: 1; padding: 0 1; background: $boost; }
+    #status.error { background: $error; color: $text; }
+    .pane { border: round $primary-darken-2; }
+    .pane:focus-within { border: round $accent; }
+    #jobs { height: auto; max-height: 14; min-height: 5; }
+    #jobs DataTable { height: auto; max-height: 12; }
+    #middle { height: 1fr; min-height: 7; }
+    #volunteers { width: 2fr; }
+    #validation { width: 1fr; padding: 0 1; }
+    #events { height: 1fr; min-height: 5; }
+    DataTable { height: 1fr; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("p", "pause_resume", "Pause/resume job"),
+        Binding("c", "cancel_job", "Cancel job"),
+        Binding("b", "ban", "Ban volunteer"),
+        Binding("u", "unban", "Unban volunteer"),
+    ]
+
+    def __init__(
+        self, fetch: Fetch, act: Action | None = None, address: str = "", interval_s: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.fetch = fetch
+        self.act = act
+        self.address = address
+        self.interval_s = interval_s
+        self.overview: pb.GetOverviewResponse | None = None
+        self.last_error = ""
+        self._jobs: list[pb.JobStatus] = []
+        self._volunteers: list[pb.VolunteerStatus] = []
+        self._log_lines: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static("connecting …", id="status")
+        with Vertical(id="jobs", classes="pane") as jobs:
+            jobs.border_title = "Jobs"
+            yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="middle"):
+            with Vertical(id="volunteers", classes="pane") as vols:
+                vols.border_title = "Volunteers"
+                yield DataTable(id="volunteers-table", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="validation", classes="pane") as validation:
+                validation.border_title = "Validation"
+                yield Static("", id="validation-text")
+        with Vertical(id="events", classes="pane") as events:
+            events.border_title = "Events"
+            yield DataTable(id="events-table", cursor_type="none", show_cursor=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        jobs = self.query_one("#jobs-table", DataTable)
+        jobs.add_columns(
+            "job", "state", "progress", "units", "items/s", "ETA", "failed", "prio", "name"
+        )
+        volunteers = self.query_one("#volunteers-table", DataTable)
+        volunteers.add_columns(
+            "volunteer",
+            "name",
+            "state",
+            "items/s",
+            "valid",
+            "invalid",
+            "pending",
+            "leases",
+            "last seen",
+        )
+        events = self.query_one("#events-table", DataTable)
+        events.add_columns("UTC", "event", "where", "message")
+        self.action_refresh()
+        if self.interval_s > 0:
+            self.set_interval(self.interval_s, self.action_refresh)
+
+    # ------------------------------------------------------------------ data
+
+    @work(thread=True, exclusive=True, group="poll")
+    def action_refresh(self) -> None:
+        try:
+            overview = self.fetch()
+        except Exception as exc:  # shown, retried at the next tick; never a crash
+            self.post_message(FetchFailed(str(getattr(exc, "details", exc)) or repr(exc)))
+            return
+        self.post_message(OverviewReceived(overview))
+
+    @on(FetchFailed)
+    def _failed(self, message: FetchFailed) -> None:
+        self.last_error = message.error
+        status = self.query_one("#status", Static)
+        status.add_class("error")
+        status.update(
+            f"{self.address or 'coordinator'} unreachable: {message.error} — "
+            f"retrying every {self.interval_s:g}s"
+        )
+
+    @on(OverviewReceived)
+    def _received(self, message: OverviewReceived) -> None:
+        o = message.overview
+        self.overview = o
+        self.last_error = ""
+        status = self.query_one("#status", Static)
+        status.remove_class("error")
+        online = sum(1 for v in o.volunteers if v.online)
+        running = sum(1 for j in o.jobs if j.state == "running")
+        status.update(
+            f"{self.address} · key {short(o.fingerprint, 12)}… · "
+            f"{running} running · {online} online"
+        )
+        self._show_jobs(o)
+        self._show_volunteers(o)
+        self._show_validation(o)
+        self._show_events(o)
+
+    def _show_jobs(self, o: pb.GetOverviewResponse) -> None:
+        table = self.query_one("#jobs-table", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        self._jobs = list(o.jobs)
+        for job in self._jobs:
+            reasons = "; ".join(
+                f"{short(f.unit_id[-7:], 7)}: {f.reason}" for f in job.failed_units[:2]
+            )
+            table.add_row(
+                job.job_id,
+                job.state,
+                f"{bar(progress(job), 8)} {progress(job) * 100:3.0f}%",
+                f"{job.units_accepted}/{job.units_total}",
+                f"{job.items_per_s:.1f}",
+                eta(job),
+                f"{job.units_failed} {reasons}".strip() if job.units_failed else "0",
+                str(job.priority),
+                job.name[:32],
+                key=job.job_id,
+            )
+        if self._jobs:
+            table.move_cursor(row=min(keep, len(self._jobs) - 1))
+
+    def _show_volunteers(self, o: pb.GetOverviewResponse) -> None:
+        table = self.query_one("#volunteers-table", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        self._volunteers = list(o.volunteers)
+        for v in self._volunteers:
+            state = "banned" if v.banned else "online" if v.online else "offline"
+            table.add_row(
+                short(v.volunteer_id),
+                v.display_name[:18] or "-",
+                state,
+                f"{v.items_per_s:.1f}",
+                str(v.results_valid),
+                str(v.results_invalid),
+                str(v.results_pending),
+                str(v.leases_active),
+                ago(o.now_unix_ms, v.last_seen_unix_ms),
+                key=v.volunteer_id,
+            )
+        if self._volunteers:
+            table.move_cursor(row=min(keep, len(self._volunteers) - 1))
+
+    def _show_validation(self, o: pb.GetOverviewResponse) -> None:
+        v = o.validation
+        self.query_one("#validation-text", Static).update(
+            f"units accepted   {v.units_accepted}\n"
+            f"units failed     {v.units_failed}\n"
+            f"results valid    {v.results_valid}\n"
+            f"results invalid  {v.results_invalid}\n"
+            f"results pending  {v.results_pending}\n"
+            f"disagreements    {v.disagreements}\n"
+            f"leases expired   {v.leases_expired}\n"
+            f"banned           {v.volunteers_banned}"
+        )
+
+    def _show_events(self, o: pb.GetOverviewResponse) -> None:
+        table = self.query_one("#events-table", DataTable)
+        table.clear()
+        for line in self._log_lines[-5:]:
+            table.add_row("", "top", "", line)
+        for e in list(o.events)[-200:]:
+            where = short(e.unit_id or e.job_id or e.volunteer_id, 24)
+            table.add_row(
+                time.strftime("%H:%M:%S", time.gmtime(e.unix_ms / 1000)),
+                e.kind,
+                where,
+                e.message,
+            )
+        table.scroll_end(animate=False)
+
+    # ------------------------------------------------------------------ actions
+
+    def _selected_job(self) -> pb.JobStatus | None:
+        table = self.query_one("#jobs-table", DataTable)
+        if not self._jobs or table.cursor_row < 0:
+            return None
+        return self._jobs[min(table.cursor_row, len(self._jobs) - 1)]
+
+    def _selected_volunteer(self) -> pb.VolunteerStatus | None:
+        table = self.query_one("#volunteers-table", DataTable)
+        if not self._volunteers or table.cursor_row < 0:
+            return None
+        return self._volunteers[min(table.cursor_row, len(self._volunteers) - 1)]
+
+    def _do(self, verb: str, target: str) -> None:
+        if self.act is None:
+            self.notify("read-only view", severity="warning")
+            return
+        self._act_in_thread(verb, target)
+
+    @work(thread=True, group="act")
+    def _act_in_thread(self, verb: str, target: str) -> None:
+        try:
+            message = self.act(verb, target) if self.act else ""
+        except Exception as exc:
+            message = f"{verb} {short(target)} refused: {getattr(exc, 'details', exc)}"
+            self.call_from_thread(self.notify, message, severity="error")
+        else:
+            self.call_from_thread(self.notify, message)
+        self._log_lines.append(message)
+        self.call_from_thread(self.action_refresh)
+
+    def action_pause_resume(self) -> None:
+        job = self._selected_job()
+        if job is not None:
+            self._do("resume" if job.state == "paused" else "pause", job.job_id)
+
+    def action_cancel_job(self) -> None:
+        job = self._selected_job()
+        if job is not None:
+            self._do("cancel", job.job_id)
+
+    def action_ban(self) -> None:
+        volunteer = self._selected_volunteer()
+        if volunteer is not None:
+            self._do("ban", volunteer.volunteer_id)
+
+    def action_unban(self) -> None:
+        volunteer = self._selected_volunteer()
+        if volunteer is not None:
+            self._do("unban", volunteer.volunteer_id)

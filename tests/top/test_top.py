@@ -1,0 +1,177 @@
+"""`coordinator top`: behaviour against a real coordinator, then pixels of fixed data."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from allmende.client.connection import CoordinatorClient, RemoteError
+from allmende.coordinator.top.app import TopApp
+from allmende.coordinator.top.remote import RemoteTop
+from allmende.v1 import allmende_pb2 as pb
+from tests.conftest import job_requests
+from tests.integration.volunteers import HashComputer, RawVolunteer
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def cell(app: TopApp, table_id: str, row: int, column: int) -> str:
+    table = app.query_one(table_id)
+    return str(table.get_row_at(row)[column])  # type: ignore[attr-defined]
+
+
+async def test_top_shows_a_live_coordinator_and_its_controls_work(
+    admin: CoordinatorClient,
+) -> None:
+    job_id = admin.create_job(
+        job_requests([f"text {i}" for i in range(20)], redundancy=1, unit_size=10, name="captions")
+    ).job_id
+    volunteer = RawVolunteer(admin)
+    volunteer.register()
+    lease, unit = volunteer.lease()  # type: ignore[misc]
+    volunteer.submit(lease, unit, HashComputer().compute(unit))
+
+    remote = RemoteTop(admin)
+    app = TopApp(remote.fetch, remote.act, "test", interval_s=0.2)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(lambda: app.overview is not None)
+        assert cell(app, "#jobs-table", 0, 0) == job_id
+        assert cell(app, "#jobs-table", 0, 1) == "running"
+        assert "1/2" in cell(app, "#jobs-table", 0, 3)
+        assert cell(app, "#volunteers-table", 0, 2) == "online"
+        assert cell(app, "#volunteers-table", 0, 4) == "1"  # valid results
+
+        await pilot.press("p")
+        await until(lambda: admin.get_job(job_id).state == "paused")
+        await until(lambda: cell(app, "#jobs-table", 0, 1) == "paused")
+        await pilot.press("p")
+        await until(lambda: admin.get_job(job_id).state == "running")
+
+        await pilot.press("b")
+        await until(lambda: admin.list_volunteers()[0].banned)
+        await until(lambda: cell(app, "#volunteers-table", 0, 2) == "banned")
+        await pilot.press("u")
+        await until(lambda: not admin.list_volunteers()[0].banned)
+
+        await pilot.press("c")
+        await until(lambda: admin.get_job(job_id).state == "cancelled")
+        await pilot.press("c")  # cancelling twice is refused and said so, not a crash
+        await until(lambda: any("refused" in line for line in app._log_lines))
+        await pilot.press("q")
+
+
+async def test_top_shows_an_unreachable_coordinator_and_keeps_running() -> None:
+    def fetch() -> pb.GetOverviewResponse:
+        raise RemoteError("UNAVAILABLE", "connection refused", True)
+
+    app = TopApp(fetch, None, "10.0.0.1:50051", interval_s=0.1)
+    async with app.run_test(size=(100, 30)):
+        await until(lambda: bool(app.last_error))
+        status = str(app.query_one("#status").render())
+        assert "unreachable" in status and "connection refused" in status
+        assert app.is_running
+
+
+def fixed_overview() -> pb.GetOverviewResponse:
+    now = 1_764_072_000_000
+    job = pb.JobStatus(
+        job_id="job-4f2a9c1d7e3b",
+        name="stsb embeddings",
+        state="running",
+        spec=pb.JobSpec(kind="embed-text", model="all-MiniLM-L6-v2", redundancy=2, tau=0.999),
+        items=8628,
+        unique_items=8000,
+        units_total=32,
+        units_accepted=20,
+        units_failed=1,
+        failed_units=[
+            pb.FailedUnit(unit_id="job-4f2a9c1d7e3b-u000007", reason="no quorum after 5 results")
+        ],
+        items_per_s=312.5,
+        priority=0,
+    )
+    done = pb.JobStatus(
+        job_id="job-0a1b2c3d4e5f",
+        name="captions",
+        state="complete",
+        units_total=4,
+        units_accepted=4,
+        unique_items=1004,
+    )
+    volunteers = [
+        pb.VolunteerStatus(
+            volunteer_id="a" * 64,
+            display_name="lab-gpu-01",
+            online=True,
+            results_valid=40,
+            items_per_s=180.0,
+            leases_active=1,
+            last_seen_unix_ms=now - 3000,
+        ),
+        pb.VolunteerStatus(
+            volunteer_id="b" * 64,
+            display_name="laptop",
+            online=False,
+            results_valid=3,
+            results_invalid=2,
+            last_seen_unix_ms=now - 600_000,
+        ),
+        pb.VolunteerStatus(
+            volunteer_id="c" * 64,
+            display_name="",
+            banned=True,
+            results_invalid=7,
+            last_seen_unix_ms=now - 7_200_000,
+        ),
+    ]
+    events = [
+        pb.Event(
+            unix_ms=now - 5000,
+            kind="unit.accepted",
+            unit_id="job-4f2a9c1d7e3b-u000019",
+            message="accepted",
+        ),
+        pb.Event(
+            unix_ms=now - 2000,
+            kind="unit.failed",
+            unit_id="job-4f2a9c1d7e3b-u000007",
+            message="no quorum after 5 results",
+        ),
+    ]
+    return pb.GetOverviewResponse(
+        jobs=[job, done],
+        volunteers=volunteers,
+        events=events,
+        now_unix_ms=now,
+        fingerprint="7a183d94432f30ea1333e4929e60c166da00d297580106ecd4ff19bb01acd2ce",
+        validation=pb.ValidationCounts(
+            units_accepted=24,
+            units_failed=1,
+            results_valid=46,
+            results_invalid=9,
+            disagreements=3,
+            volunteers_banned=1,
+        ),
+    )
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_top_snapshot(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    app = TopApp(fixed_overview, None, "coordinator.example:50051", interval_s=0)
+    assert snap_compare(app, terminal_size=size)
+
+
+def test_top_snapshot_unreachable(snap_compare: Callable[..., bool]) -> None:
+    def fetch() -> pb.GetOverviewResponse:
+        raise RemoteError("UNAVAILABLE", "failed to connect to all addresses", True)
+
+    app = TopApp(fetch, None, "coordinator.example:50051", interval_s=0)
+    assert snap_compare(app, terminal_size=(100, 24))
