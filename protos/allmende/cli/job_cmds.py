@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, err, out, out_json
+from allmende.cli.admin_cmds import read_token
+from allmende.cli.common import EXIT_OK, err, out, out_json
 from allmende.cli.inputs import Item, read_items
 from allmende.cli.remote import call
 from allmende.client.connection import CoordinatorClient
@@ -33,15 +34,7 @@ def _requests(spec: pb.JobSpec, source: str, items: list[Item]) -> Iterator[pb.C
 
 
 def create(args: argparse.Namespace) -> int:
-    token_path = Path(args.admin_token_file)
-    try:
-        token = token_path.read_text().strip()
-    except OSError as exc:
-        raise CliError(
-            f"--admin-token-file: cannot read {token_path} ({exc.strerror})", EXIT_USAGE
-        ) from None
-    if not token:
-        raise CliError(f"--admin-token-file: {token_path} is empty", EXIT_USAGE)
+    token = read_token(args.admin_token_file)
     path = Path(args.input)
     items = read_items(path)
     spec = pb.JobSpec(
