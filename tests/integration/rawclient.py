@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from allmende.protocol import codec
+from allmende.protocol.requests import sign_request
 from allmende.protocol.signing import CTX_REGISTER, SigningKey
 from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, decode_unit, sign_envelope
 from allmende.v1 import allmende_pb2 as pb
@@ -117,9 +118,14 @@ class RawVolunteer:
         self.volunteer_id = response.volunteer_id
         return self.volunteer_id
 
+    def signed(self, method: str, request: Any) -> list[tuple[str, str | bytes]]:
+        """Request-signature metadata for a volunteer call (see protocol/requests.py)."""
+        return sign_request(self.key, f"/allmende.v1.VolunteerService/{method}", request)
+
     def lease_response(self) -> pb.LeaseWorkResponse:
-        return self.stub.LeaseWork(pb.LeaseWorkRequest(volunteer_id=self.volunteer_id),
-                                   timeout=TIMEOUT_S)
+        request = pb.LeaseWorkRequest(volunteer_id=self.volunteer_id)
+        return self.stub.LeaseWork(request, timeout=TIMEOUT_S,
+                                   metadata=self.signed("LeaseWork", request))
 
     def lease(self) -> pb.Lease:
         response = self.lease_response()
@@ -127,11 +133,10 @@ class RawVolunteer:
         return response.lease
 
     def release(self, lease_id: str, reason: str = "test") -> pb.ReleaseWorkResponse:
-        return self.stub.ReleaseWork(
-            pb.ReleaseWorkRequest(volunteer_id=self.volunteer_id, lease_id=lease_id,
-                                  reason=reason),
-            timeout=TIMEOUT_S,
-        )
+        request = pb.ReleaseWorkRequest(volunteer_id=self.volunteer_id, lease_id=lease_id,
+                                        reason=reason)
+        return self.stub.ReleaseWork(request, timeout=TIMEOUT_S,
+                                     metadata=self.signed("ReleaseWork", request))
 
     def envelope(self, lease: pb.Lease, payload: bytes, rows: int, dims: int,
                  **overrides: Any) -> ResultEnvelope:
@@ -163,10 +168,10 @@ class RawVolunteer:
 
     def submit(self, envelope: bytes, signature: bytes, payload: bytes,
                ) -> pb.SubmitResultResponse:
-        return self.stub.SubmitResult(
-            pb.SubmitResultRequest(envelope=envelope, signature=signature, payload=payload),
-            timeout=TIMEOUT_S,
-        )
+        request = pb.SubmitResultRequest(envelope=envelope, signature=signature,
+                                         payload=payload)
+        return self.stub.SubmitResult(request, timeout=TIMEOUT_S,
+                                      metadata=self.signed("SubmitResult", request))
 
 
 class RawAdmin:

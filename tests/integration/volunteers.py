@@ -52,6 +52,8 @@ class RawVolunteer:
     volunteer_id: str = ""
 
     def register(self) -> str:
+        # A client of its own: volunteer calls are signed with this volunteer's key.
+        self.client = CoordinatorClient(self.client.address, signer=self.key)
         self.volunteer_id = self.client.register(
             pb.RegisterVolunteerRequest(
                 public_key=self.key.public_key, display_name="raw",

@@ -12,11 +12,14 @@ from typing import Any, TypeVar
 import grpc
 
 from allmende.protocol.limits import MAX_MESSAGE_BYTES
+from allmende.protocol.requests import sign_request
+from allmende.protocol.signing import SigningKey
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
 
 DEFAULT_TIMEOUT_S = 30.0
 UPLOAD_TIMEOUT_S = 600.0
+VOLUNTEER = "/allmende.v1.VolunteerService/"
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 T = TypeVar("T")
@@ -50,9 +53,15 @@ def parse_address(address: str) -> str:
 
 class CoordinatorClient:
     def __init__(
-        self, address: str, admin_token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        address: str,
+        admin_token: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        signer: SigningKey | None = None,
     ) -> None:
         self.address = parse_address(address)
+        # The volunteer key that signs LeaseWork, SubmitResult and ReleaseWork calls.
+        self.signer = signer
         self.timeout_s = timeout_s
         self._metadata: list[tuple[str, str]] = (
             [("authorization", f"Bearer {admin_token}")] if admin_token else []
@@ -92,18 +101,24 @@ class CoordinatorClient:
         response = self._unary(self.volunteers.RegisterVolunteer, request)
         return str(response.volunteer_id)
 
+    def _signed(self, name: str, method: Any, request: Any) -> Any:
+        """A volunteer call, signed with `signer` (method, body hash, time, nonce)."""
+        if self.signer is None:
+            raise RuntimeError("volunteer calls need a signer (the volunteer's key)")
+        metadata = [*self._metadata, *sign_request(self.signer, f"{VOLUNTEER}{name}", request)]
+        return _call(lambda: method(request, timeout=self.timeout_s, metadata=metadata))
+
     def lease(self, volunteer_id: str) -> pb.LeaseWorkResponse:
-        return self._unary(
-            self.volunteers.LeaseWork, pb.LeaseWorkRequest(volunteer_id=volunteer_id)
-        )
+        request = pb.LeaseWorkRequest(volunteer_id=volunteer_id)
+        return self._signed("LeaseWork", self.volunteers.LeaseWork, request)
 
     def submit(self, envelope: bytes, signature: bytes, payload: bytes) -> pb.SubmitResultResponse:
         request = pb.SubmitResultRequest(envelope=envelope, signature=signature, payload=payload)
-        return self._unary(self.volunteers.SubmitResult, request)
+        return self._signed("SubmitResult", self.volunteers.SubmitResult, request)
 
     def release(self, volunteer_id: str, lease_id: str, reason: str) -> None:
         request = pb.ReleaseWorkRequest(volunteer_id=volunteer_id, lease_id=lease_id, reason=reason)
-        self._unary(self.volunteers.ReleaseWork, request)
+        self._signed("ReleaseWork", self.volunteers.ReleaseWork, request)
 
     # jobs
     def create_job(self, requests: Iterable[pb.CreateJobRequest]) -> pb.CreateJobResponse:

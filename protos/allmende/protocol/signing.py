@@ -22,6 +22,7 @@ CTX_WORK_UNIT = b"allmende.v1/work-unit"
 CTX_RESULT = b"allmende.v1/result"
 CTX_MANIFEST = b"allmende.v1/dataset-manifest"
 CTX_REGISTER = b"allmende.v1/register"
+CTX_REQUEST = b"allmende.v1/request"
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64

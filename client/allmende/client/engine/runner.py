@@ -201,6 +201,7 @@ class VolunteerEngine:
         assert isinstance(volunteer_id, str)
         self.volunteer_id = volunteer_id
         self._key = key
+        client.signer = key  # every later volunteer call is signed with this key
         self.on_event(ev.Connected(self.config.coordinator, pinned, rtt, volunteer_id))
         return bytes(info.public_key)
 

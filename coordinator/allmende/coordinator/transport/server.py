@@ -24,6 +24,7 @@ from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.store import open_store
 from allmende.coordinator.transport.admin_servicer import AdminServicer
+from allmende.coordinator.transport.auth import VolunteerAuthInterceptor
 from allmende.coordinator.transport.servicers import (
     DatasetServicer,
     JobServicer,
@@ -91,6 +92,7 @@ def serve(
     metrics.watch_active_volunteers(coordinator.volunteers_online)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+        interceptors=[VolunteerAuthInterceptor(coordinator, metrics)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

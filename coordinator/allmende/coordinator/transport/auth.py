@@ -1,0 +1,94 @@
+"""The server interceptor that authenticates volunteer calls (see protocol/requests.py).
+
+LeaseWork, SubmitResult and ReleaseWork must carry a valid request signature by a
+registered, unbanned volunteer, and may only act for that volunteer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from allmende.coordinator.domain.coordinator import Coordinator
+from allmende.coordinator.transport.errors import STATUS
+from allmende.protocol.errors import (
+    AllmendeError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+from allmende.protocol.requests import NonceWindow, check_request
+from allmende.protocol.wire import decode_envelope
+from allmende.v1 import allmende_pb2 as pb
+
+log = logging.getLogger("allmende.coordinator.auth")
+
+SERVICE = "/allmende.v1.VolunteerService/"
+
+
+def _claimed_volunteer(request: Any) -> str:
+    """The volunteer a request says it acts for."""
+    if isinstance(request, pb.SubmitResultRequest):
+        try:
+            return decode_envelope(request.envelope).volunteer_id
+        except InvalidArgument:
+            return ""  # the servicer reports the malformed envelope itself
+    return str(getattr(request, "volunteer_id", ""))
+
+
+class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    PROTECTED = frozenset(f"{SERVICE}{m}" for m in ("LeaseWork", "SubmitResult", "ReleaseWork"))
+
+    def __init__(self, coordinator: Coordinator, metrics: Any = None) -> None:
+        self.c = coordinator
+        self.nonces = NonceWindow()
+        self.metrics = metrics
+
+    def _public_key(self, volunteer_id: str) -> bytes:
+        record = self.c.store.get_volunteer(volunteer_id)
+        if record is None:
+            raise Unauthenticated(f"unknown volunteer {volunteer_id[:16]!r}; register first")
+        if record.banned:
+            raise PermissionDenied(f"volunteer {volunteer_id[:16]} is banned: {record.ban_reason}")
+        return record.public_key
+
+    def check(self, method: str, request: Any, metadata: Any) -> None:
+        key_id = check_request(
+            metadata, method, request, self._public_key, self.nonces, self.c.clock()
+        )
+        claimed = _claimed_volunteer(request)
+        if claimed and claimed != key_id:
+            raise PermissionDenied(
+                f"request signed by volunteer {key_id[:16]} acts for {claimed[:16]}"
+            )
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(details)
+        method = details.method
+        if handler is None or method not in self.PROTECTED or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                self.check(method, request, context.invocation_metadata())
+            except AllmendeError as exc:
+                code = STATUS.get(type(exc), grpc.StatusCode.UNAUTHENTICATED)
+                log.info("rpc=%s refused status=%s message=%s", method, code.name, exc.message)
+                if self.metrics is not None:
+                    self.metrics.rejected_requests.labels(
+                        method.rsplit("/", 1)[-1], code.name
+                    ).inc()
+                context.abort(code, exc.message)
+            return inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
