@@ -24,6 +24,9 @@ INT8_SCALE = 127.0
 # Level 3 compresses fp16 rows within 2 % of level 19 at a tenth of the CPU time, and the
 # volunteer compresses while its next unit computes on the same cores.
 ZSTD_LEVEL = 3
+# The largest result a decoder accepts (8192 rows x 4096 float32 dims), and its read size.
+MAX_DECODED_BYTES = 128 * 1024 * 1024
+READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -75,16 +78,24 @@ def decode(payload: bytes, dtype: str, rows: int, dims: int) -> np.ndarray:
         raise InvalidArgument("shape", f"positive rows and dims, got {rows}x{dims}")
     itemsize = DTYPES[dtype].itemsize
     expected = rows * dims * itemsize
+    if expected > MAX_DECODED_BYTES:
+        raise InvalidArgument(
+            "shape", f"at most {MAX_DECODED_BYTES} bytes of rows, got {rows}x{dims} {dtype}"
+        )
     try:
-        # Stream with a hard cap: read at most one byte past the declared size, so a
-        # decompression bomb costs us `expected + 1` bytes and no more.
+        # Stream in chunks with a hard cap: read at most one byte past the declared size, so
+        # a decompression bomb costs us `expected + 1` bytes and no more, and a small frame
+        # with a huge declared shape costs only what it really inflates to.
+        chunks: list[bytes] = []
+        size = 0
         with zstandard.ZstdDecompressor().stream_reader(payload) as stream:
-            data = b""
-            while len(data) <= expected:
-                more = stream.read(expected + 1 - len(data))
+            while size <= expected:
+                more = stream.read(min(READ_CHUNK, expected + 1 - size))
                 if not more:
                     break
-                data += more
+                chunks.append(more)
+                size += len(more)
+        data = b"".join(chunks)
     except zstandard.ZstdError as exc:
         raise InvalidArgument("payload", f"a valid zstd frame ({exc})") from None
     if len(data) > expected:

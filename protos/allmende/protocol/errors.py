@@ -8,6 +8,13 @@ what was expected, because they are shown to people as they are.
 from __future__ import annotations
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A caller-supplied value quoted for a message, cut short: ids can be arbitrarily long,
+    and an error message must stay small enough to travel in gRPC trailers."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class AllmendeError(Exception):
     """Base of every error the system reports on purpose."""
 

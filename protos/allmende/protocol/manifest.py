@@ -81,7 +81,7 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, pinned: str) 
         sig = json.loads(signature_bytes)
         public_key = base64.b64decode(sig["public_key"], validate=True)
         signature = base64.b64decode(sig["signature"], validate=True)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise IntegrityError(
             f"{SIGNATURE_NAME} is not a valid signature document ({exc})"
         ) from None
@@ -93,7 +93,7 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, pinned: str) 
         raise IntegrityError(f"{MANIFEST_NAME}: {exc.message}") from None
     try:
         manifest = json.loads(manifest_bytes)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise IntegrityError(f"{MANIFEST_NAME} is not JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IntegrityError(f"{MANIFEST_NAME}: format must be {FORMAT!r}")

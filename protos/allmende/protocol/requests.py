@@ -103,7 +103,7 @@ def check_request(
             f"request signature: expected {KEY_HEADER}, {TIME_HEADER}, {NONCE_HEADER} and "
             f"{SIGNATURE_HEADER} metadata (sign every call after RegisterVolunteer)"
         )
-    if not ts_text.isdigit():
+    if not ts_text.isdigit() or len(ts_text) > 16:
         raise Unauthenticated(f"{TIME_HEADER}: expected unix milliseconds, got {ts_text[:20]!r}")
     ts = int(ts_text)
     if abs(now_ms - ts) > SKEW_MS:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import MAX_REDUNDANCY
 from allmende.coordinator.store.admin_sql import ValidationStats, VolunteerStats
-from allmende.protocol.errors import InvalidArgument, NotFound
+from allmende.protocol.errors import InvalidArgument, NotFound, shown
 
 MAX_EVENTS = 1000
 
@@ -66,7 +66,7 @@ class Admin:
     def _one(self, volunteer_id: str) -> VolunteerStats:
         found = self.store.volunteer_stats(self.c.clock(), volunteer_id)
         if not found:
-            raise NotFound(f"volunteer {volunteer_id!r} does not exist")
+            raise NotFound(f"volunteer {shown(volunteer_id)} does not exist")
         return found[0]
 
     def ban(self, volunteer_id: str, reason: str) -> VolunteerStats:

@@ -29,6 +29,8 @@ STATUS: dict[type[errors.AllmendeError], grpc.StatusCode] = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Status details travel in HTTP/2 trailers; keep them well under any header limit.
+MAX_DETAILS = 1000
 
 
 def _abort(
@@ -40,7 +42,7 @@ def _abort(
         if metrics is not None:
             metrics.rejected_requests.labels(method, code.name).inc()
         log.info("rpc=%s status=%s message=%s", method, code.name, exc.message)
-        context.abort(code, exc.message)
+        context.abort(code, exc.message[:MAX_DETAILS])
         raise AssertionError("context.abort always raises")  # pragma: no cover
     if isinstance(exc, grpc.RpcError):  # the client cancelled or its stream broke
         log.info("rpc=%s client stream ended early: %s", method, exc)
