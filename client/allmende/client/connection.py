@@ -1,11 +1,14 @@
 """The one small class through which clients talk to a coordinator over gRPC.
 
 It converts gRPC failures into `RemoteError`, which says whether retrying may help
-(UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED from load) or not (everything else).
+(UNAVAILABLE) or not (everything else: a refused request stays refused). Every call has a
+deadline.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -14,6 +17,7 @@ import grpc
 from allmende.protocol.limits import MAX_MESSAGE_BYTES
 from allmende.protocol.requests import sign_request
 from allmende.protocol.signing import SigningKey
+from allmende.protocol.tls import cert_sha256, fetch_certificate, is_loopback, server_name
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
 
@@ -52,35 +56,90 @@ def parse_address(address: str) -> str:
 
 
 class CoordinatorClient:
+    """Talks to one coordinator. The channel opens on first use: TLS when the coordinator
+    offers it (the certificate is then pinned through the coordinator key, see
+    protocol/tls.py), plaintext only to a loopback address or with `insecure`."""
+
     def __init__(
         self,
         address: str,
         admin_token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         signer: SigningKey | None = None,
+        insecure: bool = False,
     ) -> None:
         self.address = parse_address(address)
         # The volunteer key that signs LeaseWork, SubmitResult and ReleaseWork calls.
         self.signer = signer
         self.timeout_s = timeout_s
+        self.insecure = insecure or os.environ.get("ALLMENDE_INSECURE") == "1"
         self._metadata: list[tuple[str, str]] = (
             [("authorization", f"Bearer {admin_token}")] if admin_token else []
         )
-        self.channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.keepalive_time_ms", 60_000),
-            ],
-        )
-        self.volunteers = rpc.VolunteerServiceStub(self.channel)
-        self.jobs = rpc.JobServiceStub(self.channel)
-        self.datasets = rpc.DatasetServiceStub(self.channel)
-        self.admin = rpc.AdminServiceStub(self.channel)
+        self._channel: grpc.Channel | None = None
+        self._stubs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        # sha256 of the TLS certificate this channel trusts; empty for plaintext.
+        self.tls_cert_sha256 = b""
+
+    @property
+    def channel(self) -> grpc.Channel:
+        with self._lock:
+            if self._channel is None:
+                self._channel = self._open()
+            return self._channel
+
+    def _open(self) -> grpc.Channel:
+        host, _, port = self.address.rpartition(":")
+        options: list[tuple[str, str | int]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+        ]
+        try:
+            pem = fetch_certificate(host.strip("[]"), int(port), timeout_s=min(5.0, self.timeout_s))
+        except OSError as exc:
+            raise RemoteError("UNAVAILABLE", f"cannot reach {self.address}: {exc}", True) from None
+        if pem is not None:
+            self.tls_cert_sha256 = cert_sha256(pem)
+            options.append(("grpc.ssl_target_name_override", server_name(pem)))
+            credentials = grpc.ssl_channel_credentials(root_certificates=pem)
+            return grpc.secure_channel(self.address, credentials, options=options)
+        if not (is_loopback(host) or self.insecure):
+            raise RemoteError(
+                "FAILED_PRECONDITION",
+                f"{self.address} does not offer TLS; use --insecure (or ALLMENDE_INSECURE=1) "
+                "only on a network you trust",
+                False,
+            )
+        return grpc.insecure_channel(self.address, options=options)
+
+    def _stub(self, name: str, factory: Callable[[grpc.Channel], Any]) -> Any:
+        stub = self._stubs.get(name)
+        if stub is None:
+            stub = self._stubs[name] = factory(self.channel)
+        return stub
+
+    @property
+    def volunteers(self) -> rpc.VolunteerServiceStub:
+        return self._stub("volunteers", rpc.VolunteerServiceStub)
+
+    @property
+    def jobs(self) -> rpc.JobServiceStub:
+        return self._stub("jobs", rpc.JobServiceStub)
+
+    @property
+    def datasets(self) -> rpc.DatasetServiceStub:
+        return self._stub("datasets", rpc.DatasetServiceStub)
+
+    @property
+    def admin(self) -> rpc.AdminServiceStub:
+        return self._stub("admin", rpc.AdminServiceStub)
 
     def close(self) -> None:
-        self.channel.close()
+        if self._channel is not None:
+            self._channel.close()
 
     def __enter__(self) -> CoordinatorClient:
         return self

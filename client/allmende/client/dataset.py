@@ -20,6 +20,22 @@ from allmende.protocol.manifest import (
     verify_folder,
     verify_manifest,
 )
+from allmende.protocol.signing import fingerprint
+from allmende.protocol.tls import check_binding
+
+
+def check_coordinator(client: CoordinatorClient, pinned: str) -> None:
+    """Over TLS, make sure the certificate is the one the pinned coordinator key vouches for.
+
+    (The manifest signature protects the data end to end either way.)"""
+    info = client.info()
+    if not client.tls_cert_sha256:
+        return
+    if len(info.public_key) != 32 or fingerprint(info.public_key) != pinned:
+        raise IntegrityError("the coordinator's key does not match the pinned fingerprint")
+    check_binding(
+        info.public_key, client.tls_cert_sha256, info.tls_cert_sha256, info.tls_cert_signature
+    )
 
 
 def pull(
@@ -29,6 +45,7 @@ def pull(
     out: Path,
     progress: Callable[[str, int, int], None] = lambda name, done, total: None,
 ) -> FolderReport:
+    check_coordinator(client, pinned)
     response = client.manifest(job_id)
     verified = verify_manifest(response.manifest, response.signature, pinned)
     if verified.manifest.get("job", {}).get("id") != job_id:

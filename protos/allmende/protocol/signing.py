@@ -23,6 +23,7 @@ CTX_RESULT = b"allmende.v1/result"
 CTX_MANIFEST = b"allmende.v1/dataset-manifest"
 CTX_REGISTER = b"allmende.v1/register"
 CTX_REQUEST = b"allmende.v1/request"
+CTX_TLS = b"allmende.v1/tls-certificate"
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64

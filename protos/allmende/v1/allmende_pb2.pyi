@@ -11,18 +11,22 @@ class GetCoordinatorInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCoordinatorInfoResponse(_message.Message):
-    __slots__ = ("public_key", "fingerprint", "version", "models", "task_kinds")
+    __slots__ = ("public_key", "fingerprint", "version", "models", "task_kinds", "tls_cert_sha256", "tls_cert_signature")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     TASK_KINDS_FIELD_NUMBER: _ClassVar[int]
+    TLS_CERT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TLS_CERT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     public_key: bytes
     fingerprint: str
     version: str
     models: _containers.RepeatedScalarFieldContainer[str]
     task_kinds: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, public_key: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., task_kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+    tls_cert_sha256: bytes
+    tls_cert_signature: bytes
+    def __init__(self, public_key: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., task_kinds: _Optional[_Iterable[str]] = ..., tls_cert_sha256: _Optional[bytes] = ..., tls_cert_signature: _Optional[bytes] = ...) -> None: ...
 
 class RegisterVolunteerRequest(_message.Message):
     __slots__ = ("public_key", "display_name", "client_version", "hardware", "signature")

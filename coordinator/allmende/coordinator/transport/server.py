@@ -25,13 +25,16 @@ from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.store import open_store
 from allmende.coordinator.transport.admin_servicer import AdminServicer
 from allmende.coordinator.transport.auth import VolunteerAuthInterceptor
+from allmende.coordinator.transport.guard import ParseGuardInterceptor
 from allmende.coordinator.transport.servicers import (
     DatasetServicer,
     JobServicer,
     VolunteerServicer,
 )
-from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.errors import FailedPrecondition, InvalidArgument
 from allmende.protocol.limits import MAX_MESSAGE_BYTES
+from allmende.protocol.signing import CTX_TLS
+from allmende.protocol.tls import cert_sha256, is_loopback
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
 
@@ -47,6 +50,7 @@ class RunningCoordinator:
     coordinator: Coordinator
     server: grpc.Server
     metrics_port: int = 0
+    tls: bool = False
 
 
 def parse_listen(listen: str, flag: str = "--listen") -> tuple[str, int]:
@@ -76,8 +80,13 @@ def serve(
     workers: int = 16,
     metrics_listen: str | None = None,
     drain_s: float = 10.0,
+    tls: bool | None = None,
+    insecure: bool = False,
 ) -> Iterator[RunningCoordinator]:
     """Run a coordinator on the data folder until the block exits.
+
+    TLS: on a loopback address only when `tls` is true; on any other address always, unless
+    `insecure` is given explicitly (plaintext would expose the admin token and the traffic).
 
     On exit it drains: no new leases, the health service says NOT_SERVING, and results of
     units already leased may still arrive for up to `drain_s` seconds before the server stops.
@@ -92,7 +101,8 @@ def serve(
     metrics.watch_active_volunteers(coordinator.volunteers_online)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-        interceptors=[VolunteerAuthInterceptor(coordinator, metrics)],
+        # Order matters: unparseable bytes are refused before authentication looks at them.
+        interceptors=[ParseGuardInterceptor(), VolunteerAuthInterceptor(coordinator, metrics)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -110,7 +120,27 @@ def serve(
     rpc.add_AdminServiceServicer_to_server(
         AdminServicer(Admin(coordinator), token, metrics), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    use_tls = bool(tls) if is_loopback(host) else tls is not False and not insecure
+    if not is_loopback(host) and not use_tls and not insecure:
+        store.close()
+        raise InvalidArgument(
+            "--insecure", f"explicit consent to serve {host} without TLS (or drop --no-tls)"
+        )
+    if use_tls:
+        material = home.load_tls()
+        if material is None:
+            store.close()
+            raise FailedPrecondition(
+                f"no TLS certificate in {data_dir} (tls.crt, tls.key); run `allmende "
+                "coordinator init` or copy a certificate and key there"
+            )
+        tls_key, tls_cert = material
+        digest = cert_sha256(tls_cert)
+        coordinator.tls_binding = (digest, key.sign(CTX_TLS, digest))
+        credentials = grpc.ssl_server_credentials([(tls_key, tls_cert)])
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         store.close()
         raise InvalidArgument("--listen", f"an address this machine can bind, got {listen!r}")
@@ -133,7 +163,9 @@ def serve(
     coordinator.assimilation_wanted.set()  # finish any job a previous run left half-written
     log.info("coordinator listening on %s:%d fingerprint=%s", host, bound, key.fingerprint)
     try:
-        yield RunningCoordinator(bound, f"{host}:{bound}", coordinator, server, metrics_port)
+        yield RunningCoordinator(
+            bound, f"{host}:{bound}", coordinator, server, metrics_port, use_tls
+        )
     finally:
         coordinator.draining.set()
         for name in ["", *services]:

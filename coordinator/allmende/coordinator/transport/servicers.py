@@ -85,6 +85,8 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
             version=version,
             models=models,
             task_kinds=kinds,
+            tls_cert_sha256=self.c.tls_binding[0],
+            tls_cert_signature=self.c.tls_binding[1],
         )
 
     @unary
@@ -228,6 +230,9 @@ class DatasetServicer(rpc.DatasetServiceServicer):
         self, request: pb.DownloadFileRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.FileChunk]:
         path = self.c.dataset_file(request.job_id, request.name)
+        size = path.stat().st_size
+        if request.offset > size:
+            raise InvalidArgument("offset", f"0 to {size} (the file's size), got {request.offset}")
         with path.open("rb") as handle:
             handle.seek(request.offset)
             while chunk := handle.read(DOWNLOAD_CHUNK):
