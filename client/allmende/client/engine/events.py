@@ -1,14 +1,23 @@
-"""Typed events the engine reports; the headless logger and the TUI both consume them."""
+"""Typed events the engine reports; the headless logger and the TUI both consume them.
+
+Events are called back on the engine's threads. Telemetry events (progress within a unit,
+hardware samples, round-trip times) come often; the headless log leaves them out and the TUI
+merges them, so a fast GPU cannot flood either.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from allmende.client.probes import HardwareSample
+
 
 @dataclass(frozen=True)
 class Event:
     name: ClassVar[str] = "event"
+    # High-rate status, not a change of state: not logged line by line.
+    telemetry: ClassVar[bool] = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"event": self.name, **asdict(self)}
@@ -41,6 +50,21 @@ class Retrying(Event):
 
 
 @dataclass(frozen=True)
+class Reconnected(Event):
+    """The coordinator answered again after failed attempts."""
+
+    name: ClassVar[str] = "reconnected"
+    down_s: float
+
+
+@dataclass(frozen=True)
+class RoundTrip(Event):
+    name: ClassVar[str] = "rtt"
+    telemetry: ClassVar[bool] = True
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
 class UnitLeased(Event):
     name: ClassVar[str] = "unit.leased"
     unit_id: str
@@ -48,6 +72,28 @@ class UnitLeased(Event):
     kind: str
     model: str
     items: int
+    # True when the computer reports progress within the unit (UnitProgress events follow);
+    # otherwise a UI can only estimate it from earlier units' rates.
+    measured_progress: bool = False
+
+
+@dataclass(frozen=True)
+class UnitProgress(Event):
+    name: ClassVar[str] = "unit.progress"
+    telemetry: ClassVar[bool] = True
+    unit_id: str
+    done: int
+    total: int
+    items_per_s: float
+
+
+@dataclass(frozen=True)
+class UnitReleased(Event):
+    """A leased unit handed back uncomputed (quitting, cancelled)."""
+
+    name: ClassVar[str] = "unit.released"
+    unit_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +119,52 @@ class ResultSubmitted(Event):
     status: str
     reason: str
     bytes: int
+    # True when the result came from the spool (computed by an earlier run or attempt).
+    resent: bool = False
+    # Rows in the result (the unit's distinct inputs).
+    items: int = 0
+
+
+@dataclass(frozen=True)
+class ResultSpooled(Event):
+    """A finished result could not be sent now; it is on disk and will be sent later."""
+
+    name: ClassVar[str] = "result.spooled"
+    unit_id: str
+    reason: str
+    waiting: int
+
+
+@dataclass(frozen=True)
+class Paused(Event):
+    name: ClassVar[str] = "paused"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    name: ClassVar[str] = "resumed"
+
+
+@dataclass(frozen=True)
+class Stopping(Event):
+    """A stop was asked for; `how` says what happens to the current unit."""
+
+    name: ClassVar[str] = "stopping"
+    how: str
+
+
+@dataclass(frozen=True)
+class SettingsApplied(Event):
+    name: ClassVar[str] = "settings.applied"
+    changes: str
+
+
+@dataclass(frozen=True)
+class HardwareSampled(Event):
+    name: ClassVar[str] = "hardware"
+    telemetry: ClassVar[bool] = True
+    sample: HardwareSample
 
 
 @dataclass(frozen=True)
@@ -89,3 +181,5 @@ class Stopped(Event):
     reason: str
     units: int
     items: int
+    # Finished results left on disk, to be sent on the next start.
+    spooled: int = 0

@@ -1,86 +1,82 @@
 """The volunteer engine: lease → verify → compute → encode → sign → submit, in a loop.
 
 The engine trusts nothing it receives: the coordinator's key must match the pinned
-fingerprint, every unit's signature must verify over the exact bytes received, and the unit
-must name a model and weights hash from the local registry. A unit that fails is handed back
-with the reason. Submissions run on their own thread so the next unit computes meanwhile.
+fingerprint (handshake.py), every unit's signature must verify over the exact bytes received,
+and the unit must name a model and weights hash from the local registry (verify.py). A unit
+that fails is handed back with the reason. Submissions run on their own thread so the next
+unit computes meanwhile, and every result goes through the spool on disk, so none is lost
+(submission.py).
+
+The volunteer steers a running engine from any thread: `pause`/`resume`, `stop` (finish the
+current unit, then stop), `quit` (stop now; units not finished are handed back) and `apply`
+(new settings, live). A monitor thread samples the hardware probe, reports the samples, and
+pauses work outside the schedule, on battery, above a GPU temperature or while the machine
+is in use (control.py). A computer whose ``compute`` takes a ``progress`` callback reports
+progress within a unit and can be paused and cancelled between batches; others pause and
+stop between units (compute.py).
+
+This module holds `VolunteerEngine` itself: the run from handshake to the last result, and
+the loop that leases, verifies and computes units.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
-import platform
-import queue
-import random
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
-
-import numpy as np
+from datetime import datetime
+from datetime import time as daytime
 
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.client.engine import events as ev
-from allmende.client.engine.identity import default_home, load_identity
-from allmende.protocol import codec
-from allmende.protocol.errors import AllmendeError, IntegrityError
-from allmende.protocol.models import ModelRegistry
-from allmende.protocol.signing import CTX_REGISTER, fingerprint, normalise_fingerprint
-from allmende.protocol.tasks import RESULT_DTYPES, TASK_KINDS
-from allmende.protocol.wire import (
-    CODEC,
-    ResultEnvelope,
-    WorkUnit,
-    open_unit,
-    sign_envelope,
+from allmende.client.engine.compute import (
+    PROGRESS_INTERVAL_S,
+    Computer,
+    compute_unit,
+    default_computer,
+    takes_progress,
 )
+from allmende.client.engine.config import COMPUTE_FIELDS, RESTART_FIELDS, EngineConfig
+from allmende.client.engine.control import PAUSED_BY_YOU, Cancelled, Controls, default_probe
+from allmende.client.engine.exits import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    Stop,
+)
+from allmende.client.engine.handshake import CLIENT_VERSION, connect
+from allmende.client.engine.link import CoordinatorLink
+from allmende.client.engine.policy import Policy
+from allmende.client.engine.spool import Spool
+from allmende.client.engine.submission import Submitter
+from allmende.client.engine.verify import check_unit, unit_id_hint
+from allmende.client.probes import HardwareProbe
+from allmende.protocol.errors import AllmendeError
+from allmende.protocol.models import ModelRegistry
+from allmende.protocol.signing import normalise_fingerprint
 from allmende.v1 import allmende_pb2 as pb
 
+# Names that lived here before the engine was split into modules; importers keep working.
+__all__ = [
+    "CLIENT_VERSION",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "PAUSED_BY_YOU",
+    "PROGRESS_INTERVAL_S",
+    "RESTART_FIELDS",
+    "Cancelled",
+    "Computer",
+    "EngineConfig",
+    "Stop",
+    "VolunteerEngine",
+]
+
 log = logging.getLogger("allmende.volunteer")
-
-CLIENT_VERSION = "allmende/0.1.0"
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_REFUSED = 3
-EXIT_UNREACHABLE = 4
-
-
-class Computer(Protocol):
-    device: str
-
-    def compute(self, unit: WorkUnit) -> np.ndarray: ...
-
-
-@dataclass
-class EngineConfig:
-    coordinator: str
-    fingerprint: str
-    home: Path = field(default_factory=default_home)
-    device: str = "auto"
-    batch_size: int = 64
-    threads: int | None = None
-    exit_when_idle: bool = False
-    display_name: str = ""
-    # Give up after this many units in a row were refused (they cannot be trusted).
-    max_refusals: int = 3
-    # Give up when the coordinator stays unreachable this long (None: keep trying).
-    give_up_after_s: float | None = None
-    max_backoff_s: float = 30.0
-
-
-# What the compute loop hands the submit thread: lease, unit, rows, device, seconds.
-_Computed = tuple[pb.Lease, WorkUnit, np.ndarray, str, float]
-
-
-class Stop(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class VolunteerEngine:
@@ -90,23 +86,94 @@ class VolunteerEngine:
         on_event: Callable[[ev.Event], None] = lambda e: None,
         computer: Computer | None = None,
         registry: ModelRegistry | None = None,
+        *,
+        probe: HardwareProbe | None = None,
+        local_time: Callable[[], daytime] = lambda: datetime.now().time(),
     ) -> None:
         self.config = config
         self.on_event = on_event
         self.registry = registry or ModelRegistry()
         self._computer = computer
-        self._stop = threading.Event()
-        self._submit_queue: queue.Queue[_Computed | None] = queue.Queue(2)
-        self._submit_error: Stop | None = None
-        self.units_done = 0
-        self.items_done = 0
-        self.volunteer_id = ""
+        self._owns_computer = computer is None
+        self._control = Controls(
+            Policy(config.limits()),
+            self._emit,
+            probe if probe is not None else default_probe(),
+            local_time,
+        )
+        self._rebuild_computer = False  # guarded by self._control.state, as the settings are
+        self._link: CoordinatorLink | None = None
+        self._submitter: Submitter | None = None
+
+    def _emit(self, event: ev.Event) -> None:
+        self.on_event(event)
 
     # ------------------------------------------------------------------ control
 
     def stop(self) -> None:
-        """Ask the engine to stop after the current unit."""
-        self._stop.set()
+        """Ask the engine to stop after the current unit (its result is still sent)."""
+        self._control.stop()
+
+    def quit(self) -> None:
+        """Stop now: a unit in compute is cancelled where the computer allows it, units not
+        started are handed back, finished results are sent or kept in the spool."""
+        self._control.quit()
+
+    def pause(self) -> None:
+        self._control.pause()
+
+    def resume(self) -> None:
+        self._control.resume()
+
+    @property
+    def pause_reason(self) -> str | None:
+        """Why work is paused now (the volunteer, or a policy), or None."""
+        return self._control.pause_reason
+
+    def apply(self, config: EngineConfig) -> list[str]:
+        """Take new settings live; returns the names of the fields that changed.
+
+        Pause rules apply at once. Device, batch size, threads and the GPU memory cap apply
+        from the next unit (a computer the engine made is rebuilt for them). Fields in
+        RESTART_FIELDS are ignored here: they need a new engine.
+        """
+        changed = [
+            f.name
+            for f in dataclasses.fields(config)
+            if f.name not in RESTART_FIELDS
+            and getattr(config, f.name) != getattr(self.config, f.name)
+        ]
+        if not changed:
+            return []
+        Policy(config.limits())  # a bad schedule raises here, before anything changes
+        with self._control.state:
+            kept = {name: getattr(self.config, name) for name in RESTART_FIELDS}
+            self.config = dataclasses.replace(config, **kept)
+            self._control.set_policy(Policy(self.config.limits()))
+            if any(name in COMPUTE_FIELDS for name in changed):
+                self._rebuild_computer = True
+        self.on_event(ev.SettingsApplied(", ".join(changed)))
+        return changed
+
+    # ------------------------------------------------------------------ progress so far
+
+    @property
+    def volunteer_id(self) -> str:
+        """The id the coordinator registered this volunteer under ("" before that)."""
+        return self._link.volunteer_id if self._link is not None else ""
+
+    @property
+    def units_done(self) -> int:
+        return self._submitter.units_done if self._submitter is not None else 0
+
+    @property
+    def items_done(self) -> int:
+        return self._submitter.items_done if self._submitter is not None else 0
+
+    @property
+    def spooled(self) -> int:
+        """Results on disk waiting to be sent to this coordinator."""
+        return self._submitter.spooled if self._submitter is not None else 0
 
     # ------------------------------------------------------------------ main loop
 
@@ -116,16 +183,32 @@ class VolunteerEngine:
             pinned = normalise_fingerprint(self.config.fingerprint)
         except AllmendeError as exc:
             return self._finish(EXIT_ERROR, exc.message)
-        client = CoordinatorClient(self.config.coordinator)
-        submitter = threading.Thread(
-            target=self._submit_loop, args=(client,), name="submit", daemon=True
+        control = self._control
+        link = self._link = CoordinatorLink(
+            CoordinatorClient(self.config.coordinator),
+            lambda: self.config,
+            control.stop_requested,
+            self._emit,
         )
+        submitter: Submitter | None = None
+        control.sample()  # the pause rules hold from the first lease on
+        monitor = threading.Thread(
+            target=control.monitor,
+            args=(lambda: self.config.sample_interval_s,),
+            name="monitor",
+            daemon=True,
+        )
+        monitor.start()
         try:
-            coordinator_key = self._connect(client, pinned)
-            computer = self._computer or self._default_computer()
+            coordinator_key = connect(link, self.config, pinned, self._emit)
+            spool = Spool(self.config.home / "spool", pinned)
+            submitter = self._submitter = Submitter(link, spool, control.stop_requested, self._emit)
+            submitter.resend_spooled()
+            self._current_computer()  # load the model before leasing
             submitter.start()
-            self._work(client, computer, coordinator_key)
-            code, reason = EXIT_OK, "stopped" if self._stop.is_set() else "no work left"
+            self._work(link, submitter, coordinator_key)
+            stopped = control.stop_requested.is_set()
+            code, reason = EXIT_OK, "stopped" if stopped else "no work left"
         except Stop as stop:
             code, reason = stop.code, stop.reason
         except AllmendeError as exc:
@@ -136,231 +219,112 @@ class VolunteerEngine:
             log.exception("volunteer engine failed")
             code, reason = EXIT_ERROR, f"unexpected error: {exc!r}"
         finally:
-            if submitter.is_alive():
-                self._submit_queue.put(None)
-                submitter.join()
-            client.close()
-        if self._submit_error is not None and code == EXIT_OK:
-            code, reason = self._submit_error.code, self._submit_error.reason
+            if submitter is not None:
+                submitter.close()
+            control.stop_monitor()
+            monitor.join()
+            link.close()
+        if submitter is not None and submitter.error is not None and code == EXIT_OK:
+            code, reason = submitter.error.code, submitter.error.reason
         return self._finish(code, reason)
 
     def _finish(self, code: int, reason: str) -> int:
-        self.on_event(ev.Stopped(code, reason, self.units_done, self.items_done))
+        self.on_event(ev.Stopped(code, reason, self.units_done, self.items_done, self.spooled))
         return code
 
-    def _default_computer(self) -> Computer:
-        from allmende.client.tasks.computer import TaskComputer
+    def _current_computer(self) -> Computer:
+        """The computer for the next unit, rebuilt when its settings changed."""
+        with self._control.state:
+            rebuild, self._rebuild_computer = self._rebuild_computer, False
+        if self._computer is None or (rebuild and self._owns_computer):
+            self._computer = default_computer(self.registry, self.config)
+        return self._computer
 
-        return TaskComputer(
-            self.registry, self.config.device, self.config.batch_size, self.config.threads
-        )
-
-    def _retrying(self, what: Callable[[], object]) -> object:
-        """Call `what`, retrying transient failures with jittered exponential backoff."""
-        delay = 0.5
-        started = time.monotonic()
-        while True:
-            try:
-                return what()
-            except RemoteError as exc:
-                if not exc.transient:
-                    raise
-                limit = self.config.give_up_after_s
-                if limit is not None and time.monotonic() - started > limit:
-                    raise Stop(
-                        EXIT_UNREACHABLE,
-                        f"coordinator {self.config.coordinator} unreachable: {exc.details}",
-                    ) from None
-                wait = random.uniform(0.5, 1.0) * delay
-                self.on_event(ev.Retrying(exc.details, wait))
-                if self._stop.wait(wait):
-                    raise Stop(EXIT_OK, "stopped") from None
-                delay = min(delay * 2, self.config.max_backoff_s)
-
-    def _connect(self, client: CoordinatorClient, pinned: str) -> bytes:
-        started = time.perf_counter()
-        info = self._retrying(client.info)
-        assert isinstance(info, pb.GetCoordinatorInfoResponse)
-        rtt = (time.perf_counter() - started) * 1000
-        actual = fingerprint(info.public_key) if len(info.public_key) == 32 else "(no key)"
-        if actual != pinned:
-            raise Stop(
-                EXIT_REFUSED,
-                f"refusing all work: coordinator key fingerprint {actual} does not match the "
-                f"pinned fingerprint {pinned}",
-            )
-        key = load_identity(self.config.home)
-        request = pb.RegisterVolunteerRequest(
-            public_key=key.public_key,
-            display_name=self.config.display_name,
-            client_version=CLIENT_VERSION,
-            hardware=_hardware(),
-            signature=key.sign(CTX_REGISTER, key.public_key),
-        )
-        volunteer_id = self._retrying(lambda: client.register(request))
-        assert isinstance(volunteer_id, str)
-        self.volunteer_id = volunteer_id
-        self._key = key
-        client.signer = key  # every later volunteer call is signed with this key
-        self.on_event(ev.Connected(self.config.coordinator, pinned, rtt, volunteer_id))
-        return bytes(info.public_key)
-
-    def _work(self, client: CoordinatorClient, computer: Computer, coordinator_key: bytes) -> None:
+    def _work(self, link: CoordinatorLink, submitter: Submitter, coordinator_key: bytes) -> None:
         """Lease, verify and compute units until idle or stopped.
 
         The next lease is fetched while the current unit computes, and results are encoded,
         signed and sent on the submit thread, so the compute device rarely waits.
         """
+        control = self._control
         refusals = 0
         fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         ahead: Future[object] | None = None
         try:
-            while not self._stop.is_set():
-                if self._submit_error is not None:
-                    raise self._submit_error
-                response = ahead.result() if ahead else self._lease(client)
+            while not control.stop_requested.is_set():
+                if submitter.error is not None:
+                    raise submitter.error
+                if control.pause_reason is not None:
+                    if ahead is not None:  # do not sit on a unit while paused
+                        self._hand_back(link, ahead, "paused: not started")
+                        ahead = None
+                    control.wait_while_paused(in_unit=False)
+                    continue
+                response = ahead.result() if ahead else link.lease()
                 ahead = None
                 assert isinstance(response, pb.LeaseWorkResponse)
                 if not response.HasField("lease"):
                     if self.config.exit_when_idle and not response.work_remaining:
-                        self._submit_queue.join()  # nothing left in flight
+                        submitter.wait_idle()  # nothing left in flight
                         return
                     wait = max(response.retry_after_ms, 200) / 1000
                     self.on_event(ev.Idle(response.work_remaining, wait))
-                    self._stop.wait(wait)
+                    control.sleep(wait)
                     continue
                 lease = response.lease
                 try:
-                    unit = self._check_unit(lease, coordinator_key)
+                    unit = check_unit(lease, coordinator_key, self.registry)
                 except AllmendeError as exc:
                     refusals += 1
                     reason = f"refused: {exc.message}"
-                    self.on_event(ev.UnitRefused(_unit_id_hint(lease), reason))
-                    self._release(client, lease.lease_id, reason)
+                    self.on_event(ev.UnitRefused(unit_id_hint(lease), reason))
+                    link.release(lease.lease_id, reason)
                     if refusals >= self.config.max_refusals:
                         raise Stop(
                             EXIT_REFUSED, f"refused {refusals} units in a row; last: {reason}"
                         ) from None
                     continue
                 refusals = 0
+                computer = self._current_computer()
+                measured = takes_progress(computer)
                 self.on_event(
-                    ev.UnitLeased(unit.unit_id, unit.job_id, unit.kind, unit.model, len(unit.texts))
+                    ev.UnitLeased(
+                        unit.unit_id,
+                        unit.job_id,
+                        unit.kind,
+                        unit.model,
+                        len(unit.texts),
+                        measured,
+                    )
                 )
-                ahead = fetcher.submit(self._lease, client)
-                started = time.perf_counter()
-                matrix = computer.compute(unit)
-                seconds = time.perf_counter() - started
+                if not control.stop_requested.is_set():
+                    ahead = fetcher.submit(link.lease)
+                try:
+                    matrix, seconds = compute_unit(
+                        computer,
+                        unit,
+                        measured,
+                        self._emit,
+                        lambda: control.wait_while_paused(in_unit=True),
+                    )
+                except Cancelled:
+                    reason = "stopping: the volunteer quit before the unit was finished"
+                    link.release_quietly(lease.lease_id, reason)
+                    self.on_event(ev.UnitReleased(unit.unit_id, reason))
+                    return
                 rate = len(unit.texts) / seconds if seconds > 0 else 0.0
                 self.on_event(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds, rate))
-                self._submit_queue.put((lease, unit, matrix, computer.device, seconds))
+                submitter.put((lease, unit, matrix, computer.device, seconds))
         finally:
             if ahead is not None:  # a unit leased ahead but never started goes back
-                self._hand_back(client, ahead)
+                self._hand_back(link, ahead, "stopping: not started")
             fetcher.shutdown(wait=True)
 
-    def _lease(self, client: CoordinatorClient) -> object:
-        return self._retrying(lambda: client.lease(self.volunteer_id))
-
-    def _release(self, client: CoordinatorClient, lease_id: str, reason: str) -> None:
-        self._retrying(lambda: client.release(self.volunteer_id, lease_id, reason))
-
-    def _hand_back(self, client: CoordinatorClient, ahead: Future[object]) -> None:
+    def _hand_back(self, link: CoordinatorLink, ahead: Future[object], reason: str) -> None:
         try:
             response = ahead.result()
         except (RemoteError, Stop):
             return
         if isinstance(response, pb.LeaseWorkResponse) and response.HasField("lease"):
-            try:
-                client.release(self.volunteer_id, response.lease.lease_id, "stopping: not started")
-            except RemoteError as exc:
-                log.warning("could not hand back lease %s: %s", response.lease.lease_id, exc)
-
-    def _check_unit(self, lease: pb.Lease, coordinator_key: bytes) -> WorkUnit:
-        """Verify signature, then that we know the task kind, model and weights hash."""
-        blob = lease.unit.unit
-        unit = open_unit(blob, lease.unit.signature, coordinator_key)
-        if unit.kind not in TASK_KINDS:
-            raise IntegrityError(f"unknown task kind {unit.kind!r}")
-        spec = self.registry.get(unit.model)
-        if unit.model_sha256 != spec.weights_sha256:
-            raise IntegrityError(
-                f"model {unit.model} weights hash {unit.model_sha256[:16]}… is not the pinned "
-                f"{spec.weights_sha256[:16]}…"
-            )
-        if unit.kind not in spec.task_kinds or unit.dims != spec.dims:
-            raise IntegrityError(f"model {unit.model} does not produce {unit.dims}-d {unit.kind}")
-        if unit.result_dtype not in RESULT_DTYPES:
-            raise IntegrityError(f"unsupported result dtype {unit.result_dtype!r}")
-        if not unit.texts:
-            raise IntegrityError("unit has no inputs")
-        return unit
-
-    def _seal(
-        self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str, seconds: float
-    ) -> tuple[bytes, bytes, bytes]:
-        encoded = codec.encode(matrix, unit.result_dtype)
-        envelope = ResultEnvelope(
-            unit_id=unit.unit_id,
-            lease_id=lease.lease_id,
-            volunteer_id=self.volunteer_id,
-            dtype=encoded.dtype,
-            rows=encoded.rows,
-            dims=encoded.dims,
-            codec=CODEC,
-            payload_sha256=hashlib.sha256(encoded.payload).digest(),
-            unit_sha256=hashlib.sha256(lease.unit.unit).digest(),
-            model_sha256=unit.model_sha256,
-            device=device,
-            compute_ms=int(seconds * 1000),
-            created_ms=int(time.time() * 1000),
-        )
-        blob, signature = sign_envelope(self._key, envelope)
-        return blob, signature, encoded.payload
-
-    def _submit_loop(self, client: CoordinatorClient) -> None:
-        while True:
-            item = self._submit_queue.get()
-            try:
-                if item is None:
-                    return
-                self._submit(client, *item)
-            finally:
-                self._submit_queue.task_done()
-
-    def _submit(
-        self,
-        client: CoordinatorClient,
-        lease: pb.Lease,
-        unit: WorkUnit,
-        matrix: np.ndarray,
-        device: str,
-        seconds: float,
-    ) -> None:
-        envelope, signature, payload = self._seal(lease, unit, matrix, device, seconds)
-        size = len(payload) + len(envelope) + len(signature)
-        try:
-            response = self._retrying(lambda: client.submit(envelope, signature, payload))
-        except RemoteError as exc:
-            self.on_event(ev.ResultSubmitted(unit.unit_id, "error", exc.details, size))
-            return
-        except Stop as stop:
-            self._submit_error = stop
-            return
-        assert isinstance(response, pb.SubmitResultResponse)
-        self.units_done += 1
-        self.items_done += len(unit.texts)
-        self.on_event(ev.ResultSubmitted(unit.unit_id, response.status, response.reason, size))
-
-
-def _unit_id_hint(lease: pb.Lease) -> str:
-    """The unit id from an unverified unit, for messages only."""
-    message = pb.WorkUnit()
-    try:
-        message.ParseFromString(lease.unit.unit)
-    except Exception:
-        return "(unreadable unit)"
-    return message.unit_id[:96] or "(no id)"
-
-
-def _hardware() -> str:
-    return f"{platform.machine()} {platform.system()}"[:256]
+            link.release_quietly(response.lease.lease_id, reason)
+            self.on_event(ev.UnitReleased(unit_id_hint(response.lease), reason))

@@ -6,6 +6,7 @@ Models load once per process and are checked against their pinned weights hash f
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -69,7 +70,9 @@ class TaskComputer:
     def warm_up(self, model: str) -> None:
         self.embedder(model).embed(["warm up"])
 
-    def compute(self, unit: WorkUnit) -> np.ndarray:
+    def compute(self, unit: WorkUnit, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """`progress`, when given, is called with the rows done after each batch; an
+        exception it raises (the engine's cancellation) ends the computation."""
         if unit.kind == "embed-text":
-            return self.embedder(unit.model).embed(list(unit.texts))
+            return self.embedder(unit.model).embed(list(unit.texts), progress=progress)
         raise InvalidArgument("kind", f"a task kind this client computes, got {unit.kind!r}")

@@ -16,7 +16,7 @@ import hashlib
 import importlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Final
@@ -326,8 +326,13 @@ class TextEmbedder:
         """Most texts in one forward pass."""
         return self._batch_size
 
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Embed ``texts``; returns float32 ``(len(texts), dims)``, rows L2-normalised, in order."""
+    def embed(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Embed ``texts``; returns float32 ``(len(texts), dims)``, rows L2-normalised, in order.
+
+        ``progress``, when given, is called after each batch with the number of texts done.
+        """
         n = len(texts)
         out = np.empty((n, self._dims), dtype=np.float32)
         if n == 0:
@@ -376,6 +381,8 @@ class TextEmbedder:
                     on_device[start : start + rows] = pooled
                 else:
                     out[index] = pooled.numpy()
+                if progress is not None:
+                    progress(start + rows)
         if on_device is not None:
             out[order] = on_device.cpu().numpy()
         return out

@@ -1,0 +1,45 @@
+"""Checks on a leased unit before any of it is used.
+
+Every unit's signature must verify over the exact bytes received, and the unit must name a
+task kind this client knows and a model and weights hash from the local registry. A unit
+that fails is handed back with the reason.
+"""
+
+from __future__ import annotations
+
+from allmende.protocol.errors import IntegrityError
+from allmende.protocol.models import ModelRegistry
+from allmende.protocol.tasks import RESULT_DTYPES, TASK_KINDS
+from allmende.protocol.wire import WorkUnit, open_unit
+from allmende.v1 import allmende_pb2 as pb
+
+
+def check_unit(lease: pb.Lease, coordinator_key: bytes, registry: ModelRegistry) -> WorkUnit:
+    """Verify signature, then that we know the task kind, model and weights hash."""
+    blob = lease.unit.unit
+    unit = open_unit(blob, lease.unit.signature, coordinator_key)
+    if unit.kind not in TASK_KINDS:
+        raise IntegrityError(f"unknown task kind {unit.kind!r}")
+    spec = registry.get(unit.model)
+    if unit.model_sha256 != spec.weights_sha256:
+        raise IntegrityError(
+            f"model {unit.model} weights hash {unit.model_sha256[:16]}… is not the pinned "
+            f"{spec.weights_sha256[:16]}…"
+        )
+    if unit.kind not in spec.task_kinds or unit.dims != spec.dims:
+        raise IntegrityError(f"model {unit.model} does not produce {unit.dims}-d {unit.kind}")
+    if unit.result_dtype not in RESULT_DTYPES:
+        raise IntegrityError(f"unsupported result dtype {unit.result_dtype!r}")
+    if not unit.texts:
+        raise IntegrityError("unit has no inputs")
+    return unit
+
+
+def unit_id_hint(lease: pb.Lease) -> str:
+    """The unit id from an unverified unit, for messages only."""
+    message = pb.WorkUnit()
+    try:
+        message.ParseFromString(lease.unit.unit)
+    except Exception:
+        return "(unreadable unit)"
+    return message.unit_id[:96] or "(no id)"

@@ -1,0 +1,346 @@
+"""What the dashboard shows, folded from engine events. Plain Python (no textual), so the
+arithmetic (ETA, throughput, credit, energy) is tested without a terminal.
+
+Clocks are injected: `clock` (monotonic seconds) for countdowns and rates, `wall` for the
+times in the log, so tests and snapshots are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from allmende.client.engine import events as ev
+from allmende.client.probes import GpuSample, HardwareSample
+
+# Throughput history: items/s in buckets of this many seconds, this many buckets kept.
+BUCKET_S = 10.0
+BUCKETS = 30  # five minutes
+# Without a power sensor, energy is estimated from CPU time at this many watts per busy
+# logical CPU (a typical desktop core under load, including its share of uncore power).
+CPU_WATTS_PER_BUSY_THREAD = 7.5
+LOG_LINES = 200
+
+
+@dataclass
+class UnitView:
+    unit_id: str
+    job_id: str
+    kind: str
+    model: str
+    items: int
+    measured: bool
+    started_at: float
+    done: int = 0
+    rate: float = 0.0  # items/s within this unit (measured progress)
+    computed: bool = False
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: str
+    level: str  # "info", "good", "warn", "bad"
+    text: str
+
+
+class ViewState:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        wall: Callable[[], datetime],
+        device: str = "auto",
+    ) -> None:
+        self.clock = clock
+        self.wall = wall
+        self.device = device
+        # connection
+        self.address = ""
+        self.fingerprint = ""
+        self.connection = "connecting"  # connected, retrying, refused, unreachable, stopped
+        self.connection_detail = ""
+        self.rtt_ms: float | None = None
+        self.retry_at: float | None = None
+        # engine state
+        self.paused: str | None = None
+        self.pause_requested = False
+        self.stopping: str | None = None
+        self.stopped: ev.Stopped | None = None
+        self.idle: str | None = None
+        # work
+        self.unit: UnitView | None = None
+        self.last_rate: float | None = None
+        self._buckets: deque[tuple[int, float]] = deque()
+        # contribution
+        self.accepted = 0
+        self.pending = 0
+        self.rejected = 0
+        self.errors = 0
+        self.refused = 0
+        self.items_sent = 0
+        self.credit = 0
+        self.credit_pending = 0
+        self.spooled = 0
+        self.energy_wh = 0.0
+        self.energy_measured: bool | None = None  # None until anything was counted
+        # hardware
+        self.sample: HardwareSample | None = None
+        self.log: deque[LogLine] = deque(maxlen=LOG_LINES)
+        self.new_lines: list[LogLine] = []
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def computing(self) -> bool:
+        return self.unit is not None and not self.unit.computed and self.paused is None
+
+    def retry_in_s(self) -> int | None:
+        if self.retry_at is None:
+            return None
+        return max(0, math.ceil(self.retry_at - self.clock()))
+
+    def unit_progress(self) -> tuple[float, str]:
+        """(fraction done, "measured" | "estimated") for the current unit."""
+        unit = self.unit
+        if unit is None or unit.items == 0:
+            return 0.0, "measured"
+        if unit.computed:
+            return 1.0, "measured"
+        if unit.measured:
+            return min(unit.done / unit.items, 1.0), "measured"
+        if not self.last_rate:
+            return 0.0, "estimated"
+        elapsed = self.clock() - unit.started_at
+        return min(elapsed * self.last_rate / unit.items, 0.99), "estimated"
+
+    def unit_rate(self) -> float | None:
+        unit = self.unit
+        if unit is not None and unit.measured and unit.rate > 0:
+            return unit.rate
+        return self.last_rate
+
+    def eta_s(self) -> float | None:
+        unit = self.unit
+        rate = self.unit_rate()
+        if unit is None or unit.computed or not rate:
+            return None
+        fraction, _ = self.unit_progress()
+        return max(0.0, (1.0 - fraction) * unit.items / rate)
+
+    def throughput(self) -> list[float]:
+        """items/s per bucket, oldest first, the last BUCKETS buckets up to now."""
+        now_bucket = int(self.clock() // BUCKET_S)
+        counts = dict(self._buckets)
+        return [
+            counts.get(b, 0.0) / BUCKET_S for b in range(now_bucket - BUCKETS + 1, now_bucket + 1)
+        ]
+
+    def gpu_in_use(self) -> GpuSample | None:
+        if self.sample is None or self.device == "cpu":
+            return None
+        return self.sample.gpu(self.device)
+
+    # ------------------------------------------------------------------ folding
+
+    def _count(self, items: float) -> None:
+        bucket = int(self.clock() // BUCKET_S)
+        if self._buckets and self._buckets[-1][0] == bucket:
+            self._buckets[-1] = (bucket, self._buckets[-1][1] + items)
+        else:
+            self._buckets.append((bucket, items))
+        while self._buckets and self._buckets[0][0] <= bucket - BUCKETS:
+            self._buckets.popleft()
+
+    def note(self, text: str, level: str = "info") -> None:
+        line = LogLine(self.wall().strftime("%H:%M:%S"), level, text)
+        self.log.append(line)
+        self.new_lines.append(line)
+
+    def take_new_lines(self) -> list[LogLine]:
+        lines, self.new_lines = self.new_lines, []
+        return lines
+
+    def apply(self, event: ev.Event) -> None:
+        handler = getattr(self, "_on_" + type(event).__name__, None)
+        if handler is not None:
+            handler(event)
+
+    def _connected(self) -> None:
+        if self.connection != "connected":
+            self.connection = "connected"
+            self.connection_detail = ""
+        self.retry_at = None
+
+    def _on_Connected(self, e: ev.Connected) -> None:
+        self.address, self.fingerprint = e.address, e.fingerprint
+        self.rtt_ms = e.rtt_ms
+        self._connected()
+        self.note(f"connected to {e.address} as {e.volunteer_id[:12]}", "good")
+
+    def _on_Retrying(self, e: ev.Retrying) -> None:
+        first = self.connection != "retrying"
+        self.connection = "retrying"
+        self.connection_detail = e.error
+        self.retry_at = self.clock() + e.delay_s
+        if first:
+            self.note(f"coordinator unreachable ({e.error}); retrying with backoff", "warn")
+
+    def _on_Reconnected(self, e: ev.Reconnected) -> None:
+        # The lease and the submit thread may both report it; one line is enough.
+        if self.connection != "connected":
+            self.note(f"coordinator reachable again after {e.down_s:.0f} s", "good")
+        self._connected()
+
+    def _on_RoundTrip(self, e: ev.RoundTrip) -> None:
+        self.rtt_ms = e.rtt_ms
+        self._connected()
+
+    def _on_Idle(self, e: ev.Idle) -> None:
+        self._connected()
+        idle = "waiting for replicas of others" if e.work_remaining else "no work available"
+        if self.unit is not None and self.unit.computed:
+            self.unit = None
+        if idle != self.idle:
+            self.note(f"idle: {idle}")
+        self.idle = idle
+
+    def _on_UnitLeased(self, e: ev.UnitLeased) -> None:
+        self.idle = None
+        self.unit = UnitView(
+            e.unit_id, e.job_id, e.kind, e.model, e.items, e.measured_progress, self.clock()
+        )
+
+    def _on_UnitProgress(self, e: ev.UnitProgress) -> None:
+        unit = self.unit
+        if unit is None or unit.unit_id != e.unit_id:
+            return
+        self._count(max(0, e.done - unit.done))
+        unit.done, unit.rate = e.done, e.items_per_s
+
+    def _on_UnitComputed(self, e: ev.UnitComputed) -> None:
+        unit = self.unit
+        if unit is not None and unit.unit_id == e.unit_id:
+            self._count(max(0, e.items - unit.done))
+            unit.done, unit.computed = e.items, True
+        else:
+            self._count(e.items)
+        self.last_rate = e.items_per_s
+
+    def _on_UnitRefused(self, e: ev.UnitRefused) -> None:
+        self.refused += 1
+        self.note(f"unit {short_unit(e.unit_id)} {e.reason}", "bad")
+
+    def _on_UnitReleased(self, e: ev.UnitReleased) -> None:
+        if self.unit is not None and self.unit.unit_id == e.unit_id:
+            self.unit = None
+        self.note(f"unit {short_unit(e.unit_id)} handed back ({e.reason})")
+
+    def _on_ResultSubmitted(self, e: ev.ResultSubmitted) -> None:
+        self._connected()
+        if self.unit is not None and self.unit.unit_id == e.unit_id:
+            self.unit = None
+        unit = short_unit(e.unit_id)
+        again = " (from disk)" if e.resent else ""
+        if e.status == "accepted":
+            self.accepted += 1
+            self.credit += e.items
+            self.items_sent += e.items
+            self.note(f"result {unit}{again} accepted by quorum", "good")
+        elif e.status == "pending":
+            self.pending += 1
+            self.credit_pending += e.items
+            self.items_sent += e.items
+            why = f": {e.reason}" if e.reason else ""
+            self.note(f"result {unit}{again} sent, pending validation{why}")
+        elif e.status == "rejected":
+            self.rejected += 1
+            self.note(f"result {unit}{again} rejected: {e.reason or 'no reason given'}", "bad")
+        else:
+            self.errors += 1
+            self.note(f"result {unit}{again} not accepted: {e.reason}", "bad")
+        if e.resent:
+            self.spooled = max(0, self.spooled - 1)
+
+    def _on_ResultSpooled(self, e: ev.ResultSpooled) -> None:
+        self.spooled = e.waiting
+        self.note(f"result {short_unit(e.unit_id)} {e.reason}", "warn")
+
+    def _on_Paused(self, e: ev.Paused) -> None:
+        self.paused = e.reason
+        self.pause_requested = False
+        self.note(e.reason if e.reason.startswith("paused") else f"paused: {e.reason}", "warn")
+
+    def _on_Resumed(self, e: ev.Resumed) -> None:
+        self.paused = None
+        self.note("resumed")
+
+    def _on_Stopping(self, e: ev.Stopping) -> None:
+        self.stopping = e.how
+        self.note(f"stopping: {e.how}", "warn")
+
+    def _on_SettingsApplied(self, e: ev.SettingsApplied) -> None:
+        self.note(f"settings applied: {e.changes}")
+
+    def _on_HardwareSampled(self, e: ev.HardwareSampled) -> None:
+        previous, self.sample = self.sample, e.sample
+        if previous is None or not self.computing:
+            return
+        seconds = max(0.0, e.sample.at - previous.at)
+        gpu = self.gpu_in_use()
+        if gpu is not None and gpu.power_w is not None:
+            watts, measured = gpu.power_w, True
+        elif e.sample.cpu_ours_percent is not None:
+            busy_threads = e.sample.cpu_ours_percent / 100 * e.sample.cpu_count
+            watts, measured = busy_threads * CPU_WATTS_PER_BUSY_THREAD, False
+        else:
+            return
+        self.energy_wh += watts * seconds / 3600
+        self.energy_measured = (
+            measured if self.energy_measured is None else (self.energy_measured and measured)
+        )
+
+    def _on_Stopped(self, e: ev.Stopped) -> None:
+        self.stopped = e
+        self.stopping = None
+        self.paused = None
+        self.unit = None
+        self.spooled = e.spooled
+        if e.exit_code == 3:
+            self.connection, self.connection_detail = "refused", e.reason
+        elif e.exit_code == 4:
+            self.connection, self.connection_detail = "unreachable", e.reason
+        elif e.exit_code:
+            self.connection, self.connection_detail = "error", e.reason
+        else:
+            self.connection, self.connection_detail = "stopped", e.reason
+        self.retry_at = None
+        kept = f"; {e.spooled} result(s) kept on disk for next time" if e.spooled else ""
+        level = "bad" if e.exit_code else "info"
+        self.note(f"stopped ({e.reason}){kept}", level)
+
+
+def short_unit(unit_id: str) -> str:
+    """`job-0123456789ab-u000042` → `…ab-u000042`: enough to tell units apart in a log."""
+    return unit_id if len(unit_id) <= 16 else "…" + unit_id[-15:]
+
+
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"  # pragma: no cover
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
