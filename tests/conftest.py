@@ -15,6 +15,9 @@ from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.v1 import allmende_pb2 as pb
 
+# The throwaway PostgreSQL cluster fixtures (postgres_cluster, postgres_url).
+pytest_plugins = ["tests.postgres"]
+
 ROOT = Path(__file__).resolve().parents[1]
 STSB = ROOT.parent / "shared" / "data" / "stsb"
 

@@ -8,16 +8,46 @@ import threading
 from pathlib import Path
 
 from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, out
+from allmende.protocol.signing import SigningKey
 
 
 def init(args: argparse.Namespace) -> int:
     from allmende.coordinator.home import CoordinatorHome
     from allmende.coordinator.store import open_store
+    from allmende.coordinator.store.sql import safe_url
 
     home = CoordinatorHome(Path(args.data))
-    key = home.init()
-    open_store(home.db_url).close()
+
+    def create() -> SigningKey:
+        return home.init(
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+            tls_names=tuple(args.tls_name),
+        )
+
+    if args.db:  # a shared database first: if it is unreachable, the folder stays untouched
+        store = open_store(args.db)
+        try:
+            owner = store.bound_coordinator()
+            if owner is not None:
+                raise CliError(
+                    f"{safe_url(args.db)} already serves coordinator {owner[:16]}...; to run "
+                    "another replica of it, serve from a copy of its data folder instead"
+                )
+            key = create()
+        except BaseException:
+            store.close()
+            raise
+    else:
+        key = create()
+        store = open_store(home.db_url)
+    try:
+        store.bind_coordinator(key.fingerprint)
+        revision = store.revision
+    finally:
+        store.close()
     out(f"initialised coordinator in {home.root}")
+    out(f"database: {safe_url(args.db or home.db_url)} (schema revision {revision})")
     out(f"admin token: {home.token_path} (keep it secret)")
     out("fingerprint (give this to volunteers and researchers):")
     out(key.fingerprint)
@@ -34,13 +64,30 @@ def show_fingerprint(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from allmende.coordinator.transport.server import serve as run_server
 
+    if args.db:  # a shared database: refuse one that another coordinator key owns
+        from allmende.coordinator.home import CoordinatorHome
+        from allmende.coordinator.store import open_store
+
+        fingerprint = CoordinatorHome(Path(args.data)).load_key().fingerprint
+        store = open_store(args.db)
+        try:
+            store.bind_coordinator(fingerprint)
+        finally:
+            store.close()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with run_server(
-        Path(args.data), args.listen, metrics_listen=args.metrics, drain_s=args.drain_seconds
+        Path(args.data),
+        args.listen,
+        db_url=args.db,
+        metrics_listen=args.metrics,
+        drain_s=args.drain_seconds,
+        tls=True if args.tls else (False if args.insecure else None),
+        insecure=args.insecure,
     ) as running:
-        out(f"coordinator listening on {running.address}")
+        scheme = "TLS" if running.tls else "plaintext"
+        out(f"coordinator listening on {running.address} ({scheme})")
         out(f"fingerprint {running.coordinator.key.fingerprint}")
         if running.metrics_port:
             host = args.metrics.rpartition(":")[0]

@@ -2,12 +2,15 @@
 
 A local coordinator on the embedded default (SQLite), a job from the bundled caption corpus
 (uploaded over gRPC like any job), two volunteers (distinct keys, so each unit is computed
-twice and compared), completion, and the pulled, verified dataset.
+twice and compared), completion, and the pulled, verified dataset. In a terminal the first
+volunteer runs in the volunteer's TUI (the second works in the background); press q once
+the job is done to see the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 from pathlib import Path
@@ -48,7 +51,11 @@ def demo(args: argparse.Namespace) -> int:
         )
         out(f"3. {VOLUNTEERS} volunteers computing with all-MiniLM-L6-v2 on the CPU …")
         started = time.perf_counter()
-        codes = _run_volunteers(running.address, fp, root)
+        interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.headless
+        if interactive:
+            codes = _run_with_tui(running.address, fp, root)
+        else:
+            codes = _run_volunteers(running.address, fp, root)
         elapsed = time.perf_counter() - started
         if any(codes):
             raise CliError(f"a volunteer stopped with exit code {max(codes)}", EXIT_FAILED)
@@ -86,6 +93,70 @@ def demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config(address: str, fingerprint: str, root: Path, index: int) -> EngineConfig:
+    return EngineConfig(
+        coordinator=address,
+        fingerprint=fingerprint,
+        home=root / f"volunteer-{index + 1}",
+        device="auto",
+        exit_when_idle=True,
+        display_name=f"demo-volunteer-{index + 1}",
+        threads=1,
+        give_up_after_s=60,
+    )
+
+
+def _run_with_tui(address: str, fingerprint: str, root: Path) -> list[int]:
+    """Volunteer 1 in the TUI, the others headless in the background."""
+    from allmende.client.probes import SystemProbe
+    from allmende.client.settings import VolunteerSettings
+    from allmende.client.tui.app import VolunteerApp
+
+    background = [
+        VolunteerEngine(_config(address, fingerprint, root, i)) for i in range(1, VOLUNTEERS)
+    ]
+    codes = [0] * VOLUNTEERS
+
+    def run(index: int, engine: VolunteerEngine) -> None:
+        codes[index] = engine.run()
+
+    threads = [
+        threading.Thread(target=run, args=(i + 1, engine), daemon=True)
+        for i, engine in enumerate(background)
+    ]
+    for thread in threads:
+        thread.start()
+    first = _config(address, fingerprint, root, 0)
+    settings = VolunteerSettings(
+        coordinator=address,
+        fingerprint=fingerprint,
+        display_name=first.display_name,
+        device=first.device,
+        threads=first.threads or 0,
+    )
+    probe = SystemProbe()
+    app = VolunteerApp(
+        settings=settings,
+        home=first.home,
+        engine_factory=lambda config, on_event: VolunteerEngine(
+            config, on_event=on_event, probe=probe
+        ),
+        probe=probe,
+        engine_extra={"exit_when_idle": True, "give_up_after_s": first.give_up_after_s},
+        first_run=False,
+    )
+    app.run()
+    stopped = app.state.stopped
+    if stopped is None or stopped.exit_code or stopped.reason != "no work left":
+        for engine in background:
+            engine.quit()
+        code = stopped.exit_code if stopped is not None and stopped.exit_code else EXIT_FAILED
+        raise CliError("the demo was stopped before its job was done", code)
+    for thread in threads:
+        thread.join()
+    return codes
+
+
 def _run_volunteers(address: str, fingerprint: str, root: Path) -> list[int]:
     codes = [0] * VOLUNTEERS
     lock = threading.Lock()
@@ -101,16 +172,7 @@ def _run_volunteers(address: str, fingerprint: str, root: Path) -> list[int]:
             err(f"   {event.as_line()}")
 
     def run(index: int) -> None:
-        config = EngineConfig(
-            coordinator=address,
-            fingerprint=fingerprint,
-            home=root / f"volunteer-{index + 1}",
-            device="auto",
-            exit_when_idle=True,
-            display_name=f"demo-volunteer-{index + 1}",
-            threads=1,
-            give_up_after_s=60,
-        )
+        config = _config(address, fingerprint, root, index)
         codes[index] = VolunteerEngine(config, on_event=report).run()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(VOLUNTEERS)]

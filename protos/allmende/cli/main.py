@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,16 @@ def _admin_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-token-file", required=True, help="the coordinator's admin.token")
 
 
+def _db_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        default=os.environ.get("ALLMENDE_DB") or None,
+        metavar="URL",
+        help="the database: sqlite:///PATH, or postgresql://USER@HOST/DB to let several "
+        "coordinators share one (default: coordinator.db in --data) [ALLMENDE_DB]",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="allmende",
@@ -59,14 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
     csub = coordinator.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = csub.add_parser("init", help="create the signing key, admin token and database")
     p.add_argument("--data", required=True, help="the coordinator's data folder")
+    _db_flag(p)
+    p.add_argument("--tls-cert", help="use this PEM certificate instead of a self-signed one")
+    p.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    p.add_argument(
+        "--tls-name",
+        action="append",
+        default=[],
+        help="a host name or address to put in the self-signed certificate",
+    )
     p.set_defaults(handler="coordinator_cmds:init")
     p = csub.add_parser("serve", help="serve volunteers, admins and researchers over gRPC")
     p.add_argument("--data", required=True, help="the coordinator's data folder")
+    _db_flag(p)
     p.add_argument(
         "--listen",
         type=_address,
         default="127.0.0.1:50051",
         help="HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks one)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve TLS on a loopback address too (always on for other addresses)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext on a non-loopback address (exposes the admin token)",
     )
     p.add_argument(
         "--metrics",
@@ -160,12 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
-    p.add_argument(
-        "--fingerprint",
-        required=True,
-        help="the coordinator key fingerprint to pin (from its operator)",
-    )
+    from allmende.client.settings import add_setting_flags
+
+    add_setting_flags(p)  # every setting is a flag, an ALLMENDE_ variable and a TOML key
     p.add_argument("--headless", action="store_true", help="log lines instead of the TUI")
     p.add_argument("--json", action="store_true", help="with --headless: one JSON object per line")
     p.add_argument(
@@ -173,11 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 once no work is left for this volunteer and nothing is in flight",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="items per forward pass")
-    p.add_argument("--threads", type=_positive, help="CPU threads for compute")
-    p.add_argument("--home", help="where the volunteer key lives (default: platform data dir)")
-    p.add_argument("--name", default="", help="display name shown to the coordinator")
+    p.add_argument(
+        "--home",
+        help="the volunteer's folder: key, unsent results and (then) volunteer.toml "
+        "(default: platform data dir) [ALLMENDE_HOME]",
+    )
+    p.add_argument(
+        "--config",
+        help="the settings file (default: volunteer.toml in the platform config folder, "
+        "or in --home) [ALLMENDE_CONFIG]",
+    )
+    p.add_argument("--setup", action="store_true", help="show the first-run screen again")
     p.set_defaults(handler="volunteer_cmds:volunteer")
 
     dataset = sub.add_parser("dataset", help="download and verify datasets")
@@ -199,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", default="allmende-demo", help="working folder (default ./allmende-demo)"
     )
     p.add_argument("--input", help="use this input file instead of the bundled corpus")
+    p.add_argument(
+        "--headless", action="store_true", help="progress lines instead of the TUI in a terminal"
+    )
     p.set_defaults(handler="demo:demo")
     return parser
 

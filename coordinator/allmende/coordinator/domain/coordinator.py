@@ -46,10 +46,11 @@ from allmende.protocol.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    shown,
 )
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import CTX_REGISTER, CTX_RESULT, SigningKey, fingerprint, verify
-from allmende.protocol.tasks import TASK_KINDS
+from allmende.protocol.tasks import NORM_TOLERANCE, TASK_KINDS, get_task_kind
 from allmende.protocol.wire import check_payload, decode_envelope
 
 log = logging.getLogger("allmende.coordinator")
@@ -104,6 +105,8 @@ class Coordinator:
         # Set on shutdown: no new leases, while submissions of work in flight still land.
         self.draining = threading.Event()
         self._last_seen: dict[str, int] = {}
+        # (sha256 of the TLS certificate, our signature over it) when served over TLS.
+        self.tls_binding: tuple[bytes, bytes] = (b"", b"")
 
     # ------------------------------------------------------------------ info / volunteers
 
@@ -178,7 +181,7 @@ class Coordinator:
             raise InvalidArgument("job_id", "a job id such as job-0123456789ab")
         job = self.store.get_job(job_id)
         if job is None:
-            raise NotFound(f"job {job_id!r} does not exist")
+            raise NotFound(f"job {shown(job_id)} does not exist")
         return job
 
     def job_status(self, job_id: str) -> JobView:
@@ -219,9 +222,9 @@ class Coordinator:
         self._volunteer(volunteer_id)
         lease = self.store.get_lease(lease_id)
         if lease is None:
-            raise NotFound(f"lease {lease_id!r} does not exist")
+            raise NotFound(f"lease {shown(lease_id)} does not exist")
         if lease.volunteer_id != volunteer_id:
-            raise PermissionDenied(f"lease {lease_id!r} belongs to another volunteer")
+            raise PermissionDenied(f"lease {shown(lease_id)} belongs to another volunteer")
         self.store.release_lease(lease_id, reason[:500] or "handed back", self.clock())
         log.info("lease released lease=%s unit=%s reason=%s", lease_id, lease.unit_id, reason)
 
@@ -245,14 +248,14 @@ class Coordinator:
             raise InvalidArgument("payload", exc.message) from None
         lease = self.store.get_lease(env.lease_id)
         if lease is None:
-            raise NotFound(f"lease {env.lease_id!r} does not exist")
+            raise NotFound(f"lease {shown(env.lease_id)} does not exist")
         if lease.volunteer_id != env.volunteer_id or lease.unit_id != env.unit_id:
             raise PermissionDenied(
-                f"unit {env.unit_id!r} is not leased to volunteer {env.volunteer_id[:16]}"
+                f"unit {shown(env.unit_id)} is not leased to volunteer {env.volunteer_id[:16]}"
             )
         unit = self.store.get_unit(env.unit_id)
         if unit is None:  # pragma: no cover - leases reference units by foreign key
-            raise NotFound(f"unit {env.unit_id!r} does not exist")
+            raise NotFound(f"unit {shown(env.unit_id)} does not exist")
         matrix = self._check_result(
             unit, env.dtype, env.rows, env.dims, env.unit_sha256, env.model_sha256, payload
         )
@@ -315,7 +318,16 @@ class Coordinator:
             raise InvalidArgument(
                 "envelope.shape", f"{unit.rows}x{s.dims} (rows x dims), got {rows}x{dims}"
             )
-        return codec.decode(payload, dtype, rows, dims)
+        matrix = codec.decode(payload, dtype, rows, dims)
+        if get_task_kind(s.kind).unit_norm:
+            norms = np.linalg.norm(matrix, axis=1)
+            off = np.abs(norms - 1.0) > NORM_TOLERANCE
+            if off.any():
+                row = int(np.argmax(off))
+                raise InvalidArgument(
+                    "payload", f"unit-normalised rows; row {row} has norm {norms[row]:.4f}"
+                )
+        return matrix
 
     def _judge(
         self, unit: UnitRecord, results: list[ResultRecord], new_id: str, new_matrix: np.ndarray
@@ -373,15 +385,17 @@ class Coordinator:
         manifest, _ = self.manifest(job_id)
         names = {shard["name"] for shard in json.loads(manifest)["shards"]}
         if name not in names:
-            raise NotFound(f"{name!r} is not a file of job {job_id}'s dataset")
+            raise NotFound(f"{shown(name)} is not a file of job {job_id}'s dataset")
         return self.datasets_dir / job_id / name
 
     def assimilate_pending(self) -> list[str]:
         done = []
         for job_id in self.store.jobs_in_state("assimilating"):
-            job = self.store.get_job(job_id)
-            assert job is not None
-            folder = assimilate(self.store, self.key, job, self.datasets_dir, self.clock())
+            # Coordinators sharing a database and data folder: one writes, the others skip.
+            with self.store.claim_job(job_id, "assimilating") as job:
+                if job is None:
+                    continue
+                folder = assimilate(self.store, self.key, job, self.datasets_dir, self.clock())
             log.info("dataset written job=%s folder=%s", job_id, folder)
             done.append(job_id)
         return done

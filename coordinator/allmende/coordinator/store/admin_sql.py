@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, func, select
 
 from allmende.coordinator.store import schema as t
-from allmende.protocol.errors import FailedPrecondition, NotFound
+from allmende.protocol.errors import FailedPrecondition, NotFound, shown
 
 # A volunteer counts as online when it asked for work this recently.
 ONLINE_MS = 120_000
@@ -83,7 +83,7 @@ class AdminQueries:
         with self._tx() as conn:
             row = conn.execute(select(j.c.state).where(j.c.job_id == job_id)).first()
             if row is None:
-                raise NotFound(f"job {job_id!r} does not exist")
+                raise NotFound(f"job {shown(job_id)} does not exist")
             if row.state not in allowed_from:
                 raise FailedPrecondition(
                     f"job {job_id} is {row.state}; only a job that is "
@@ -113,7 +113,7 @@ class AdminQueries:
         with self._tx() as conn:
             row = conn.execute(select(j).where(j.c.job_id == job_id)).first()
             if row is None:
-                raise NotFound(f"job {job_id!r} does not exist")
+                raise NotFound(f"job {shown(job_id)} does not exist")
             if row.state not in ("running", "paused") and (redundancy or tau):
                 raise FailedPrecondition(f"job {job_id} is {row.state}; its units are decided")
             values: dict[str, Any] = {}
@@ -190,7 +190,7 @@ class AdminQueries:
                 select(v.c.volunteer_id).where(v.c.volunteer_id == volunteer_id)
             ).first()
             if found is None:
-                raise NotFound(f"volunteer {volunteer_id!r} does not exist")
+                raise NotFound(f"volunteer {shown(volunteer_id)} does not exist")
             conn.execute(
                 v.update()
                 .where(v.c.volunteer_id == volunteer_id)

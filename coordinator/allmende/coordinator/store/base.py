@@ -6,6 +6,7 @@ Every method that changes state is one transaction: it happens whole or not at a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from allmende.coordinator.store.admin_sql import ValidationStats, VolunteerStats
@@ -33,6 +34,10 @@ Judge = Callable[[UnitRecord, list[ResultRecord]], Verdict]
 class Store(Protocol):
     def close(self) -> None: ...
 
+    # the coordinator key the database belongs to (replicas share one)
+    def bound_coordinator(self) -> str | None: ...
+    def bind_coordinator(self, fingerprint: str) -> None: ...
+
     # jobs
     def create_job(
         self, job: NewJob, units: Sequence[NewUnit], items: Sequence[NewItem]
@@ -57,6 +62,8 @@ class Store(Protocol):
 
     # assimilation
     def jobs_in_state(self, state: str) -> list[str]: ...
+    # Exclusive hold on a job still in `state` (None: someone else has it, or it moved on).
+    def claim_job(self, job_id: str, state: str) -> AbstractContextManager[JobRecord | None]: ...
     def dataset_units(self, job_id: str) -> Iterator[DatasetUnit]: ...
     def dataset_items(self, job_id: str) -> Iterator[DatasetItem]: ...
     def complete_job(self, job_id: str, manifest: bytes, signature: bytes, now_ms: int) -> None: ...

@@ -1,4 +1,8 @@
-"""The coordinator's tables, in SQLAlchemy Core so that SQLite and PostgreSQL share them."""
+"""The coordinator's tables, in SQLAlchemy Core so that SQLite and PostgreSQL share them.
+
+This module describes the schema at the newest migration (`REVISION`); the migrations in
+`migrations/versions/` create it, and a test checks that both agree on every backend.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,15 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
+    literal_column,
 )
 
-SCHEMA_VERSION = 1
+# The Alembic revision this code expects (the head of migrations/versions/).
+REVISION = "0002"
+# Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
+# other value, so a revision that older code must not run against raises it.
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -73,9 +83,17 @@ units = Table(
     Column("replicas", Integer, nullable=False, default=0),
     Column("reason", Text, nullable=False, default=""),
     Column("updated_ms", BigInteger, nullable=False, default=0),
+    # Replica slots taken: leases in state 'active' plus results not 'invalid'. Database
+    # triggers keep it (migration 0002), whichever code changes leases or results, so that
+    # leasing finds a free unit through ix_units_free instead of counting per unit.
+    Column("busy", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("job_id", "seq"),
 )
 Index("ix_units_open", units.c.state, units.c.job_id, units.c.seq)
+# Open units with a free replica slot, in lease order. The literal 'open' matters: a partial
+# index serves only queries that repeat its condition, literals included.
+_FREE = and_(units.c.state == literal_column("'open'"), units.c.busy < units.c.target)
+Index("ix_units_free", units.c.job_id, units.c.seq, sqlite_where=_FREE, postgresql_where=_FREE)
 
 items = Table(
     "items",
@@ -108,13 +126,19 @@ leases = Table(
     Column("lease_id", String(64), primary_key=True),
     Column("unit_id", String(96), ForeignKey("units.unit_id"), nullable=False),
     Column("volunteer_id", String(64), ForeignKey("volunteers.volunteer_id"), nullable=False),
-    Column("state", String(16), nullable=False),  # active, submitted, released
+    # active; then submitted, released, cancelled, or expired (deadline passed, swept at the
+    # next lease; an expired lease may still deliver its result while the unit is open)
+    Column("state", String(16), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("deadline_ms", BigInteger, nullable=False),
     Column("reason", Text, nullable=False, default=""),
 )
 Index("ix_leases_unit", leases.c.unit_id, leases.c.state)
 Index("ix_leases_volunteer", leases.c.volunteer_id, leases.c.state)
+# Live leases by deadline, for the sweep that expires them (partial, so lookups of one
+# unit's or one volunteer's leases keep to the indexes above).
+_LIVE = leases.c.state == literal_column("'active'")
+Index("ix_leases_due", leases.c.deadline_ms, sqlite_where=_LIVE, postgresql_where=_LIVE)
 
 results = Table(
     "results",

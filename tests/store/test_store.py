@@ -1,25 +1,19 @@
-"""The shared store suite: every test runs against a SQLite file and an in-memory SQLite.
-
-Jobs are planned with the real `plan_job`, so units carry real signed blobs.
+"""The shared store suite: every test runs against a SQLite file, an in-memory SQLite and a
+PostgreSQL database (tests/store/conftest.py); a few need a database that two stores share,
+as two coordinator processes would, and run on a SQLite file and PostgreSQL.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+import time
 
 import pytest
+from sqlalchemy import select
 
-from allmende.coordinator.domain.jobs import InputRecord, JobRequest, plan_job, resolve_settings
-from allmende.coordinator.store.records import (
-    NewResult,
-    ResultRecord,
-    UnitRecord,
-    Verdict,
-    VolunteerRecord,
-)
+from allmende.coordinator.store import schema as t
+from allmende.coordinator.store.records import ResultRecord, UnitRecord, Verdict, VolunteerRecord
 from allmende.coordinator.store.sql import SqlStore, open_store
 from allmende.protocol.errors import (
     AlreadyExists,
@@ -28,66 +22,18 @@ from allmende.protocol.errors import (
     NotFound,
     PermissionDenied,
 )
-from allmende.protocol.models import DEFAULT_MODEL, ModelRegistry
-from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import open_unit
-
-T0 = 1_700_000_000_000
-LEASE_S = 60
-KEY = SigningKey.generate()
-VOLUNTEERS = ["v1", "v2", "v3", "v4"]
-
-
-@pytest.fixture(params=["file", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = "sqlite:///" + str(tmp_path / "x.db") if request.param == "file" else "sqlite://"
-    s = open_store(url)
-    for n, vid in enumerate(VOLUNTEERS):
-        s.put_volunteer(VolunteerRecord(vid, bytes([n]) * 32, f"name {vid}", "0.1", "cpu", T0))
-    yield s
-    s.close()
-
-
-def make_job(store: SqlStore, job_id: str = "job-a", texts: int = 4, unit_size: int = 2,
-             redundancy: int = 2, created_ms: int = T0) -> list[str]:
-    """Create a job; return its unit ids in order."""
-    req = JobRequest(model=DEFAULT_MODEL, unit_size=unit_size, redundancy=redundancy,
-                     lease_seconds=LEASE_S)
-    settings = resolve_settings(req, ModelRegistry())
-    records = [InputRecord(f"{job_id}-{i}", f"{job_id} text {i}", i + 1) for i in range(texts)]
-    job, units, items = plan_job(job_id, req, settings, records, KEY, created_ms)
-    store.create_job(job, units, items)
-    return [u.unit_id for u in units]
-
-
-_ids = itertools.count()
-
-
-def lease(store: SqlStore, volunteer: str, now: int = T0) -> tuple[str, str] | None:
-    """Lease a unit for a volunteer; (lease id, unit id) or None."""
-    lease_id = f"lease-{next(_ids)}"
-    grant = store.lease_unit(volunteer, lease_id, now)
-    if grant is None:
-        return None
-    assert grant.lease_id == lease_id
-    return lease_id, grant.unit_id
-
-
-def accept_at_target(unit: UnitRecord, results: list[ResultRecord]) -> Verdict:
-    """A judge that accepts a unit once it has `target` results, all agreeing."""
-    if len(results) < unit.target:
-        return Verdict("pending", "waiting")
-    ids = tuple(r.result_id for r in results)
-    return Verdict("accepted", valid=ids, agreement=0.9995, canonical=ids[0])
-
-
-def submit(store: SqlStore, lease_id: str, unit_id: str, volunteer: str, now: int = T0 + 1,
-           judge: Callable[[UnitRecord, list[ResultRecord]], Verdict] = accept_at_target,
-           ) -> Verdict:
-    result = NewResult(f"res-{next(_ids)}", unit_id, lease_id, volunteer, b"env", b"sig",
-                       f"payload of {volunteer}".encode(), now)
-    return store.submit_result(result, judge)
-
+from tests.store.helpers import (
+    KEY,
+    LEASE_S,
+    T0,
+    accept_at_target,
+    add_volunteers,
+    lease,
+    make_job,
+    slots_out_of_step,
+    submit,
+)
 
 # ------------------------------------------------------------------ jobs
 
@@ -127,14 +73,13 @@ def test_open_store_refuses_other_urls() -> None:
     assert err.value.field == "database"
 
 
-def test_file_store_keeps_state_across_reopen(tmp_path: Path) -> None:
-    url = "sqlite:///" + str(tmp_path / "x.db")
-    first = open_store(url)
+def test_state_survives_reopening(shared_url: str) -> None:
+    first = open_store(shared_url)
     first.put_volunteer(VolunteerRecord("v1", b"\x00" * 32, "", "", "", T0))
     make_job(first)
     grant = lease(first, "v1")
     first.close()
-    again = open_store(url)
+    again = open_store(shared_url)
     try:
         job = again.get_job("job-a")
         assert job is not None and job.state == "running"
@@ -297,8 +242,10 @@ def test_submit_result_runs_the_judge_inside_with_every_result(store: SqlStore) 
 
     assert submit(store, a[0], a[1], "v1", now=T0 + 1, judge=judge).status == "pending"
     assert submit(store, b[0], b[1], "v2", now=T0 + 2, judge=judge).status == "accepted"
-    assert seen == [[("v1", b"payload of v1")],
-                    [("v1", b"payload of v1"), ("v2", b"payload of v2")]]
+    assert seen == [
+        [("v1", b"payload of v1")],
+        [("v1", b"payload of v1"), ("v2", b"payload of v2")],
+    ]
     unit = store.get_unit(a[1])
     assert unit is not None and unit.state == "accepted"
     lease_record = store.get_lease(a[0])
@@ -445,3 +392,280 @@ def test_job_fails_when_a_unit_fails(store: SqlStore) -> None:
     job = store.get_job("job-a")
     assert job is not None and job.state == "failed"
     assert store.job_counts("job-a", T0).failed_units == [(units[0], "no quorum")]
+
+
+# ------------------------------------------------------------------ replica slots and expiry
+
+
+def test_priority_then_age_decides_which_job_is_leased(store: SqlStore) -> None:
+    old_units = make_job(store, "job-old", created_ms=T0)
+    urgent_units = make_job(store, "job-urgent", created_ms=T0 + 5)
+    make_job(store, "job-paused", created_ms=T0 - 5)
+    with store.engine.begin() as conn:
+        conn.execute(t.jobs.update().where(t.jobs.c.job_id == "job-urgent").values(priority=5))
+        conn.execute(t.jobs.update().where(t.jobs.c.job_id == "job-paused").values(state="paused"))
+    got = [lease(store, "v1") for _ in range(3)]
+    assert [g[1] for g in got if g] == [*urgent_units, old_units[0]]
+
+
+def test_an_expired_lease_is_swept_and_may_still_deliver(store: SqlStore) -> None:
+    units = make_job(store, texts=2, unit_size=2, redundancy=2)
+    late = lease(store, "v1")
+    assert late is not None
+    after = T0 + LEASE_S * 1000 + 1
+    other = lease(store, "v2", now=after)  # sweeps v1's lease: its slot goes to v3
+    fresh = lease(store, "v3", now=after)
+    assert other is not None and fresh is not None
+    record = store.get_lease(late[0])
+    assert record is not None and record.state == "expired"
+    assert lease(store, "v4", now=after) is None  # v2 and v3 hold both slots
+    # v1 finished after all: its result counts while the unit is open
+    assert submit(store, late[0], late[1], "v1", now=after + 1).status == "pending"
+    assert submit(store, other[0], other[1], "v2", now=after + 2).status == "accepted"
+    unit = store.get_unit(units[0])
+    assert unit is not None and unit.state == "accepted"
+    cancelled = store.get_lease(fresh[0])
+    assert cancelled is not None and cancelled.state == "cancelled"
+    assert slots_out_of_step(store) == {}
+
+
+def test_busy_follows_every_writer_of_leases_and_results(store: SqlStore) -> None:
+    """`units.busy` is kept by triggers, so writers outside the data path (job control,
+    bans, repairs) keep it right too."""
+    units = make_job(store, texts=4, unit_size=2, redundancy=2)
+    held = [lease(store, vid) for vid in ("v1", "v2", "v3", "v4")]
+    assert all(held) and slots_out_of_step(store) == {}
+
+    def reject_last(unit: UnitRecord, results: list[ResultRecord]) -> Verdict:
+        return Verdict("rejected", "bad", invalid=(results[-1].result_id,))
+
+    first = held[0]
+    assert first is not None
+    submit(store, first[0], first[1], "v1", judge=reject_last)
+    store.release_lease(held[1][0], "quit", T0 + 2)  # type: ignore[index]
+    assert slots_out_of_step(store) == {}
+    # as a ban would: every active lease of v3 cancelled by a plain UPDATE
+    le = t.leases
+    with store.engine.begin() as conn:
+        conn.execute(
+            le.update()
+            .where(le.c.volunteer_id == "v3", le.c.state == "active")
+            .values(state="cancelled", reason="banned")
+        )
+        conn.execute(le.delete().where(le.c.volunteer_id == "v4"))
+    assert slots_out_of_step(store) == {}
+    with store.engine.connect() as conn:
+        busy = dict(conn.execute(select(t.units.c.unit_id, t.units.c.busy)).all())
+    assert busy == {units[0]: 0, units[1]: 0}
+    # every slot is free again: two volunteers can take each unit
+    assert {g[1] for g in (lease(store, "v2"), lease(store, "v3")) if g} == {units[0]}
+
+
+# ------------------------------------------------------------------ two stores, one database
+
+
+def two_stores(url: str) -> tuple[SqlStore, SqlStore]:
+    """Two stores on one database, as two coordinator processes would have."""
+    first = open_store(url)
+    add_volunteers(first)
+    return first, open_store(url)
+
+
+def test_two_stores_never_lease_a_unit_beyond_its_target(shared_url: str) -> None:
+    a, b = two_stores(shared_url)
+    try:
+        units = make_job(a, texts=30, unit_size=1, redundancy=2)
+        volunteers = [f"c{i}" for i in range(10)]
+        add_volunteers(a, volunteers)
+        grants: list[tuple[str, str]] = []
+        lock = threading.Lock()
+
+        def worker(store: SqlStore, vid: str) -> None:
+            # With SKIP LOCKED, "nothing" can also mean "rows locked by the other store
+            # right now": only several empty answers in a row mean nothing is left.
+            empty = 0
+            while empty < 20:
+                got = lease(store, vid)
+                if got is None:
+                    empty += 1
+                    time.sleep(0.005)
+                    continue
+                empty = 0
+                with lock:
+                    grants.append((vid, got[1]))
+
+        threads = [
+            threading.Thread(target=worker, args=(a if n % 2 else b, vid))
+            for n, vid in enumerate(volunteers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(grants) == 2 * len(units)
+        for unit in units:
+            holders = [vid for vid, got in grants if got == unit]
+            assert len(holders) == len(set(holders)) == 2
+        assert slots_out_of_step(a) == {}
+    finally:
+        a.close()
+        b.close()
+
+
+def slow_accept(unit: UnitRecord, results: list[ResultRecord]) -> Verdict:
+    time.sleep(0.2)  # widens the window in which another store could judge without us
+    return accept_at_target(unit, results)
+
+
+def test_replicas_submitted_at_once_to_two_stores_are_judged_together(shared_url: str) -> None:
+    a, b = two_stores(shared_url)
+    try:
+        units = make_job(a, texts=4, unit_size=2, redundancy=2)
+        # v1/v2 hold both replicas of units[0]; v3/v4 both of units[1] (the job's last)
+        held = {vid: [lease(a, vid), lease(a, vid)] for vid in ("v1", "v2")}
+        assert [g[1] for g in held["v1"] if g] == units
+        verdicts: dict[str, str] = {}
+
+        def send(store: SqlStore, vid: str, index: int) -> None:
+            got = held[vid][index]
+            assert got is not None
+            verdicts[f"{vid}/{index}"] = submit(
+                store, got[0], got[1], vid, judge=slow_accept
+            ).status
+
+        for index in (0, 1):  # unit by unit: both replicas at once, through two stores
+            threads = [
+                threading.Thread(target=send, args=(a, "v1", index)),
+                threading.Thread(target=send, args=(b, "v2", index)),
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+        for index in (0, 1):
+            assert sorted([verdicts[f"v1/{index}"], verdicts[f"v2/{index}"]]) == [
+                "accepted",
+                "pending",
+            ]
+        job = b.get_job("job-a")
+        assert job is not None and job.state == "assimilating"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_last_units_decided_at_once_by_two_stores_finish_the_job(shared_url: str) -> None:
+    a, b = two_stores(shared_url)
+    try:
+        units = make_job(a, texts=4, unit_size=2, redundancy=1)
+        first, second = lease(a, "v1"), lease(a, "v2")
+        assert first is not None and second is not None
+        assert {first[1], second[1]} == set(units)
+        threads = [
+            threading.Thread(target=submit, args=(a, *first, "v1"), kwargs={"judge": slow_accept}),
+            threading.Thread(target=submit, args=(b, *second, "v2"), kwargs={"judge": slow_accept}),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert a.jobs_in_state("assimilating") == ["job-a"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_volunteer_registering_with_two_stores_at_once_is_one_row(shared_url: str) -> None:
+    a, b = two_stores(shared_url)
+    try:
+        record = VolunteerRecord("twin", b"\x07" * 32, "twin", "0.1", "cpu", T0)
+        barrier = threading.Barrier(8)
+
+        def register(store: SqlStore) -> None:
+            barrier.wait()
+            store.put_volunteer(record)
+
+        threads = [threading.Thread(target=register, args=(s,)) for s in (a, b) * 4]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert a.get_volunteer("twin") is not None
+        events = [e for e in a.recent_events(100) if e[1] == "volunteer.registered"]
+        assert len([e for e in events if e[4] == "twin"]) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+# ------------------------------------------------------------------ claims
+
+
+def claim_from_thread(store: SqlStore, job_id: str, state: str) -> object:
+    """What a claim attempt from another thread gets while this one may hold the job."""
+    seen: list[object] = []
+
+    def attempt() -> None:
+        with store.claim_job(job_id, state) as got:
+            seen.append(got)
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join(timeout=30)
+    return seen[0]
+
+
+def test_a_job_is_claimed_by_one_holder_at_a_time(store: SqlStore) -> None:
+    make_job(store, texts=2, unit_size=2, redundancy=1)
+    with store.claim_job("job-a", "running") as job:
+        assert job is not None and job.job_id == "job-a"
+        assert claim_from_thread(store, "job-a", "running") is None
+    assert claim_from_thread(store, "job-a", "running") is not None  # released
+    with store.claim_job("job-a", "assimilating") as job:
+        assert job is None  # not in that state
+    with store.claim_job("no-such-job", "running") as job:
+        assert job is None
+
+
+def test_a_claim_holds_across_stores_and_ends_with_its_process(postgres_url: str) -> None:
+    a, b = two_stores(postgres_url)
+    try:
+        make_job(a, texts=2, unit_size=2, redundancy=1)
+        got = lease(a, "v1")
+        assert got is not None
+        submit(a, *got, "v1")
+        with a.claim_job("job-a", "assimilating") as job:
+            assert job is not None
+            with b.claim_job("job-a", "assimilating") as rival:
+                assert rival is None
+            a.complete_job("job-a", b"{}", b"sig", T0 + 5)
+        with b.claim_job("job-a", "assimilating") as rival:
+            assert rival is None  # the first holder finished it
+        # a holder that dies mid-claim (its connection drops) leaves the job claimable
+        holder = open_store(postgres_url)
+        claim = holder.claim_job("job-a", "complete")
+        assert claim.__enter__() is not None
+        assert claim_from_thread(b, "job-a", "complete") is None
+        holder.engine.dispose(close=True)  # the connection goes, as with a killed process
+        with contextlib.suppress(Exception):
+            claim.__exit__(None, None, None)
+        deadline = time.monotonic() + 10
+        while claim_from_thread(b, "job-a", "complete") is None:
+            assert time.monotonic() < deadline, "the dead holder's claim was never released"
+            time.sleep(0.05)
+    finally:
+        a.close()
+        b.close()
+
+
+# ------------------------------------------------------------------ the coordinator key
+
+
+def test_a_database_is_bound_to_one_coordinator_key(store: SqlStore) -> None:
+    assert store.bound_coordinator() is None
+    store.bind_coordinator("a" * 64)
+    store.bind_coordinator("a" * 64)  # the same key again: fine
+    assert store.bound_coordinator() == "a" * 64
+    with pytest.raises(FailedPrecondition, match="share one data folder"):
+        store.bind_coordinator("b" * 64)
+    assert store.bound_coordinator() == "a" * 64
