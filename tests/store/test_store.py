@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.records import ResultRecord, UnitRecord, Verdict, VolunteerRecord
@@ -641,18 +641,26 @@ def test_a_claim_holds_across_stores_and_ends_with_its_process(postgres_url: str
             a.complete_job("job-a", b"{}", b"sig", T0 + 5)
         with b.claim_job("job-a", "assimilating") as rival:
             assert rival is None  # the first holder finished it
-        # a holder that dies mid-claim (its connection drops) leaves the job claimable
+        # a holder whose process dies mid-claim leaves the job claimable: its session ends
         holder = open_store(postgres_url)
         claim = holder.claim_job("job-a", "complete")
         assert claim.__enter__() is not None
         assert claim_from_thread(b, "job-a", "complete") is None
-        holder.engine.dispose(close=True)  # the connection goes, as with a killed process
-        with contextlib.suppress(Exception):
-            claim.__exit__(None, None, None)
+        with a.engine.begin() as conn:  # what the server does when a client's socket closes
+            ended = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                )
+            ).all()
+        assert len(ended) == 1
         deadline = time.monotonic() + 10
         while claim_from_thread(b, "job-a", "complete") is None:
             assert time.monotonic() < deadline, "the dead holder's claim was never released"
             time.sleep(0.05)
+        with contextlib.suppress(Exception):  # its connection is gone
+            claim.__exit__(None, None, None)
+        holder.close()
     finally:
         a.close()
         b.close()
