@@ -295,7 +295,12 @@ class AdminQueries:
                 conn.execute(select(r.c.state, func.count()).group_by(r.c.state)).all()
             )
             expired = conn.execute(
-                select(func.count()).where(le.c.state == "active", le.c.deadline_ms <= now_ms)
+                # Leases past their deadline: swept to "expired" at the next lease, or
+                # still "active" until then.
+                select(func.count()).where(
+                    (le.c.state == "expired")
+                    | ((le.c.state == "active") & (le.c.deadline_ms <= now_ms))
+                )
             ).scalar_one()
             banned = conn.execute(select(func.count()).where(v.c.banned != 0)).scalar_one()
             disagreements = conn.execute(

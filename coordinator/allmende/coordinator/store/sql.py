@@ -83,8 +83,10 @@ _READ = "allmende_read"
 # A literal, not a bound parameter: the partial index ix_leases_due serves only queries
 # that repeat its condition.
 _ACTIVE: ColumnClause[str] = literal_column("'active'")
-# Expired leases swept per lease call, and candidates a PostgreSQL lease tries per job.
-_SWEEP_BATCH = 200
+# Expired leases swept per lease call (few: a mass expiry, when many volunteers vanish at
+# once, is spread over many leases instead of stalling one), and candidates a PostgreSQL
+# lease tries per job.
+_SWEEP_BATCH = 50
 _LEASE_TRIES = 8
 # pg_try_advisory_xact_lock(classid, objid) namespace for job claims ("Alln").
 _CLAIM_CLASS = 0x416C6C6E
