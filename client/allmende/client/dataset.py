@@ -1,7 +1,9 @@
 """The researcher's download: fetch a job's signed manifest and shards, verifying everything.
 
 Shards stream into `NAME.part` files while their sha256 is computed; a shard is renamed
-into place only when its hash matches the signed manifest.
+into place only when its hash matches the signed manifest. After key rotations the
+coordinator's rotation chain is written beside the manifest (key-chain.json), so the folder
+verifies offline against a fingerprint pinned before the rotations.
 """
 
 from __future__ import annotations
@@ -20,22 +22,30 @@ from allmende.protocol.manifest import (
     verify_folder,
     verify_manifest,
 )
-from allmende.protocol.signing import fingerprint
+from allmende.protocol.rotation import CHAIN_NAME, chain_until, encode_chain, follow_chain
 from allmende.protocol.tls import check_binding
 
+Chain = list[tuple[bytes, bytes]]
 
-def check_coordinator(client: CoordinatorClient, pinned: str) -> None:
-    """Over TLS, make sure the certificate is the one the pinned coordinator key vouches for.
 
-    (The manifest signature protects the data end to end either way.)"""
+def check_coordinator(client: CoordinatorClient, pinned: str) -> Chain:
+    """Over TLS, make sure the certificate is the one the coordinator's current key vouches
+    for, that key being the pinned one or reached from it through the rotation chain.
+    Returns the chain. (The manifest signature protects the data end to end either way.)"""
     info = client.info()
+    chain = [(r.rotation, r.signature) for r in info.key_chain]
     if not client.tls_cert_sha256:
-        return
-    if len(info.public_key) != 32 or fingerprint(info.public_key) != pinned:
-        raise IntegrityError("the coordinator's key does not match the pinned fingerprint")
+        return chain
+    try:
+        follow_chain(pinned, chain, info.public_key)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"the coordinator's key does not match the pinned fingerprint: {exc.message}"
+        ) from None
     check_binding(
         info.public_key, client.tls_cert_sha256, info.tls_cert_sha256, info.tls_cert_signature
     )
+    return chain
 
 
 def pull(
@@ -45,9 +55,9 @@ def pull(
     out: Path,
     progress: Callable[[str, int, int], None] = lambda name, done, total: None,
 ) -> FolderReport:
-    check_coordinator(client, pinned)
+    chain = check_coordinator(client, pinned)
     response = client.manifest(job_id)
-    verified = verify_manifest(response.manifest, response.signature, pinned)
+    verified = verify_manifest(response.manifest, response.signature, pinned, chain)
     if verified.manifest.get("job", {}).get("id") != job_id:
         raise IntegrityError(f"{MANIFEST_NAME} describes another job, not {job_id}")
     out.mkdir(parents=True, exist_ok=True)
@@ -76,4 +86,11 @@ def pull(
         os.replace(part, final)
     (out / MANIFEST_NAME).write_bytes(response.manifest)
     (out / SIGNATURE_NAME).write_bytes(response.signature)
+    # The part of the chain that leads to the manifest's signer: later rotations do not
+    # vouch for this dataset, and a dataset signed before any rotation needs no chain.
+    kept = chain_until(chain, verified.public_key)
+    if kept:
+        (out / CHAIN_NAME).write_bytes(encode_chain(kept))
+    else:
+        (out / CHAIN_NAME).unlink(missing_ok=True)
     return verify_folder(out, pinned)

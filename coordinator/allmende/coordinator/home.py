@@ -3,22 +3,57 @@
 DIR/coordinator.key   Ed25519 private key, PEM, mode 0600
 DIR/admin.token       bearer token for admin RPCs, mode 0600
 DIR/coordinator.db    the embedded SQLite database (WAL)
-DIR/datasets/JOB/     finished datasets: shards, manifest.json, manifest.sig
+DIR/datasets/JOB/     finished datasets: shards, manifest.json, manifest.sig (+ key-chain.json)
 DIR/tls.key, tls.crt  the TLS key (mode 0600) and certificate, self-signed unless given
+DIR/key-chain.json    the signed key rotations leading to coordinator.key, oldest first
+
+Key rotation (`rotate_key`) writes the new key as coordinator.key.new, then the chain with
+the rotation signed by the old key (the commit point), then renames the new key over the
+old one. A crash before the chain is written leaves the old key in charge (the stray new key
+is removed at the next start); a crash after it leaves a chain that already names the new
+key, and the next start finishes the rename. Either way the folder starts. An advisory
+lock (.rotation.lock) keeps a start that races a rotation from taking it for a crashed one.
+
+Retired keys are deleted, not kept: a retired key can still sign what holders of its pin
+accept (a manifest, or a rotation to a key of the signer's choosing), so a copy lying in the
+folder or its backups is only a liability, and nothing needs it once it has signed the
+rotation away from itself.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from allmende.protocol.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from allmende.protocol.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    IntegrityError,
+    InvalidArgument,
+)
+from allmende.protocol.rotation import (
+    CHAIN_NAME,
+    MAX_CHAIN_LINKS,
+    load_chain,
+    parse_rotation,
+    save_chain,
+    sign_rotation,
+    verify_chain,
+)
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.tls import cert_sha256, make_self_signed
 
+log = logging.getLogger("allmende.coordinator")
+
 KEY_NAME = "coordinator.key"
+PENDING_KEY_NAME = "coordinator.key.new"
+ROTATION_LOCK_NAME = ".rotation.lock"
 TOKEN_NAME = "admin.token"
 DB_NAME = "coordinator.db"
 DATASETS = "datasets"
@@ -33,6 +68,14 @@ class CoordinatorHome:
     @property
     def key_path(self) -> Path:
         return self.root / KEY_NAME
+
+    @property
+    def pending_key_path(self) -> Path:
+        return self.root / PENDING_KEY_NAME
+
+    @property
+    def chain_path(self) -> Path:
+        return self.root / CHAIN_NAME
 
     @property
     def token_path(self) -> Path:
@@ -97,6 +140,12 @@ class CoordinatorHome:
         return key
 
     def load_key(self) -> SigningKey:
+        if self.pending_key_path.exists():
+            with self._rotation_lock():
+                self._finish_rotation()
+        return self._read_key()
+
+    def _read_key(self) -> SigningKey:
         if not self.key_path.exists():
             raise FailedPrecondition(
                 f"{self.key_path} not found; run `allmende coordinator init --data {self.root}`"
@@ -110,3 +159,107 @@ class CoordinatorHome:
 
     def load_token(self) -> str:
         return self.token_path.read_text().strip()
+
+    def load_chain(self, key: SigningKey | None = None) -> list[tuple[bytes, bytes]]:
+        """The rotations leading to this folder's key, oldest first (none before the first
+        rotation), checked link by link to end at the key itself."""
+        current = key or self.load_key()
+        try:
+            chain = load_chain(self.chain_path)
+            verify_chain(chain, current.public_key)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.chain_path}: {exc.message}") from None
+        return chain
+
+    def rotate_key(
+        self, reason: str = "", now_ms: int | None = None
+    ) -> tuple[SigningKey, SigningKey]:
+        """Replace the signing key with a new one that the old one vouches for.
+
+        Returns (old key, new key). The order of the writes keeps the folder startable at
+        every point (see the module docstring); the old key is gone afterwards.
+        """
+        with self._rotation_lock():
+            self._finish_rotation()
+            old = self._read_key()
+            chain = self.load_chain(old)
+            if len(chain) >= MAX_CHAIN_LINKS:
+                raise FailedPrecondition(
+                    f"{self.chain_path} holds {len(chain)} rotations, the most volunteers accept"
+                )
+            new = SigningKey.generate()
+            when = int(time.time() * 1000) if now_ms is None else now_ms
+            link = sign_rotation(old, new.public_key, reason, when)
+            _write_private(self.pending_key_path, new.to_pem())
+            save_chain(self.chain_path, [*chain, link])  # the commit point
+            os.replace(self.pending_key_path, self.key_path)
+            _sync_folder(self.root)
+        log.info("coordinator key rotated old=%s new=%s", old.fingerprint, new.fingerprint)
+        return old, new
+
+    @contextmanager
+    def _rotation_lock(self) -> Iterator[None]:
+        """Hold off a `serve` starting mid-rotation from mistaking it for a crashed one."""
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks here (Windows): rotate with servers stopped
+            yield
+            return
+        with (self.root / ROTATION_LOCK_NAME).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _finish_rotation(self) -> None:
+        """Complete or undo a rotation that a crash interrupted (with the rotation lock)."""
+        pending = self.pending_key_path
+        if not pending.exists():
+            return
+        try:
+            new: SigningKey | None = SigningKey.load(pending)
+        except (ValueError, InvalidArgument):  # cut short while being written
+            new = None
+        try:
+            chain = load_chain(self.chain_path)
+        except IntegrityError as exc:  # whether the rotation committed cannot be told
+            raise FailedPrecondition(
+                f"{pending} is left from an interrupted key rotation, and {exc.message}; "
+                f"restore {self.chain_path} from a backup"
+            ) from None
+        committed = (
+            new is not None
+            and bool(chain)
+            and parse_rotation(chain[-1][0], len(chain)).new_public_key == new.public_key
+        )
+        if committed:
+            os.replace(pending, self.key_path)
+            log.warning("finished an interrupted key rotation; the key is now the new one")
+        else:
+            pending.unlink()
+            log.warning("removed the new key of a key rotation that never completed")
+        _sync_folder(self.root)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret readable by its owner only, flushed to disk before it is relied on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make renames in `folder` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

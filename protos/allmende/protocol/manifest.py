@@ -4,6 +4,11 @@
 hash, the job spec and a Merkle root over the shard hashes; `manifest.sig` holds the detached
 Ed25519 signature with the public key. Researchers verify a folder against a pinned
 coordinator fingerprint with `verify_folder`.
+
+A manifest is signed by the coordinator key current when the dataset was written. When that
+key came after the pinned one through key rotations, the folder carries the rotation chain in
+`key-chain.json`, and the manifest is trusted exactly when the chain leads from the pinned key
+to the signing key (see allmende.protocol.rotation).
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from allmende.protocol.errors import IntegrityError
-from allmende.protocol.signing import CTX_MANIFEST, SigningKey, fingerprint, verify_pinned
+from allmende.protocol.rotation import CHAIN_NAME, chain_until, follow_chain, load_chain
+from allmende.protocol.signing import CTX_MANIFEST, SigningKey, fingerprint, verify
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -72,11 +79,18 @@ def sign_manifest(key: SigningKey, manifest_bytes: bytes) -> bytes:
 @dataclass(frozen=True)
 class VerifiedManifest:
     manifest: dict[str, Any]
-    fingerprint: str
+    fingerprint: str  # of the key that signed it
+    public_key: bytes = b""
 
 
-def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, pinned: str) -> VerifiedManifest:
-    """Check the manifest's signature against the pinned coordinator fingerprint."""
+def verify_manifest(
+    manifest_bytes: bytes,
+    signature_bytes: bytes,
+    pinned: str,
+    chain: Sequence[tuple[bytes, bytes]] = (),
+) -> VerifiedManifest:
+    """Check the manifest's signature against the pinned coordinator fingerprint, or against
+    a later key that the rotation `chain` leads to from the pinned one."""
     try:
         sig = json.loads(signature_bytes)
         public_key = base64.b64decode(sig["public_key"], validate=True)
@@ -87,8 +101,11 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, pinned: str) 
         ) from None
     if len(public_key) != 32:
         raise IntegrityError(f"{SIGNATURE_NAME}: public key must be 32 bytes")
+    signer = fingerprint(public_key)
+    if signer != pinned:
+        _check_rotated_signer(signer, public_key, pinned, chain)
     try:
-        verify_pinned(public_key, pinned, CTX_MANIFEST, manifest_bytes, signature)
+        verify(public_key, CTX_MANIFEST, manifest_bytes, signature)
     except IntegrityError as exc:
         raise IntegrityError(f"{MANIFEST_NAME}: {exc.message}") from None
     try:
@@ -97,7 +114,7 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, pinned: str) 
         raise IntegrityError(f"{MANIFEST_NAME} is not JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IntegrityError(f"{MANIFEST_NAME}: format must be {FORMAT!r}")
-    if manifest.get("coordinator_fingerprint") != pinned:
+    if manifest.get("coordinator_fingerprint") != signer:
         raise IntegrityError(f"{MANIFEST_NAME}: names another coordinator")
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not all(
@@ -110,7 +127,28 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, pinned: str) 
         raise IntegrityError(f"{MANIFEST_NAME}: every shard sha256 must be hex digits") from None
     if manifest.get("merkle_root") != root:
         raise IntegrityError(f"{MANIFEST_NAME}: merkle_root does not match the shard hashes")
-    return VerifiedManifest(manifest, fingerprint(public_key))
+    return VerifiedManifest(manifest, signer, public_key)
+
+
+def _check_rotated_signer(
+    signer: str, public_key: bytes, pinned: str, chain: Sequence[tuple[bytes, bytes]]
+) -> None:
+    """The manifest is signed by another key than the pinned one: only a rotation chain from
+    the pinned key to the signing key makes it trusted."""
+    mismatch = (
+        f"{MANIFEST_NAME}: signing key fingerprint {signer} does not match the pinned {pinned}"
+    )
+    if not chain:
+        raise IntegrityError(f"{mismatch}, and no key chain ({CHAIN_NAME}) leads to it")
+    leading = chain_until(chain, public_key)
+    if not leading:
+        raise IntegrityError(f"{mismatch}, and no rotation in the key chain hands over to it")
+    try:
+        follow_chain(pinned, leading, public_key)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"{mismatch}, and the key chain does not vouch for it: {exc.message}"
+        ) from None
 
 
 def _safe_name(name: object) -> bool:
@@ -139,7 +177,11 @@ def verify_folder(folder: Path, pinned: str, check_rows: bool = True) -> FolderR
     for path in (manifest_path, signature_path):
         if not path.is_file():
             raise IntegrityError(f"{path} is missing")
-    verified = verify_manifest(manifest_path.read_bytes(), signature_path.read_bytes(), pinned)
+    # A chain file that is present must be well formed, even where the pin needs no chain.
+    chain = load_chain(folder / CHAIN_NAME)
+    verified = verify_manifest(
+        manifest_path.read_bytes(), signature_path.read_bytes(), pinned, chain
+    )
     manifest = verified.manifest
     total_bytes = 0
     listed = set()

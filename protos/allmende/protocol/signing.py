@@ -24,6 +24,7 @@ CTX_MANIFEST = b"allmende.v1/dataset-manifest"
 CTX_REGISTER = b"allmende.v1/register"
 CTX_REQUEST = b"allmende.v1/request"
 CTX_TLS = b"allmende.v1/tls-certificate"
+CTX_KEY_ROTATION = b"allmende.v1/key-rotation"
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
