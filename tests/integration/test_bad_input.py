@@ -27,7 +27,7 @@ from allmende.client.engine import events as ev
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol import codec
-from allmende.protocol.signing import CTX_REGISTER, SigningKey
+from allmende.protocol.signing import CTX_REGISTER, CTX_WORK_UNIT, SigningKey
 from allmende.protocol.wire import WorkUnit, decode_unit, sign_unit
 from allmende.v1 import allmende_pb2 as pb
 from tests.integration.rawclient import (
@@ -50,11 +50,16 @@ Code = grpc.StatusCode
 
 
 def db_snapshot(home: CoordinatorHome) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, to prove that a refused request stored nothing."""
+    """Every row of every table, to prove that a refused request stored nothing.
+
+    A refused result is counted against its volunteer's record (tests/integration/
+    test_trust.py checks that); that count and its event are the one change allowed."""
     conn = sqlite3.connect(f"file:{home.root / 'coordinator.db'}?mode=ro", uri=True, timeout=30)
     try:
-        return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
-                for table in TABLES}
+        snapshot = {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+                    for table in TABLES}
+        snapshot["events"] = [e for e in snapshot["events"] if e[2] != "volunteer.fault"]
+        return snapshot
     finally:
         conn.close()
 
@@ -665,7 +670,19 @@ def test_engine_refuses_units_with_a_tampered_signature(
     coordinator: RunningCoordinator, coordinator_home: CoordinatorHome, job_id: str,
     raw_admin: RawAdmin, tmp_path: Path,
 ) -> None:
-    assert _rewrite_units(coordinator_home, lambda blob, sig: (blob, flip_bit(sig, 3))) == 2
+    # Units are signed as each lease is composed, so the fault goes into the signing: the
+    # coordinator's real key, with one bit of every unit signature flipped on the way out.
+    real = coordinator.coordinator.key
+
+    class FlippingKey:
+        public_key = real.public_key
+        fingerprint = real.fingerprint
+
+        def sign(self, context: bytes, payload: bytes) -> bytes:
+            signature = real.sign(context, payload)
+            return flip_bit(signature, 3) if context == CTX_WORK_UNIT else signature
+
+    coordinator.coordinator.key = FlippingKey()  # type: ignore[assignment]
     computer = FakeComputer()
     code, events = run_engine(coordinator, tmp_path / "v", coordinator.coordinator.key.fingerprint,
                               computer, max_refusals=3)

@@ -164,8 +164,10 @@ def test_identical_texts_are_computed_once_and_every_id_gets_its_row(
     volunteer = RawVolunteer(admin)
     volunteer.register()
     lease, unit = volunteer.lease()  # type: ignore[misc]
-    # each distinct text once; units hold texts ordered by length (less padding)
-    assert list(unit.texts) == ["a third", "another one", "the same sentence"]
+    # each distinct text once (in an order of its own for this lease: units are composed
+    # per lease; no gold rows yet, as no unit has been accepted)
+    assert sorted(unit.texts) == ["a third", "another one", "the same sentence"]
+    assert unit.lease_id == lease.lease_id
     assert volunteer.submit(lease, unit, HashComputer().compute(unit)).status == "accepted"
     wait_for(admin, created.job_id)
     data = read_dataset(Path(coordinator.coordinator.datasets_dir) / created.job_id)

@@ -96,6 +96,16 @@ def volunteer_dict(v: pb.VolunteerStatus) -> dict[str, object]:
         "results_pending": v.results_pending,
         "items_valid": v.items_valid,
         "items_per_s": round(v.items_per_s, 3),
+        "quarantined": v.quarantined,
+        "quarantine_reason": v.quarantine_reason,
+        "credit": v.credit,
+        "consecutive_valid": v.consecutive_valid,
+        "gold_checked": v.gold_checked,
+        "gold_missed": v.gold_missed,
+        "disagreements": v.disagreements,
+        "faults": v.faults,
+        "daily_quota": v.daily_quota,
+        "leased_today": v.leased_today,
     }
 
 
@@ -110,16 +120,31 @@ def list_volunteers(args: argparse.Namespace) -> int:
         return EXIT_OK
     now = time.time() * 1000
     out(
-        f"{'VOLUNTEER':<16} {'NAME':<20} {'STATE':<8} {'VALID':>6} {'INVALID':>7} "
-        f"{'ITEMS':>9} {'ITEMS/S':>8}  LAST SEEN"
+        f"{'VOLUNTEER':<16} {'NAME':<20} {'STATE':<11} {'VALID':>6} {'INVALID':>7} "
+        f"{'STREAK':>6} {'GOLD':>7} {'CREDIT':>9} {'ITEMS':>9} {'ITEMS/S':>8}  LAST SEEN"
     )
+    quarantined = []
     for v in volunteers:
-        state = "banned" if v.banned else "online" if v.online else "offline"
+        state = (
+            "banned"
+            if v.banned
+            else "quarantine"
+            if v.quarantined
+            else "online"
+            if v.online
+            else "offline"
+        )
+        gold = f"{v.gold_checked - v.gold_missed}/{v.gold_checked}"
         out(
-            f"{v.volunteer_id[:16]:<16} {v.display_name[:20]:<20} {state:<8} "
-            f"{v.results_valid:>6} {v.results_invalid:>7} {v.items_valid:>9} "
+            f"{v.volunteer_id[:16]:<16} {v.display_name[:20]:<20} {state:<11} "
+            f"{v.results_valid:>6} {v.results_invalid:>7} {v.consecutive_valid:>6} "
+            f"{gold:>7} {v.credit:>9} {v.items_valid:>9} "
             f"{v.items_per_s:>8.1f}  {_ago(now, v.last_seen_unix_ms)}"
         )
+        if v.quarantined:
+            quarantined.append(v)
+    for v in quarantined:
+        out(f"quarantined {v.volunteer_id[:16]}: {v.quarantine_reason}")
     return EXIT_OK
 
 
@@ -152,5 +177,5 @@ def unban(args: argparse.Namespace) -> int:
     with _admin(args) as client:
         volunteer_id = _resolve(client, args.volunteer, args.coordinator)
         v = call(lambda: client.unban_volunteer(volunteer_id), args.coordinator)
-    out(f"unbanned {v.volunteer_id} ({v.display_name or 'no name'})")
+    out(f"unbanned {v.volunteer_id} ({v.display_name or 'no name'}); quarantine lifted too")
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""`allmende coordinator init|serve|fingerprint`."""
+"""`allmende coordinator init|serve|fingerprint|rotate-key`."""
 
 from __future__ import annotations
 
@@ -61,17 +61,43 @@ def show_fingerprint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def rotate_key(args: argparse.Namespace) -> int:
+    from allmende.coordinator.home import CoordinatorHome
+
+    home = CoordinatorHome(Path(args.data))
+    old, new = home.rotate_key(args.reason)
+    out(f"rotated the coordinator key in {home.root}")
+    out(f"old fingerprint: {old.fingerprint}")
+    out(f"new fingerprint: {new.fingerprint}")
+    out(
+        "Volunteers and researchers who pinned the old fingerprint follow automatically: "
+        f"the old key signed the rotation ({home.chain_path.name}). Restart `coordinator "
+        "serve` (every replica, each from a copy of this folder) to use the new key. Give "
+        "the new fingerprint to newcomers:"
+    )
+    out(new.fingerprint)
+    return EXIT_OK
+
+
 def serve(args: argparse.Namespace) -> int:
+    from allmende.coordinator.domain.gold_model import ModelGold
+    from allmende.coordinator.domain.trust import TrustPolicy
     from allmende.coordinator.transport.server import serve as run_server
 
     if args.db:  # a shared database: refuse one that another coordinator key owns
+        import time
+
+        from allmende.coordinator.domain.keys import adopt_rotation
         from allmende.coordinator.home import CoordinatorHome
         from allmende.coordinator.store import open_store
 
-        fingerprint = CoordinatorHome(Path(args.data)).load_key().fingerprint
+        home = CoordinatorHome(Path(args.data))
+        key = home.load_key()
+        chain = home.load_chain(key)
         store = open_store(args.db)
-        try:
-            store.bind_coordinator(fingerprint)
+        try:  # bound to a key before a rotation: follows the chain to this one
+            adopt_rotation(store, key, chain, int(time.time() * 1000))
+            store.bind_coordinator(key.fingerprint)
         finally:
             store.close()
     stop = threading.Event()
@@ -85,6 +111,15 @@ def serve(args: argparse.Namespace) -> int:
         drain_s=args.drain_seconds,
         tls=True if args.tls else (False if args.insecure else None),
         insecure=args.insecure,
+        policy=TrustPolicy(
+            adaptive=not args.no_adaptive,
+            adaptive_after=args.adaptive_after,
+            replication_floor=args.replication_floor,
+            daily_quota=args.daily_quota,
+            quota_per_valid=args.quota_per_valid,
+            distinct_addresses=not args.any_address,
+        ),
+        gold_computer=ModelGold() if args.gold_compute else None,
     ) as running:
         scheme = "TLS" if running.tls else "plaintext"
         out(f"coordinator listening on {running.address} ({scheme})")

@@ -47,6 +47,7 @@ def create(args: argparse.Namespace) -> int:
         max_replicas=args.max_replicas or 0,
         lease_seconds=args.lease_seconds or 0,
         result_dtype=args.dtype or "",
+        gold_fraction=args.gold_fraction,
     )
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
     with CoordinatorClient(args.coordinator, admin_token=token) as client:

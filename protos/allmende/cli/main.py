@@ -31,6 +31,26 @@ def _positive(value: str) -> int:
     return number
 
 
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {number}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0.0 <= number <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 0.5, got {number}")
+    return number
+
+
 def _unit_interval(value: str) -> float:
     try:
         number = float(value)
@@ -110,10 +130,66 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="on SIGTERM, wait this long for results of leased units (default 10)",
     )
+    trust = p.add_argument_group("trust (see README: Trust)")
+    trust.add_argument(
+        "--gold-compute",
+        action="store_true",
+        help="compute each new job's first gold rows here with the model (needs torch); "
+        "otherwise gold rows come from units that distinct volunteers agreed on",
+    )
+    trust.add_argument(
+        "--daily-quota",
+        type=_positive,
+        default=200,
+        help="units a new volunteer may lease per UTC day (default 200)",
+    )
+    trust.add_argument(
+        "--quota-per-valid",
+        type=_non_negative,
+        default=2,
+        help="more units per day for each validated result (default 2)",
+    )
+    trust.add_argument(
+        "--adaptive-after",
+        type=_positive,
+        default=10,
+        help="consecutive valid results before a volunteer's units may go unreplicated "
+        "(default 10)",
+    )
+    trust.add_argument(
+        "--replication-floor",
+        type=_unit_interval,
+        default=0.05,
+        help="the lowest chance a trusted volunteer's unit is still replicated (default 0.05)",
+    )
+    trust.add_argument(
+        "--no-adaptive",
+        action="store_true",
+        help="always replicate every unit to the job's redundancy",
+    )
+    trust.add_argument(
+        "--any-address",
+        action="store_true",
+        help="let replicas of one unit go to volunteers at the same network address",
+    )
     p.set_defaults(handler="coordinator_cmds:serve")
     p = csub.add_parser("fingerprint", help="print the coordinator key's fingerprint")
     p.add_argument("--data", required=True, help="the coordinator's data folder")
     p.set_defaults(handler="coordinator_cmds:show_fingerprint")
+    p = csub.add_parser(
+        "rotate-key",
+        help="replace the signing key with a new one the old key vouches for",
+        description="Create a new coordinator key and sign its announcement with the old "
+        "one. Volunteers and researchers pinned to the old fingerprint follow the signed "
+        "chain to the new key; the old key is deleted. Restart `coordinator serve` after.",
+    )
+    p.add_argument("--data", required=True, help="the coordinator's data folder")
+    p.add_argument(
+        "--reason",
+        default="",
+        help='why, kept in the signed rotation (e.g. "scheduled", "suspected compromise")',
+    )
+    p.set_defaults(handler="coordinator_cmds:rotate_key")
     p = csub.add_parser("top", help="live view of jobs, volunteers and validation (Textual)")
     _admin_flags(p)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
@@ -141,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lease-seconds", type=_positive, help="lease deadline (default 600)")
     p.add_argument("--dtype", choices=["float16", "int8"], help="result dtype (default float16)")
+    p.add_argument(
+        "--gold-fraction",
+        type=_fraction,
+        help="share of each unit's rows that are hidden gold rows (default 0.02; 0: none)",
+    )
     p.add_argument("--name", help="a name shown in job listings")
     p.set_defaults(handler="job_cmds:create")
     p = jsub.add_parser("status", help="show one job's progress")

@@ -6,6 +6,8 @@ here (what it takes, what it returns) and a compute function on the client.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from allmende.protocol.errors import InvalidArgument
@@ -52,3 +54,22 @@ def check_model_for_kind(kind: TaskKind, model: ModelSpec) -> None:
         raise InvalidArgument(
             "model", f"a model that supports {kind.name!r}; {model.name!r} does not"
         )
+
+
+# Words and punctuation marks: within a few percent of a WordPiece/BPE token count on
+# English text, and needs no tokenizer (STS-B: 5 % above an exact token count).
+_TOKEN_LIKE = re.compile(r"\w+|[^\w\s]")
+# [CLS] and [SEP], or their equivalents.
+SPECIAL_TOKENS = 2
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate of a text's token count, special tokens excluded."""
+    return sum(1 for _ in _TOKEN_LIKE.finditer(text))
+
+
+def claimed_tokens(texts: Iterable[str]) -> int:
+    """The work a volunteer claims credit for: estimated tokens processed, special tokens
+    included. Every honest client computes the same figure for the same texts, so the
+    coordinator can grant the lowest claim of a quorum and cap any claim at its own count."""
+    return sum(estimate_tokens(text) + SPECIAL_TOKENS for text in texts)

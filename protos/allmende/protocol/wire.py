@@ -30,6 +30,7 @@ class WorkUnit:
     dims: int
     result_dtype: str
     created_ms: int
+    lease_id: str = ""  # set when the unit is composed for one lease
 
 
 def encode_unit(unit: WorkUnit) -> bytes:
@@ -43,6 +44,7 @@ def encode_unit(unit: WorkUnit) -> bytes:
         dims=unit.dims,
         result_dtype=unit.result_dtype,
         created_unix_ms=unit.created_ms,
+        lease_id=unit.lease_id,
     )
     return bytes(message.SerializeToString(deterministic=True))
 
@@ -68,6 +70,7 @@ def decode_unit(blob: bytes) -> WorkUnit:
         dims=message.dims,
         result_dtype=message.result_dtype,
         created_ms=message.created_unix_ms,
+        lease_id=message.lease_id,
     )
 
 
@@ -92,6 +95,7 @@ class ResultEnvelope:
     device: str
     compute_ms: int
     created_ms: int
+    claimed_tokens: int = 0
 
 
 def encode_envelope(env: ResultEnvelope) -> bytes:
@@ -109,6 +113,7 @@ def encode_envelope(env: ResultEnvelope) -> bytes:
         device=env.device,
         compute_ms=env.compute_ms,
         created_unix_ms=env.created_ms,
+        claimed_tokens=env.claimed_tokens,
     )
     return bytes(message.SerializeToString(deterministic=True))
 
@@ -140,6 +145,7 @@ def decode_envelope(blob: bytes) -> ResultEnvelope:
         device=message.device,
         compute_ms=message.compute_ms,
         created_ms=message.created_unix_ms,
+        claimed_tokens=message.claimed_tokens,
     )
 
 

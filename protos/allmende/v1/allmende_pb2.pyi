@@ -11,7 +11,7 @@ class GetCoordinatorInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCoordinatorInfoResponse(_message.Message):
-    __slots__ = ("public_key", "fingerprint", "version", "models", "task_kinds", "tls_cert_sha256", "tls_cert_signature")
+    __slots__ = ("public_key", "fingerprint", "version", "models", "task_kinds", "tls_cert_sha256", "tls_cert_signature", "key_chain")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class GetCoordinatorInfoResponse(_message.Message):
     TASK_KINDS_FIELD_NUMBER: _ClassVar[int]
     TLS_CERT_SHA256_FIELD_NUMBER: _ClassVar[int]
     TLS_CERT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    KEY_CHAIN_FIELD_NUMBER: _ClassVar[int]
     public_key: bytes
     fingerprint: str
     version: str
@@ -26,7 +27,28 @@ class GetCoordinatorInfoResponse(_message.Message):
     task_kinds: _containers.RepeatedScalarFieldContainer[str]
     tls_cert_sha256: bytes
     tls_cert_signature: bytes
-    def __init__(self, public_key: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., task_kinds: _Optional[_Iterable[str]] = ..., tls_cert_sha256: _Optional[bytes] = ..., tls_cert_signature: _Optional[bytes] = ...) -> None: ...
+    key_chain: _containers.RepeatedCompositeFieldContainer[SignedKeyRotation]
+    def __init__(self, public_key: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., task_kinds: _Optional[_Iterable[str]] = ..., tls_cert_sha256: _Optional[bytes] = ..., tls_cert_signature: _Optional[bytes] = ..., key_chain: _Optional[_Iterable[_Union[SignedKeyRotation, _Mapping]]] = ...) -> None: ...
+
+class KeyRotation(_message.Message):
+    __slots__ = ("old_public_key", "new_public_key", "created_unix_ms", "reason")
+    OLD_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    old_public_key: bytes
+    new_public_key: bytes
+    created_unix_ms: int
+    reason: str
+    def __init__(self, old_public_key: _Optional[bytes] = ..., new_public_key: _Optional[bytes] = ..., created_unix_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SignedKeyRotation(_message.Message):
+    __slots__ = ("rotation", "signature")
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    rotation: bytes
+    signature: bytes
+    def __init__(self, rotation: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class RegisterVolunteerRequest(_message.Message):
     __slots__ = ("public_key", "display_name", "client_version", "hardware", "signature")
@@ -49,7 +71,7 @@ class RegisterVolunteerResponse(_message.Message):
     def __init__(self, volunteer_id: _Optional[str] = ...) -> None: ...
 
 class WorkUnit(_message.Message):
-    __slots__ = ("unit_id", "job_id", "kind", "model", "model_sha256", "texts", "dims", "result_dtype", "created_unix_ms")
+    __slots__ = ("unit_id", "job_id", "kind", "model", "model_sha256", "texts", "dims", "result_dtype", "created_unix_ms", "lease_id")
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +81,7 @@ class WorkUnit(_message.Message):
     DIMS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     unit_id: str
     job_id: str
     kind: str
@@ -68,7 +91,8 @@ class WorkUnit(_message.Message):
     dims: int
     result_dtype: str
     created_unix_ms: int
-    def __init__(self, unit_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., dims: _Optional[int] = ..., result_dtype: _Optional[str] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+    lease_id: str
+    def __init__(self, unit_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., dims: _Optional[int] = ..., result_dtype: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class SignedWorkUnit(_message.Message):
     __slots__ = ("unit", "signature")
@@ -95,17 +119,19 @@ class Lease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., unit: _Optional[_Union[SignedWorkUnit, _Mapping]] = ...) -> None: ...
 
 class LeaseWorkResponse(_message.Message):
-    __slots__ = ("lease", "work_remaining", "retry_after_ms")
+    __slots__ = ("lease", "work_remaining", "retry_after_ms", "notice")
     LEASE_FIELD_NUMBER: _ClassVar[int]
     WORK_REMAINING_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
     lease: Lease
     work_remaining: bool
     retry_after_ms: int
-    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., work_remaining: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+    notice: str
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., work_remaining: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ..., notice: _Optional[str] = ...) -> None: ...
 
 class ResultEnvelope(_message.Message):
-    __slots__ = ("unit_id", "lease_id", "volunteer_id", "dtype", "rows", "dims", "codec", "payload_sha256", "unit_sha256", "model_sha256", "device", "compute_ms", "created_unix_ms")
+    __slots__ = ("unit_id", "lease_id", "volunteer_id", "dtype", "rows", "dims", "codec", "payload_sha256", "unit_sha256", "model_sha256", "device", "compute_ms", "created_unix_ms", "claimed_tokens")
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +145,7 @@ class ResultEnvelope(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     unit_id: str
     lease_id: str
     volunteer_id: str
@@ -132,7 +159,8 @@ class ResultEnvelope(_message.Message):
     device: str
     compute_ms: int
     created_unix_ms: int
-    def __init__(self, unit_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., volunteer_id: _Optional[str] = ..., dtype: _Optional[str] = ..., rows: _Optional[int] = ..., dims: _Optional[int] = ..., codec: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., unit_sha256: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., device: _Optional[str] = ..., compute_ms: _Optional[int] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+    claimed_tokens: int
+    def __init__(self, unit_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., volunteer_id: _Optional[str] = ..., dtype: _Optional[str] = ..., rows: _Optional[int] = ..., dims: _Optional[int] = ..., codec: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., unit_sha256: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., device: _Optional[str] = ..., compute_ms: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., claimed_tokens: _Optional[int] = ...) -> None: ...
 
 class SubmitResultRequest(_message.Message):
     __slots__ = ("envelope", "signature", "payload")
@@ -167,7 +195,7 @@ class ReleaseWorkResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "kind", "model", "redundancy", "unit_size", "tau", "max_replicas", "lease_seconds", "result_dtype")
+    __slots__ = ("name", "kind", "model", "redundancy", "unit_size", "tau", "max_replicas", "lease_seconds", "result_dtype", "gold_fraction")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +205,7 @@ class JobSpec(_message.Message):
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    GOLD_FRACTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     model: str
@@ -186,7 +215,8 @@ class JobSpec(_message.Message):
     max_replicas: int
     lease_seconds: int
     result_dtype: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ...) -> None: ...
+    gold_fraction: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ..., gold_fraction: _Optional[float] = ...) -> None: ...
 
 class InputItem(_message.Message):
     __slots__ = ("id", "text", "line")
@@ -343,7 +373,7 @@ class UpdateJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., priority: _Optional[int] = ..., redundancy: _Optional[int] = ..., tau: _Optional[float] = ...) -> None: ...
 
 class VolunteerStatus(_message.Message):
-    __slots__ = ("volunteer_id", "display_name", "client_version", "hardware", "created_unix_ms", "last_seen_unix_ms", "online", "banned", "ban_reason", "leases_active", "results_valid", "results_invalid", "results_pending", "items_valid", "items_per_s")
+    __slots__ = ("volunteer_id", "display_name", "client_version", "hardware", "created_unix_ms", "last_seen_unix_ms", "online", "banned", "ban_reason", "leases_active", "results_valid", "results_invalid", "results_pending", "items_valid", "items_per_s", "quarantined", "quarantine_reason", "credit", "consecutive_valid", "gold_checked", "gold_missed", "disagreements", "faults", "daily_quota", "leased_today")
     VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -359,6 +389,16 @@ class VolunteerStatus(_message.Message):
     RESULTS_PENDING_FIELD_NUMBER: _ClassVar[int]
     ITEMS_VALID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_VALID_FIELD_NUMBER: _ClassVar[int]
+    GOLD_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    GOLD_MISSED_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    DAILY_QUOTA_FIELD_NUMBER: _ClassVar[int]
+    LEASED_TODAY_FIELD_NUMBER: _ClassVar[int]
     volunteer_id: str
     display_name: str
     client_version: str
@@ -374,7 +414,17 @@ class VolunteerStatus(_message.Message):
     results_pending: int
     items_valid: int
     items_per_s: float
-    def __init__(self, volunteer_id: _Optional[str] = ..., display_name: _Optional[str] = ..., client_version: _Optional[str] = ..., hardware: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., last_seen_unix_ms: _Optional[int] = ..., online: _Optional[bool] = ..., banned: _Optional[bool] = ..., ban_reason: _Optional[str] = ..., leases_active: _Optional[int] = ..., results_valid: _Optional[int] = ..., results_invalid: _Optional[int] = ..., results_pending: _Optional[int] = ..., items_valid: _Optional[int] = ..., items_per_s: _Optional[float] = ...) -> None: ...
+    quarantined: bool
+    quarantine_reason: str
+    credit: int
+    consecutive_valid: int
+    gold_checked: int
+    gold_missed: int
+    disagreements: int
+    faults: int
+    daily_quota: int
+    leased_today: int
+    def __init__(self, volunteer_id: _Optional[str] = ..., display_name: _Optional[str] = ..., client_version: _Optional[str] = ..., hardware: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., last_seen_unix_ms: _Optional[int] = ..., online: _Optional[bool] = ..., banned: _Optional[bool] = ..., ban_reason: _Optional[str] = ..., leases_active: _Optional[int] = ..., results_valid: _Optional[int] = ..., results_invalid: _Optional[int] = ..., results_pending: _Optional[int] = ..., items_valid: _Optional[int] = ..., items_per_s: _Optional[float] = ..., quarantined: _Optional[bool] = ..., quarantine_reason: _Optional[str] = ..., credit: _Optional[int] = ..., consecutive_valid: _Optional[int] = ..., gold_checked: _Optional[int] = ..., gold_missed: _Optional[int] = ..., disagreements: _Optional[int] = ..., faults: _Optional[int] = ..., daily_quota: _Optional[int] = ..., leased_today: _Optional[int] = ...) -> None: ...
 
 class ListVolunteersRequest(_message.Message):
     __slots__ = ()

@@ -43,6 +43,15 @@ class Connected(Event):
 
 
 @dataclass(frozen=True)
+class KeyRotated(Event):
+    """The coordinator's key is not the pinned one but a successor it vouched for."""
+
+    name: ClassVar[str] = "key.rotated"
+    pinned: str
+    current: str
+
+
+@dataclass(frozen=True)
 class Retrying(Event):
     name: ClassVar[str] = "retrying"
     error: str
@@ -172,6 +181,7 @@ class Idle(Event):
     name: ClassVar[str] = "idle"
     work_remaining: bool
     retry_s: float
+    notice: str = ""  # the coordinator's reason, e.g. a daily quota reached
 
 
 @dataclass(frozen=True)

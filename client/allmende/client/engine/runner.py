@@ -268,7 +268,7 @@ class VolunteerEngine:
                         submitter.wait_idle()  # nothing left in flight
                         return
                     wait = max(response.retry_after_ms, 200) / 1000
-                    self.on_event(ev.Idle(response.work_remaining, wait))
+                    self.on_event(ev.Idle(response.work_remaining, wait, response.notice[:300]))
                     control.sleep(wait)
                     continue
                 lease = response.lease

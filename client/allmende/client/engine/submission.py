@@ -24,6 +24,7 @@ from allmende.client.engine.exits import EXIT_OK, Stop
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.spool import Spool
 from allmende.protocol import codec
+from allmende.protocol.tasks import claimed_tokens
 from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, sign_envelope
 from allmende.v1 import allmende_pb2 as pb
 
@@ -125,6 +126,7 @@ class Submitter:
             device=device,
             compute_ms=int(seconds * 1000),
             created_ms=int(time.time() * 1000),
+            claimed_tokens=claimed_tokens(unit.texts),
         )
         blob, signature = sign_envelope(key, envelope)
         return blob, signature, encoded.payload

@@ -18,6 +18,8 @@ def check_unit(lease: pb.Lease, coordinator_key: bytes, registry: ModelRegistry)
     """Verify signature, then that we know the task kind, model and weights hash."""
     blob = lease.unit.unit
     unit = open_unit(blob, lease.unit.signature, coordinator_key)
+    if unit.lease_id and unit.lease_id != lease.lease_id:
+        raise IntegrityError(f"unit was signed for lease {unit.lease_id[:16]}, not this one")
     if unit.kind not in TASK_KINDS:
         raise IntegrityError(f"unknown task kind {unit.kind!r}")
     spec = registry.get(unit.model)

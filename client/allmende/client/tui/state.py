@@ -179,6 +179,13 @@ class ViewState:
         self._connected()
         self.note(f"connected to {e.address} as {e.volunteer_id[:12]}", "good")
 
+    def _on_KeyRotated(self, e: ev.KeyRotated) -> None:
+        self.note(
+            f"coordinator key rotated from the pinned {e.pinned[:16]}… to {e.current[:16]}…; "
+            "every rotation was signed by the key before it",
+            "warn",
+        )
+
     def _on_Retrying(self, e: ev.Retrying) -> None:
         first = self.connection != "retrying"
         self.connection = "retrying"
@@ -199,7 +206,9 @@ class ViewState:
 
     def _on_Idle(self, e: ev.Idle) -> None:
         self._connected()
-        idle = "waiting for replicas of others" if e.work_remaining else "no work available"
+        idle = e.notice or (
+            "waiting for replicas of others" if e.work_remaining else "no work available"
+        )
         if self.unit is not None and self.unit.computed:
             self.unit = None
         if idle != self.idle:

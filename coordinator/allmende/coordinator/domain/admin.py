@@ -4,7 +4,7 @@ redundancy and tau, banning volunteers, and the figures `coordinator top` shows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import MAX_REDUNDANCY
@@ -60,11 +60,17 @@ class Admin:
         self.store.update_job(job_id, self.c.clock(), priority, redundancy, tau)
         return self.c.job_status(job_id)
 
+    def _stats(self, now_ms: int, volunteer_id: str | None = None) -> list[VolunteerStats]:
+        return [
+            replace(v, daily_quota=self.c.policy.quota(v.reputation_valid))
+            for v in self.store.volunteer_stats(now_ms, volunteer_id)
+        ]
+
     def volunteers(self) -> list[VolunteerStats]:
-        return self.store.volunteer_stats(self.c.clock())
+        return self._stats(self.c.clock())
 
     def _one(self, volunteer_id: str) -> VolunteerStats:
-        found = self.store.volunteer_stats(self.c.clock(), volunteer_id)
+        found = self._stats(self.c.clock(), volunteer_id)
         if not found:
             raise NotFound(f"volunteer {shown(volunteer_id)} does not exist")
         return found[0]
@@ -80,9 +86,14 @@ class Admin:
         return self._one(volunteer_id)
 
     def unban(self, volunteer_id: str) -> VolunteerStats:
+        """Lift a ban and a quarantine. A volunteer released from quarantine keeps its
+        record: it starts again from full replication, and one more fault sends it back."""
         if not volunteer_id:
             raise InvalidArgument("volunteer_id", "a volunteer id (see `volunteers list`)")
+        self._one(volunteer_id)  # NotFound for an unknown id
         self.store.set_banned(volunteer_id, False, "", self.c.clock())
+        if self._one(volunteer_id).quarantined:
+            self.store.release_quarantine(volunteer_id, self.c.clock())
         return self._one(volunteer_id)
 
     def overview(self, events: int) -> Overview:
@@ -92,7 +103,7 @@ class Admin:
         return Overview(
             jobs=self.c.list_jobs(),
             rates=self.store.job_rates(now),
-            volunteers=self.store.volunteer_stats(now),
+            volunteers=self._stats(now),
             validation=self.store.validation_stats(now),
             events=self.store.recent_events(events or 50),
             now_ms=now,

@@ -1,12 +1,15 @@
 """The assimilator: canonical rows of a validated job → Parquet shards + signed manifest.
 
 Shards are written into a temporary folder and renamed into place, so a crash leaves either
-no dataset or a whole one; the job is marked complete only after the rename.
+no dataset or a whole one; the job is marked complete only after the rename. After a key
+rotation the folder also holds the rotation chain (key-chain.json), so that researchers who
+pinned an earlier coordinator key can verify it offline.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from allmende.protocol.manifest import (
     sha256_file,
     sign_manifest,
 )
+from allmende.protocol.rotation import CHAIN_NAME, encode_chain
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import decode_unit
 
@@ -107,9 +111,16 @@ class _ShardWriter:
 
 
 def assimilate(
-    store: Store, key: SigningKey, job: JobRecord, datasets_dir: Path, now_ms: int
+    store: Store,
+    key: SigningKey,
+    job: JobRecord,
+    datasets_dir: Path,
+    now_ms: int,
+    key_chain: Sequence[tuple[bytes, bytes]] = (),
 ) -> Path:
-    """Write the dataset of a validated job and mark it complete. Returns its folder."""
+    """Write the dataset of a validated job and mark it complete. Returns its folder.
+
+    `key_chain` is the rotation chain that leads to `key` (empty before any rotation)."""
     s = job.settings
     target = datasets_dir / job.job_id
     staging = datasets_dir / f".{job.job_id}.tmp"
@@ -175,6 +186,8 @@ def assimilate(
     signature = sign_manifest(key, manifest_bytes)
     (staging / MANIFEST_NAME).write_bytes(manifest_bytes)
     (staging / SIGNATURE_NAME).write_bytes(signature)
+    if key_chain:
+        (staging / CHAIN_NAME).write_bytes(encode_chain(key_chain))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     store.complete_job(job.job_id, manifest_bytes, signature, now_ms)

@@ -6,7 +6,6 @@ to status codes; tests can call them directly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -18,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from allmende.coordinator.domain import quorum
 from allmende.coordinator.domain.assimilate import assimilate
+from allmende.coordinator.domain.compose import compose, new_rng
+from allmende.coordinator.domain.gold import GoldPool
 from allmende.coordinator.domain.jobs import (
     InputRecord,
     JobRequest,
@@ -27,15 +27,16 @@ from allmende.coordinator.domain.jobs import (
     plan_job,
     resolve_settings,
 )
+from allmende.coordinator.domain.submit import Submissions
+from allmende.coordinator.domain.trust import DAY_MS, TrustPolicy, utc_day
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import (
     JobCounts,
     JobRecord,
+    JobSettings,
+    LeaseCandidate,
     LeaseGrant,
-    NewResult,
-    ResultRecord,
-    UnitRecord,
-    Verdict,
+    LeasePlan,
     VolunteerRecord,
 )
 from allmende.protocol import codec
@@ -49,11 +50,15 @@ from allmende.protocol.errors import (
     shown,
 )
 from allmende.protocol.models import ModelRegistry
-from allmende.protocol.signing import CTX_REGISTER, CTX_RESULT, SigningKey, fingerprint, verify
-from allmende.protocol.tasks import NORM_TOLERANCE, TASK_KINDS, get_task_kind
-from allmende.protocol.wire import check_payload, decode_envelope
+from allmende.protocol.signing import CTX_REGISTER, SigningKey, fingerprint, verify
+from allmende.protocol.tasks import TASK_KINDS
 
 log = logging.getLogger("allmende.coordinator")
+
+# Answers for texts of a job: float32 rows in the job's result dtype after rounding.
+GoldComputer = Callable[[JobSettings, list[str]], np.ndarray]
+# Gold rows a coordinator computes for a new job (the rest come from accepted units).
+SEED_GOLD_ROWS = 32
 
 VERSION = "0.1.0"
 IDLE_RETRY_MS = 2000
@@ -72,21 +77,14 @@ class LeaseOffer:
     grant: LeaseGrant | None
     work_remaining: bool
     retry_after_ms: int
-
-
-@dataclass(frozen=True)
-class SubmitOutcome:
-    status: str  # this result: pending, accepted, rejected
-    reason: str
-    unit_status: str = "pending"  # the unit: pending, accepted, failed, rejected
-    rows: int = 0
+    notice: str = ""
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Coordinator:
+class Coordinator(Submissions):
     def __init__(
         self,
         store: Store,
@@ -94,8 +92,15 @@ class Coordinator:
         datasets_dir: Path,
         registry: ModelRegistry | None = None,
         clock: Callable[[], int] = _now_ms,
+        policy: TrustPolicy | None = None,
+        gold_computer: GoldComputer | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy or TrustPolicy()
+        self.gold = GoldPool(store, self.policy.gold_pool)
+        # Computes answers for a new job's first gold rows (the model, on the coordinator);
+        # without one, gold rows come only from units a quorum accepted.
+        self.gold_computer = gold_computer
         self.key = key
         self.datasets_dir = datasets_dir
         self.registry = registry or ModelRegistry()
@@ -107,6 +112,8 @@ class Coordinator:
         self._last_seen: dict[str, int] = {}
         # (sha256 of the TLS certificate, our signature over it) when served over TLS.
         self.tls_binding: tuple[bytes, bytes] = (b"", b"")
+        # Signed key rotations leading to `key`, oldest first: (rotation bytes, signature).
+        self.key_chain: list[tuple[bytes, bytes]] = []
 
     # ------------------------------------------------------------------ info / volunteers
 
@@ -158,6 +165,10 @@ class Coordinator:
             raise Unauthenticated(f"unknown volunteer {volunteer_id[:16]!r}; register first")
         if record.banned:
             raise PermissionDenied(f"volunteer {volunteer_id[:16]} is banned: {record.ban_reason}")
+        if record.quarantined:
+            raise PermissionDenied(
+                f"volunteer {volunteer_id[:16]} is quarantined: {record.quarantine_reason}"
+            )
         return record
 
     # ------------------------------------------------------------------ jobs
@@ -167,6 +178,8 @@ class Coordinator:
         job_id = new_job_id()
         job, units, items = plan_job(job_id, req, settings, records, self.key, self.clock())
         self.store.create_job(job, units, items)
+        if settings.gold_fraction > 0 and self.gold_computer is not None:
+            self._seed_gold(job_id, settings, records)
         log.info(
             "job created job=%s items=%d unique=%d units=%d",
             job_id,
@@ -175,6 +188,26 @@ class Coordinator:
             len(units),
         )
         return job_id, job.items, job.unique_items, len(units)
+
+    def _seed_gold(self, job_id: str, settings: JobSettings, records: list[InputRecord]) -> None:
+        assert self.gold_computer is not None
+        texts = list(dict.fromkeys(r.text for r in records))
+        picked = [texts[i] for i in new_rng().permutation(len(texts))[:SEED_GOLD_ROWS]]
+        rows = self.gold_computer(settings, picked)
+        answers = codec.decode(
+            codec.encode(rows, settings.result_dtype).payload,
+            settings.result_dtype,
+            len(picked),
+            settings.dims,
+        )
+        self.store.add_gold(
+            job_id,
+            [(t, a.astype("<f4").tobytes()) for t, a in zip(picked, answers, strict=True)],
+            "coordinator",
+            self.clock(),
+        )
+        self.gold.expire()
+        log.info("gold rows computed job=%s rows=%d", job_id, len(picked))
 
     def _job(self, job_id: str) -> JobRecord:
         if not job_id:
@@ -195,13 +228,47 @@ class Coordinator:
 
     # ------------------------------------------------------------------ leases
 
-    def lease_work(self, volunteer_id: str) -> LeaseOffer:
-        self._volunteer(volunteer_id)
+    def lease_work(self, volunteer_id: str, address: str = "") -> LeaseOffer:
+        """Lease a unit composed for this volunteer alone (see domain/compose.py).
+
+        `address` is the volunteer's network address ('' for loopback): replicas of a unit
+        go to distinct addresses unless the policy says otherwise."""
+        volunteer = self._volunteer(volunteer_id)
         now = self.clock()
         self._seen(volunteer_id, now)
         if self.draining.is_set():
             return LeaseOffer(None, True, WAIT_RETRY_MS * 5)
-        grant = self.store.lease_unit(volunteer_id, uuid.uuid4().hex, now)
+        day = utc_day(now)
+        reputation = self.store.get_reputation(volunteer_id)
+        quota = self.policy.quota(sum(r.valid for r in reputation.values()))
+        if volunteer.quota_day == day and volunteer.leased_today >= quota:
+            wait = min(DAY_MS - now % DAY_MS, 10 * 60 * 1000)
+            return LeaseOffer(
+                None,
+                True,
+                wait,
+                f"daily quota of {quota} units reached; it grows by "
+                f"{self.policy.quota_per_valid} per validated result and resets at 00:00 UTC",
+            )
+        self.gold.refresh()
+        lease_id = uuid.uuid4().hex
+
+        def plan(candidate: LeaseCandidate) -> LeasePlan:
+            rng = new_rng()
+            c = compose(self.key, candidate, lease_id, self.gold.rows(candidate.job_id), rng, now)
+            alone = bool(c.gold_ids) and self.policy.goes_alone(reputation.get(candidate.kind), rng)
+            return LeasePlan(
+                c.blob, c.signature, c.unit_sha256, c.composition, c.gold_ids, solo=alone
+            )
+
+        grant = self.store.lease_unit(
+            volunteer_id,
+            lease_id,
+            now,
+            plan,
+            address=address if self.policy.distinct_addresses else "",
+            day=day,
+        )
         if grant is not None:
             return LeaseOffer(grant, True, 0)
         remaining = self.store.work_remaining(volunteer_id, now)
@@ -228,150 +295,6 @@ class Coordinator:
         self.store.release_lease(lease_id, reason[:500] or "handed back", self.clock())
         log.info("lease released lease=%s unit=%s reason=%s", lease_id, lease.unit_id, reason)
 
-    # ------------------------------------------------------------------ results
-
-    def submit_result(
-        self, envelope_bytes: bytes, signature: bytes, payload: bytes
-    ) -> SubmitOutcome:
-        env = decode_envelope(envelope_bytes)
-        volunteer = self._volunteer(env.volunteer_id)
-        try:
-            verify(volunteer.public_key, CTX_RESULT, envelope_bytes, signature)
-        except IntegrityError:
-            raise PermissionDenied(
-                f"signature: the result envelope is not signed by volunteer "
-                f"{env.volunteer_id[:16]}'s key"
-            ) from None
-        try:
-            check_payload(env, payload)
-        except IntegrityError as exc:
-            raise InvalidArgument("payload", exc.message) from None
-        lease = self.store.get_lease(env.lease_id)
-        if lease is None:
-            raise NotFound(f"lease {shown(env.lease_id)} does not exist")
-        if lease.volunteer_id != env.volunteer_id or lease.unit_id != env.unit_id:
-            raise PermissionDenied(
-                f"unit {shown(env.unit_id)} is not leased to volunteer {env.volunteer_id[:16]}"
-            )
-        unit = self.store.get_unit(env.unit_id)
-        if unit is None:  # pragma: no cover - leases reference units by foreign key
-            raise NotFound(f"unit {shown(env.unit_id)} does not exist")
-        matrix = self._check_result(
-            unit, env.dtype, env.rows, env.dims, env.unit_sha256, env.model_sha256, payload
-        )
-        result_id = uuid.uuid4().hex
-        verdict = self.store.submit_result(
-            NewResult(
-                result_id,
-                env.unit_id,
-                env.lease_id,
-                env.volunteer_id,
-                envelope_bytes,
-                signature,
-                payload,
-                self.clock(),
-            ),
-            lambda u, results: self._judge(u, results, result_id, matrix),
-        )
-        if verdict.status == "accepted" and self._job_state(unit.job_id) == "assimilating":
-            self.assimilation_wanted.set()
-        log.info(
-            "result unit=%s volunteer=%s verdict=%s %s",
-            env.unit_id,
-            env.volunteer_id[:12],
-            verdict.status,
-            verdict.reason,
-        )
-        outcome = (
-            ("rejected", verdict.reason or "disagreed with the quorum")
-            if result_id in verdict.invalid
-            else ("accepted", "")
-            if verdict.status == "accepted"
-            else ("rejected", verdict.reason)
-            if verdict.status == "failed"
-            else ("pending", verdict.reason)
-        )
-        return SubmitOutcome(*outcome, unit_status=verdict.status, rows=unit.rows)
-
-    def _job_state(self, job_id: str) -> str:
-        job = self.store.get_job(job_id)
-        return job.state if job else ""
-
-    def _check_result(
-        self,
-        unit: UnitRecord,
-        dtype: str,
-        rows: int,
-        dims: int,
-        unit_sha256: bytes,
-        model_sha256: str,
-        payload: bytes,
-    ) -> np.ndarray:
-        s = unit.settings
-        if unit_sha256 != hashlib.sha256(unit.blob).digest():
-            raise InvalidArgument("envelope.unit_sha256", "the sha256 of the unit as leased")
-        if model_sha256 != s.model_sha256:
-            raise InvalidArgument("envelope.model_sha256", f"{s.model_sha256} (the job's model)")
-        if dtype != s.result_dtype:
-            raise InvalidArgument("envelope.dtype", f"{s.result_dtype!r}, got {dtype!r}")
-        if rows != unit.rows or dims != s.dims:
-            raise InvalidArgument(
-                "envelope.shape", f"{unit.rows}x{s.dims} (rows x dims), got {rows}x{dims}"
-            )
-        matrix = codec.decode(payload, dtype, rows, dims)
-        if get_task_kind(s.kind).unit_norm:
-            norms = np.linalg.norm(matrix, axis=1)
-            off = np.abs(norms - 1.0) > NORM_TOLERANCE
-            if off.any():
-                row = int(np.argmax(off))
-                raise InvalidArgument(
-                    "payload", f"unit-normalised rows; row {row} has norm {norms[row]:.4f}"
-                )
-        return matrix
-
-    def _judge(
-        self, unit: UnitRecord, results: list[ResultRecord], new_id: str, new_matrix: np.ndarray
-    ) -> Verdict:
-        s = unit.settings
-        if len(results) < unit.target:
-            return Verdict("pending", f"waiting for {unit.target - len(results)} more replica(s)")
-        matrices = [
-            new_matrix
-            if r.result_id == new_id
-            else codec.decode(r.payload, s.result_dtype, unit.rows, s.dims)
-            for r in results
-        ]
-        outcome = quorum.decide(matrices, s.tau, s.redundancy)
-        ids = [r.result_id for r in results]
-        if outcome.reached:
-            valid = tuple(ids[i] for i in outcome.group)
-            invalid = tuple(i for i in ids if i not in valid)
-            return Verdict(
-                "accepted",
-                "disagreed with the quorum" if invalid else "",
-                valid=valid,
-                invalid=invalid,
-                agreement=outcome.agreement,
-                canonical=valid[0],
-            )
-        worst = outcome.worst
-        detail = (
-            f"lowest row cosine {worst.min_cosine:.6f} at row {worst.worst_row} (tau {s.tau})"
-            if worst
-            else ""
-        )
-        if len(results) < s.max_replicas:
-            return Verdict(
-                "pending",
-                f"replicas disagree, {detail}; another replica requested",
-                new_target=len(results) + 1,
-            )
-        return Verdict(
-            "failed",
-            f"no quorum after {len(results)} results (largest agreeing group "
-            f"{len(outcome.group)}, needed {s.redundancy}); {detail}",
-        )
-
     # ------------------------------------------------------------------ datasets
 
     def manifest(self, job_id: str) -> tuple[bytes, bytes]:
@@ -392,10 +315,20 @@ class Coordinator:
         done = []
         for job_id in self.store.jobs_in_state("assimilating"):
             # Coordinators sharing a database and data folder: one writes, the others skip.
+            resting = list(self.store.units_resting_on_quarantined(job_id))
+            if resting:  # quarantine re-opens these; never ship a row only a liar vouched for
+                log.error(
+                    "not assimilating job=%s: units rest on quarantined volunteers: %s",
+                    job_id,
+                    ", ".join(resting[:5]),
+                )
+                continue
             with self.store.claim_job(job_id, "assimilating") as job:
                 if job is None:
                     continue
-                folder = assimilate(self.store, self.key, job, self.datasets_dir, self.clock())
+                folder = assimilate(
+                    self.store, self.key, job, self.datasets_dir, self.clock(), self.key_chain
+                )
             log.info("dataset written job=%s folder=%s", job_id, folder)
             done.append(job_id)
         return done

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from dataclasses import dataclass
 
@@ -12,13 +11,20 @@ from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.limits import MAX_ID_CHARS, MAX_TEXT_BYTES
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import SigningKey
-from allmende.protocol.tasks import RESULT_DTYPES, check_model_for_kind, get_task_kind
+from allmende.protocol.tasks import (
+    RESULT_DTYPES,
+    check_model_for_kind,
+    estimate_tokens,
+    get_task_kind,
+)
 from allmende.protocol.wire import WorkUnit, sign_unit
 
 DEFAULT_REDUNDANCY = 2
 DEFAULT_UNIT_SIZE = 256
 DEFAULT_TAU = 0.999
 DEFAULT_LEASE_SECONDS = 600
+DEFAULT_GOLD_FRACTION = 0.02
+MAX_GOLD_FRACTION = 0.5
 MAX_REDUNDANCY = 16
 MAX_UNIT_SIZE = 8192
 MAX_REPLICAS = 32
@@ -40,6 +46,7 @@ class JobRequest:
     lease_seconds: int = 0
     result_dtype: str = ""
     source_name: str = ""
+    gold_fraction: float | None = None  # None: the default
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,9 @@ def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
     dtype = req.result_dtype or "float16"
     if dtype not in RESULT_DTYPES:
         raise InvalidArgument("result_dtype", f"one of {list(RESULT_DTYPES)}, got {dtype!r}")
+    gold = DEFAULT_GOLD_FRACTION if req.gold_fraction is None else req.gold_fraction
+    if not 0.0 <= gold <= MAX_GOLD_FRACTION:
+        raise InvalidArgument("gold_fraction", f"0 to {MAX_GOLD_FRACTION}, got {gold}")
     if len(req.name) > MAX_NAME_CHARS:
         raise InvalidArgument("name", f"at most {MAX_NAME_CHARS} characters")
     return JobSettings(
@@ -89,6 +99,7 @@ def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
         max_replicas=max_replicas,
         lease_seconds=lease_seconds,
         result_dtype=dtype,
+        gold_fraction=gold,
     )
 
 
@@ -112,16 +123,6 @@ def check_items(records: list[InputRecord]) -> None:
                 f"{first_seen[rec.item_id]}",
             )
         first_seen[rec.item_id] = rec.line
-
-
-# Words and punctuation marks: within a few percent of a WordPiece/BPE token count on
-# English text, and needs no tokenizer on the coordinator (STS-B: 5 % padding above an
-# exact token sort, against 9 % for sorting by bytes).
-_TOKEN_LIKE = re.compile(r"\w+|[^\w\s]")
-
-
-def _token_estimate(text: str) -> int:
-    return sum(1 for _ in _TOKEN_LIKE.finditer(text))
 
 
 def new_job_id() -> str:
@@ -154,7 +155,7 @@ def plan_job(
         if digest not in first:
             first[digest] = len(unique)
             unique.append((rec.text, len(encoded)))
-    order = sorted(range(len(unique)), key=lambda i: (_token_estimate(unique[i][0]), unique[i][1]))
+    order = sorted(range(len(unique)), key=lambda i: (estimate_tokens(unique[i][0]), unique[i][1]))
     slot_of: list[tuple[int, int]] = [(0, 0)] * len(unique)
     unit_texts: list[list[str]] = [[]]
     unit_bytes = 0

@@ -17,6 +17,8 @@ from allmende.protocol.errors import FailedPrecondition, NotFound, shown
 # A volunteer counts as online when it asked for work this recently.
 ONLINE_MS = 120_000
 RATE_WINDOW_MS = 600_000
+# The meta row naming the coordinator key the database serves (written by sql.py).
+COORDINATOR_META = "coordinator"
 
 
 def _span_s(now_ms: int, start_ms: int) -> float:
@@ -41,6 +43,17 @@ class VolunteerStats:
     results_pending: int
     items_valid: int
     items_per_s: float
+    quarantined: bool = False
+    quarantine_reason: str = ""
+    credit: int = 0
+    consecutive_valid: int = 0  # the best over task kinds
+    gold_checked: int = 0
+    gold_missed: int = 0
+    disagreements: int = 0
+    faults: int = 0
+    reputation_valid: int = 0  # validated results on record (what the daily quota grows with)
+    leased_today: int = 0
+    daily_quota: int = 0  # filled in by the domain, which knows the policy
 
 
 @dataclass(frozen=True)
@@ -211,8 +224,22 @@ class AdminQueries:
             )
 
     def volunteer_stats(self, now_ms: int, volunteer_id: str | None = None) -> list[VolunteerStats]:
-        v, r, le, u = t.volunteers, t.results, t.leases, t.units
+        v, r, le, u, rp = t.volunteers, t.results, t.leases, t.units, t.reputation
         since = now_ms - RATE_WINDOW_MS
+        record = (
+            select(
+                rp.c.volunteer_id,
+                func.sum(rp.c.credit).label("credit"),
+                func.max(rp.c.consecutive_valid).label("cv"),
+                func.sum(rp.c.gold_checked).label("gold_checked"),
+                func.sum(rp.c.gold_missed).label("gold_missed"),
+                func.sum(rp.c.disagreements).label("disagreements"),
+                func.sum(rp.c.faults).label("faults"),
+                func.sum(rp.c.valid).label("rep_valid"),
+            )
+            .group_by(rp.c.volunteer_id)
+            .subquery()
+        )
         results = (
             select(
                 r.c.volunteer_id,
@@ -249,11 +276,18 @@ class AdminQueries:
                 results.c.recent_n,
                 leases.c.active,
                 leases.c.first_recent,
+                record.c.credit,
+                record.c.cv,
+                record.c.gold_checked,
+                record.c.gold_missed,
+                record.c.disagreements,
+                record.c.faults,
+                record.c.rep_valid,
             )
             .select_from(
-                v.outerjoin(results, results.c.volunteer_id == v.c.volunteer_id).outerjoin(
-                    leases, leases.c.volunteer_id == v.c.volunteer_id
-                )
+                v.outerjoin(results, results.c.volunteer_id == v.c.volunteer_id)
+                .outerjoin(leases, leases.c.volunteer_id == v.c.volunteer_id)
+                .outerjoin(record, record.c.volunteer_id == v.c.volunteer_id)
             )
             .order_by(v.c.created_ms)
         )
@@ -269,7 +303,9 @@ class AdminQueries:
                 hardware=row.hardware,
                 created_ms=row.created_ms,
                 last_seen_ms=row.last_seen_ms,
-                online=now_ms - row.last_seen_ms < ONLINE_MS and not row.banned,
+                online=now_ms - row.last_seen_ms < ONLINE_MS
+                and not row.banned
+                and not row.quarantined,
                 banned=bool(row.banned),
                 ban_reason=row.ban_reason,
                 leases_active=int(row.active or 0),
@@ -279,9 +315,40 @@ class AdminQueries:
                 items_valid=int(row.items_n or 0),
                 items_per_s=float(row.recent_n or 0)
                 / _span_s(now_ms, max(since, row.first_recent or since)),
+                quarantined=bool(row.quarantined),
+                quarantine_reason=row.quarantine_reason,
+                credit=int(row.credit or 0),
+                consecutive_valid=int(row.cv or 0),
+                gold_checked=int(row.gold_checked or 0),
+                gold_missed=int(row.gold_missed or 0),
+                disagreements=int(row.disagreements or 0),
+                faults=int(row.faults or 0),
+                reputation_valid=int(row.rep_valid or 0),
+                leased_today=row.leased_today if row.quota_day == now_ms // 86_400_000 + 1 else 0,
             )
             for row in rows
         ]
+
+    # ------------------------------------------------------------------ key rotation
+
+    def rebind_coordinator(self, old: str, new: str, now_ms: int) -> None:
+        """Hand the database from coordinator key `old` to its successor `new`; one
+        transaction. The caller checks the rotation chain from `old` to `new`. A replica that
+        finds the database already moved to `new` does nothing. (Units need no re-signing:
+        each is signed for its lease, with the key current then.)"""
+        m = t.meta
+        with self._tx() as conn:
+            have = conn.execute(
+                select(m.c.value).where(m.c.key == COORDINATOR_META).with_for_update()
+            ).scalar()
+            if have == new:
+                return
+            if have != old:
+                raise FailedPrecondition(
+                    f"this database serves coordinator {str(have)[:16]}..., not {old[:16]}..."
+                )
+            conn.execute(m.update().where(m.c.key == COORDINATOR_META).values(value=new))
+            self._event(conn, now_ms, "coordinator.rotated", f"key {old[:16]}... -> {new[:16]}...")
 
     # ------------------------------------------------------------------ monitoring
 

@@ -13,14 +13,19 @@ from allmende.coordinator.store.admin_sql import ValidationStats, VolunteerStats
 from allmende.coordinator.store.records import (
     DatasetItem,
     DatasetUnit,
+    GoldRow,
     JobCounts,
     JobRecord,
+    LeaseCandidate,
     LeaseGrant,
+    LeasePlan,
     LeaseRecord,
     NewItem,
     NewJob,
     NewResult,
     NewUnit,
+    Repair,
+    Reputation,
     ResultRecord,
     UnitRecord,
     Verdict,
@@ -29,6 +34,8 @@ from allmende.coordinator.store.records import (
 
 # Decides a unit's fate from all its results; runs inside the submit transaction.
 Judge = Callable[[UnitRecord, list[ResultRecord]], Verdict]
+# Composes and signs the unit a lease hands out; runs inside the lease transaction.
+Compose = Callable[[LeaseCandidate], LeasePlan]
 
 
 class Store(Protocol):
@@ -37,6 +44,7 @@ class Store(Protocol):
     # the coordinator key the database belongs to (replicas share one)
     def bound_coordinator(self) -> str | None: ...
     def bind_coordinator(self, fingerprint: str) -> None: ...
+    def rebind_coordinator(self, old: str, new: str, now_ms: int) -> None: ...
 
     # jobs
     def create_job(
@@ -51,7 +59,15 @@ class Store(Protocol):
     def get_volunteer(self, volunteer_id: str) -> VolunteerRecord | None: ...
 
     # leases
-    def lease_unit(self, volunteer_id: str, lease_id: str, now_ms: int) -> LeaseGrant | None: ...
+    def lease_unit(
+        self,
+        volunteer_id: str,
+        lease_id: str,
+        now_ms: int,
+        compose: Compose | None = None,
+        address: str = "",
+        day: int = 0,
+    ) -> LeaseGrant | None: ...
     def work_remaining(self, volunteer_id: str, now_ms: int) -> bool: ...
     def get_lease(self, lease_id: str) -> LeaseRecord | None: ...
     def get_unit(self, unit_id: str) -> UnitRecord | None: ...
@@ -102,3 +118,19 @@ class Store(Protocol):
         self, now_ms: int, volunteer_id: str | None = None
     ) -> list[VolunteerStats]: ...
     def validation_stats(self, now_ms: int) -> ValidationStats: ...
+
+    # trust (store/trust_sql.py)
+    def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]: ...
+    def record_fault(
+        self, volunteer_id: str, kind: str, reason: str, now_ms: int, gold_missed: bool = False
+    ) -> Reputation: ...
+    def reject_lease(self, lease_id: str, reason: str, now_ms: int) -> None: ...
+    def gold_rows(self, job_ids: Sequence[str], per_job: int) -> list[GoldRow]: ...
+    def gold_by_ids(self, gold_ids: Sequence[int]) -> list[GoldRow]: ...
+    def add_gold(
+        self, job_id: str, rows: Sequence[tuple[str, bytes]], source: str, now_ms: int
+    ) -> None: ...
+    def gold_count(self, job_id: str) -> int: ...
+    def quarantine(self, volunteer_id: str, reason: str, now_ms: int) -> Repair | None: ...
+    def release_quarantine(self, volunteer_id: str, now_ms: int) -> None: ...
+    def units_resting_on_quarantined(self, job_id: str) -> Iterator[str]: ...

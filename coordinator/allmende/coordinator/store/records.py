@@ -17,6 +17,7 @@ class JobSettings:
     max_replicas: int
     lease_seconds: int
     result_dtype: str
+    gold_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class VolunteerRecord:
     banned: bool = False
     ban_reason: str = ""
     last_seen_ms: int = 0
+    quarantined: bool = False
+    quarantine_reason: str = ""
+    quota_day: int = 0
+    leased_today: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,11 @@ class LeaseRecord:
     lease_id: str
     unit_id: str
     volunteer_id: str
-    state: str  # active, submitted, released
+    state: str  # active, submitted, released, cancelled, expired, rejected
     deadline_ms: int
+    unit_sha256: bytes | None = None  # of the unit as composed for this lease
+    composition: bytes = b""  # uint16 source row per composed row (see schema.leases)
+    gold_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,11 @@ class UnitRecord:
     target: int
     blob: bytes
     settings: JobSettings
+    quorum: int = 0  # results that must agree (0: the job's redundancy)
+
+    @property
+    def needed(self) -> int:
+        return self.quorum or self.settings.redundancy
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,8 @@ class NewResult:
     signature: bytes
     payload: bytes
     received_ms: int
+    claimed_tokens: int = 0  # already capped at what the composed unit can hold
+    gold_checked: bool = False  # it carried gold rows, and they matched
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,7 @@ class ResultRecord:
     payload: bytes
     state: str  # pending, valid, invalid
     received_ms: int
+    claimed_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,10 @@ class Verdict:
     new_target: int = 0  # raise the replica target to this (0 = unchanged)
     agreement: float = 0.0  # lowest row cosine among the agreeing results
     canonical: str = ""
+    new_quorum: int = 0  # raise the unit's quorum to this (0 = unchanged)
+    credit: int = 0  # granted to each valid result: the lowest claim among them
+    outvoted: tuple[str, ...] = ()  # volunteers whose results the quorum overruled
+    gold: tuple[tuple[str, bytes], ...] = ()  # (text, float32 answer) rows to keep as gold
 
 
 @dataclass(frozen=True)
@@ -170,3 +190,62 @@ class DatasetItem:
     unit_id: str
     row: int
     content_sha256: bytes
+
+
+@dataclass(frozen=True)
+class Reputation:
+    """A volunteer's record for one task kind."""
+
+    kind: str
+    consecutive_valid: int = 0
+    valid: int = 0
+    disagreements: int = 0
+    faults: int = 0
+    gold_checked: int = 0
+    gold_missed: int = 0
+    credit: int = 0
+
+
+@dataclass(frozen=True)
+class LeaseCandidate:
+    """A unit the store is about to lease, for the domain to compose and sign."""
+
+    unit_id: str
+    job_id: str
+    kind: str
+    blob: bytes  # the unit as planned (every row, in unit order)
+    rows: int
+    busy: int  # replica slots taken before this lease
+    quorum: int
+    redundancy: int
+    gold_fraction: float
+    deadline_ms: int
+
+
+@dataclass(frozen=True)
+class LeasePlan:
+    """The unit as composed for one lease."""
+
+    blob: bytes
+    signature: bytes
+    unit_sha256: bytes
+    composition: bytes
+    gold_ids: tuple[int, ...]
+    solo: bool  # adaptive replication: this volunteer's result alone may decide the unit
+
+
+@dataclass(frozen=True)
+class GoldRow:
+    gold_id: int
+    job_id: str
+    text: str
+    answer: bytes  # float32 row
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What quarantining a volunteer changed."""
+
+    results_invalidated: int
+    units_reopened: tuple[str, ...]
+    jobs_reopened: tuple[str, ...]

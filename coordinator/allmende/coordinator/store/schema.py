@@ -24,10 +24,10 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0002"
+REVISION = "0003"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -65,6 +65,8 @@ jobs = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("manifest", LargeBinary, nullable=True),
     Column("manifest_sig", LargeBinary, nullable=True),
+    # Share of each composed unit's rows that are hidden gold rows (migration 0003).
+    Column("gold_fraction", Float, nullable=False, default=0.0, server_default="0"),
 )
 
 units = Table(
@@ -87,6 +89,9 @@ units = Table(
     # triggers keep it (migration 0002), whichever code changes leases or results, so that
     # leasing finds a free unit through ix_units_free instead of counting per unit.
     Column("busy", Integer, nullable=False, default=0, server_default="0"),
+    # Results that must agree to accept the unit: the job's redundancy, 1 when adaptive
+    # replication trusts the one volunteer holding it, more once a result looked suspicious.
+    Column("quorum", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("job_id", "seq"),
 )
 Index("ix_units_open", units.c.state, units.c.job_id, units.c.seq)
@@ -118,6 +123,12 @@ volunteers = Table(
     Column("last_seen_ms", BigInteger, nullable=False, default=0),
     Column("banned", Integer, nullable=False, default=0),
     Column("ban_reason", Text, nullable=False, default=""),
+    # Caught lying: gets no work; its unconfirmed rows are re-verified (migration 0003).
+    Column("quarantined", Integer, nullable=False, default=0, server_default="0"),
+    Column("quarantine_reason", Text, nullable=False, default="", server_default=""),
+    # Units leased on UTC day `quota_day` (days since the epoch), for the daily quota.
+    Column("quota_day", Integer, nullable=False, default=0, server_default="0"),
+    Column("leased_today", Integer, nullable=False, default=0, server_default="0"),
 )
 
 leases = Table(
@@ -132,6 +143,14 @@ leases = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("deadline_ms", BigInteger, nullable=False),
     Column("reason", Text, nullable=False, default=""),
+    # The volunteer's network address ('' for loopback), so replicas of a unit go to
+    # distinct addresses; the unit as composed for this lease: sha256 of its signed bytes,
+    # the unit row each of its rows came from (uint16, little-endian; unit.rows and up
+    # index into gold_ids, comma-separated gold row ids). Migration 0003.
+    Column("address", String(64), nullable=False, default="", server_default=""),
+    Column("unit_sha256", LargeBinary, nullable=True),
+    Column("composition", LargeBinary, nullable=True),
+    Column("gold_ids", Text, nullable=False, default="", server_default=""),
 )
 Index("ix_leases_unit", leases.c.unit_id, leases.c.state)
 Index("ix_leases_volunteer", leases.c.volunteer_id, leases.c.state)
@@ -153,10 +172,46 @@ results = Table(
     Column("state", String(16), nullable=False),  # pending, valid, invalid
     Column("received_ms", BigInteger, nullable=False),
     Column("reason", Text, nullable=False, default=""),
+    # Tokens the volunteer claimed, and the credit granted once the result was validated.
+    Column("claimed_tokens", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("credit", BigInteger, nullable=False, default=0, server_default="0"),
     # One result per volunteer per unit: replicas must come from distinct volunteers.
     UniqueConstraint("unit_id", "volunteer_id"),
 )
 Index("ix_results_unit", results.c.unit_id, results.c.state)
+Index("ix_results_volunteer", results.c.volunteer_id, results.c.state)
+
+# A volunteer's record per task kind (BOINC's host_app_version): what adaptive replication
+# and quarantine decide on.
+reputation = Table(
+    "reputation",
+    metadata,
+    Column("volunteer_id", String(64), ForeignKey("volunteers.volunteer_id"), primary_key=True),
+    Column("kind", String(64), primary_key=True),
+    Column("consecutive_valid", Integer, nullable=False, default=0),
+    Column("valid", Integer, nullable=False, default=0),
+    Column("disagreements", Integer, nullable=False, default=0),
+    Column("faults", Integer, nullable=False, default=0),
+    Column("gold_checked", Integer, nullable=False, default=0),
+    Column("gold_missed", Integer, nullable=False, default=0),
+    Column("credit", BigInteger, nullable=False, default=0),
+    Column("updated_ms", BigInteger, nullable=False, default=0),
+)
+
+# Rows whose answer is known: accepted by a quorum of distinct volunteers, or computed by
+# the coordinator. A few are hidden in each composed unit.
+gold = Table(
+    "gold",
+    metadata,
+    Column("gold_id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), ForeignKey("jobs.job_id"), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("answer", LargeBinary, nullable=False),  # float32 row, little-endian
+    Column("source", String(16), nullable=False),  # quorum, coordinator
+    Column("unit_id", String(96), nullable=False, default=""),  # the unit it came from
+    Column("created_ms", BigInteger, nullable=False),
+)
+Index("ix_gold_job", gold.c.job_id, gold.c.gold_id)
 
 events = Table(
     "events",

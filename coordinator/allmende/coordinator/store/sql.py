@@ -31,6 +31,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Engine,
+    LargeBinary,
     String,
     and_,
     bindparam,
@@ -51,13 +52,14 @@ from sqlalchemy.sql.elements import ColumnClause
 from allmende.coordinator.store import migrate
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.admin_sql import AdminQueries
-from allmende.coordinator.store.base import Judge
+from allmende.coordinator.store.base import Compose, Judge
 from allmende.coordinator.store.records import (
     DatasetItem,
     DatasetUnit,
     JobCounts,
     JobRecord,
     JobSettings,
+    LeaseCandidate,
     LeaseGrant,
     LeaseRecord,
     NewItem,
@@ -69,6 +71,7 @@ from allmende.coordinator.store.records import (
     Verdict,
     VolunteerRecord,
 )
+from allmende.coordinator.store.trust_sql import TrustQueries
 from allmende.protocol.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -104,18 +107,26 @@ _NOT_MINE = """
                   AND l.state = :active AND l.deadline_ms > :now)
   AND NOT EXISTS (SELECT 1 FROM results AS r
                   WHERE r.unit_id = u.unit_id AND r.volunteer_id = :volunteer)"""
+# Replicas of one unit go to distinct network addresses ('' means exempt: loopback, or the
+# rule switched off).
+_OTHER_ADDRESS = """
+  AND (:address = '' OR NOT EXISTS (SELECT 1 FROM leases AS a {lease_index}
+                  WHERE a.unit_id = u.unit_id AND a.address = :address
+                  AND a.volunteer_id <> :volunteer AND a.state IN ('active', 'submitted')))"""
+_CANDIDATE = "SELECT u.unit_id, u.blob, u.signature, u.rows, u.busy, u.quorum FROM units AS u"
 _FREE_UNIT = {
     "sqlite": text(
-        "SELECT u.unit_id, u.blob, u.signature FROM units AS u INDEXED BY ix_units_free"
+        _CANDIDATE + " INDEXED BY ix_units_free"
         " WHERE u.job_id = :job AND u.state = 'open' AND u.busy < u.target"
         + _NOT_MINE.format(lease_index="INDEXED BY ix_leases_unit")
+        + _OTHER_ADDRESS.format(lease_index="INDEXED BY ix_leases_unit")
         + " ORDER BY u.seq LIMIT 1"
     ),
     "postgresql": text(
-        "SELECT u.unit_id, u.blob, u.signature FROM units AS u"
-        " WHERE u.job_id = :job AND u.state = 'open' AND u.busy < u.target"
+        _CANDIDATE + " WHERE u.job_id = :job AND u.state = 'open' AND u.busy < u.target"
         " AND u.unit_id <> ALL(:tried)"
         + _NOT_MINE.format(lease_index="")
+        + _OTHER_ADDRESS.format(lease_index="")
         + " ORDER BY u.seq LIMIT 1 FOR NO KEY UPDATE OF u SKIP LOCKED"
     ),
 }
@@ -228,6 +239,7 @@ def _settings(row: Any) -> JobSettings:
         max_replicas=row.max_replicas,
         lease_seconds=row.lease_seconds,
         result_dtype=row.result_dtype,
+        gold_fraction=row.gold_fraction,
     )
 
 
@@ -257,6 +269,7 @@ def _unit(row: Any) -> UnitRecord:
         target=row.target,
         blob=row.blob,
         settings=_settings(row),
+        quorum=row.quorum,
     )
 
 
@@ -308,6 +321,9 @@ class _Q:
         select(
             j.c.job_id,
             j.c.lease_seconds,
+            j.c.kind,
+            j.c.redundancy,
+            j.c.gold_fraction,
             select(func.min(le.c.deadline_ms))
             .where(le.c.state == _ACTIVE)
             .scalar_subquery()
@@ -334,7 +350,19 @@ class _Q:
     add_lease_if_free = (
         le.insert()
         .from_select(
-            ["lease_id", "unit_id", "volunteer_id", "state", "created_ms", "deadline_ms", "reason"],
+            [
+                "lease_id",
+                "unit_id",
+                "volunteer_id",
+                "state",
+                "created_ms",
+                "deadline_ms",
+                "reason",
+                "address",
+                "unit_sha256",
+                "composition",
+                "gold_ids",
+            ],
             select(
                 bindparam("lease_id", type_=String),
                 u.c.unit_id,
@@ -343,6 +371,10 @@ class _Q:
                 bindparam("now", type_=BigInteger),
                 bindparam("deadline", type_=BigInteger),
                 literal("", String),
+                bindparam("address", type_=String),
+                bindparam("unit_sha256", type_=LargeBinary),
+                bindparam("composition", type_=LargeBinary),
+                bindparam("gold_ids", type_=String),
             ).where(
                 u.c.unit_id == _b("unit_id"), u.c.state == "open", u.c.busy < u.c.target, *not_mine
             ),
@@ -374,7 +406,14 @@ class _Q:
     add_result = r.insert()
     lease_submitted = le.update().where(le.c.lease_id == _b("b_lease")).values(state="submitted")
     counted = (
-        select(r.c.result_id, r.c.volunteer_id, r.c.payload, r.c.state, r.c.received_ms)
+        select(
+            r.c.result_id,
+            r.c.volunteer_id,
+            r.c.payload,
+            r.c.state,
+            r.c.received_ms,
+            r.c.claimed_tokens,
+        )
         .where(r.c.unit_id == _b("unit_id"), r.c.state != "invalid")
         .order_by(r.c.received_ms, r.c.result_id)
     )
@@ -392,7 +431,7 @@ class _Q:
     update_job = j.update().where(j.c.job_id == _b("b_job"))
 
 
-class SqlStore(AdminQueries):
+class SqlStore(AdminQueries, TrustQueries):
     """`Store` over SQLAlchemy Core. Each public method is one transaction."""
 
     def __init__(self, engine: Engine, serialise_writes: bool = False) -> None:
@@ -467,6 +506,7 @@ class SqlStore(AdminQueries):
                     max_replicas=s.max_replicas,
                     lease_seconds=s.lease_seconds,
                     result_dtype=s.result_dtype,
+                    gold_fraction=s.gold_fraction,
                     source_name=job.source_name,
                     items=job.items,
                     unique_items=job.unique_items,
@@ -485,6 +525,7 @@ class SqlStore(AdminQueries):
                         "rows": u.rows,
                         "state": "open",
                         "target": s.redundancy,
+                        "quorum": s.redundancy,
                         "blob": u.blob,
                         "signature": u.signature,
                         "agreement": 0.0,
@@ -631,6 +672,10 @@ class SqlStore(AdminQueries):
             banned=bool(row.banned),
             ban_reason=row.ban_reason,
             last_seen_ms=row.last_seen_ms,
+            quarantined=bool(row.quarantined),
+            quarantine_reason=row.quarantine_reason,
+            quota_day=row.quota_day,
+            leased_today=row.leased_today,
         )
 
     # ------------------------------------------------------------------ leases
@@ -647,10 +692,24 @@ class SqlStore(AdminQueries):
         if units:
             conn.execute(_Q.expire, {"units": units, "now": now_ms})
 
-    def lease_unit(self, volunteer_id: str, lease_id: str, now_ms: int) -> LeaseGrant | None:
+    def lease_unit(
+        self,
+        volunteer_id: str,
+        lease_id: str,
+        now_ms: int,
+        compose: Compose | None = None,
+        address: str = "",
+        day: int = 0,
+    ) -> LeaseGrant | None:
         """Lease the first unit with a free replica slot: highest priority job first, then
         the oldest job, then unit order. Never two live leases of one unit to one volunteer,
-        never a unit the volunteer has already sent a result for."""
+        never a unit the volunteer has already sent a result for, and (unless `address` is
+        '') never a unit another volunteer at the same address holds or answered.
+
+        `compose` turns the chosen unit into what this lease hands out (rows in a per-lease
+        order, gold rows mixed in, signed); without it the unit goes out as planned. A plan
+        marked `solo` (adaptive replication) makes this volunteer's result alone decide a
+        unit nobody else holds yet. `day` counts the lease towards the volunteer's quota."""
         with self._tx() as conn:
             jobs = conn.execute(_Q.running_jobs).all()
             if jobs and jobs[0].next_due is not None and jobs[0].next_due <= now_ms:
@@ -664,6 +723,7 @@ class SqlStore(AdminQueries):
                         "volunteer": volunteer_id,
                         "active": "active",
                         "now": now_ms,
+                        "address": address,
                     }
                     if self.postgres:
                         params["tried"] = tried
@@ -671,6 +731,30 @@ class SqlStore(AdminQueries):
                     if row is None:
                         break
                     deadline = now_ms + job.lease_seconds * 1000
+                    plan = (
+                        compose(
+                            LeaseCandidate(
+                                unit_id=row.unit_id,
+                                job_id=job.job_id,
+                                kind=job.kind,
+                                blob=row.blob,
+                                rows=row.rows,
+                                busy=row.busy,
+                                quorum=row.quorum or job.redundancy,
+                                redundancy=job.redundancy,
+                                gold_fraction=job.gold_fraction,
+                                deadline_ms=deadline,
+                            )
+                        )
+                        if compose is not None
+                        else None
+                    )
+                    values = {
+                        "address": address,
+                        "unit_sha256": plan.unit_sha256 if plan else None,
+                        "composition": plan.composition if plan else None,
+                        "gold_ids": ",".join(map(str, plan.gold_ids)) if plan else "",
+                    }
                     if self.postgres:
                         # The candidate query judged the volunteer's own leases by a snapshot
                         # from before it locked the unit, so a lease another coordinator
@@ -685,6 +769,7 @@ class SqlStore(AdminQueries):
                                 "volunteer": volunteer_id,
                                 "now": now_ms,
                                 "deadline": deadline,
+                                **values,
                             },
                         )
                         if inserted.first() is None:
@@ -701,9 +786,13 @@ class SqlStore(AdminQueries):
                                 "created_ms": now_ms,
                                 "deadline_ms": deadline,
                                 "reason": "",
+                                **values,
                             },
                         )
-                    return LeaseGrant(lease_id, row.unit_id, deadline, row.blob, row.signature)
+                    self._after_lease(conn, row, job, plan, volunteer_id, day)
+                    if plan is None:
+                        return LeaseGrant(lease_id, row.unit_id, deadline, row.blob, row.signature)
+                    return LeaseGrant(lease_id, row.unit_id, deadline, plan.blob, plan.signature)
         return None
 
     def work_remaining(self, volunteer_id: str, now_ms: int) -> bool:
@@ -717,7 +806,16 @@ class SqlStore(AdminQueries):
             row = conn.execute(_Q.lease, {"lease_id": lease_id}).first()
         if row is None:
             return None
-        return LeaseRecord(row.lease_id, row.unit_id, row.volunteer_id, row.state, row.deadline_ms)
+        return LeaseRecord(
+            row.lease_id,
+            row.unit_id,
+            row.volunteer_id,
+            row.state,
+            row.deadline_ms,
+            row.unit_sha256,
+            row.composition or b"",
+            tuple(int(g) for g in row.gold_ids.split(",")) if row.gold_ids else (),
+        )
 
     def get_unit(self, unit_id: str) -> UnitRecord | None:
         with self._read() as conn:
@@ -784,10 +882,20 @@ class SqlStore(AdminQueries):
                     "state": "pending",
                     "received_ms": result.received_ms,
                     "reason": "",
+                    "claimed_tokens": result.claimed_tokens,
+                    "credit": 0,
                 },
             )
             conn.execute(_Q.lease_submitted, {"b_lease": result.lease_id})
             unit = _unit(unit_row)
+            if result.gold_checked:
+                self._bump(
+                    conn,
+                    result.volunteer_id,
+                    unit.settings.kind,
+                    result.received_ms,
+                    gold_checked=1,
+                )
             stored = conn.execute(_Q.counted, {"unit_id": result.unit_id}).all()
             verdict = judge(unit, [ResultRecord(*row) for row in stored])
             self._apply(conn, unit, verdict, result)
@@ -801,9 +909,12 @@ class SqlStore(AdminQueries):
             conn.execute(
                 _Q.mark_valid, {"b_ids": list(v.invalid), "state": "invalid", "reason": v.reason}
             )
+        self._settle(conn, unit, v, now)
         changes: dict[str, Any] = {"b_unit": unit.unit_id, "updated_ms": now}
         if v.new_target:
             changes["target"] = v.new_target
+        if v.new_quorum:
+            changes["quorum"] = v.new_quorum
         if v.status == "accepted":
             changes.update(
                 state="accepted",

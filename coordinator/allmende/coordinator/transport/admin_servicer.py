@@ -33,6 +33,16 @@ def volunteer_pb(v: VolunteerStats) -> pb.VolunteerStatus:
         results_pending=v.results_pending,
         items_valid=v.items_valid,
         items_per_s=v.items_per_s,
+        quarantined=v.quarantined,
+        quarantine_reason=v.quarantine_reason,
+        credit=v.credit,
+        consecutive_valid=v.consecutive_valid,
+        gold_checked=v.gold_checked,
+        gold_missed=v.gold_missed,
+        disagreements=v.disagreements,
+        faults=v.faults,
+        daily_quota=v.daily_quota,
+        leased_today=v.leased_today,
     )
 
 

@@ -19,7 +19,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from allmende.coordinator.domain.admin import Admin
-from allmende.coordinator.domain.coordinator import Coordinator
+from allmende.coordinator.domain.coordinator import Coordinator, GoldComputer
+from allmende.coordinator.domain.keys import adopt_rotation
+from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.store import open_store
@@ -82,6 +84,8 @@ def serve(
     drain_s: float = 10.0,
     tls: bool | None = None,
     insecure: bool = False,
+    policy: TrustPolicy | None = None,
+    gold_computer: GoldComputer | None = None,
 ) -> Iterator[RunningCoordinator]:
     """Run a coordinator on the data folder until the block exits.
 
@@ -94,9 +98,16 @@ def serve(
     host, port = parse_listen(listen)
     home = CoordinatorHome(data_dir)
     key = home.load_key()
+    chain = home.load_chain(key)
     token = home.load_token()
     store = open_store(db_url or home.db_url)
-    coordinator = Coordinator(store, key, home.datasets)
+    coordinator = Coordinator(store, key, home.datasets, policy=policy, gold_computer=gold_computer)
+    coordinator.key_chain = chain
+    try:  # a database of the key before a rotation follows the chain to this key
+        adopt_rotation(store, key, chain, coordinator.clock())
+    except BaseException:
+        store.close()
+        raise
     metrics = Metrics()
     metrics.watch_active_volunteers(coordinator.volunteers_online)
     server = grpc.server(

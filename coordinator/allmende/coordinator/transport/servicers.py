@@ -10,6 +10,7 @@ import grpc
 
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import InputRecord, JobRequest
+from allmende.coordinator.domain.trust import peer_address
 from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.transport.errors import streaming, unary
 from allmende.protocol.errors import InvalidArgument, ResourceExhausted, Unauthenticated
@@ -49,6 +50,7 @@ def job_status_pb(view: JobView, items_per_s: float = 0.0) -> pb.JobStatus:
             max_replicas=s.max_replicas,
             lease_seconds=s.lease_seconds,
             result_dtype=s.result_dtype,
+            gold_fraction=s.gold_fraction,
         ),
         items=job.items,
         unique_items=job.unique_items,
@@ -87,6 +89,9 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
             task_kinds=kinds,
             tls_cert_sha256=self.c.tls_binding[0],
             tls_cert_signature=self.c.tls_binding[1],
+            key_chain=[
+                pb.SignedKeyRotation(rotation=r, signature=sig) for r, sig in self.c.key_chain
+            ],
         )
 
     @unary
@@ -107,13 +112,15 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         self, request: pb.LeaseWorkRequest, context: grpc.ServicerContext
     ) -> pb.LeaseWorkResponse:
         started = time.perf_counter()
-        offer = self.c.lease_work(request.volunteer_id)
+        offer = self.c.lease_work(request.volunteer_id, peer_address(context.peer()))
         if self.metrics is not None:
             self.metrics.lease_latency.observe(time.perf_counter() - started)
             if offer.grant is not None:
                 self.metrics.units_leased.inc()
         response = pb.LeaseWorkResponse(
-            work_remaining=offer.work_remaining, retry_after_ms=offer.retry_after_ms
+            work_remaining=offer.work_remaining,
+            retry_after_ms=offer.retry_after_ms,
+            notice=offer.notice,
         )
         if offer.grant is not None:
             g = offer.grant
@@ -198,6 +205,7 @@ class JobServicer(rpc.JobServiceServicer):
             lease_seconds=spec.lease_seconds,
             result_dtype=spec.result_dtype,
             source_name=source[:500],
+            gold_fraction=spec.gold_fraction if spec.HasField("gold_fraction") else None,
         )
         job_id, items, unique, units = self.c.create_job(req, records)
         return pb.CreateJobResponse(job_id=job_id, items=items, unique_items=unique, units=units)

@@ -1,0 +1,108 @@
+"""Deciding a unit from its results: quorum, adaptive replication's checks, credit, and the
+gold rows an accepted unit yields.
+
+Runs inside the store's submit transaction (see `Store.submit_result`), once per result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from allmende.coordinator.domain import quorum
+from allmende.coordinator.domain.compose import Opened, gold_count, new_rng
+from allmende.coordinator.store.records import ResultRecord, UnitRecord, Verdict
+from allmende.protocol import codec
+from allmende.protocol.wire import decode_unit
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """The result that triggered this judgement."""
+
+    result_id: str
+    matrix: np.ndarray  # in unit order, gold rows removed
+    opened: Opened
+    gold_wanted: bool  # the job still wants gold rows from accepted units
+
+
+def suspicious(unit: UnitRecord, arrival: Arrival) -> str:
+    """Why a result that would stand alone needs replicas after all ('' if it need not)."""
+    if unit.needed > 1 or unit.needed >= unit.settings.redundancy:
+        return ""  # replicated anyway, or the job itself asks for one result per unit
+    if arrival.opened.gold_checked == 0:
+        return "a lone result without gold rows to check it"
+    margin = (1.0 + unit.settings.tau) / 2
+    if arrival.opened.gold_min < margin:
+        return f"a lone result whose gold rows agree only to {arrival.opened.gold_min:.6f}"
+    return ""
+
+
+def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Verdict:
+    s = unit.settings
+    why = suspicious(unit, arrival)
+    if why:
+        wanted = max(s.redundancy, 2)
+        return Verdict(
+            "pending",
+            f"{why}; replicating",
+            new_target=max(wanted, len(results)),
+            new_quorum=wanted,
+        )
+    if len(results) < unit.target:
+        return Verdict("pending", f"waiting for {unit.target - len(results)} more replica(s)")
+    matrices = [
+        arrival.matrix
+        if r.result_id == arrival.result_id
+        else codec.decode(r.payload, s.result_dtype, unit.rows, s.dims)
+        for r in results
+    ]
+    outcome = quorum.decide(matrices, s.tau, unit.needed)
+    ids = [r.result_id for r in results]
+    if outcome.reached:
+        valid = tuple(ids[i] for i in outcome.group)
+        invalid = tuple(i for i in ids if i not in valid)
+        claims = [results[i].claimed_tokens for i in outcome.group]
+        return Verdict(
+            "accepted",
+            "disagreed with the quorum" if invalid else "",
+            valid=valid,
+            invalid=invalid,
+            agreement=outcome.agreement,
+            canonical=valid[0],
+            credit=min(claims),
+            outvoted=tuple(r.volunteer_id for r in results if r.result_id in invalid),
+            gold=_harvest(unit, matrices[outcome.group[0]], len(valid), arrival.gold_wanted),
+        )
+    worst = outcome.worst
+    detail = (
+        f"lowest row cosine {worst.min_cosine:.6f} at row {worst.worst_row} (tau {s.tau})"
+        if worst
+        else ""
+    )
+    if len(results) < s.max_replicas:
+        return Verdict(
+            "pending",
+            f"replicas disagree, {detail}; another replica requested",
+            new_target=len(results) + 1,
+        )
+    return Verdict(
+        "failed",
+        f"no quorum after {len(results)} results (largest agreeing group "
+        f"{len(outcome.group)}, needed {unit.needed}); {detail}",
+    )
+
+
+def _harvest(
+    unit: UnitRecord, canonical: np.ndarray, agreeing: int, wanted: bool
+) -> tuple[tuple[str, bytes], ...]:
+    """Rows of a unit that distinct volunteers agreed on, to serve as gold rows."""
+    if not wanted or agreeing < 2 or unit.settings.gold_fraction <= 0:
+        return ()
+    k = gold_count(unit.rows, unit.settings.gold_fraction, unit.rows)
+    texts = decode_unit(unit.blob).texts
+    rows = new_rng().choice(unit.rows, size=k, replace=False).tolist()
+    return tuple(
+        (texts[i], np.ascontiguousarray(canonical[i], dtype="<f4").tobytes()) for i in rows
+    )

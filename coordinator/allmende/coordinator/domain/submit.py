@@ -1,0 +1,216 @@
+"""Submitting results: checks, gold rows, the quorum, and what a volunteer's record gets.
+
+Part of the `Coordinator` facade (a mixin, so that each use case stays a plain method).
+A refused result counts against its volunteer; enough refusals, a missed gold row or
+repeated disagreement with the quorum quarantine it (see domain/trust.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from allmende.coordinator.domain.compose import composed_rows, open_result
+from allmende.coordinator.domain.gold import GoldPool
+from allmende.coordinator.domain.judge import Arrival, judge
+from allmende.coordinator.domain.trust import TrustPolicy
+from allmende.coordinator.store.base import Store
+from allmende.coordinator.store.records import LeaseRecord, NewResult, UnitRecord, VolunteerRecord
+from allmende.protocol import codec
+from allmende.protocol.errors import (
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    shown,
+)
+from allmende.protocol.signing import CTX_RESULT, verify
+from allmende.protocol.tasks import NORM_TOLERANCE, claimed_tokens, get_task_kind
+from allmende.protocol.wire import ResultEnvelope, check_payload, decode_envelope, decode_unit
+
+log = logging.getLogger("allmende.coordinator")
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    status: str  # this result: pending, accepted, rejected
+    reason: str
+    unit_status: str = "pending"  # the unit: pending, accepted, failed, rejected
+    rows: int = 0
+
+
+class Submissions:
+    store: Store
+    policy: TrustPolicy
+    gold: GoldPool
+    clock: Callable[[], int]
+    assimilation_wanted: threading.Event
+
+    def _volunteer(self, volunteer_id: str) -> VolunteerRecord:  # pragma: no cover
+        raise NotImplementedError
+
+    def submit_result(
+        self, envelope_bytes: bytes, signature: bytes, payload: bytes
+    ) -> SubmitOutcome:
+        env = decode_envelope(envelope_bytes)
+        volunteer = self._volunteer(env.volunteer_id)
+        lease = self.store.get_lease(env.lease_id)
+        if lease is None:
+            raise NotFound(f"lease {shown(env.lease_id)} does not exist")
+        unit = self.store.get_unit(lease.unit_id)
+        if unit is None:  # pragma: no cover - leases reference units by foreign key
+            raise NotFound(f"unit {shown(lease.unit_id)} does not exist")
+        kind = unit.settings.kind
+        try:
+            try:
+                verify(volunteer.public_key, CTX_RESULT, envelope_bytes, signature)
+            except IntegrityError:
+                raise PermissionDenied(
+                    f"signature: the result envelope is not signed by volunteer "
+                    f"{env.volunteer_id[:16]}'s key"
+                ) from None
+            try:
+                check_payload(env, payload)
+            except IntegrityError as exc:
+                raise InvalidArgument("payload", exc.message) from None
+            if lease.volunteer_id != env.volunteer_id or lease.unit_id != env.unit_id:
+                raise PermissionDenied(
+                    f"unit {shown(env.unit_id)} is not leased to volunteer {env.volunteer_id[:16]}"
+                )
+            matrix = self._check_result(unit, lease.unit_sha256, env, payload, lease)
+            gold = self.gold.get(lease.gold_ids)
+            opened = open_result(lease, unit.rows, matrix, gold, unit.settings.tau)
+        except (InvalidArgument, PermissionDenied) as exc:
+            self._fault(env.volunteer_id, kind, exc.message)
+            raise
+        now = self.clock()
+        if opened.gold_missed:
+            reason = (
+                f"missed {opened.gold_missed} of {opened.gold_checked} hidden gold row(s) "
+                f"(lowest cosine {opened.gold_min:.4f}, tau {unit.settings.tau})"
+            )
+            self.store.reject_lease(lease.lease_id, reason, now)
+            self._fault(env.volunteer_id, kind, reason, gold_missed=True)
+            log.warning(
+                "gold miss unit=%s volunteer=%s %s", unit.unit_id, env.volunteer_id[:12], reason
+            )
+            return SubmitOutcome("rejected", reason, unit_status="pending", rows=unit.rows)
+        stored = (
+            codec.encode(opened.matrix, unit.settings.result_dtype).payload
+            if lease.composition
+            else payload
+        )
+        texts = list(decode_unit(unit.blob).texts) + [g.text for g in gold.values()]
+        result_id = uuid.uuid4().hex
+        arrival = Arrival(
+            result_id,
+            opened.matrix,
+            opened,
+            gold_wanted=len(self.gold.rows(unit.job_id)) < self.policy.gold_pool,
+        )
+        verdict = self.store.submit_result(
+            NewResult(
+                result_id,
+                env.unit_id,
+                env.lease_id,
+                env.volunteer_id,
+                envelope_bytes,
+                signature,
+                stored,
+                now,
+                claimed_tokens=min(env.claimed_tokens, claimed_tokens(texts)),
+                gold_checked=opened.gold_checked > 0,
+            ),
+            lambda u, results: judge(u, results, arrival),
+        )
+        if verdict.gold:
+            self.gold.expire()
+        for outvoted in verdict.outvoted:
+            self._review(outvoted, kind)
+        if verdict.status == "accepted" and self._job_state(unit.job_id) == "assimilating":
+            self.assimilation_wanted.set()
+        log.info(
+            "result unit=%s volunteer=%s verdict=%s %s",
+            env.unit_id,
+            env.volunteer_id[:12],
+            verdict.status,
+            verdict.reason,
+        )
+        outcome = (
+            ("rejected", verdict.reason or "disagreed with the quorum")
+            if result_id in verdict.invalid
+            else ("accepted", "")
+            if verdict.status == "accepted"
+            else ("rejected", verdict.reason)
+            if verdict.status == "failed"
+            else ("pending", verdict.reason)
+        )
+        return SubmitOutcome(*outcome, unit_status=verdict.status, rows=unit.rows)
+
+    def _job_state(self, job_id: str) -> str:
+        job = self.store.get_job(job_id)
+        return job.state if job else ""
+
+    def _check_result(
+        self,
+        unit: UnitRecord,
+        leased_sha256: bytes | None,
+        env: ResultEnvelope,
+        payload: bytes,
+        lease: LeaseRecord,
+    ) -> np.ndarray:
+        s = unit.settings
+        expected = leased_sha256 or hashlib.sha256(unit.blob).digest()
+        if env.unit_sha256 != expected:
+            raise InvalidArgument("envelope.unit_sha256", "the sha256 of the unit as leased")
+        if env.model_sha256 != s.model_sha256:
+            raise InvalidArgument("envelope.model_sha256", f"{s.model_sha256} (the job's model)")
+        if env.dtype != s.result_dtype:
+            raise InvalidArgument("envelope.dtype", f"{s.result_dtype!r}, got {env.dtype!r}")
+        rows = composed_rows(lease, unit.rows)
+        if env.rows != rows or env.dims != s.dims:
+            raise InvalidArgument(
+                "envelope.shape", f"{rows}x{s.dims} (rows x dims), got {env.rows}x{env.dims}"
+            )
+        matrix = codec.decode(payload, env.dtype, rows, env.dims)
+        if get_task_kind(s.kind).unit_norm:
+            norms = np.linalg.norm(matrix, axis=1)
+            off = np.abs(norms - 1.0) > NORM_TOLERANCE
+            if off.any():
+                row = int(np.argmax(off))
+                raise InvalidArgument(
+                    "payload", f"unit-normalised rows; row {row} has norm {norms[row]:.4f}"
+                )
+        return matrix
+
+    # ------------------------------------------------------------------ reputation
+
+    def _fault(self, volunteer_id: str, kind: str, reason: str, gold_missed: bool = False) -> None:
+        """Count a refused result against its (authenticated) volunteer."""
+        self.store.record_fault(volunteer_id, kind, reason[:500], self.clock(), gold_missed)
+        self._review(volunteer_id, kind)
+
+    def _review(self, volunteer_id: str, kind: str) -> None:
+        """Quarantine a volunteer whose record for `kind` calls for it."""
+        rep = self.store.get_reputation(volunteer_id).get(kind)
+        reason = self.policy.quarantine_reason(rep) if rep else ""
+        if not reason:
+            return
+        repair = self.store.quarantine(volunteer_id, reason, self.clock())
+        if repair is None:
+            return
+        self.gold.expire()
+        log.warning(
+            "volunteer quarantined volunteer=%s reason=%s invalidated=%d reopened=%d jobs=%s",
+            volunteer_id[:12],
+            reason,
+            repair.results_invalidated,
+            len(repair.units_reopened),
+            ",".join(repair.jobs_reopened),
+        )

@@ -1,0 +1,95 @@
+"""Trust policy: when a volunteer's result may stand alone, how much it may lease, and when
+it is quarantined. The numbers follow BOINC's adaptive replication and daily quotas.
+
+A volunteer earns trust per task kind. After `adaptive_after` consecutive valid results its
+units are replicated only with probability max(1 / consecutive_valid, floor); otherwise the
+job's quorum applies. A unit handed out alone must carry gold rows, or its result is treated
+as suspicious and replicated after all. Gold misses, faults (malformed, forged, replayed or
+copied results) and repeated disagreement with the majority end in quarantine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from allmende.coordinator.store.records import Reputation
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    adaptive: bool = True
+    adaptive_after: int = 10  # consecutive valid results before a unit may go out alone
+    replication_floor: float = 0.05  # the lowest chance a trusted volunteer's unit is replicated
+    gold_miss_limit: int = 1  # gold rows missed before quarantine
+    fault_limit: int = 3  # refused results (malformed, forged, replayed, copied)
+    disagreement_limit: int = 3  # results outvoted by a quorum
+    daily_quota: int = 200  # units a new volunteer may lease per UTC day
+    quota_per_valid: int = 2  # more units per day for each validated result
+    distinct_addresses: bool = True  # replicas of a unit go to distinct network addresses
+    gold_pool: int = 256  # gold rows kept per job for mixing into units
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("adaptive_after", self.adaptive_after >= 1, "at least 1"),
+            ("replication_floor", 0.0 < self.replication_floor <= 1.0, "in (0, 1]"),
+            ("gold_miss_limit", self.gold_miss_limit >= 1, "at least 1"),
+            ("fault_limit", self.fault_limit >= 1, "at least 1"),
+            ("disagreement_limit", self.disagreement_limit >= 1, "at least 1"),
+            ("daily_quota", self.daily_quota >= 1, "at least 1"),
+            ("quota_per_valid", self.quota_per_valid >= 0, "0 or more"),
+            ("gold_pool", self.gold_pool >= 1, "at least 1"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                from allmende.protocol.errors import InvalidArgument
+
+                raise InvalidArgument(name, f"{expected}, got {getattr(self, name)}")
+
+    def replication_chance(self, rep: Reputation | None) -> float:
+        """The chance that a unit leased by this volunteer is replicated (1.0: always)."""
+        if not self.adaptive or rep is None or rep.consecutive_valid < self.adaptive_after:
+            return 1.0
+        if rep.faults or rep.gold_missed:
+            return 1.0
+        return max(1.0 / rep.consecutive_valid, self.replication_floor)
+
+    def goes_alone(self, rep: Reputation | None, rng: np.random.Generator) -> bool:
+        chance = self.replication_chance(rep)
+        return chance < 1.0 and float(rng.random()) >= chance
+
+    def quota(self, valid_results: int) -> int:
+        """Units a volunteer with this many validated results may lease per day."""
+        return self.daily_quota + self.quota_per_valid * valid_results
+
+    def quarantine_reason(self, rep: Reputation) -> str:
+        """Why this record means quarantine ('' if it does not)."""
+        if rep.gold_missed >= self.gold_miss_limit:
+            return f"missed gold rows in {rep.gold_missed} result(s) ({rep.kind})"
+        if rep.faults >= self.fault_limit:
+            return f"{rep.faults} refused result(s): malformed, forged, replayed or copied"
+        if rep.disagreements >= self.disagreement_limit:
+            return f"outvoted by the quorum {rep.disagreements} times ({rep.kind})"
+        return ""
+
+
+def utc_day(now_ms: int) -> int:
+    return now_ms // DAY_MS + 1  # never 0, which means "never leased"
+
+
+def peer_address(peer: str) -> str:
+    """The host part of a gRPC peer string ('ipv4:1.2.3.4:5', 'ipv6:[::1]:5', 'unix:...'),
+    or '' for loopback and local sockets, which share no network with anyone."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        host = rest.rsplit(":", 1)[0]
+        return "" if host.startswith("127.") else host[:64]
+    if kind == "ipv6":
+        host = rest.rsplit(":", 1)[0].strip("[]")
+        if host in ("::1", "0:0:0:0:0:0:0:1") or host.startswith("::ffff:127."):
+            return ""
+        return host[:64]
+    return ""

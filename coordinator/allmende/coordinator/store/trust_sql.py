@@ -1,0 +1,419 @@
+"""The store's side of trust: reputation, daily quotas, gold rows, faults, quarantine and repair.
+
+A mixin of `SqlStore` (see sql.py), kept apart so that the data path stays readable. Locks
+follow sql.py's order (units, then leases, then jobs), so these writers cannot deadlock
+with leasing and submitting on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from allmende.coordinator.store import schema as t
+from allmende.coordinator.store.records import (
+    GoldRow,
+    LeasePlan,
+    Repair,
+    Reputation,
+    UnitRecord,
+    Verdict,
+)
+
+_COUNTERS = (
+    "consecutive_valid",
+    "valid",
+    "disagreements",
+    "faults",
+    "gold_checked",
+    "gold_missed",
+    "credit",
+)
+
+
+class TrustQueries:
+    postgres: bool
+
+    # Provided by SqlStore; declared for type checkers.
+    def _tx(self) -> AbstractContextManager[Connection]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _read(self) -> AbstractContextManager[Connection]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _event(  # pragma: no cover
+        self,
+        conn: Connection,
+        now_ms: int,
+        kind: str,
+        message: str,
+        job_id: str = "",
+        unit_id: str = "",
+        volunteer_id: str = "",
+    ) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ reputation
+
+    def _bump(
+        self, conn: Connection, volunteer_id: str, kind: str, now_ms: int, **deltas: int
+    ) -> None:
+        """Add `deltas` to a volunteer's counters for `kind` (consecutive_valid=-1 resets it)."""
+        rep = t.reputation
+        insert = (postgresql.insert if self.postgres else sqlite.insert)(rep)
+        conn.execute(
+            insert.values(
+                volunteer_id=volunteer_id,
+                kind=kind,
+                updated_ms=now_ms,
+                **{name: 0 for name in _COUNTERS},
+            ).on_conflict_do_nothing(index_elements=[rep.c.volunteer_id, rep.c.kind])
+        )
+        changes: dict[str, Any] = {"updated_ms": now_ms}
+        for name, delta in deltas.items():
+            column = rep.c[name]
+            changes[name] = 0 if (name == "consecutive_valid" and delta < 0) else column + delta
+        conn.execute(
+            rep.update()
+            .where(rep.c.volunteer_id == volunteer_id, rep.c.kind == kind)
+            .values(**changes)
+        )
+
+    def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]:
+        rep = t.reputation
+        with self._read() as conn:
+            rows = conn.execute(select(rep).where(rep.c.volunteer_id == volunteer_id)).all()
+        return {
+            row.kind: Reputation(row.kind, **{name: getattr(row, name) for name in _COUNTERS})
+            for row in rows
+        }
+
+    def record_fault(
+        self, volunteer_id: str, kind: str, reason: str, now_ms: int, gold_missed: bool = False
+    ) -> Reputation:
+        """Count a refused result against its volunteer; returns the record after it."""
+        deltas = {"faults": 1, "consecutive_valid": -1}
+        if gold_missed:
+            deltas.update(gold_checked=1, gold_missed=1)
+        with self._tx() as conn:
+            self._bump(conn, volunteer_id, kind, now_ms, **deltas)
+            self._event(
+                conn,
+                now_ms,
+                "volunteer.gold_missed" if gold_missed else "volunteer.fault",
+                reason,
+                volunteer_id=volunteer_id,
+            )
+        return self.get_reputation(volunteer_id).get(kind, Reputation(kind))
+
+    # ------------------------------------------------------------------ leases
+
+    def _after_lease(
+        self,
+        conn: Connection,
+        row: Any,
+        job: Any,
+        plan: LeasePlan | None,
+        volunteer_id: str,
+        day: int,
+    ) -> None:
+        """Adaptive replication on the unit just leased, and the volunteer's daily count."""
+        u = t.units
+        quorum = row.quorum or job.redundancy
+        if row.busy == 0:  # nobody else holds or answered it: this lease may set its quorum
+            if plan is not None and plan.solo:
+                new = 1
+            elif quorum < job.redundancy:  # an earlier solo lease lapsed
+                new = job.redundancy
+            else:
+                new = 0
+            if new:
+                conn.execute(
+                    u.update().where(u.c.unit_id == row.unit_id).values(target=new, quorum=new)
+                )
+        if day:
+            v = t.volunteers
+            conn.execute(
+                v.update()
+                .where(v.c.volunteer_id == volunteer_id)
+                .values(
+                    leased_today=case((v.c.quota_day == day, v.c.leased_today + 1), else_=1),
+                    quota_day=day,
+                )
+            )
+
+    def reject_lease(self, lease_id: str, reason: str, now_ms: int) -> None:
+        """Close a lease whose result was refused (a gold miss), freeing its replica slot."""
+        le = t.leases
+        with self._tx() as conn:
+            row = conn.execute(select(le).where(le.c.lease_id == lease_id)).first()
+            if row is None or row.state not in ("active", "expired"):
+                return
+            if self.postgres:
+                conn.execute(
+                    select(t.units.c.unit_id)
+                    .where(t.units.c.unit_id == row.unit_id)
+                    .with_for_update(key_share=True)
+                )
+            conn.execute(
+                le.update()
+                .where(le.c.lease_id == lease_id, le.c.state.in_(("active", "expired")))
+                .values(state="rejected", reason=reason[:500])
+            )
+
+    # ------------------------------------------------------------------ results
+
+    def _settle(self, conn: Connection, unit: UnitRecord, v: Verdict, now_ms: int) -> None:
+        """Reputation and credit for a decided result set, and the gold rows it yields."""
+        r = t.results
+        kind = unit.settings.kind
+        decided = [*v.valid, *v.invalid]
+        if decided:
+            rows = conn.execute(
+                select(r.c.result_id, r.c.volunteer_id, r.c.state).where(r.c.result_id.in_(decided))
+            ).all()
+            fresh = {row.result_id: row.volunteer_id for row in rows if row.state == "pending"}
+            for result_id in v.valid:
+                if result_id in fresh:
+                    self._bump(
+                        conn,
+                        fresh[result_id],
+                        kind,
+                        now_ms,
+                        consecutive_valid=1,
+                        valid=1,
+                        credit=v.credit,
+                    )
+            if v.valid and v.credit:
+                conn.execute(
+                    r.update()
+                    .where(r.c.result_id.in_([i for i in v.valid if i in fresh]))
+                    .values(credit=v.credit)
+                )
+            for result_id in v.invalid:
+                if result_id in fresh:
+                    self._bump(
+                        conn, fresh[result_id], kind, now_ms, disagreements=1, consecutive_valid=-1
+                    )
+        for text, answer in v.gold:
+            conn.execute(
+                t.gold.insert().values(
+                    job_id=unit.job_id,
+                    text=text,
+                    answer=answer,
+                    source="quorum",
+                    unit_id=unit.unit_id,
+                    created_ms=now_ms,
+                )
+            )
+
+    # ------------------------------------------------------------------ gold rows
+
+    def gold_rows(self, job_ids: Sequence[str], per_job: int) -> list[GoldRow]:
+        """Up to `per_job` gold rows of each job, newest first."""
+        g = t.gold
+        out: list[GoldRow] = []
+        with self._read() as conn:
+            for job_id in job_ids:
+                rows = conn.execute(
+                    select(g.c.gold_id, g.c.job_id, g.c.text, g.c.answer)
+                    .where(g.c.job_id == job_id)
+                    .order_by(g.c.gold_id.desc())
+                    .limit(per_job)
+                ).all()
+                out.extend(GoldRow(*row) for row in rows)
+        return out
+
+    def gold_by_ids(self, gold_ids: Sequence[int]) -> list[GoldRow]:
+        g = t.gold
+        if not gold_ids:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(
+                select(g.c.gold_id, g.c.job_id, g.c.text, g.c.answer).where(
+                    g.c.gold_id.in_(list(gold_ids))
+                )
+            ).all()
+        return [GoldRow(*row) for row in rows]
+
+    def add_gold(
+        self, job_id: str, rows: Sequence[tuple[str, bytes]], source: str, now_ms: int
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                t.gold.insert(),
+                [
+                    {
+                        "job_id": job_id,
+                        "text": text,
+                        "answer": answer,
+                        "source": source,
+                        "unit_id": "",
+                        "created_ms": now_ms,
+                    }
+                    for text, answer in rows
+                ],
+            )
+
+    def gold_count(self, job_id: str) -> int:
+        g = t.gold
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).where(g.c.job_id == job_id)).scalar_one())
+
+    # ------------------------------------------------------------------ quarantine
+
+    def quarantine(self, volunteer_id: str, reason: str, now_ms: int) -> Repair | None:
+        """Stop a volunteer's work and re-verify every row that rested on it alone.
+
+        Its live leases are cancelled and its results invalidated. An accepted unit whose
+        remaining valid results no longer reach the unit's quorum (at least the job's
+        redundancy once a quarantined result was involved) is reopened for more replicas;
+        one that still reaches it keeps its state with a canonical result from someone
+        else. Gold rows taken from reopened units are dropped, and a job already validated
+        or complete goes back to running, so its dataset is rebuilt without those rows.
+        Returns None if the volunteer was already quarantined."""
+        u, le, r, j, v = t.units, t.leases, t.results, t.jobs, t.volunteers
+        with self._tx() as conn:
+            unit_ids = sorted(
+                set(
+                    conn.execute(
+                        select(r.c.unit_id).where(
+                            r.c.volunteer_id == volunteer_id, r.c.state != "invalid"
+                        )
+                    ).scalars()
+                )
+                | set(
+                    conn.execute(
+                        select(le.c.unit_id).where(
+                            le.c.volunteer_id == volunteer_id, le.c.state == "active"
+                        )
+                    ).scalars()
+                )
+            )
+            if self.postgres and unit_ids:
+                conn.execute(
+                    select(u.c.unit_id)
+                    .where(u.c.unit_id.in_(unit_ids))
+                    .order_by(u.c.unit_id)
+                    .with_for_update(key_share=True)
+                )
+            updated = conn.execute(
+                v.update()
+                .where(v.c.volunteer_id == volunteer_id, v.c.quarantined == 0)
+                .values(quarantined=1, quarantine_reason=reason[:500])
+            )
+            if not updated.rowcount:
+                return None
+            conn.execute(
+                le.update()
+                .where(le.c.volunteer_id == volunteer_id, le.c.state == "active")
+                .values(state="cancelled", reason="volunteer quarantined")
+            )
+            invalidated = conn.execute(
+                r.update()
+                .where(r.c.volunteer_id == volunteer_id, r.c.state != "invalid")
+                .values(state="invalid", reason=f"volunteer quarantined: {reason}"[:500])
+            ).rowcount
+            reopened: list[str] = []
+            jobs: set[str] = set()
+            for unit_id in unit_ids:
+                unit = conn.execute(
+                    select(u.c.unit_id, u.c.job_id, u.c.state, u.c.quorum, j.c.redundancy)
+                    .join(j, j.c.job_id == u.c.job_id)
+                    .where(u.c.unit_id == unit_id)
+                ).one()
+                if unit.state != "accepted":
+                    continue
+                needed = max(unit.quorum, unit.redundancy)
+                left = (
+                    conn.execute(
+                        select(r.c.result_id)
+                        .where(r.c.unit_id == unit_id, r.c.state == "valid")
+                        .order_by(r.c.received_ms, r.c.result_id)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if len(left) >= needed:
+                    conn.execute(
+                        u.update()
+                        .where(u.c.unit_id == unit_id)
+                        .values(canonical_result_id=left[0], replicas=len(left))
+                    )
+                    continue
+                conn.execute(
+                    u.update()
+                    .where(u.c.unit_id == unit_id)
+                    .values(
+                        state="open",
+                        target=needed,
+                        quorum=needed,
+                        canonical_result_id=None,
+                        replicas=0,
+                        reason=f"re-verifying: volunteer {volunteer_id[:12]} was quarantined",
+                        updated_ms=now_ms,
+                    )
+                )
+                reopened.append(unit_id)
+                jobs.add(unit.job_id)
+            if reopened:
+                conn.execute(t.gold.delete().where(t.gold.c.unit_id.in_(reopened)))
+            moved = sorted(jobs)
+            if moved:
+                conn.execute(
+                    j.update()
+                    .where(
+                        j.c.job_id.in_(moved),
+                        j.c.state.in_(("assimilating", "complete", "failed")),
+                    )
+                    .values(
+                        state="running",
+                        completed_ms=0,
+                        reason="re-verifying rows of a quarantined volunteer",
+                        manifest=None,
+                        manifest_sig=None,
+                    )
+                )
+                for job_id in moved:
+                    self._event(
+                        conn,
+                        now_ms,
+                        "job.reverifying",
+                        f"units re-opened after quarantine of {volunteer_id[:12]}",
+                        job_id=job_id,
+                    )
+            self._event(
+                conn,
+                now_ms,
+                "volunteer.quarantined",
+                f"{reason}; {invalidated} result(s) invalidated, {len(reopened)} unit(s) re-opened",
+                volunteer_id=volunteer_id,
+            )
+        return Repair(invalidated, tuple(reopened), tuple(moved))
+
+    def release_quarantine(self, volunteer_id: str, now_ms: int) -> None:
+        v = t.volunteers
+        with self._tx() as conn:
+            conn.execute(
+                v.update()
+                .where(v.c.volunteer_id == volunteer_id)
+                .values(quarantined=0, quarantine_reason="")
+            )
+            self._event(conn, now_ms, "volunteer.released", "", volunteer_id=volunteer_id)
+
+    def units_resting_on_quarantined(self, job_id: str) -> Iterator[str]:
+        """Accepted units whose canonical result comes from a quarantined volunteer (must be
+        none when a dataset is written)."""
+        u, r, v = t.units, t.results, t.volunteers
+        with self._read() as conn:
+            rows = conn.execute(
+                select(u.c.unit_id)
+                .join(r, r.c.result_id == u.c.canonical_result_id)
+                .join(v, v.c.volunteer_id == r.c.volunteer_id)
+                .where(u.c.job_id == job_id, u.c.state == "accepted", v.c.quarantined != 0)
+            ).scalars()
+            yield from list(rows)
