@@ -234,6 +234,9 @@ def test_job_create_text_over_the_message_limit_is_an_input_error(
         ("--redundancy", "0", ">= 1"),
         ("--unit-size", "-3", ">= 1"),
         ("--dtype", "float64", "invalid choice"),
+        ("--gold-fraction", "0.9", "0 to 0.5"),
+        ("--gold-fraction", "-0.1", "0 to 0.5"),
+        ("--gold-fraction", "some", "expected a number"),
     ],
 )
 def test_job_create_bad_flag_values_exit_2(capsys: pytest.CaptureFixture[str],
@@ -245,6 +248,27 @@ def test_job_create_bad_flag_values_exit_2(capsys: pytest.CaptureFixture[str],
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and needle in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [
+        ("--daily-quota", "0", ">= 1"),
+        ("--quota-per-valid", "-1", ">= 0"),
+        ("--adaptive-after", "x", "whole number"),
+        ("--replication-floor", "0", "(0, 1]"),
+        ("--replication-floor", "1.5", "(0, 1]"),
+    ],
+)
+def test_serve_bad_trust_flags_exit_2_before_anything_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str, value: str, needle: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["coordinator", "serve", "--data", str(tmp_path / "none"), flag, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and needle in err
+    assert not (tmp_path / "none").exists()
 
 
 # ---------------------------------------------------------------- job status and the address
