@@ -83,29 +83,28 @@ def _vector(text: str, dims: int) -> Any:
 
 
 class FakeCompute:
-    """Valid results without a model: one unit vector per text. The encoded payload of a
-    unit is cached until every replica has used it, so computing costs the load process
-    almost nothing and the coordinator, not the load generator, is what is measured."""
+    """Valid results without a model: one unit vector per text, cached per text, so
+    computing costs the load process little and the coordinator, not the load generator,
+    is what is measured. (Each lease gets its own composition of a unit, rows in its own
+    order with gold rows mixed in, so results cannot be cached per unit: that would be
+    copying another replica's answer, which the coordinator refuses.)"""
 
     def __init__(self, redundancy: int) -> None:
         self.redundancy = redundancy
-        self.cache: dict[str, tuple[Any, int]] = {}
+        self.vectors: dict[str, Any] = {}
 
     def result(self, unit: Any) -> Any:
         import numpy as np
 
         from allmende.protocol import codec
 
-        cached = self.cache.get(unit.unit_id)
-        if cached is None:
-            matrix = np.stack([_vector(text, unit.dims) for text in unit.texts])
-            cached = (codec.encode(matrix, unit.result_dtype), 0)
-        encoded, uses = cached
-        if uses + 1 >= self.redundancy:
-            self.cache.pop(unit.unit_id, None)
-        else:
-            self.cache[unit.unit_id] = (encoded, uses + 1)
-        return encoded
+        rows = []
+        for text in unit.texts:
+            vector = self.vectors.get(text)
+            if vector is None:
+                vector = self.vectors[text] = _vector(text, unit.dims)
+            rows.append(vector)
+        return codec.encode(np.stack(rows), unit.result_dtype)
 
 
 async def _volunteer(

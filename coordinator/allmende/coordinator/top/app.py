@@ -181,7 +181,15 @@ class TopApp(App[None]):
         table.clear()
         self._volunteers = list(o.volunteers)
         for v in self._volunteers:
-            state = "banned" if v.banned else "online" if v.online else "offline"
+            state = (
+                "banned"
+                if v.banned
+                else "quarantine"
+                if v.quarantined
+                else "online"
+                if v.online
+                else "offline"
+            )
             table.add_row(
                 short(v.volunteer_id),
                 v.display_name[:18] or "-",
