@@ -55,6 +55,9 @@ def compose(
     now_ms: int,
 ) -> Composed:
     unit = decode_unit(candidate.blob)
+    if pool:  # a text twice in one unit would give its gold copy away
+        own = set(unit.texts)
+        pool = [g for g in pool if g.text not in own]
     k = gold_count(candidate.rows, candidate.gold_fraction, len(pool))
     gold = [pool[i] for i in rng.choice(len(pool), size=k, replace=False)] if k else []
     order = rng.permutation(candidate.rows + k).astype("<u2")

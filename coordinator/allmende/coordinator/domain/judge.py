@@ -25,6 +25,7 @@ class Arrival:
     matrix: np.ndarray  # in unit order, gold rows removed
     opened: Opened
     gold_wanted: bool  # the job still wants gold rows from accepted units
+    gold_streak: int = 0  # see Verdict.gold_streak
 
 
 def suspicious(unit: UnitRecord, arrival: Arrival) -> str:
@@ -74,6 +75,7 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
             credit=min(claims),
             outvoted=tuple(r.volunteer_id for r in results if r.result_id in invalid),
             gold=_harvest(unit, matrices[outcome.group[0]], len(valid), arrival.gold_wanted),
+            gold_streak=arrival.gold_streak,
         )
     worst = outcome.worst
     detail = (

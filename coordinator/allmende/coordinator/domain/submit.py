@@ -113,6 +113,7 @@ class Submissions:
             opened.matrix,
             opened,
             gold_wanted=len(self.gold.rows(unit.job_id)) < self.policy.gold_pool,
+            gold_streak=self.policy.gold_streak,
         )
         verdict = self.store.submit_result(
             NewResult(

@@ -11,6 +11,7 @@ copied results) and repeated disagreement with the majority end in quarantine.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -31,6 +32,10 @@ class TrustPolicy:
     quota_per_valid: int = 2  # more units per day for each validated result
     distinct_addresses: bool = True  # replicas of a unit go to distinct network addresses
     gold_pool: int = 256  # gold rows kept per job for mixing into units
+    # Rows agreed by a quorum become gold only if one of the agreeing volunteers had this
+    # many consecutive valid results: colluding new accounts cannot plant false gold rows
+    # (which would get honest volunteers quarantined). 0 trusts any quorum.
+    gold_streak: int = 10
 
     def __post_init__(self) -> None:
         checks = (
@@ -42,6 +47,7 @@ class TrustPolicy:
             ("daily_quota", self.daily_quota >= 1, "at least 1"),
             ("quota_per_valid", self.quota_per_valid >= 0, "0 or more"),
             ("gold_pool", self.gold_pool >= 1, "at least 1"),
+            ("gold_streak", self.gold_streak >= 0, "0 or more"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -81,15 +87,20 @@ def utc_day(now_ms: int) -> int:
 
 
 def peer_address(peer: str) -> str:
-    """The host part of a gRPC peer string ('ipv4:1.2.3.4:5', 'ipv6:[::1]:5', 'unix:...'),
-    or '' for loopback and local sockets, which share no network with anyone."""
+    """The host part of a gRPC peer string ('ipv4:1.2.3.4:5', 'ipv6:%5B::1%5D:5' (gRPC
+    percent-encodes the brackets), 'unix:...'), or '' for loopback and local sockets, which
+    share no network with anyone. IPv4-mapped IPv6 peers count as their IPv4 address."""
     kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        host = rest.rsplit(":", 1)[0]
-        return "" if host.startswith("127.") else host[:64]
     if kind == "ipv6":
-        host = rest.rsplit(":", 1)[0].strip("[]")
-        if host in ("::1", "0:0:0:0:0:0:0:1") or host.startswith("::ffff:127."):
+        host = unquote(rest).rsplit(":", 1)[0].strip("[]").lower()
+        if host.startswith("::ffff:") and "." in host:
+            kind, host = "ipv4", host.removeprefix("::ffff:")
+        elif host in ("::1", "0:0:0:0:0:0:0:1"):
             return ""
-        return host[:64]
-    return ""
+        else:
+            return host[:64]
+    elif kind == "ipv4":
+        host = rest.rsplit(":", 1)[0]
+    else:
+        return ""
+    return "" if host.startswith("127.") else host[:64]

@@ -171,6 +171,9 @@ class Verdict:
     credit: int = 0  # granted to each valid result: the lowest claim among them
     outvoted: tuple[str, ...] = ()  # volunteers whose results the quorum overruled
     gold: tuple[tuple[str, bytes], ...] = ()  # (text, float32 answer) rows to keep as gold
+    # Keep them only if one of the agreeing volunteers had at least this many consecutive
+    # valid results before: two new accounts agreeing must not define what is true.
+    gold_streak: int = 0
 
 
 @dataclass(frozen=True)

@@ -903,13 +903,14 @@ class SqlStore(AdminQueries, TrustQueries):
 
     def _apply(self, conn: Connection, unit: UnitRecord, v: Verdict, result: NewResult) -> None:
         now = result.received_ms
+        # Reputation first: _settle credits only results still 'pending' (decided just now).
+        self._settle(conn, unit, v, now)
         if v.valid:
             conn.execute(_Q.mark_valid, {"b_ids": list(v.valid), "state": "valid"})
         if v.invalid:
             conn.execute(
                 _Q.mark_valid, {"b_ids": list(v.invalid), "state": "invalid", "reason": v.reason}
             )
-        self._settle(conn, unit, v, now)
         changes: dict[str, Any] = {"b_unit": unit.unit_id, "updated_ms": now}
         if v.new_target:
             changes["target"] = v.new_target
@@ -1079,11 +1080,14 @@ class SqlStore(AdminQueries, TrustQueries):
                 yield DatasetItem(*row)
 
     def complete_job(self, job_id: str, manifest: bytes, signature: bytes, now_ms: int) -> None:
+        """Publish a dataset, if the job is still assimilating: a quarantine that re-opened
+        its units while the dataset was being written sent it back to running, and the rows
+        just written may be the quarantined volunteer's."""
         j = t.jobs
         with self._tx() as conn:
-            conn.execute(
+            done = conn.execute(
                 j.update()
-                .where(j.c.job_id == job_id)
+                .where(j.c.job_id == job_id, j.c.state == "assimilating")
                 .values(
                     state="complete",
                     completed_ms=now_ms,
@@ -1091,7 +1095,8 @@ class SqlStore(AdminQueries, TrustQueries):
                     manifest_sig=signature,
                 )
             )
-            self._event(conn, now_ms, "job.complete", "dataset written", job_id=job_id)
+            if done.rowcount:
+                self._event(conn, now_ms, "job.complete", "dataset written", job_id=job_id)
 
     def get_manifest(self, job_id: str) -> tuple[bytes, bytes] | None:
         j = t.jobs

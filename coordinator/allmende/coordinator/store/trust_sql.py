@@ -169,8 +169,17 @@ class TrustQueries:
 
     def _settle(self, conn: Connection, unit: UnitRecord, v: Verdict, now_ms: int) -> None:
         """Reputation and credit for a decided result set, and the gold rows it yields."""
-        r = t.results
+        r, rep = t.results, t.reputation
         kind = unit.settings.kind
+        gold = v.gold
+        if gold and v.gold_streak:
+            best = conn.execute(
+                select(func.max(rep.c.consecutive_valid))
+                .select_from(r.join(rep, rep.c.volunteer_id == r.c.volunteer_id))
+                .where(r.c.result_id.in_(list(v.valid)), rep.c.kind == kind)
+            ).scalar()
+            if (best or 0) < v.gold_streak:
+                gold = ()
         decided = [*v.valid, *v.invalid]
         if decided:
             rows = conn.execute(
@@ -199,7 +208,7 @@ class TrustQueries:
                     self._bump(
                         conn, fresh[result_id], kind, now_ms, disagreements=1, consecutive_valid=-1
                     )
-        for text, answer in v.gold:
+        for text, answer in gold:
             conn.execute(
                 t.gold.insert().values(
                     job_id=unit.job_id,
@@ -313,10 +322,21 @@ class TrustQueries:
                 .where(le.c.volunteer_id == volunteer_id, le.c.state == "active")
                 .values(state="cancelled", reason="volunteer quarantined")
             )
+            # Credit granted to the results now voided is withdrawn, per task kind.
+            granted = conn.execute(
+                select(j.c.kind, func.sum(r.c.credit))
+                .select_from(
+                    r.join(u, u.c.unit_id == r.c.unit_id).join(j, j.c.job_id == u.c.job_id)
+                )
+                .where(r.c.volunteer_id == volunteer_id, r.c.state != "invalid", r.c.credit > 0)
+                .group_by(j.c.kind)
+            ).all()
+            for kind, amount in granted:
+                self._bump(conn, volunteer_id, kind, now_ms, credit=-int(amount))
             invalidated = conn.execute(
                 r.update()
                 .where(r.c.volunteer_id == volunteer_id, r.c.state != "invalid")
-                .values(state="invalid", reason=f"volunteer quarantined: {reason}"[:500])
+                .values(state="invalid", reason=f"volunteer quarantined: {reason}"[:500], credit=0)
             ).rowcount
             reopened: list[str] = []
             jobs: set[str] = set()
