@@ -160,6 +160,19 @@ class CoordinatorHome:
     def load_token(self) -> str:
         return self.token_path.read_text().strip()
 
+    @property
+    def reader_token_path(self) -> Path:
+        return self.root / "reader.token"
+
+    def reader_token(self) -> str:
+        """The token researchers need when the coordinator serves with `--private` (made on
+        first use, mode 600; hand it to the people who may read jobs and datasets)."""
+        if not self.reader_token_path.exists():
+            fd = os.open(self.reader_token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
+        return self.reader_token_path.read_text().strip()
+
     def load_chain(self, key: SigningKey | None = None) -> list[tuple[bytes, bytes]]:
         """The rotations leading to this folder's key, oldest first (none before the first
         rotation), checked link by link to end at the key itself."""

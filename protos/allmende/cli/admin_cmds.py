@@ -12,17 +12,21 @@ from allmende.client.connection import CoordinatorClient
 from allmende.v1 import allmende_pb2 as pb
 
 
-def read_token(path_text: str) -> str:
+def read_token(path_text: str, flag: str = "--admin-token-file") -> str:
     path = Path(path_text)
     try:
         token = path.read_text().strip()
     except OSError as exc:
-        raise CliError(
-            f"--admin-token-file: cannot read {path} ({exc.strerror})", EXIT_USAGE
-        ) from None
+        raise CliError(f"{flag}: cannot read {path} ({exc.strerror})", EXIT_USAGE) from None
     if not token:
-        raise CliError(f"--admin-token-file: {path} is empty", EXIT_USAGE)
+        raise CliError(f"{flag}: {path} is empty", EXIT_USAGE)
     return token
+
+
+def reader_token(args: object) -> str | None:
+    """The token of `--token-file`, for researcher calls to a private coordinator."""
+    path = getattr(args, "token_file", None)
+    return read_token(path, "--token-file") if path else None
 
 
 def _admin(args: argparse.Namespace) -> CoordinatorClient:

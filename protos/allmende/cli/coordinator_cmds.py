@@ -120,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
             distinct_addresses=not args.any_address,
         ),
         gold_computer=ModelGold() if args.gold_compute else None,
+        private=args.private,
     ) as running:
         scheme = "TLS" if running.tls else "plaintext"
         out(f"coordinator listening on {running.address} ({scheme})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from allmende.cli.admin_cmds import reader_token
 from allmende.cli.common import EXIT_OK, CliError, err, out, out_json
 from allmende.cli.remote import call
 from allmende.client.connection import CoordinatorClient
@@ -24,7 +25,7 @@ def pull(args: argparse.Namespace) -> int:
             last["name"] = name
             err(f"  {name}: {total} bytes, sha256 ok")
 
-    with CoordinatorClient(args.coordinator) as client:
+    with CoordinatorClient(args.coordinator, admin_token=reader_token(args)) as client:
         try:
             report = call(
                 lambda: pull_dataset(client, args.job, pinned, out_dir, progress), args.coordinator

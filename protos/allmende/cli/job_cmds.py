@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from allmende.cli.admin_cmds import read_token
+from allmende.cli.admin_cmds import read_token, reader_token
 from allmende.cli.common import EXIT_OK, err, out, out_json
 from allmende.cli.inputs import Item, read_items
 from allmende.cli.remote import call
@@ -95,7 +95,7 @@ def _when(ms: int) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
-    with CoordinatorClient(args.coordinator) as client:
+    with CoordinatorClient(args.coordinator, admin_token=reader_token(args)) as client:
         job = call(lambda: client.get_job(args.job), args.coordinator)
     if args.json:
         out_json(_as_dict(job))
@@ -127,7 +127,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def list_jobs(args: argparse.Namespace) -> int:
-    with CoordinatorClient(args.coordinator) as client:
+    with CoordinatorClient(args.coordinator, admin_token=reader_token(args)) as client:
         jobs = call(client.list_jobs, args.coordinator)
     if args.json:
         out_json([_as_dict(job) for job in jobs])

@@ -66,6 +66,13 @@ def _admin_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-token-file", required=True, help="the coordinator's admin.token")
 
 
+def _reader_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--token-file",
+        help="for a coordinator serving --private: its reader.token (or admin.token)",
+    )
+
+
 def _db_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
@@ -129,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="on SIGTERM, wait this long for results of leased units (default 10)",
+    )
+    p.add_argument(
+        "--private",
+        action="store_true",
+        help="researcher calls (job status/list, dataset pull) need reader.token from --data "
+        "(made on first use) or the admin token; open by default",
     )
     trust = p.add_argument_group("trust (see README: Trust)")
     trust.add_argument(
@@ -228,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", help="the job id")
     p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _reader_flag(p)
     p.set_defaults(handler="job_cmds:status")
     p = jsub.add_parser("list", help="list jobs")
     p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _reader_flag(p)
     p.set_defaults(handler="job_cmds:list_jobs")
     for action, verb in (
         ("pause", "stop leasing a running job's units"),
@@ -302,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", type=_address, required=True, help="HOST:PORT")
     p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
     p.add_argument("--out", required=True, help="the folder to write")
+    _reader_flag(p)
     p.set_defaults(handler="dataset_cmds:pull")
     p = dsub.add_parser("verify", help="re-check a downloaded dataset folder")
     p.add_argument("folder", help="a folder written by `dataset pull`")

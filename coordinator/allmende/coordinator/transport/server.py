@@ -86,6 +86,7 @@ def serve(
     insecure: bool = False,
     policy: TrustPolicy | None = None,
     gold_computer: GoldComputer | None = None,
+    private: bool = False,
 ) -> Iterator[RunningCoordinator]:
     """Run a coordinator on the data folder until the block exits.
 
@@ -126,8 +127,10 @@ def serve(
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     rpc.add_VolunteerServiceServicer_to_server(VolunteerServicer(coordinator, metrics), server)
-    rpc.add_JobServiceServicer_to_server(JobServicer(coordinator, token, metrics), server)
-    rpc.add_DatasetServiceServicer_to_server(DatasetServicer(coordinator, metrics), server)
+    # Researcher calls are open unless `private`: then the reader or the admin token.
+    readers = (home.reader_token(), token) if private else ()
+    rpc.add_JobServiceServicer_to_server(JobServicer(coordinator, token, metrics, readers), server)
+    rpc.add_DatasetServiceServicer_to_server(DatasetServicer(coordinator, metrics, readers), server)
     rpc.add_AdminServiceServicer_to_server(
         AdminServicer(Admin(coordinator), token, metrics), server
     )

@@ -21,16 +21,36 @@ from allmende.v1 import allmende_pb2_grpc as rpc
 DOWNLOAD_CHUNK = 1 << 20
 
 
-def check_admin(context: grpc.ServicerContext, token: str) -> None:
-    """Admin RPCs carry `authorization: Bearer <token>` metadata."""
+def _bearer(context: grpc.ServicerContext) -> str:
     sent = ""
     for key, value in context.invocation_metadata():
         if key == "authorization" and isinstance(value, str):
             sent = value.removeprefix("Bearer ").strip()
+    return sent
+
+
+def check_admin(context: grpc.ServicerContext, token: str) -> None:
+    """Admin RPCs carry `authorization: Bearer <token>` metadata."""
+    sent = _bearer(context)
     if not sent:
         raise Unauthenticated("admin token: expected `authorization: Bearer <token>` metadata")
     if not hmac.compare_digest(sent.encode(), token.encode()):
         raise Unauthenticated("admin token: does not match this coordinator's admin.token")
+
+
+def check_reader(context: grpc.ServicerContext, tokens: tuple[str, ...]) -> None:
+    """Researcher RPCs (job status, datasets) are open unless the coordinator serves
+    `--private`; then they need the reader token or the admin token."""
+    if not tokens:
+        return
+    sent = _bearer(context)
+    if not sent:
+        raise Unauthenticated(
+            "token: this coordinator is private; expected `authorization: Bearer <token>` "
+            "metadata with its reader.token (--token-file)"
+        )
+    if not any(hmac.compare_digest(sent.encode(), t.encode()) for t in tokens):
+        raise Unauthenticated("token: matches neither this coordinator's reader nor admin token")
 
 
 def job_status_pb(view: JobView, items_per_s: float = 0.0) -> pb.JobStatus:
@@ -160,11 +180,16 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
 
 class JobServicer(rpc.JobServiceServicer):
     def __init__(
-        self, coordinator: Coordinator, admin_token: str, metrics: Metrics | None = None
+        self,
+        coordinator: Coordinator,
+        admin_token: str,
+        metrics: Metrics | None = None,
+        readers: tuple[str, ...] = (),
     ) -> None:
         self.c = coordinator
         self.admin_token = admin_token
         self.metrics = metrics
+        self.readers = readers  # tokens researcher calls need (none: open)
 
     @unary
     def CreateJob(
@@ -212,24 +237,33 @@ class JobServicer(rpc.JobServiceServicer):
 
     @unary
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
+        check_reader(context, self.readers)
         return pb.GetJobResponse(job=job_status_pb(self.c.job_status(request.job_id)))
 
     @unary
     def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.ServicerContext
     ) -> pb.ListJobsResponse:
+        check_reader(context, self.readers)
         return pb.ListJobsResponse(jobs=[job_status_pb(v) for v in self.c.list_jobs()])
 
 
 class DatasetServicer(rpc.DatasetServiceServicer):
-    def __init__(self, coordinator: Coordinator, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        metrics: Metrics | None = None,
+        readers: tuple[str, ...] = (),
+    ) -> None:
         self.c = coordinator
         self.metrics = metrics
+        self.readers = readers
 
     @unary
     def GetManifest(
         self, request: pb.GetManifestRequest, context: grpc.ServicerContext
     ) -> pb.GetManifestResponse:
+        check_reader(context, self.readers)
         manifest, signature = self.c.manifest(request.job_id)
         return pb.GetManifestResponse(manifest=manifest, signature=signature)
 
@@ -237,6 +271,7 @@ class DatasetServicer(rpc.DatasetServiceServicer):
     def DownloadFile(
         self, request: pb.DownloadFileRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.FileChunk]:
+        check_reader(context, self.readers)
         path = self.c.dataset_file(request.job_id, request.name)
         size = path.stat().st_size
         if request.offset > size:
