@@ -5,13 +5,13 @@ A mixin of `SqlStore`, kept apart from the data path (leasing, submitting, assim
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select
+from sqlalchemy import case, func, select
 
 from allmende.coordinator.store import schema as t
+from allmende.coordinator.store.sql_base import SqlBase
 from allmende.protocol.errors import FailedPrecondition, NotFound, shown
 
 # A volunteer counts as online when it asked for work this recently.
@@ -68,24 +68,7 @@ class ValidationStats:
     volunteers_banned: int
 
 
-class AdminQueries:
-    engine: Engine
-
-    def _tx(self) -> AbstractContextManager[Connection]:  # provided by SqlStore
-        raise NotImplementedError
-
-    def _event(
-        self,
-        conn: Connection,
-        now_ms: int,
-        kind: str,
-        message: str,
-        job_id: str = "",
-        unit_id: str = "",
-        volunteer_id: str = "",
-    ) -> None:
-        raise NotImplementedError
-
+class AdminQueries(SqlBase):
     # ------------------------------------------------------------------ jobs
 
     def set_job_state(

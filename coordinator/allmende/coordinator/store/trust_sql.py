@@ -8,7 +8,6 @@ with leasing and submitting on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Connection, case, func, select
@@ -23,6 +22,7 @@ from allmende.coordinator.store.records import (
     UnitRecord,
     Verdict,
 )
+from allmende.coordinator.store.sql_base import SqlBase
 
 _COUNTERS = (
     "consecutive_valid",
@@ -35,28 +35,7 @@ _COUNTERS = (
 )
 
 
-class TrustQueries:
-    postgres: bool
-
-    # Provided by SqlStore; declared for type checkers.
-    def _tx(self) -> AbstractContextManager[Connection]:  # pragma: no cover
-        raise NotImplementedError
-
-    def _read(self) -> AbstractContextManager[Connection]:  # pragma: no cover
-        raise NotImplementedError
-
-    def _event(  # pragma: no cover
-        self,
-        conn: Connection,
-        now_ms: int,
-        kind: str,
-        message: str,
-        job_id: str = "",
-        unit_id: str = "",
-        volunteer_id: str = "",
-    ) -> None:
-        raise NotImplementedError
-
+class TrustQueries(SqlBase):
     # ------------------------------------------------------------------ reputation
 
     def _bump(

@@ -1,0 +1,153 @@
+"""Results in the SQL store: taking a result, judging its unit, and deciding the unit and job.
+
+A mixin of `SqlStore` (see sql.py, whose docstring gives the lock order these methods keep on
+PostgreSQL). It builds on `TrustQueries` (trust_sql.py): reputation, credit and gold rows
+are settled in the transaction that judges a result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from allmende.coordinator.store.base import Judge
+from allmende.coordinator.store.records import NewResult, ResultRecord, UnitRecord, Verdict
+from allmende.coordinator.store.sql_base import unit_record
+from allmende.coordinator.store.statements import Q
+from allmende.coordinator.store.trust_sql import TrustQueries
+from allmende.protocol.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+)
+
+
+class ResultQueries(TrustQueries):
+    def submit_result(self, result: NewResult, judge: Judge) -> Verdict:
+        with self._tx() as conn:
+            # The unit first: results for it are judged one at a time, across coordinators.
+            unit_row = conn.execute(
+                Q.unit_locked if self.postgres else Q.unit, {"unit_id": result.unit_id}
+            ).first()
+            lease = conn.execute(Q.lease_answered, {"lease_id": result.lease_id}).first()
+            if lease is None:
+                raise NotFound(f"lease {result.lease_id!r} does not exist")
+            if lease.volunteer_id != result.volunteer_id or lease.unit_id != result.unit_id:
+                raise PermissionDenied(
+                    f"unit {result.unit_id!r} is not leased to volunteer {result.volunteer_id[:12]}"
+                )
+            # A lease past its deadline may still deliver while its unit is open: the work is
+            # done, and another replica's slot was already freed for someone else.
+            if lease.state not in ("active", "expired"):
+                why = {
+                    "submitted": "a result was already submitted on it",
+                    "released": "it was released (handed back)",
+                }.get(lease.state, f"it was {lease.state}: {lease.reason}")
+                raise FailedPrecondition(f"lease {result.lease_id} is closed; {why}")
+            assert unit_row is not None  # foreign key
+            if unit_row.state != "open":
+                raise FailedPrecondition(f"unit {result.unit_id} is already {unit_row.state}")
+            if lease.answered:
+                raise AlreadyExists(f"volunteer already submitted a result for {result.unit_id}")
+            conn.execute(
+                Q.add_result,
+                {
+                    "result_id": result.result_id,
+                    "unit_id": result.unit_id,
+                    "lease_id": result.lease_id,
+                    "volunteer_id": result.volunteer_id,
+                    "envelope": result.envelope,
+                    "signature": result.signature,
+                    "payload": result.payload,
+                    "state": "pending",
+                    "received_ms": result.received_ms,
+                    "reason": "",
+                    "claimed_tokens": result.claimed_tokens,
+                    "credit": 0,
+                },
+            )
+            conn.execute(Q.lease_submitted, {"b_lease": result.lease_id})
+            unit = unit_record(unit_row)
+            if result.gold_checked:
+                self._bump(
+                    conn,
+                    result.volunteer_id,
+                    unit.settings.kind,
+                    result.received_ms,
+                    gold_checked=1,
+                )
+            stored = conn.execute(Q.counted, {"unit_id": result.unit_id}).all()
+            verdict = judge(unit, [ResultRecord(*row) for row in stored])
+            self._apply(conn, unit, verdict, result)
+        return verdict
+
+    def _apply(self, conn: Connection, unit: UnitRecord, v: Verdict, result: NewResult) -> None:
+        now = result.received_ms
+        # Reputation first: _settle credits only results still 'pending' (decided just now).
+        self._settle(conn, unit, v, now)
+        if v.valid:
+            conn.execute(Q.mark_valid, {"b_ids": list(v.valid), "state": "valid"})
+        if v.invalid:
+            conn.execute(
+                Q.mark_valid, {"b_ids": list(v.invalid), "state": "invalid", "reason": v.reason}
+            )
+        changes: dict[str, Any] = {"b_unit": unit.unit_id, "updated_ms": now}
+        if v.new_target:
+            changes["target"] = v.new_target
+        if v.new_quorum:
+            changes["quorum"] = v.new_quorum
+        if v.status == "accepted":
+            changes.update(
+                state="accepted",
+                canonical_result_id=v.canonical,
+                agreement=v.agreement,
+                replicas=len(v.valid),
+            )
+        elif v.status == "failed":
+            changes.update(state="failed", reason=v.reason)
+        conn.execute(Q.update_unit, changes)
+        if v.status in ("accepted", "failed"):
+            # Replicas still out are no longer needed: their holders get a clear refusal.
+            conn.execute(
+                Q.cancel_leases,
+                {"b_unit": unit.unit_id, "b_reason": f"unit {unit.unit_id} was already {v.status}"},
+            )
+        kind = {
+            "accepted": "unit.accepted",
+            "failed": "unit.failed",
+            "rejected": "result.rejected",
+        }.get(v.status, "result.received")
+        self._event(
+            conn,
+            now,
+            kind,
+            v.reason or v.status,
+            job_id=unit.job_id,
+            unit_id=unit.unit_id,
+            volunteer_id=result.volunteer_id,
+        )
+        if v.status not in ("accepted", "failed"):
+            return
+        # Two coordinators deciding a job's last two units at once would each still see the
+        # other's unit open; the job row lock makes the second count after the first commits.
+        if self.postgres:
+            conn.execute(Q.lock_job, {"job_id": unit.job_id})
+        if conn.execute(Q.any_open, {"job_id": unit.job_id}).first() is not None:
+            return
+        failed = conn.execute(Q.units_failed, {"job_id": unit.job_id}).scalar_one()
+        if failed:
+            conn.execute(
+                Q.update_job,
+                {
+                    "b_job": unit.job_id,
+                    "state": "failed",
+                    "completed_ms": now,
+                    "reason": f"{failed} unit(s) failed validation; see failed units",
+                },
+            )
+            self._event(conn, now, "job.failed", f"{failed} unit(s) failed", job_id=unit.job_id)
+        else:
+            conn.execute(Q.update_job, {"b_job": unit.job_id, "state": "assimilating"})
+            self._event(conn, now, "job.validated", "every unit accepted", job_id=unit.job_id)

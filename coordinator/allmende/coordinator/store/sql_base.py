@@ -1,0 +1,128 @@
+"""What every part of the SQL store builds on: its engine, transactions, reads and event log.
+
+`SqlStore` (sql.py) is composed of mixins, one per concern (jobs_sql.py, leasing_sql.py and
+the rest), and each of them is a `SqlBase`; this module also turns the rows they read into
+records.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from allmende.coordinator.store.engine import READ_INFO, WRITE_INFO
+from allmende.coordinator.store.records import JobRecord, JobSettings, UnitRecord
+from allmende.coordinator.store.statements import Q
+
+
+class SqlBase:
+    """An engine, and the write transactions, single reads and events every query runs in."""
+
+    def __init__(self, engine: Engine, serialise_writes: bool = False) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        # SQLite allows one writer; a process-wide lock keeps threads from queueing in
+        # SQLite's busy handler, which is slower and unfair.
+        self._write_lock = threading.Lock() if serialise_writes else None
+        # Single-statement reads skip the transaction: autocommit on PostgreSQL (no BEGIN
+        # and ROLLBACK round trips), no BEGIN on SQLite.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else engine
+        )
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.connect() as conn:
+            conn.info[WRITE_INFO] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop(WRITE_INFO, None)
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for one read statement, outside any transaction."""
+        with self._reader.connect() as conn:
+            conn.info[READ_INFO] = True
+            try:
+                yield conn
+            finally:
+                conn.info.pop(READ_INFO, None)
+
+    def _event(
+        self,
+        conn: Connection,
+        now_ms: int,
+        kind: str,
+        message: str,
+        job_id: str = "",
+        unit_id: str = "",
+        volunteer_id: str = "",
+    ) -> None:
+        conn.execute(
+            Q.add_event,
+            {
+                "ts_ms": now_ms,
+                "kind": kind,
+                "message": message,
+                "job_id": job_id,
+                "unit_id": unit_id,
+                "volunteer_id": volunteer_id,
+            },
+        )
+
+
+def _settings(row: Any) -> JobSettings:
+    return JobSettings(
+        kind=row.kind,
+        model=row.model,
+        model_sha256=row.model_sha256,
+        dims=row.dims,
+        redundancy=row.redundancy,
+        unit_size=row.unit_size,
+        tau=row.tau,
+        max_replicas=row.max_replicas,
+        lease_seconds=row.lease_seconds,
+        result_dtype=row.result_dtype,
+        gold_fraction=row.gold_fraction,
+    )
+
+
+def job_record(row: Any) -> JobRecord:
+    return JobRecord(
+        job_id=row.job_id,
+        name=row.name,
+        state=row.state,
+        settings=_settings(row),
+        source_name=row.source_name,
+        items=row.items,
+        unique_items=row.unique_items,
+        created_ms=row.created_ms,
+        completed_ms=row.completed_ms,
+        reason=row.reason,
+        priority=row.priority,
+    )
+
+
+def unit_record(row: Any) -> UnitRecord:
+    return UnitRecord(
+        unit_id=row.unit_id,
+        job_id=row.job_id,
+        seq=row.seq,
+        rows=row.rows,
+        state=row.state,
+        target=row.target,
+        blob=row.blob,
+        settings=_settings(row),
+        quorum=row.quorum,
+    )

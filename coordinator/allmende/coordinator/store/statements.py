@@ -1,0 +1,221 @@
+"""The SQL store's data-path statements, built once (`Q`), and the raw SQL of a lease's
+candidate query (`FREE_UNIT`), which differs by backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    String,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.sql.elements import ColumnClause
+
+from allmende.coordinator.store import schema as t
+
+# A literal, not a bound parameter: the partial index ix_leases_due serves only queries
+# that repeat its condition.
+_ACTIVE: ColumnClause[str] = literal_column("'active'")
+# Expired leases swept per lease call (few: a mass expiry, when many volunteers vanish at
+# once, is spread over many leases instead of stalling one).
+_SWEEP_BATCH = 50
+
+# The first unit of a job with a free replica slot that the volunteer neither holds nor has
+# answered. Written out, because each backend needs a clause SQLAlchemy cannot say for it:
+# SQLite's planner, without statistics, would walk ix_units_open and look at every unit in
+# flight, hence INDEXED BY; PostgreSQL locks the unit it returns and passes over units other
+# coordinators hold (SKIP LOCKED), and excludes candidates it has already rejected.
+_NOT_MINE = """
+  AND NOT EXISTS (SELECT 1 FROM leases AS l {lease_index}
+                  WHERE l.unit_id = u.unit_id AND l.volunteer_id = :volunteer
+                  AND l.state = :active AND l.deadline_ms > :now)
+  AND NOT EXISTS (SELECT 1 FROM results AS r
+                  WHERE r.unit_id = u.unit_id AND r.volunteer_id = :volunteer)"""
+# Replicas of one unit go to distinct network addresses ('' means exempt: loopback, or the
+# rule switched off).
+_OTHER_ADDRESS = """
+  AND (:address = '' OR NOT EXISTS (SELECT 1 FROM leases AS a {lease_index}
+                  WHERE a.unit_id = u.unit_id AND a.address = :address
+                  AND a.volunteer_id <> :volunteer AND a.state IN ('active', 'submitted')))"""
+_CANDIDATE = "SELECT u.unit_id, u.blob, u.signature, u.rows, u.busy, u.quorum FROM units AS u"
+FREE_UNIT = {
+    "sqlite": text(
+        _CANDIDATE + " INDEXED BY ix_units_free"
+        " WHERE u.job_id = :job AND u.state = 'open' AND u.busy < u.target"
+        + _NOT_MINE.format(lease_index="INDEXED BY ix_leases_unit")
+        + _OTHER_ADDRESS.format(lease_index="INDEXED BY ix_leases_unit")
+        + " ORDER BY u.seq LIMIT 1"
+    ),
+    "postgresql": text(
+        _CANDIDATE + " WHERE u.job_id = :job AND u.state = 'open' AND u.busy < u.target"
+        " AND u.unit_id <> ALL(:tried)"
+        + _NOT_MINE.format(lease_index="")
+        + _OTHER_ADDRESS.format(lease_index="")
+        + " ORDER BY u.seq LIMIT 1 FOR NO KEY UPDATE OF u SKIP LOCKED"
+    ),
+}
+
+
+def _b(name: str, expanding: bool = False) -> Any:
+    return bindparam(name, expanding=expanding)
+
+
+class Q:
+    """The data path's statements, built once. Building a SQLAlchemy expression costs more
+    than SQLite takes to run it, so per call only parameters are bound. Parameters named
+    b_* are in WHERE clauses of updates, whose column-named parameters are the SET list."""
+
+    u, j, le, r, v, e = t.units, t.jobs, t.leases, t.results, t.volunteers, t.events
+    job = select(j).where(j.c.job_id == _b("job_id"))
+    volunteer = select(v).where(v.c.volunteer_id == _b("volunteer_id"))
+    lease = select(le).where(le.c.lease_id == _b("lease_id"))
+    unit = select(u, j).join(j, j.c.job_id == u.c.job_id).where(u.c.unit_id == _b("unit_id"))
+    unit_locked = unit.with_for_update(of=u, key_share=True)
+    lock_unit = (
+        select(u.c.unit_id).where(u.c.unit_id == _b("unit_id")).with_for_update(key_share=True)
+    )
+    lock_job = select(j.c.job_id).where(j.c.job_id == _b("job_id")).with_for_update(key_share=True)
+    add_event = e.insert()
+
+    # leasing
+    due = (
+        select(le.c.unit_id)
+        .where(le.c.state == _ACTIVE, le.c.deadline_ms <= _b("now"))
+        .limit(_SWEEP_BATCH)
+    )
+    lock_units_skip = (
+        select(u.c.unit_id)
+        .where(u.c.unit_id.in_(_b("units", expanding=True)))
+        .order_by(u.c.unit_id)
+        .with_for_update(key_share=True, skip_locked=True)
+    )
+    expire = (
+        le.update()
+        .where(
+            le.c.unit_id.in_(_b("units", expanding=True)),
+            le.c.state == "active",
+            le.c.deadline_ms <= _b("now"),
+        )
+        .values(state="expired", reason="the deadline passed")
+    )
+    # The jobs to lease from, in order, each row also saying when the first live lease
+    # falls due (one index lookup), so a lease sweeps only when something has expired.
+    running_jobs = (
+        select(
+            j.c.job_id,
+            j.c.lease_seconds,
+            j.c.kind,
+            j.c.redundancy,
+            j.c.gold_fraction,
+            select(func.min(le.c.deadline_ms))
+            .where(le.c.state == _ACTIVE)
+            .scalar_subquery()
+            .label("next_due"),
+        )
+        .where(j.c.state == "running")
+        .order_by(j.c.priority.desc(), j.c.created_ms, j.c.job_id)
+    )
+    not_mine = (
+        ~select(le.c.lease_id)
+        .where(
+            le.c.unit_id == u.c.unit_id,
+            le.c.volunteer_id == _b("volunteer"),
+            le.c.state == "active",
+            le.c.deadline_ms > _b("now"),
+        )
+        .exists(),
+        ~select(r.c.result_id)
+        .where(r.c.unit_id == u.c.unit_id, r.c.volunteer_id == _b("volunteer"))
+        .exists(),
+    )
+    # PostgreSQL: insert the lease only if the unit, just locked, is still free for this
+    # volunteer, judged by this statement's snapshot (taken after the lock).
+    add_lease_if_free = (
+        le.insert()
+        .from_select(
+            [
+                "lease_id",
+                "unit_id",
+                "volunteer_id",
+                "state",
+                "created_ms",
+                "deadline_ms",
+                "reason",
+                "address",
+                "unit_sha256",
+                "composition",
+                "gold_ids",
+            ],
+            select(
+                bindparam("lease_id", type_=String),
+                u.c.unit_id,
+                bindparam("volunteer", type_=String),
+                literal("active", String),
+                bindparam("now", type_=BigInteger),
+                bindparam("deadline", type_=BigInteger),
+                literal("", String),
+                bindparam("address", type_=String),
+                bindparam("unit_sha256", type_=LargeBinary),
+                bindparam("composition", type_=LargeBinary),
+                bindparam("gold_ids", type_=String),
+            ).where(
+                u.c.unit_id == _b("unit_id"), u.c.state == "open", u.c.busy < u.c.target, *not_mine
+            ),
+        )
+        .returning(le.c.lease_id)  # SQLAlchemy reports no rowcount for INSERT ... SELECT
+    )
+    any_work = (
+        select(u.c.unit_id)
+        .select_from(u.join(j, j.c.job_id == u.c.job_id))
+        .where(j.c.state == "running", u.c.state == "open", *not_mine)
+        .limit(1)
+    )
+    add_lease = le.insert()
+    release = (
+        le.update()
+        .where(le.c.lease_id == _b("b_lease"), le.c.state == "active")
+        .values(state="released", reason=_b("b_reason"))
+    )
+
+    # results
+    # The lease a result comes on, and whether its volunteer already answered the unit.
+    lease_answered = select(
+        le,
+        select(r.c.result_id)
+        .where(r.c.unit_id == le.c.unit_id, r.c.volunteer_id == le.c.volunteer_id)
+        .exists()
+        .label("answered"),
+    ).where(le.c.lease_id == _b("lease_id"))
+    add_result = r.insert()
+    lease_submitted = le.update().where(le.c.lease_id == _b("b_lease")).values(state="submitted")
+    counted = (
+        select(
+            r.c.result_id,
+            r.c.volunteer_id,
+            r.c.payload,
+            r.c.state,
+            r.c.received_ms,
+            r.c.claimed_tokens,
+        )
+        .where(r.c.unit_id == _b("unit_id"), r.c.state != "invalid")
+        .order_by(r.c.received_ms, r.c.result_id)
+    )
+    mark_valid = r.update().where(r.c.result_id.in_(_b("b_ids", expanding=True)))
+    update_unit = u.update().where(u.c.unit_id == _b("b_unit"))
+    cancel_leases = (
+        le.update()
+        .where(le.c.unit_id == _b("b_unit"), le.c.state == "active")
+        .values(state="cancelled", reason=_b("b_reason"))
+    )
+    # Whether a job still has an open unit: one index probe, where counting them would
+    # walk every open unit of the job each time one is decided.
+    any_open = select(u.c.unit_id).where(u.c.job_id == _b("job_id"), u.c.state == "open").limit(1)
+    units_failed = select(func.count()).where(u.c.job_id == _b("job_id"), u.c.state == "failed")
+    update_job = j.update().where(j.c.job_id == _b("b_job"))
