@@ -42,17 +42,29 @@ def _claimed_volunteer(request: Any) -> str:
 class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     PROTECTED = frozenset(f"{SERVICE}{m}" for m in ("LeaseWork", "SubmitResult", "ReleaseWork"))
 
+    # Public keys remembered per process. A volunteer id is the fingerprint of its key, so
+    # an entry never goes stale; bans and quarantines are checked by the domain on every
+    # call, from the database, so they take effect at once on every replica.
+    KEY_CACHE = 100_000
+
     def __init__(self, coordinator: Coordinator, metrics: Any = None) -> None:
         self.c = coordinator
         self.nonces = NonceWindow()
         self.metrics = metrics
+        self._keys: dict[str, bytes] = {}
 
     def _public_key(self, volunteer_id: str) -> bytes:
+        key = self._keys.get(volunteer_id)
+        if key is not None:
+            return key
         record = self.c.store.get_volunteer(volunteer_id)
         if record is None:
             raise Unauthenticated(f"unknown volunteer {volunteer_id[:16]!r}; register first")
         if record.banned:
             raise PermissionDenied(f"volunteer {volunteer_id[:16]} is banned: {record.ban_reason}")
+        if len(self._keys) >= self.KEY_CACHE:
+            self._keys.clear()
+        self._keys[volunteer_id] = record.public_key
         return record.public_key
 
     def check(self, method: str, request: Any, metadata: Any) -> None:
