@@ -210,3 +210,21 @@ def test_two_new_accounts_agreeing_cannot_plant_gold_rows(
             counts.append(net.store.gold_count(job))
         # streaks before each unit: 0, 1, 2, 3; one gold row per unit of 4 at 2 %
         assert counts == [0, 0, 1, 2]
+
+
+def test_replicas_of_a_unit_get_the_same_gold_rows_in_their_own_order(
+    coordinator_home: CoordinatorHome,
+) -> None:
+    # Different gold rows per replica would let two volunteers comparing their copies pick
+    # out the gold rows (the texts only one of them got) and lie on everything else.
+    with launch(coordinator_home, gold=True) as net:
+        job = net.create(sentences(64), redundancy=3, unit_size=16, gold_fraction=0.25)
+        leases = [v.lease() for v in (net.volunteer(), net.volunteer(), net.volunteer())]
+        units = [unit_of(lease) for lease in leases if lease is not None]
+        assert len(units) == 3 and len({u.unit_id for u in units}) == 1
+        assert units[0].unit_id == net.units(job)[0]
+        records = [net.lease_record(lease.lease_id) for lease in leases if lease is not None]
+        assert len(records[0].gold_ids) == 4  # 16 rows at 25 %
+        assert records[0].gold_ids == records[1].gold_ids == records[2].gold_ids
+        assert sorted(units[0].texts) == sorted(units[1].texts) == sorted(units[2].texts)
+        assert len({u.texts for u in units}) == 3  # each in an order of its own

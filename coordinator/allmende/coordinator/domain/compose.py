@@ -53,13 +53,20 @@ def compose(
     pool: list[GoldRow],
     rng: np.random.Generator,
     now_ms: int,
+    earlier: dict[int, GoldRow] | None = None,
 ) -> Composed:
+    """`earlier`: the gold rows the unit's earlier leases got, reused when all still exist,
+    so that replicas of a unit cannot find gold rows by comparing their copies."""
     unit = decode_unit(candidate.blob)
-    if pool:  # a text twice in one unit would give its gold copy away
-        own = set(unit.texts)
-        pool = [g for g in pool if g.text not in own]
-    k = gold_count(candidate.rows, candidate.gold_fraction, len(pool))
-    gold = [pool[i] for i in rng.choice(len(pool), size=k, replace=False)] if k else []
+    if earlier and all(i in earlier for i in candidate.gold_ids):
+        gold = [earlier[i] for i in candidate.gold_ids]
+    else:
+        if pool:  # a text twice in one unit would give its gold copy away
+            own = set(unit.texts)
+            pool = [g for g in pool if g.text not in own]
+        k = gold_count(candidate.rows, candidate.gold_fraction, len(pool))
+        gold = [pool[i] for i in rng.choice(len(pool), size=k, replace=False)] if k else []
+    k = len(gold)
     order = rng.permutation(candidate.rows + k).astype("<u2")
     texts = tuple(
         unit.texts[i] if i < candidate.rows else gold[i - candidate.rows].text

@@ -255,7 +255,15 @@ class Coordinator(Submissions):
 
         def plan(candidate: LeaseCandidate) -> LeasePlan:
             rng = new_rng()
-            c = compose(self.key, candidate, lease_id, self.gold.rows(candidate.job_id), rng, now)
+            c = compose(
+                self.key,
+                candidate,
+                lease_id,
+                self.gold.rows(candidate.job_id),
+                rng,
+                now,
+                earlier=self.gold.cached(candidate.gold_ids),
+            )
             alone = bool(c.gold_ids) and self.policy.goes_alone(reputation.get(candidate.kind), rng)
             return LeasePlan(
                 c.blob, c.signature, c.unit_sha256, c.composition, c.gold_ids, solo=alone

@@ -56,6 +56,10 @@ class GoldPool:
     def rows(self, job_id: str) -> list[GoldRow]:
         return self._rows.get(job_id, [])
 
+    def cached(self, gold_ids: Sequence[int]) -> dict[int, GoldRow]:
+        """Gold rows by id from the cache only (safe inside a store transaction)."""
+        return {i: self._by_id[i] for i in gold_ids if i in self._by_id}
+
     def get(self, gold_ids: Sequence[int]) -> dict[int, GoldRow]:
         """Gold rows by id: from the cache, or from the store for rows added elsewhere."""
         found = {i: self._by_id[i] for i in gold_ids if i in self._by_id}

@@ -86,6 +86,9 @@ class LeaseQueries(TrustQueries):
                                 redundancy=job.redundancy,
                                 gold_fraction=job.gold_fraction,
                                 deadline_ms=deadline,
+                                gold_ids=tuple(int(g) for g in row.gold_ids.split(","))
+                                if row.gold_ids
+                                else (),
                             )
                         )
                         if compose is not None

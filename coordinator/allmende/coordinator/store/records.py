@@ -223,6 +223,7 @@ class LeaseCandidate:
     redundancy: int
     gold_fraction: float
     deadline_ms: int
+    gold_ids: tuple[int, ...] = ()  # the gold rows earlier leases of the unit got
 
 
 @dataclass(frozen=True)

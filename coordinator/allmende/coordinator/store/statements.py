@@ -44,7 +44,13 @@ _OTHER_ADDRESS = """
   AND (:address = '' OR NOT EXISTS (SELECT 1 FROM leases AS a {lease_index}
                   WHERE a.unit_id = u.unit_id AND a.address = :address
                   AND a.volunteer_id <> :volunteer AND a.state IN ('active', 'submitted')))"""
-_CANDIDATE = "SELECT u.unit_id, u.blob, u.signature, u.rows, u.busy, u.quorum FROM units AS u"
+# With the gold rows the unit's earlier leases got: every replica of a unit gets the same
+# gold rows (in its own order), so volunteers comparing their copies learn nothing.
+_CANDIDATE = (
+    "SELECT u.unit_id, u.blob, u.signature, u.rows, u.busy, u.quorum,"
+    " (SELECT g.gold_ids FROM leases AS g WHERE g.unit_id = u.unit_id AND g.gold_ids <> ''"
+    " ORDER BY g.created_ms LIMIT 1) AS gold_ids FROM units AS u"
+)
 FREE_UNIT = {
     "sqlite": text(
         _CANDIDATE + " INDEXED BY ix_units_free"
