@@ -128,16 +128,47 @@ def test_volunteers_racing_through_two_replicas_never_overfill_a_unit(
             assert float(vector @ text_vector(text, 384)) > 0.999
 
 
+def stuck(url: str, job_id: str) -> str:
+    """What an unfinished job's open units and the volunteers look like, for the message."""
+    store = open_store(url)
+    try:
+        u, le, r, v = t.units, t.leases, t.results, t.volunteers
+        with store.engine.connect() as conn:
+            units = conn.execute(
+                select(u.c.unit_id, u.c.state, u.c.target, u.c.busy, u.c.quorum).where(
+                    u.c.job_id == job_id, u.c.state != "accepted"
+                )
+            ).all()
+            leases = conn.execute(
+                select(le.c.unit_id, le.c.volunteer_id, le.c.state, le.c.reason).where(
+                    le.c.unit_id.in_([row.unit_id for row in units])
+                )
+            ).all()
+            results = conn.execute(
+                select(r.c.unit_id, r.c.volunteer_id, r.c.state, r.c.reason).where(
+                    r.c.unit_id.in_([row.unit_id for row in units])
+                )
+            ).all()
+            quarantined = conn.execute(
+                select(v.c.volunteer_id, v.c.quarantine_reason).where(v.c.quarantined != 0)
+            ).all()
+        return f"units {units}; leases {leases}; results {results}; quarantined {quarantined}"
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
 def test_two_replicas_share_the_work_of_one_job(
-    replicas: list[ServeProcess], tmp_path: Path
+    replicas: list[ServeProcess], tmp_path: Path, postgres_url: str
 ) -> None:
     texts = [f"shared sentence {i}" for i in range(200)]
     with admin(replicas[0]) as client:
         created = client.create_job(job_requests(texts, redundancy=2, unit_size=4))
     with Fleet(replicas, 8, seed=1) as fleet:
         state = wait_for_state(replicas, created.job_id, ("complete", "failed"), 90)
-    assert state == "complete"
+    assert state == "complete", (
+        f"{stuck(postgres_url, created.job_id)}; errors {fleet.errors}; refused {fleet.refused}"
+    )
     assert fleet.errors == [] and not fleet.refused
     with admin(replicas[1]) as client:
         job = client.get_job(created.job_id)

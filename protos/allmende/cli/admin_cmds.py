@@ -9,6 +9,7 @@ from pathlib import Path
 from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, out, out_json
 from allmende.cli.remote import call
 from allmende.client.connection import CoordinatorClient
+from allmende.coordinator.top.format import volunteer_state
 from allmende.v1 import allmende_pb2 as pb
 
 
@@ -129,15 +130,7 @@ def list_volunteers(args: argparse.Namespace) -> int:
     )
     quarantined = []
     for v in volunteers:
-        state = (
-            "banned"
-            if v.banned
-            else "quarantine"
-            if v.quarantined
-            else "online"
-            if v.online
-            else "offline"
-        )
+        state = volunteer_state(v)
         gold = f"{v.gold_checked - v.gold_missed}/{v.gold_checked}"
         out(
             f"{v.volunteer_id[:16]:<16} {v.display_name[:20]:<20} {state:<11} "

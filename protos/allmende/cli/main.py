@@ -8,7 +8,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from allmende.cli.common import EXIT_CODES_HELP, EXIT_USAGE, CliError, err
 from allmende.protocol.errors import AllmendeError, InvalidArgument
@@ -21,41 +21,41 @@ def _address(value: str) -> str:
     return value
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {number}")
-    return number
+def _at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= `least`."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if number < least:
+            raise argparse.ArgumentTypeError(f"expected a number >= {least}, got {number}")
+        return number
+
+    return parse
 
 
-def _non_negative(value: str) -> int:
+_positive = _at_least(1)
+_non_negative = _at_least(0)
+
+
+def _number(value: str) -> float:
     try:
-        number = int(value)
+        return float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {number}")
-    return number
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
 
 
 def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    number = _number(value)
     if not 0.0 <= number <= 0.5:
         raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 0.5, got {number}")
     return number
 
 
 def _unit_interval(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    number = _number(value)
     if not 0.0 < number <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a cosine in (0, 1], got {number}")
     return number

@@ -60,6 +60,13 @@ class ResourceExhausted(AllmendeError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Unavailable(AllmendeError):
+    """Nothing was changed, and the same call may succeed when tried again (e.g. two
+    coordinators' transactions conflicted and the database rolled one back)."""
+
+    code = "UNAVAILABLE"
+
+
 class IntegrityError(AllmendeError):
     """A signature, checksum or size does not match: the data cannot be trusted."""
 

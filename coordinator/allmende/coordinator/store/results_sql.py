@@ -70,14 +70,6 @@ class ResultQueries(TrustQueries):
             )
             conn.execute(Q.lease_submitted, {"b_lease": result.lease_id})
             unit = unit_record(unit_row)
-            if result.gold_checked:
-                self._bump(
-                    conn,
-                    result.volunteer_id,
-                    unit.settings.kind,
-                    result.received_ms,
-                    gold_checked=1,
-                )
             stored = conn.execute(Q.counted, {"unit_id": result.unit_id}).all()
             verdict = judge(unit, [ResultRecord(*row) for row in stored])
             self._apply(conn, unit, verdict, result)
@@ -86,7 +78,8 @@ class ResultQueries(TrustQueries):
     def _apply(self, conn: Connection, unit: UnitRecord, v: Verdict, result: NewResult) -> None:
         now = result.received_ms
         # Reputation first: _settle credits only results still 'pending' (decided just now).
-        self._settle(conn, unit, v, now)
+        gold_checked = result.volunteer_id if result.gold_checked else ""
+        self._settle(conn, unit, v, now, gold_checked)
         if v.valid:
             conn.execute(Q.mark_valid, {"b_ids": list(v.valid), "state": "valid"})
         if v.invalid:

@@ -7,16 +7,24 @@ records.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from allmende.coordinator.store.engine import READ_INFO, WRITE_INFO
 from allmende.coordinator.store.records import JobRecord, JobSettings, UnitRecord
 from allmende.coordinator.store.statements import Q
+from allmende.protocol.errors import Unavailable
+
+log = logging.getLogger("allmende.coordinator.store")
+# SQLSTATEs of transactions PostgreSQL aborted to resolve a conflict: deadlock_detected,
+# serialization_failure.
+_CONFLICTS = frozenset({"40P01", "40001"})
 
 
 class SqlBase:
@@ -36,18 +44,30 @@ class SqlBase:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        """One write transaction: committed when the block ends, rolled back on error."""
-        if self._write_lock is None:
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        with self._write_lock, self.engine.connect() as conn:
-            conn.info[WRITE_INFO] = True
-            try:
-                with conn.begin():
+        """One write transaction: committed when the block ends, rolled back on error.
+
+        A transaction PostgreSQL rolled back to break a deadlock or a serialisation
+        conflict with another coordinator changed nothing: it is reported as Unavailable,
+        which clients retry."""
+        try:
+            if self._write_lock is None:
+                with self.engine.begin() as conn:
                     yield conn
-            finally:
-                conn.info.pop(WRITE_INFO, None)
+                return
+            with self._write_lock, self.engine.connect() as conn:
+                conn.info[WRITE_INFO] = True
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    conn.info.pop(WRITE_INFO, None)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
+                log.warning("transaction rolled back by the database: %s", exc.orig)
+                raise Unavailable(
+                    "the database rolled back a conflict with another request; try again"
+                ) from exc
+            raise
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

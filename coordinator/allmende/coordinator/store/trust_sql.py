@@ -146,8 +146,14 @@ class TrustQueries(SqlBase):
 
     # ------------------------------------------------------------------ results
 
-    def _settle(self, conn: Connection, unit: UnitRecord, v: Verdict, now_ms: int) -> None:
-        """Reputation and credit for a decided result set, and the gold rows it yields."""
+    def _settle(
+        self, conn: Connection, unit: UnitRecord, v: Verdict, now_ms: int, gold_checked: str = ""
+    ) -> None:
+        """Reputation and credit for a decided result set, and the gold rows it yields.
+        `gold_checked`: the volunteer whose result just passed its gold rows.
+
+        Reputation rows are updated in volunteer id order: two units decided at once on
+        PostgreSQL, each touching the same two volunteers, would otherwise deadlock."""
         r, rep = t.results, t.reputation
         kind = unit.settings.kind
         gold = v.gold
@@ -165,28 +171,29 @@ class TrustQueries(SqlBase):
                 select(r.c.result_id, r.c.volunteer_id, r.c.state).where(r.c.result_id.in_(decided))
             ).all()
             fresh = {row.result_id: row.volunteer_id for row in rows if row.state == "pending"}
-            for result_id in v.valid:
-                if result_id in fresh:
-                    self._bump(
-                        conn,
-                        fresh[result_id],
-                        kind,
-                        now_ms,
-                        consecutive_valid=1,
-                        valid=1,
-                        credit=v.credit,
-                    )
-            if v.valid and v.credit:
-                conn.execute(
-                    r.update()
-                    .where(r.c.result_id.in_([i for i in v.valid if i in fresh]))
-                    .values(credit=v.credit)
+        else:
+            fresh = {}
+        deltas: dict[str, dict[str, int]] = {}
+        if gold_checked:
+            deltas[gold_checked] = {"gold_checked": 1}
+        for result_id in v.valid:
+            if result_id in fresh:
+                deltas.setdefault(fresh[result_id], {}).update(
+                    consecutive_valid=1, valid=1, credit=v.credit
                 )
-            for result_id in v.invalid:
-                if result_id in fresh:
-                    self._bump(
-                        conn, fresh[result_id], kind, now_ms, disagreements=1, consecutive_valid=-1
-                    )
+        for result_id in v.invalid:
+            if result_id in fresh:
+                deltas.setdefault(fresh[result_id], {}).update(
+                    disagreements=1, consecutive_valid=-1
+                )
+        for volunteer_id in sorted(deltas):
+            self._bump(conn, volunteer_id, kind, now_ms, **deltas[volunteer_id])
+        if v.valid and v.credit:
+            conn.execute(
+                r.update()
+                .where(r.c.result_id.in_([i for i in v.valid if i in fresh]))
+                .values(credit=v.credit)
+            )
         for text, answer in gold:
             conn.execute(
                 t.gold.insert().values(

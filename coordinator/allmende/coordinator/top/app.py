@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 
-from allmende.coordinator.top.format import ago, bar, eta, progress, short
+from allmende.coordinator.top.format import ago, bar, eta, progress, short, volunteer_state
 from allmende.v1 import allmende_pb2 as pb
 
 Fetch = Callable[[], pb.GetOverviewResponse]
@@ -181,15 +181,7 @@ class TopApp(App[None]):
         table.clear()
         self._volunteers = list(o.volunteers)
         for v in self._volunteers:
-            state = (
-                "banned"
-                if v.banned
-                else "quarantine"
-                if v.quarantined
-                else "online"
-                if v.online
-                else "offline"
-            )
+            state = volunteer_state(v)
             table.add_row(
                 short(v.volunteer_id),
                 v.display_name[:18] or "-",

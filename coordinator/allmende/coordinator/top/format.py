@@ -5,6 +5,15 @@ from __future__ import annotations
 from allmende.v1 import allmende_pb2 as pb
 
 
+def volunteer_state(v: pb.VolunteerStatus) -> str:
+    """One word for a volunteer: banned, quarantine, online or offline."""
+    if v.banned:
+        return "banned"
+    if v.quarantined:
+        return "quarantine"
+    return "online" if v.online else "offline"
+
+
 def ago(now_ms: int, then_ms: int) -> str:
     if not then_ms:
         return "never"
