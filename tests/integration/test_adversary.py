@@ -95,11 +95,14 @@ def test_every_cheater_is_quarantined_and_no_row_rests_on_one(
             assert cheater.dishonest_when_caught <= BOUND, table
             assert cheater.caught_after <= cheater.first_dishonest + BOUND - 1, table
         # Caught by their first dishonest unit, except the one whose results are only ever
-        # refused (three faults): a gold row catches the rest.
+        # refused (three faults): a gold row catches the rest. A copier's copy of another
+        # unit's rows may not even fit its own unit (another row count): that one is refused
+        # as malformed, a fault, and its next copy meets the gold rows.
         if gold:
             for cheater in cheaters:
                 if cheater.kind != "forged signature":
-                    assert cheater.dishonest_when_caught == 1, table
+                    limit = 2 if cheater.kind == "copier" else 1
+                    assert cheater.dishonest_when_caught <= limit, table
         for volunteer in honest:
             assert not volunteer.quarantined, table
             record = reputation(sim, volunteer)
