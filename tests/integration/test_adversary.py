@@ -94,15 +94,17 @@ def test_every_cheater_is_quarantined_and_no_row_rests_on_one(
             assert cheater.quarantined, f"{cheater.kind} was never quarantined:\n{table}"
             assert cheater.dishonest_when_caught <= BOUND, table
             assert cheater.caught_after <= cheater.first_dishonest + BOUND - 1, table
-        # Caught by their first dishonest unit, except the one whose results are only ever
-        # refused (three faults): a gold row catches the rest. A copier's copy of another
-        # unit's rows may not even fit its own unit (another row count): that one is refused
-        # as malformed, a fault, and its next copy meets the gold rows.
+        # With gold rows from the start, a gold row catches a cheater at its first dishonest
+        # unit that gets as far as the gold check (the bench shows 1 for nearly all), and
+        # none of it is accepted (audit below). Allow a second: a replayed or copied result
+        # may first be refused as malformed (wrong lease, unit hash or row count: a fault),
+        # and a lease's gold rows may have been withdrawn meanwhile (harvested from a unit
+        # a quarantine re-opened), leaving nothing to check. The forger's results are only
+        # ever refused: three faults.
         if gold:
             for cheater in cheaters:
                 if cheater.kind != "forged signature":
-                    limit = 2 if cheater.kind == "copier" else 1
-                    assert cheater.dishonest_when_caught <= limit, table
+                    assert cheater.dishonest_when_caught <= 2, table
         for volunteer in honest:
             assert not volunteer.quarantined, table
             record = reputation(sim, volunteer)
