@@ -11,13 +11,9 @@ from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.protocol.wire import open_unit
 from tests.integration.rawclient import expect_error, text_rows
-from tests.integration.trusthelp import launch, unit_of, unit_sha256
+from tests.integration.trusthelp import launch, sentences, unit_of, unit_sha256
 
 KIND = "embed-text"
-
-
-def sentences(n: int, tag: str = "sentence") -> list[str]:
-    return [f"a {tag} numbered {i} for the trust tests" for i in range(n)]
 
 
 def test_units_are_composed_per_lease_and_gold_rows_never_reach_the_dataset(

@@ -11,13 +11,16 @@ from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.v1 import allmende_pb2 as pb
 from tests.integration.rawclient import RawAdmin, expect_error, text_rows
-from tests.integration.trusthelp import launch, lockstep, random_rows, run_honest, unit_of
+from tests.integration.trusthelp import (
+    launch,
+    lockstep,
+    random_rows,
+    run_honest,
+    sentences,
+    unit_of,
+)
 
 KIND = "embed-text"
-
-
-def sentences(n: int, tag: str = "sentence") -> list[str]:
-    return [f"a {tag} numbered {i} for the gold tests" for i in range(n)]
 
 
 def test_a_volunteer_that_misses_a_gold_row_is_rejected_and_quarantined(

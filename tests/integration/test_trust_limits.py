@@ -13,11 +13,7 @@ from allmende.coordinator.domain.trust import DAY_MS, TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import schema as t
 from allmende.protocol.errors import InvalidArgument
-from tests.integration.trusthelp import Net, launch, unit_of
-
-
-def sentences(n: int, tag: str = "sentence") -> list[str]:
-    return [f"a {tag} numbered {i} for the limit tests" for i in range(n)]
+from tests.integration.trusthelp import Net, launch, sentences, unit_of
 
 
 def snapshot(net: Net, volunteer_id: str) -> tuple[Any, ...]:

@@ -20,15 +20,12 @@ from tests.integration.trusthelp import (
     lockstep,
     random_rows,
     run_honest,
+    sentences,
     unit_of,
 )
 
 KIND = "embed-text"
 ADAPTIVE = TrustPolicy(adaptive_after=3, replication_floor=0.05, gold_streak=0)
-
-
-def sentences(n: int, tag: str = "sentence") -> list[str]:
-    return [f"a {tag} numbered {i} for the reputation tests" for i in range(n)]
 
 
 def streak(net: Net, volunteer: Volunteer) -> int:

@@ -178,6 +178,11 @@ class Net:
         return data
 
 
+def sentences(n: int, tag: str = "sentence") -> list[str]:
+    """`n` distinct texts for a trust test's job."""
+    return [f"a {tag} numbered {i} for the trust tests" for i in range(n)]
+
+
 @contextmanager
 def launch(
     home: CoordinatorHome,

@@ -37,6 +37,7 @@ from allmende.protocol.errors import (
     IntegrityError,
     InvalidArgument,
 )
+from allmende.protocol.files import fsync_folder
 from allmende.protocol.rotation import (
     CHAIN_NAME,
     MAX_CHAIN_LINKS,
@@ -206,7 +207,7 @@ class CoordinatorHome:
             _write_private(self.pending_key_path, new.to_pem())
             save_chain(self.chain_path, [*chain, link])  # the commit point
             os.replace(self.pending_key_path, self.key_path)
-            _sync_folder(self.root)
+            fsync_folder(self.root)
         log.info("coordinator key rotated old=%s new=%s", old.fingerprint, new.fingerprint)
         return old, new
 
@@ -252,7 +253,7 @@ class CoordinatorHome:
         else:
             pending.unlink()
             log.warning("removed the new key of a key rotation that never completed")
-        _sync_folder(self.root)
+        fsync_folder(self.root)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -262,17 +263,3 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make renames in `folder` durable (where the platform allows opening a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allmende.protocol.errors import AllmendeError
+from allmende.protocol.files import fsync_folder
 from allmende.protocol.wire import decode_envelope
 
 log = logging.getLogger("allmende.volunteer.spool")
@@ -65,7 +66,7 @@ class Spool:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-        _fsync_dir(self.folder)
+        fsync_folder(self.folder)
         return path
 
     def remove(self, path: Path) -> None:
@@ -109,16 +110,3 @@ def _read(path: Path) -> SpooledResult:
     envelope, signature, payload = parts
     header = decode_envelope(envelope)
     return SpooledResult(path, header.unit_id, header.rows, envelope, signature, payload)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from allmende.coordinator.store.records import Reputation
+from allmende.protocol.errors import InvalidArgument
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -51,8 +52,6 @@ class TrustPolicy:
         )
         for name, ok, expected in checks:
             if not ok:
-                from allmende.protocol.errors import InvalidArgument
-
                 raise InvalidArgument(name, f"{expected}, got {getattr(self, name)}")
 
     def replication_chance(self, rep: Reputation | None) -> float:
