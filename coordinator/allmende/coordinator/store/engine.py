@@ -7,6 +7,8 @@ before it begins, and this module's "begin" listener issues the BEGIN that flag 
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
@@ -18,6 +20,20 @@ from allmende.protocol.errors import InvalidArgument
 # Connection.info flags, set by SqlBase._tx and SqlBase._read (sql_base.py).
 WRITE_INFO = "allmende_write"
 READ_INFO = "allmende_read"
+
+
+def _wal(cursor: Any) -> None:
+    """Switch to WAL mode. Switching needs a moment alone with the database file, and SQLite
+    answers "database is locked" at once, without waiting, while another process opening
+    the same new file holds it: try again for a while."""
+    for attempt in range(200):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_engine(url: str, pool_size: int) -> Engine:
@@ -34,11 +50,11 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
         if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")

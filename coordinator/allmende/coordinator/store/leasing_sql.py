@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
-
 from allmende.coordinator.store.base import Compose
+from allmende.coordinator.store.fastsql import Conn
 from allmende.coordinator.store.records import LeaseCandidate, LeaseGrant, LeaseRecord, UnitRecord
 from allmende.coordinator.store.sql_base import unit_record
 from allmende.coordinator.store.statements import FREE_UNIT, Q
@@ -22,7 +21,7 @@ _LEASE_TRIES = 8
 
 
 class LeaseQueries(TrustQueries):
-    def _expire_leases(self, conn: Connection, now_ms: int) -> None:
+    def _expire_leases(self, conn: Conn, now_ms: int) -> None:
         """Move leases past their deadline to 'expired', freeing their slots (`busy`)."""
         due = conn.execute(Q.due, {"now": now_ms}).scalars().all()
         if not due:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
-
 from allmende.coordinator.store.base import Judge
+from allmende.coordinator.store.fastsql import Conn
 from allmende.coordinator.store.records import NewResult, ResultRecord, UnitRecord, Verdict
 from allmende.coordinator.store.sql_base import unit_record
 from allmende.coordinator.store.statements import Q
@@ -70,22 +69,30 @@ class ResultQueries(TrustQueries):
             )
             conn.execute(Q.lease_submitted, {"b_lease": result.lease_id})
             unit = unit_record(unit_row)
-            stored = conn.execute(Q.counted, {"unit_id": result.unit_id}).all()
-            verdict = judge(unit, [ResultRecord(*row) for row in stored])
-            self._apply(conn, unit, verdict, result)
+            stored = [
+                ResultRecord(*row)
+                for row in conn.execute(Q.counted, {"unit_id": result.unit_id}).all()
+            ]
+            verdict = judge(unit, stored)
+            self._apply(conn, unit, verdict, result, stored)
         return verdict
 
-    def _apply(self, conn: Connection, unit: UnitRecord, v: Verdict, result: NewResult) -> None:
+    def _apply(
+        self,
+        conn: Conn,
+        unit: UnitRecord,
+        v: Verdict,
+        result: NewResult,
+        judged: list[ResultRecord],
+    ) -> None:
         now = result.received_ms
         # Reputation first: _settle credits only results still 'pending' (decided just now).
         gold_checked = result.volunteer_id if result.gold_checked else ""
-        self._settle(conn, unit, v, now, gold_checked)
-        if v.valid:
-            conn.execute(Q.mark_valid, {"b_ids": list(v.valid), "state": "valid"})
-        if v.invalid:
-            conn.execute(
-                Q.mark_valid, {"b_ids": list(v.invalid), "state": "invalid", "reason": v.reason}
-            )
+        self._settle(conn, unit, v, now, judged, gold_checked)
+        for result_id in v.valid:
+            conn.execute(Q.mark_result, {"b_id": result_id, "state": "valid"})
+        for result_id in v.invalid:
+            conn.execute(Q.mark_result, {"b_id": result_id, "state": "invalid", "reason": v.reason})
         changes: dict[str, Any] = {"b_unit": unit.unit_id, "updated_ms": now}
         if v.new_target:
             changes["target"] = v.new_target

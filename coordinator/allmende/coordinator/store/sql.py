@@ -65,7 +65,7 @@ class SqlStore(
         self._claims_lock = threading.Lock()
         try:
             with self._tx() as conn:
-                self.revision = migrate.upgrade(conn)
+                self.revision = migrate.upgrade(conn.sa)
         except BaseException:
             engine.dispose()
             raise

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from allmende.coordinator.store.engine import READ_INFO, WRITE_INFO
+from allmende.coordinator.store.fastsql import Conn
 from allmende.coordinator.store.records import JobRecord, JobSettings, UnitRecord
 from allmende.coordinator.store.statements import Q
 from allmende.protocol.errors import Unavailable
@@ -43,7 +44,7 @@ class SqlBase:
         )
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self) -> Iterator[Conn]:
         """One write transaction: committed when the block ends, rolled back on error.
 
         A transaction PostgreSQL rolled back to break a deadlock or a serialisation
@@ -52,13 +53,13 @@ class SqlBase:
         try:
             if self._write_lock is None:
                 with self.engine.begin() as conn:
-                    yield conn
+                    yield Conn(conn)
                 return
             with self._write_lock, self.engine.connect() as conn:
                 conn.info[WRITE_INFO] = True
                 try:
                     with conn.begin():
-                        yield conn
+                        yield Conn(conn)
                 finally:
                     conn.info.pop(WRITE_INFO, None)
         except DBAPIError as exc:
@@ -70,18 +71,18 @@ class SqlBase:
             raise
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self) -> Iterator[Conn]:
         """A connection for one read statement, outside any transaction."""
         with self._reader.connect() as conn:
             conn.info[READ_INFO] = True
             try:
-                yield conn
+                yield Conn(conn)
             finally:
                 conn.info.pop(READ_INFO, None)
 
     def _event(
         self,
-        conn: Connection,
+        conn: Conn,
         now_ms: int,
         kind: str,
         message: str,

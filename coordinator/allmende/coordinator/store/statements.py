@@ -10,15 +10,19 @@ from sqlalchemy import (
     LargeBinary,
     String,
     bindparam,
+    case,
     func,
     literal,
     literal_column,
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ClauseElement, TableClause
 from sqlalchemy.sql.elements import ColumnClause
 
 from allmende.coordinator.store import schema as t
+from allmende.coordinator.store.fastsql import prebuilt
 
 # A literal, not a bound parameter: the partial index ix_leases_due serves only queries
 # that repeat its condition.
@@ -213,7 +217,7 @@ class Q:
         .where(r.c.unit_id == _b("unit_id"), r.c.state != "invalid")
         .order_by(r.c.received_ms, r.c.result_id)
     )
-    mark_valid = r.update().where(r.c.result_id.in_(_b("b_ids", expanding=True)))
+    mark_result = r.update().where(r.c.result_id == _b("b_id"))
     update_unit = u.update().where(u.c.unit_id == _b("b_unit"))
     cancel_leases = (
         le.update()
@@ -225,3 +229,56 @@ class Q:
     any_open = select(u.c.unit_id).where(u.c.job_id == _b("job_id"), u.c.state == "open").limit(1)
     units_failed = select(func.count()).where(u.c.job_id == _b("job_id"), u.c.state == "failed")
     update_job = j.update().where(j.c.job_id == _b("b_job"))
+
+
+# Reputation (trust_sql.py): a volunteer's counters per task kind.
+COUNTERS = (
+    "consecutive_valid",
+    "valid",
+    "disagreements",
+    "faults",
+    "gold_checked",
+    "gold_missed",
+    "credit",
+)
+
+
+def _bump_statement(insert: Any) -> Any:
+    """Add a volunteer's counter deltas in one statement, creating the row at the first.
+    Parameters: the counters' deltas, `reset` 1 to zero the streak instead of adding to it."""
+    rep = t.reputation
+    statement = insert(rep)
+    new = statement.excluded
+    added = {name: rep.c[name] + new[name] for name in COUNTERS}
+    added["consecutive_valid"] = case(
+        (bindparam("reset") == 1, 0), else_=rep.c.consecutive_valid + new.consecutive_valid
+    )
+    return prebuilt(
+        statement.on_conflict_do_update(
+            index_elements=[rep.c.volunteer_id, rep.c.kind],
+            set_={**added, "updated_ms": new.updated_ms},
+        )
+    )
+
+
+BUMP = {"sqlite": _bump_statement(sqlite.insert), "postgresql": _bump_statement(postgresql.insert)}
+REPUTATION = prebuilt(
+    select(t.reputation).where(t.reputation.c.volunteer_id == bindparam("volunteer_id"))
+)
+SET_QUORUM = prebuilt(t.units.update().where(t.units.c.unit_id == bindparam("b_unit")))
+COUNT_LEASE = prebuilt(
+    t.volunteers.update()
+    .where(t.volunteers.c.volunteer_id == bindparam("b_volunteer"))
+    .values(
+        leased_today=case(
+            (t.volunteers.c.quota_day == bindparam("day"), t.volunteers.c.leased_today + 1),
+            else_=1,
+        ),
+        quota_day=bindparam("day"),
+    )
+)
+
+
+for _statement in [*vars(Q).values(), *FREE_UNIT.values()]:
+    if isinstance(_statement, ClauseElement) and not isinstance(_statement, TableClause):
+        prebuilt(_statement)

@@ -10,64 +10,51 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select
 
 from allmende.coordinator.store import schema as t
+from allmende.coordinator.store.fastsql import Conn
 from allmende.coordinator.store.records import (
     GoldRow,
     LeasePlan,
     Repair,
     Reputation,
+    ResultRecord,
     UnitRecord,
     Verdict,
 )
 from allmende.coordinator.store.sql_base import SqlBase
-
-_COUNTERS = (
-    "consecutive_valid",
-    "valid",
-    "disagreements",
-    "faults",
-    "gold_checked",
-    "gold_missed",
-    "credit",
+from allmende.coordinator.store.statements import (
+    BUMP,
+    COUNT_LEASE,
+    COUNTERS,
+    REPUTATION,
+    SET_QUORUM,
+    Q,
 )
 
 
 class TrustQueries(SqlBase):
     # ------------------------------------------------------------------ reputation
 
-    def _bump(
-        self, conn: Connection, volunteer_id: str, kind: str, now_ms: int, **deltas: int
-    ) -> None:
+    def _bump(self, conn: Conn, volunteer_id: str, kind: str, now_ms: int, **deltas: int) -> None:
         """Add `deltas` to a volunteer's counters for `kind` (consecutive_valid=-1 resets it)."""
-        rep = t.reputation
-        insert = (postgresql.insert if self.postgres else sqlite.insert)(rep)
-        conn.execute(
-            insert.values(
-                volunteer_id=volunteer_id,
-                kind=kind,
-                updated_ms=now_ms,
-                **{name: 0 for name in _COUNTERS},
-            ).on_conflict_do_nothing(index_elements=[rep.c.volunteer_id, rep.c.kind])
+        streak = deltas.get("consecutive_valid", 0)
+        params: dict[str, Any] = {name: deltas.get(name, 0) for name in COUNTERS}
+        params.update(
+            volunteer_id=volunteer_id,
+            kind=kind,
+            updated_ms=now_ms,
+            consecutive_valid=max(streak, 0),
+            reset=int(streak < 0),
         )
-        changes: dict[str, Any] = {"updated_ms": now_ms}
-        for name, delta in deltas.items():
-            column = rep.c[name]
-            changes[name] = 0 if (name == "consecutive_valid" and delta < 0) else column + delta
-        conn.execute(
-            rep.update()
-            .where(rep.c.volunteer_id == volunteer_id, rep.c.kind == kind)
-            .values(**changes)
-        )
+        conn.execute(BUMP[conn.dialect.name], params)
 
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]:
-        rep = t.reputation
         with self._read() as conn:
-            rows = conn.execute(select(rep).where(rep.c.volunteer_id == volunteer_id)).all()
+            rows = conn.execute(REPUTATION, {"volunteer_id": volunteer_id}).all()
         return {
-            row.kind: Reputation(row.kind, **{name: getattr(row, name) for name in _COUNTERS})
+            row.kind: Reputation(row.kind, **{name: getattr(row, name) for name in COUNTERS})
             for row in rows
         }
 
@@ -93,7 +80,7 @@ class TrustQueries(SqlBase):
 
     def _after_lease(
         self,
-        conn: Connection,
+        conn: Conn,
         row: Any,
         job: Any,
         plan: LeasePlan | None,
@@ -101,7 +88,6 @@ class TrustQueries(SqlBase):
         day: int,
     ) -> None:
         """Adaptive replication on the unit just leased, and the volunteer's daily count."""
-        u = t.units
         quorum = row.quorum or job.redundancy
         if row.busy == 0:  # nobody else holds or answered it: this lease may set its quorum
             if plan is not None and plan.solo:
@@ -111,19 +97,9 @@ class TrustQueries(SqlBase):
             else:
                 new = 0
             if new:
-                conn.execute(
-                    u.update().where(u.c.unit_id == row.unit_id).values(target=new, quorum=new)
-                )
+                conn.execute(SET_QUORUM, {"b_unit": row.unit_id, "target": new, "quorum": new})
         if day:
-            v = t.volunteers
-            conn.execute(
-                v.update()
-                .where(v.c.volunteer_id == volunteer_id)
-                .values(
-                    leased_today=case((v.c.quota_day == day, v.c.leased_today + 1), else_=1),
-                    quota_day=day,
-                )
-            )
+            conn.execute(COUNT_LEASE, {"b_volunteer": volunteer_id, "day": day})
 
     def reject_lease(self, lease_id: str, reason: str, now_ms: int) -> None:
         """Close a lease whose result was refused (a gold miss), freeing its replica slot."""
@@ -147,9 +123,16 @@ class TrustQueries(SqlBase):
     # ------------------------------------------------------------------ results
 
     def _settle(
-        self, conn: Connection, unit: UnitRecord, v: Verdict, now_ms: int, gold_checked: str = ""
+        self,
+        conn: Conn,
+        unit: UnitRecord,
+        v: Verdict,
+        now_ms: int,
+        judged: Sequence[ResultRecord],
+        gold_checked: str = "",
     ) -> None:
         """Reputation and credit for a decided result set, and the gold rows it yields.
+        `judged`: the unit's results the verdict was reached on, as they stood before it;
         `gold_checked`: the volunteer whose result just passed its gold rows.
 
         Reputation rows are updated in volunteer id order: two units decided at once on
@@ -165,14 +148,13 @@ class TrustQueries(SqlBase):
             ).scalar()
             if (best or 0) < v.gold_streak:
                 gold = ()
-        decided = [*v.valid, *v.invalid]
-        if decided:
-            rows = conn.execute(
-                select(r.c.result_id, r.c.volunteer_id, r.c.state).where(r.c.result_id.in_(decided))
-            ).all()
-            fresh = {row.result_id: row.volunteer_id for row in rows if row.state == "pending"}
-        else:
-            fresh = {}
+        # Only results still pending are decided now; the others were counted before.
+        decided = {*v.valid, *v.invalid}
+        fresh = {
+            row.result_id: row.volunteer_id
+            for row in judged
+            if row.state == "pending" and row.result_id in decided
+        }
         deltas: dict[str, dict[str, int]] = {}
         if gold_checked:
             deltas[gold_checked] = {"gold_checked": 1}
@@ -188,12 +170,10 @@ class TrustQueries(SqlBase):
                 )
         for volunteer_id in sorted(deltas):
             self._bump(conn, volunteer_id, kind, now_ms, **deltas[volunteer_id])
-        if v.valid and v.credit:
-            conn.execute(
-                r.update()
-                .where(r.c.result_id.in_([i for i in v.valid if i in fresh]))
-                .values(credit=v.credit)
-            )
+        if v.credit:
+            for result_id in v.valid:
+                if result_id in fresh:
+                    conn.execute(Q.mark_result, {"b_id": result_id, "credit": v.credit})
         for text, answer in gold:
             conn.execute(
                 t.gold.insert().values(

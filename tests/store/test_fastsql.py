@@ -1,0 +1,82 @@
+"""The fast path for prebuilt statements (store/fastsql.py) answers exactly as SQLAlchemy
+would, on every backend: same rows, same column names, same errors, same transaction."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from allmende.coordinator.store import schema as t
+from allmende.coordinator.store.fastsql import Rows, prebuilt
+from allmende.coordinator.store.sql import SqlStore
+from allmende.coordinator.store.statements import REPUTATION, Q
+from tests.store.helpers import T0, make_job
+
+
+def test_prebuilt_reads_match_sqlalchemy_row_for_row(store: SqlStore) -> None:
+    unit_id = make_job(store)[0]
+    job_id = "job-a"
+    cases = [
+        (Q.volunteer, {"volunteer_id": "v2"}),
+        (Q.job, {"job_id": job_id}),
+        (Q.unit, {"unit_id": unit_id}),
+        (Q.running_jobs, {}),
+    ]
+    for statement, params in cases:
+        with store._read() as conn:
+            fast = conn.execute(statement, params)
+            assert isinstance(fast, Rows), f"{statement} left the fast path"
+            got = fast.all()
+            want = conn.sa.execute(statement, params).all()
+        assert got, f"{statement} found nothing"
+        assert [tuple(r) for r in got] == [tuple(r) for r in want]
+        assert [r._fields for r in got] == [tuple(r._fields) for r in want]
+
+
+def test_reputation_bump_adds_resets_and_creates_in_one_statement(store: SqlStore) -> None:
+    with store._tx() as conn:
+        store._bump(conn, "v1", "embed-text", T0, consecutive_valid=1, valid=1, credit=40)
+        store._bump(conn, "v1", "embed-text", T0 + 1, consecutive_valid=1, valid=1, credit=2)
+    rep = store.get_reputation("v1")["embed-text"]
+    assert (rep.consecutive_valid, rep.valid, rep.credit) == (2, 2, 42)
+    with store._tx() as conn:
+        store._bump(conn, "v1", "embed-text", T0 + 2, consecutive_valid=-1, disagreements=1)
+        store._bump(conn, "v2", "embed-text", T0 + 2, consecutive_valid=-1, faults=1)
+    rep = store.get_reputation("v1")["embed-text"]
+    assert (rep.consecutive_valid, rep.valid, rep.disagreements) == (0, 2, 1)
+    fresh = store.get_reputation("v2")["embed-text"]
+    assert (fresh.consecutive_valid, fresh.faults, fresh.valid) == (0, 1, 0)
+    with store._read() as conn:
+        rows = conn.execute(REPUTATION, {"volunteer_id": "v1"}).all()
+    assert [row.updated_ms for row in rows] == [T0 + 2]
+
+
+def test_a_refused_statement_raises_sqlalchemys_error_and_rolls_back(store: SqlStore) -> None:
+    lease = {
+        "unit_id": "no-such-unit",
+        "volunteer_id": "v1",
+        "state": "active",
+        "created_ms": T0,
+        "deadline_ms": T0 + 1,
+        "reason": "",
+        "address": "",
+        "unit_sha256": None,
+        "composition": None,
+        "gold_ids": "",
+    }
+    with pytest.raises(IntegrityError), store._tx() as conn:
+        conn.execute(Q.add_event, {"ts_ms": T0, "kind": "k", "message": "m"})
+        conn.execute(Q.add_lease, {"lease_id": "l1", **lease})  # foreign key
+    with store._read() as conn:
+        assert conn.execute(select(t.events.c.kind).where(t.events.c.kind == "k")).all() == []
+        assert conn.execute(Q.lease, {"lease_id": "l1"}).first() is None
+
+
+def test_statements_the_fast_path_cannot_run_go_through_sqlalchemy(store: SqlStore) -> None:
+    v = t.volunteers
+    expanding = prebuilt(select(v.c.volunteer_id).where(v.c.volunteer_id.in_(["v1", "v3"])))
+    with store._read() as conn:
+        result = conn.execute(expanding)
+        assert not isinstance(result, Rows)
+        assert sorted(result.scalars().all()) == ["v1", "v3"]
