@@ -3,15 +3,17 @@ would, on every backend: same rows, same column names, same errors, same transac
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.fastsql import Rows, prebuilt
-from allmende.coordinator.store.sql import SqlStore
+from allmende.coordinator.store.sql import SqlStore, open_store
 from allmende.coordinator.store.statements import REPUTATION, Q
-from tests.store.helpers import T0, make_job
+from tests.store.helpers import T0, add_volunteers, make_job
 
 
 def test_prebuilt_reads_match_sqlalchemy_row_for_row(store: SqlStore) -> None:
@@ -80,3 +82,37 @@ def test_statements_the_fast_path_cannot_run_go_through_sqlalchemy(store: SqlSto
         result = conn.execute(expanding)
         assert not isinstance(result, Rows)
         assert sorted(result.scalars().all()) == ["v1", "v3"]
+
+
+def test_kept_connections_see_every_commit_and_close_with_the_store(shared_url: str) -> None:
+    """A SQLite file store keeps one connection per reading thread: each read must still see
+    what other threads committed since (no snapshot left open on a kept connection)."""
+    store = open_store(shared_url)
+    add_volunteers(store)
+    seen: list[bool] = []
+    asked, answered = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        for _ in range(2):
+            asked.wait(timeout=10)
+            asked.clear()
+            record = store.get_volunteer("v1")
+            assert record is not None
+            seen.append(record.banned)
+            store.recent_events(5)  # a statement SQLAlchemy runs, on the same connection
+            answered.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    asked.set()
+    assert answered.wait(timeout=10)
+    answered.clear()
+    store.set_banned("v1", True, "test", T0)
+    asked.set()
+    assert answered.wait(timeout=10)
+    thread.join(timeout=10)
+    assert seen == [False, True]
+    store.close()
+    reopened = open_store(shared_url)
+    assert reopened.get_volunteer("v1") is not None
+    reopened.close()

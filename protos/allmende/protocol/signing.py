@@ -7,6 +7,7 @@ Fingerprints are the sha256 of the raw 32-byte public key, written as 64 hex dig
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -102,6 +103,11 @@ class SigningKey:
         return key
 
 
+# Loading a public key costs about as much as checking a signature with it, and a coordinator
+# checks the same volunteers' keys on every call.
+_public_key = functools.lru_cache(maxsize=8192)(Ed25519PublicKey.from_public_bytes)
+
+
 def verify(public_key: bytes, context: bytes, payload: bytes, signature: bytes) -> None:
     """Raise IntegrityError unless `signature` signs `payload` under `context`."""
     if len(public_key) != PUBLIC_KEY_BYTES:
@@ -109,7 +115,7 @@ def verify(public_key: bytes, context: bytes, payload: bytes, signature: bytes) 
     if len(signature) != SIGNATURE_BYTES:
         raise IntegrityError(f"signature must be {SIGNATURE_BYTES} bytes, got {len(signature)}")
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, _message(context, payload))
+        _public_key(public_key).verify(signature, _message(context, payload))
     except InvalidSignature:
         label = context.decode("ascii", "replace")
         raise IntegrityError(f"bad signature on {label}") from None

@@ -67,10 +67,12 @@ class SqlStore(
             with self._tx() as conn:
                 self.revision = migrate.upgrade(conn.sa)
         except BaseException:
+            self.release_connections()
             engine.dispose()
             raise
 
     def close(self) -> None:
+        self.release_connections()
         self.engine.dispose()
 
     # ------------------------------------------------------------------ the coordinator
@@ -121,7 +123,7 @@ class SqlStore(
 
     def recent_events(self, limit: int) -> list[tuple[int, str, str, str, str, str]]:
         e = t.events
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(e.c.ts_ms, e.c.kind, e.c.job_id, e.c.unit_id, e.c.volunteer_id, e.c.message)
                 .order_by(e.c.event_id.desc())

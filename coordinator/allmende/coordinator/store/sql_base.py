@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from allmende.coordinator.store.engine import READ_INFO, WRITE_INFO
@@ -42,6 +42,28 @@ class SqlBase:
         self._reader = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else engine
         )
+        # A SQLite file keeps its connections: one for the writer (there is only ever one at
+        # a time) and one per reading thread. Checking a connection out of the pool and back
+        # cost more than most of the statements run on it.
+        self._hold = serialise_writes and engine.url.database not in (None, "", ":memory:")
+        self._held: list[Connection] = []
+        self._held_lock = threading.Lock()
+        self._writer: Connection | None = None
+        self._readers = threading.local()
+
+    def _keep(self, conn: Connection) -> Connection:
+        with self._held_lock:
+            self._held.append(conn)
+        return conn
+
+    def release_connections(self) -> None:
+        """Close the connections kept for the writer and the reading threads."""
+        with self._held_lock:
+            held, self._held = self._held, []
+        self._writer = None
+        self._readers = threading.local()
+        for conn in held:
+            conn.close()
 
     @contextmanager
     def _tx(self) -> Iterator[Conn]:
@@ -55,13 +77,15 @@ class SqlBase:
                 with self.engine.begin() as conn:
                     yield Conn(conn)
                 return
-            with self._write_lock, self.engine.connect() as conn:
-                conn.info[WRITE_INFO] = True
-                try:
-                    with conn.begin():
-                        yield Conn(conn)
-                finally:
-                    conn.info.pop(WRITE_INFO, None)
+            with self._write_lock:
+                if self._hold:
+                    if self._writer is None:
+                        self._writer = self._keep(self.engine.connect())
+                    with self._write_transaction(self._writer) as conn:
+                        yield conn
+                    return
+                with self.engine.connect() as fresh, self._write_transaction(fresh) as conn:
+                    yield conn
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
                 log.warning("transaction rolled back by the database: %s", exc.orig)
@@ -70,9 +94,30 @@ class SqlBase:
                 ) from exc
             raise
 
+    @staticmethod
+    @contextmanager
+    def _write_transaction(conn: Connection) -> Iterator[Conn]:
+        conn.info[WRITE_INFO] = True  # SQLite: BEGIN IMMEDIATE (engine.py)
+        try:
+            with conn.begin():
+                yield Conn(conn)
+        finally:
+            conn.info.pop(WRITE_INFO, None)
+
     @contextmanager
     def _read(self) -> Iterator[Conn]:
         """A connection for one read statement, outside any transaction."""
+        if self._hold:
+            conn = getattr(self._readers, "conn", None)
+            if conn is None:
+                conn = self._readers.conn = self._keep(self._reader.connect())
+                conn.info[READ_INFO] = True
+            try:
+                yield Conn(conn)
+            finally:
+                if conn.in_transaction():  # SQLAlchemy's own bookkeeping; no BEGIN was sent
+                    conn.rollback()
+            return
         with self._reader.connect() as conn:
             conn.info[READ_INFO] = True
             try:
