@@ -60,12 +60,10 @@ class Submissions:
     ) -> SubmitOutcome:
         env = decode_envelope(envelope_bytes)
         volunteer = self._volunteer(env.volunteer_id)
-        lease = self.store.get_lease(env.lease_id)
-        if lease is None:
+        found = self.store.get_lease_and_unit(env.lease_id)
+        if found is None:
             raise NotFound(f"lease {shown(env.lease_id)} does not exist")
-        unit = self.store.get_unit(lease.unit_id)
-        if unit is None:  # pragma: no cover - leases reference units by foreign key
-            raise NotFound(f"unit {shown(lease.unit_id)} does not exist")
+        lease, unit = found
         kind = unit.settings.kind
         try:
             try:
@@ -134,7 +132,7 @@ class Submissions:
             self.gold.expire()
         for outvoted in verdict.outvoted:
             self._review(outvoted, kind)
-        if verdict.status == "accepted" and self._job_state(unit.job_id) == "assimilating":
+        if verdict.job_validated:
             self.assimilation_wanted.set()
         log.info(
             "result unit=%s volunteer=%s verdict=%s %s",
@@ -153,10 +151,6 @@ class Submissions:
             else ("pending", verdict.reason)
         )
         return SubmitOutcome(*outcome, unit_status=verdict.status, rows=unit.rows)
-
-    def _job_state(self, job_id: str) -> str:
-        job = self.store.get_job(job_id)
-        return job.state if job else ""
 
     def _check_result(
         self,

@@ -20,6 +20,19 @@ from allmende.coordinator.store.trust_sql import TrustQueries
 _LEASE_TRIES = 8
 
 
+def _lease_record(row: Any, state: str) -> LeaseRecord:
+    return LeaseRecord(
+        row.lease_id,
+        row.unit_id,
+        row.volunteer_id,
+        state,
+        row.deadline_ms,
+        row.unit_sha256,
+        row.composition or b"",
+        tuple(int(g) for g in row.gold_ids.split(",")) if row.gold_ids else (),
+    )
+
+
 class LeaseQueries(TrustQueries):
     def _expire_leases(self, conn: Conn, now_ms: int) -> None:
         """Move leases past their deadline to 'expired', freeing their slots (`busy`)."""
@@ -148,18 +161,13 @@ class LeaseQueries(TrustQueries):
     def get_lease(self, lease_id: str) -> LeaseRecord | None:
         with self._read() as conn:
             row = conn.execute(Q.lease, {"lease_id": lease_id}).first()
-        if row is None:
-            return None
-        return LeaseRecord(
-            row.lease_id,
-            row.unit_id,
-            row.volunteer_id,
-            row.state,
-            row.deadline_ms,
-            row.unit_sha256,
-            row.composition or b"",
-            tuple(int(g) for g in row.gold_ids.split(",")) if row.gold_ids else (),
-        )
+        return None if row is None else _lease_record(row, row.state)
+
+    def get_lease_and_unit(self, lease_id: str) -> tuple[LeaseRecord, UnitRecord] | None:
+        """A lease and its unit (with the unit's job settings), in one read."""
+        with self._read() as conn:
+            row = conn.execute(Q.lease_and_unit, {"lease_id": lease_id}).first()
+        return None if row is None else (_lease_record(row, row.lease_state), unit_record(row))
 
     def get_unit(self, unit_id: str) -> UnitRecord | None:
         with self._read() as conn:

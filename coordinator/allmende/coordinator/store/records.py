@@ -174,6 +174,9 @@ class Verdict:
     # Keep them only if one of the agreeing volunteers had at least this many consecutive
     # valid results before: two new accounts agreeing must not define what is true.
     gold_streak: int = 0
+    # Set by the store: this verdict decided its job's last open unit and every unit was
+    # accepted, so the job is ready to assimilate.
+    job_validated: bool = False
 
 
 @dataclass(frozen=True)

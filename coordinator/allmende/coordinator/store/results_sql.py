@@ -7,6 +7,7 @@ are settled in the transaction that judges a result.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from allmende.coordinator.store.base import Judge
@@ -74,7 +75,8 @@ class ResultQueries(TrustQueries):
                 for row in conn.execute(Q.counted, {"unit_id": result.unit_id}).all()
             ]
             verdict = judge(unit, stored)
-            self._apply(conn, unit, verdict, result, stored)
+            if self._apply(conn, unit, verdict, result, stored):
+                verdict = replace(verdict, job_validated=True)
         return verdict
 
     def _apply(
@@ -84,7 +86,8 @@ class ResultQueries(TrustQueries):
         v: Verdict,
         result: NewResult,
         judged: list[ResultRecord],
-    ) -> None:
+    ) -> bool:
+        """Write the verdict; True when it validated the unit's whole job."""
         now = result.received_ms
         # Reputation first: _settle credits only results still 'pending' (decided just now).
         gold_checked = result.volunteer_id if result.gold_checked else ""
@@ -129,13 +132,13 @@ class ResultQueries(TrustQueries):
             volunteer_id=result.volunteer_id,
         )
         if v.status not in ("accepted", "failed"):
-            return
+            return False
         # Two coordinators deciding a job's last two units at once would each still see the
         # other's unit open; the job row lock makes the second count after the first commits.
         if self.postgres:
             conn.execute(Q.lock_job, {"job_id": unit.job_id})
         if conn.execute(Q.any_open, {"job_id": unit.job_id}).first() is not None:
-            return
+            return False
         failed = conn.execute(Q.units_failed, {"job_id": unit.job_id}).scalar_one()
         if failed:
             conn.execute(
@@ -148,6 +151,7 @@ class ResultQueries(TrustQueries):
                 },
             )
             self._event(conn, now, "job.failed", f"{failed} unit(s) failed", job_id=unit.job_id)
-        else:
-            conn.execute(Q.update_job, {"b_job": unit.job_id, "state": "assimilating"})
-            self._event(conn, now, "job.validated", "every unit accepted", job_id=unit.job_id)
+            return False
+        conn.execute(Q.update_job, {"b_job": unit.job_id, "state": "assimilating"})
+        self._event(conn, now, "job.validated", "every unit accepted", job_id=unit.job_id)
+        return True

@@ -88,6 +88,23 @@ class Q:
     lease = select(le).where(le.c.lease_id == _b("lease_id"))
     unit = select(u, j).join(j, j.c.job_id == u.c.job_id).where(u.c.unit_id == _b("unit_id"))
     unit_locked = unit.with_for_update(of=u, key_share=True)
+    # A lease with its unit and the unit's job: what a submitted result is checked against.
+    lease_and_unit = (
+        select(
+            u,
+            j,
+            le.c.lease_id,
+            le.c.volunteer_id,
+            le.c.state.label("lease_state"),
+            le.c.deadline_ms,
+            le.c.unit_sha256,
+            le.c.composition,
+            le.c.gold_ids,
+        )
+        .join(j, j.c.job_id == u.c.job_id)
+        .join(le, le.c.unit_id == u.c.unit_id)
+        .where(le.c.lease_id == _b("lease_id"))
+    )
     lock_unit = (
         select(u.c.unit_id).where(u.c.unit_id == _b("unit_id")).with_for_update(key_share=True)
     )
