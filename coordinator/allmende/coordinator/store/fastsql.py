@@ -8,9 +8,9 @@ names, and run straight on the DB-API cursor of the same connection, inside the 
 transaction. Every other statement goes through SQLAlchemy as before.
 
 What a plan leaves to SQLAlchemy: statements with Python-side column defaults to fill in,
-expanding IN lists, post-compile parameters, and bind or result type processing (none of
-the store's column types needs it on SQLite or psycopg, and a plan refuses any that does).
-Database errors are raised as SQLAlchemy's own `DBAPIError` subclasses either way.
+expanding IN lists and post-compile parameters. The type conversions SQLAlchemy applies to
+parameters and result columns, a plan applies too, and database errors are raised as
+SQLAlchemy's own `DBAPIError` subclasses either way.
 """
 
 from __future__ import annotations
