@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,9 @@ from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.store import open_store
 from allmende.coordinator.transport.admin_servicer import AdminServicer
 from allmende.coordinator.transport.auth import VolunteerAuthInterceptor
+from allmende.coordinator.transport.bridge import collect
 from allmende.coordinator.transport.guard import ParseGuardInterceptor
+from allmende.coordinator.transport.runtime import LoopRuntime, Runtime, ThreadedRuntime
 from allmende.coordinator.transport.servicers import (
     DatasetServicer,
     JobServicer,
@@ -50,7 +51,7 @@ class RunningCoordinator:
     port: int
     address: str
     coordinator: Coordinator
-    server: grpc.Server
+    server: Runtime
     metrics_port: int = 0
     tls: bool = False
 
@@ -72,6 +73,13 @@ def _assimilator(coordinator: Coordinator, stop: threading.Event) -> None:
             coordinator.assimilate_pending()
         except Exception:  # keep serving; the job stays 'assimilating' and is retried
             log.exception("assimilation failed; will retry")
+
+
+# Calls that run on the event loop itself on SQLite (see bridge.py).
+INLINE_ON_SQLITE = frozenset(
+    f"/allmende.v1.VolunteerService/{m}"
+    for m in ("LeaseWork", "SubmitResult", "ReleaseWork", "GetCoordinatorInfo")
+)
 
 
 @contextmanager
@@ -111,39 +119,54 @@ def serve(
         raise
     metrics = Metrics()
     metrics.watch_active_volunteers(coordinator.volunteers_online)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-        # Order matters: unparseable bytes are refused before authentication looks at them.
-        interceptors=[ParseGuardInterceptor(), VolunteerAuthInterceptor(coordinator, metrics)],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
     health_servicer = health.HealthServicer()
     services = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
     for name in ["", *services]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    rpc.add_VolunteerServiceServicer_to_server(VolunteerServicer(coordinator, metrics), server)
     # Researcher calls are open unless `private`: then the reader or the admin token.
     readers = (home.reader_token(), token) if private else ()
-    rpc.add_JobServiceServicer_to_server(JobServicer(coordinator, token, metrics, readers), server)
-    rpc.add_DatasetServiceServicer_to_server(DatasetServicer(coordinator, metrics, readers), server)
-    rpc.add_AdminServiceServicer_to_server(
-        AdminServicer(Admin(coordinator), token, metrics), server
+    handlers = collect(
+        lambda s: health_pb2_grpc.add_HealthServicer_to_server(health_servicer, s),
+        lambda s: rpc.add_VolunteerServiceServicer_to_server(
+            VolunteerServicer(coordinator, metrics), s
+        ),
+        lambda s: rpc.add_JobServiceServicer_to_server(
+            JobServicer(coordinator, token, metrics, readers), s
+        ),
+        lambda s: rpc.add_DatasetServiceServicer_to_server(
+            DatasetServicer(coordinator, metrics, readers), s
+        ),
+        lambda s: rpc.add_AdminServiceServicer_to_server(
+            AdminServicer(Admin(coordinator), token, metrics), s
+        ),
     )
+    # Order matters: unparseable bytes are refused before authentication looks at them.
+    interceptors = [ParseGuardInterceptor(), VolunteerAuthInterceptor(coordinator, metrics)]
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
+    runtime: Runtime = (
+        ThreadedRuntime(handlers, interceptors, workers, options)
+        if store.postgres
+        else LoopRuntime(handlers, interceptors, workers, options, INLINE_ON_SQLITE)
+    )
+
+    def give_up() -> None:
+        runtime.stop(0)
+        store.close()
+
     use_tls = bool(tls) if is_loopback(host) else tls is not False and not insecure
     if not is_loopback(host) and not use_tls and not insecure:
-        store.close()
+        give_up()
         raise InvalidArgument(
             "--insecure", f"explicit consent to serve {host} without TLS (or drop --no-tls)"
         )
     if use_tls:
         material = home.load_tls()
         if material is None:
-            store.close()
+            give_up()
             raise FailedPrecondition(
                 f"no TLS certificate in {data_dir} (tls.crt, tls.key); run `allmende "
                 "coordinator init` or copy a certificate and key there"
@@ -152,11 +175,11 @@ def serve(
         digest = cert_sha256(tls_cert)
         coordinator.tls_binding = (digest, key.sign(CTX_TLS, digest))
         credentials = grpc.ssl_server_credentials([(tls_key, tls_cert)])
-        bound = server.add_secure_port(f"{host}:{port}", credentials)
+        bound = runtime.bind(f"{host}:{port}", credentials)
     else:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = runtime.bind(f"{host}:{port}", None)
     if bound == 0:
-        store.close()
+        give_up()
         raise InvalidArgument("--listen", f"an address this machine can bind, got {listen!r}")
     metrics_port = 0
     if metrics_listen is not None:
@@ -164,11 +187,11 @@ def serve(
         try:
             metrics_port = metrics.serve(metrics_host, wanted)
         except OSError as exc:
-            store.close()
+            give_up()
             raise InvalidArgument(
                 "--metrics", f"an address this machine can bind, got {metrics_listen!r} ({exc})"
             ) from None
-    server.start()
+    runtime.start()
     stop = threading.Event()
     assimilator = threading.Thread(
         target=_assimilator, args=(coordinator, stop), name="assimilator", daemon=True
@@ -178,7 +201,7 @@ def serve(
     log.info("coordinator listening on %s:%d fingerprint=%s", host, bound, key.fingerprint)
     try:
         yield RunningCoordinator(
-            bound, f"{host}:{bound}", coordinator, server, metrics_port, use_tls
+            bound, f"{host}:{bound}", coordinator, runtime, metrics_port, use_tls
         )
     finally:
         coordinator.draining.set()
@@ -189,7 +212,7 @@ def serve(
             time.sleep(0.1)
         stop.set()
         coordinator.assimilation_wanted.set()
-        server.stop(grace=2).wait()
+        runtime.stop(2)
         assimilator.join(timeout=30)
         metrics.close()
         store.close()
