@@ -107,6 +107,32 @@ class FakeCompute:
         return codec.encode(np.stack(rows), unit.result_dtype)
 
 
+def _sealed(key: Any, volunteer_id: str, lease: Any, compute: FakeCompute, compute_s: float) -> Any:
+    """A result for one lease, as the real client seals it."""
+    from allmende.protocol.wire import CODEC, ResultEnvelope, decode_unit, sign_envelope
+    from allmende.v1 import allmende_pb2 as pb
+
+    unit = decode_unit(lease.unit.unit)
+    encoded = compute.result(unit)
+    envelope = ResultEnvelope(
+        unit_id=unit.unit_id,
+        lease_id=lease.lease_id,
+        volunteer_id=volunteer_id,
+        dtype=encoded.dtype,
+        rows=encoded.rows,
+        dims=encoded.dims,
+        codec=CODEC,
+        payload_sha256=hashlib.sha256(encoded.payload).digest(),
+        unit_sha256=hashlib.sha256(lease.unit.unit).digest(),
+        model_sha256=unit.model_sha256,
+        device="fake",
+        compute_ms=int(compute_s * 1000),
+        created_ms=int(time.time() * 1000),
+    )
+    blob, signature = sign_envelope(key, envelope)
+    return pb.SubmitResultRequest(envelope=blob, signature=signature, payload=encoded.payload)
+
+
 async def _volunteer(
     index: int,
     stub: Any,
@@ -114,20 +140,22 @@ async def _volunteer(
     volunteer_id: str,
     compute: FakeCompute,
     compute_s: float,
+    batch: int,
     stats: Stats,
     stop: asyncio.Event,
 ) -> None:
+    """Lease `batch` units per call, compute them, send their results in one call (or, with
+    a batch of 1, one LeaseWork and one SubmitResult per unit)."""
     import grpc
 
     from allmende.protocol.requests import sign_request
-    from allmende.protocol.wire import CODEC, ResultEnvelope, decode_unit, sign_envelope
     from allmende.v1 import allmende_pb2 as pb
 
     rng = random.Random(index)
     await asyncio.sleep(rng.uniform(0, max(compute_s, 0.2)))  # spread the first requests
     while not stop.is_set():
         try:
-            request = pb.LeaseWorkRequest(volunteer_id=volunteer_id)
+            request = pb.LeaseWorkRequest(volunteer_id=volunteer_id, max_units=batch)
             metadata = sign_request(key, f"{VOLUNTEER}LeaseWork", request)
             started = time.perf_counter()
             response = await stub.LeaseWork(request, metadata=metadata, timeout=120)
@@ -138,37 +166,23 @@ async def _volunteer(
                 stats.idle += 1
                 await asyncio.sleep(max(response.retry_after_ms, 100) / 1000)
                 continue
-            lease = response.lease
-            unit = decode_unit(lease.unit.unit)
-            encoded = compute.result(unit)
+            leases = [response.lease, *response.more_leases]
+            results = [_sealed(key, volunteer_id, lease, compute, compute_s) for lease in leases]
             if compute_s:
-                await asyncio.sleep(rng.uniform(0.5, 1.5) * compute_s)
-            envelope = ResultEnvelope(
-                unit_id=unit.unit_id,
-                lease_id=lease.lease_id,
-                volunteer_id=volunteer_id,
-                dtype=encoded.dtype,
-                rows=encoded.rows,
-                dims=encoded.dims,
-                codec=CODEC,
-                payload_sha256=hashlib.sha256(encoded.payload).digest(),
-                unit_sha256=hashlib.sha256(lease.unit.unit).digest(),
-                model_sha256=unit.model_sha256,
-                device="fake",
-                compute_ms=int(compute_s * 1000),
-                created_ms=int(time.time() * 1000),
-            )
-            blob, signature = sign_envelope(key, envelope)
-            submit = pb.SubmitResultRequest(
-                envelope=blob, signature=signature, payload=encoded.payload
-            )
-            metadata = sign_request(key, f"{VOLUNTEER}SubmitResult", submit)
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * compute_s * len(leases))
             started = time.perf_counter()
-            outcome = await stub.SubmitResult(submit, metadata=metadata, timeout=120)
+            if batch == 1:
+                metadata = sign_request(key, f"{VOLUNTEER}SubmitResult", results[0])
+                outcomes = [await stub.SubmitResult(results[0], metadata=metadata, timeout=120)]
+            else:
+                submit = pb.SubmitResultsRequest(volunteer_id=volunteer_id, results=results)
+                metadata = sign_request(key, f"{VOLUNTEER}SubmitResults", submit)
+                answer = await stub.SubmitResults(submit, metadata=metadata, timeout=120)
+                outcomes = list(answer.results)
             if stats.recording:
                 stats.submit_s.append(time.perf_counter() - started)
-                stats.results += 1
-                stats.outcomes[outcome.status] += 1
+                stats.results += len(outcomes)
+                stats.outcomes.update(o.code or o.status for o in outcomes)
         except grpc.aio.AioRpcError as exc:
             stats.errors[exc.code().name] += 1
             await asyncio.sleep(0.2)
@@ -228,6 +242,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
                 ids[i],
                 compute,
                 args.compute_ms / 1000,
+                args.batch,
                 stats,
                 stop,
             )
@@ -365,7 +380,7 @@ def create_job(
 
 
 def run_worker(
-    addrs: list[str], volunteers: int, compute_ms: int, args: argparse.Namespace
+    addrs: list[str], volunteers: int, compute_ms: int, batch: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -383,6 +398,8 @@ def run_worker(
         str(args.warmup),
         "--redundancy",
         str(args.redundancy),
+        "--batch",
+        str(batch),
     ]
     done = subprocess.run(
         command,
@@ -417,6 +434,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--unit-size", type=int, default=8)
     parser.add_argument("--redundancy", type=int, default=2)
+    parser.add_argument(
+        "--batch",
+        default="1,8",
+        help="units per LeaseWork/SubmitResults call for the capacity rows (compute 0 ms); "
+        "paced volunteers take one unit at a time; a run per value",
+    )
     parser.add_argument("--units", type=int, default=5000, help="units of the job made per row")
     parser.add_argument("--pg-url", help="use this PostgreSQL database (else a throwaway one)")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -429,11 +452,15 @@ def main() -> None:
         args.addresses = args.addresses.split(",")
         args.volunteers = int(args.volunteers)
         args.compute_ms = int(args.compute_ms)
+        args.batch = int(args.batch)
         print(json.dumps(asyncio.run(run_load(args))))
         return
 
     counts = [int(v) for v in args.volunteers.split(",")]
     computes = [int(c) for c in args.compute_ms.split(",")]
+    batches = [int(b) for b in args.batch.split(",")]
+    if any(not 1 <= b <= 32 for b in batches):
+        raise SystemExit("--batch: expected units per call from 1 to 32, e.g. 1,8")
     rows: list[dict[str, Any]] = []
     cluster = None
     print(
@@ -443,7 +470,7 @@ def main() -> None:
         flush=True,
     )
     header = (
-        f"{'backend':<27} {'volunteers':>10} {'compute':>8} {'units/s':>8} "
+        f"{'backend':<27} {'volunteers':>10} {'compute':>8} {'batch':>5} {'units/s':>8} "
         f"{'results/s':>9} {'lease p50':>9} {'lease p99':>9} {'submit p99':>10} {'load':>5}  errors"
     )
     print(header, flush=True)
@@ -478,28 +505,33 @@ def main() -> None:
                 try:
                     addrs = addresses(servers)
                     token = (data / "admin.token").read_text().strip()
-                    for compute_ms in computes:
-                        for count in counts:
-                            create_job(
-                                addrs[0],
-                                token,
-                                args.units,
-                                args.unit_size,
-                                args.redundancy,
-                                f"{name}-{compute_ms}-{count}",
-                            )
-                            row = run_worker(addrs, count, compute_ms, args)
-                            row.update(backend=label, compute_ms=compute_ms)
-                            rows.append(row)
-                            errors = ", ".join(f"{k} {v}" for k, v in row["errors"].items())
-                            print(
-                                f"{label:<27} {count:>10} {compute_ms:>6}ms "
-                                f"{row['units_per_s']:>8.1f} {row['results_per_s']:>9.1f} "
-                                f"{row['lease_p50_ms']:>7.1f}ms {row['lease_p99_ms']:>7.1f}ms "
-                                f"{row['submit_p99_ms']:>8.1f}ms {os.getloadavg()[0]:>5.1f}  "
-                                f"{errors or '-'}",
-                                flush=True,
-                            )
+                    runs = [
+                        (compute_ms, batch, count)
+                        for compute_ms in computes
+                        for batch in (batches if compute_ms == 0 else [1])
+                        for count in counts
+                    ]
+                    for compute_ms, batch, count in runs:
+                        create_job(
+                            addrs[0],
+                            token,
+                            args.units,
+                            args.unit_size,
+                            args.redundancy,
+                            f"{name}-{compute_ms}-{batch}-{count}",
+                        )
+                        row = run_worker(addrs, count, compute_ms, batch, args)
+                        row.update(backend=label, compute_ms=compute_ms, batch=batch)
+                        rows.append(row)
+                        errors = ", ".join(f"{k} {v}" for k, v in row["errors"].items())
+                        print(
+                            f"{label:<27} {count:>10} {compute_ms:>6}ms {batch:>5} "
+                            f"{row['units_per_s']:>8.1f} {row['results_per_s']:>9.1f} "
+                            f"{row['lease_p50_ms']:>7.1f}ms {row['lease_p99_ms']:>7.1f}ms "
+                            f"{row['submit_p99_ms']:>8.1f}ms {os.getloadavg()[0]:>5.1f}  "
+                            f"{errors or '-'}",
+                            flush=True,
+                        )
                 finally:
                     stop_coordinators(servers)
                     if cluster is not None and db_url and not args.pg_url:

@@ -103,10 +103,12 @@ class SignedWorkUnit(_message.Message):
     def __init__(self, unit: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class LeaseWorkRequest(_message.Message):
-    __slots__ = ("volunteer_id",)
+    __slots__ = ("volunteer_id", "max_units")
     VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNITS_FIELD_NUMBER: _ClassVar[int]
     volunteer_id: str
-    def __init__(self, volunteer_id: _Optional[str] = ...) -> None: ...
+    max_units: int
+    def __init__(self, volunteer_id: _Optional[str] = ..., max_units: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "deadline_unix_ms", "unit")
@@ -119,16 +121,18 @@ class Lease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., unit: _Optional[_Union[SignedWorkUnit, _Mapping]] = ...) -> None: ...
 
 class LeaseWorkResponse(_message.Message):
-    __slots__ = ("lease", "work_remaining", "retry_after_ms", "notice")
+    __slots__ = ("lease", "work_remaining", "retry_after_ms", "notice", "more_leases")
     LEASE_FIELD_NUMBER: _ClassVar[int]
     WORK_REMAINING_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     NOTICE_FIELD_NUMBER: _ClassVar[int]
+    MORE_LEASES_FIELD_NUMBER: _ClassVar[int]
     lease: Lease
     work_remaining: bool
     retry_after_ms: int
     notice: str
-    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., work_remaining: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ..., notice: _Optional[str] = ...) -> None: ...
+    more_leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., work_remaining: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ..., notice: _Optional[str] = ..., more_leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class ResultEnvelope(_message.Message):
     __slots__ = ("unit_id", "lease_id", "volunteer_id", "dtype", "rows", "dims", "codec", "payload_sha256", "unit_sha256", "model_sha256", "device", "compute_ms", "created_unix_ms", "claimed_tokens")
@@ -173,12 +177,28 @@ class SubmitResultRequest(_message.Message):
     def __init__(self, envelope: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class SubmitResultResponse(_message.Message):
-    __slots__ = ("status", "reason")
+    __slots__ = ("status", "reason", "code")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
     status: str
     reason: str
-    def __init__(self, status: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    code: str
+    def __init__(self, status: _Optional[str] = ..., reason: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
+
+class SubmitResultsRequest(_message.Message):
+    __slots__ = ("volunteer_id", "results")
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    results: _containers.RepeatedCompositeFieldContainer[SubmitResultRequest]
+    def __init__(self, volunteer_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SubmitResultRequest, _Mapping]]] = ...) -> None: ...
+
+class SubmitResultsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SubmitResultResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[SubmitResultResponse, _Mapping]]] = ...) -> None: ...
 
 class ReleaseWorkRequest(_message.Message):
     __slots__ = ("volunteer_id", "lease_id", "reason")

@@ -54,6 +54,11 @@ class VolunteerServiceStub:
                 request_serializer=allmende_dot_v1_dot_allmende__pb2.SubmitResultRequest.SerializeToString,
                 response_deserializer=allmende_dot_v1_dot_allmende__pb2.SubmitResultResponse.FromString,
                 _registered_method=True)
+        self.SubmitResults = channel.unary_unary(
+                '/allmende.v1.VolunteerService/SubmitResults',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.SubmitResultsRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.SubmitResultsResponse.FromString,
+                _registered_method=True)
         self.ReleaseWork = channel.unary_unary(
                 '/allmende.v1.VolunteerService/ReleaseWork',
                 request_serializer=allmende_dot_v1_dot_allmende__pb2.ReleaseWorkRequest.SerializeToString,
@@ -88,6 +93,12 @@ class VolunteerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitResults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReleaseWork(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -116,6 +127,11 @@ def add_VolunteerServiceServicer_to_server(servicer, server):
                     servicer.SubmitResult,
                     request_deserializer=allmende_dot_v1_dot_allmende__pb2.SubmitResultRequest.FromString,
                     response_serializer=allmende_dot_v1_dot_allmende__pb2.SubmitResultResponse.SerializeToString,
+            ),
+            'SubmitResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitResults,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.SubmitResultsRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.SubmitResultsResponse.SerializeToString,
             ),
             'ReleaseWork': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseWork,
@@ -231,6 +247,33 @@ class VolunteerService:
             '/allmende.v1.VolunteerService/SubmitResult',
             allmende_dot_v1_dot_allmende__pb2.SubmitResultRequest.SerializeToString,
             allmende_dot_v1_dot_allmende__pb2.SubmitResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.VolunteerService/SubmitResults',
+            allmende_dot_v1_dot_allmende__pb2.SubmitResultsRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.SubmitResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

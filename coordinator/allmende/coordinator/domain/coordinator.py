@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from allmende.coordinator.store.records import (
     LeaseCandidate,
     LeaseGrant,
     LeasePlan,
+    Reputation,
     VolunteerRecord,
 )
 from allmende.protocol import codec
@@ -64,6 +65,8 @@ VERSION = "0.1.0"
 IDLE_RETRY_MS = 2000
 SEEN_EVERY_MS = 10_000
 WAIT_RETRY_MS = 1000
+# Units one LeaseWork call may ask for (and results one SubmitResults call may carry).
+MAX_LEASE_UNITS = 32
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class LeaseOffer:
     work_remaining: bool
     retry_after_ms: int
     notice: str = ""
+    more: tuple[LeaseGrant, ...] = ()  # further grants, when several units were asked for
+
+    @property
+    def grants(self) -> tuple[LeaseGrant, ...]:
+        return () if self.grant is None else (self.grant, *self.more)
 
 
 def _now_ms() -> int:
@@ -228,11 +236,14 @@ class Coordinator(Submissions):
 
     # ------------------------------------------------------------------ leases
 
-    def lease_work(self, volunteer_id: str, address: str = "") -> LeaseOffer:
-        """Lease a unit composed for this volunteer alone (see domain/compose.py).
+    def lease_work(self, volunteer_id: str, address: str = "", count: int = 1) -> LeaseOffer:
+        """Lease up to `count` units, each composed for this volunteer alone (see
+        domain/compose.py) and each a lease of its own; the daily quota counts each.
 
         `address` is the volunteer's network address ('' for loopback): replicas of a unit
         go to distinct addresses unless the policy says otherwise."""
+        if not 1 <= count <= MAX_LEASE_UNITS:
+            raise InvalidArgument("max_units", f"1 to {MAX_LEASE_UNITS} units, got {count}")
         volunteer = self._volunteer(volunteer_id)
         now = self.clock()
         self._seen(volunteer_id, now)
@@ -241,7 +252,8 @@ class Coordinator(Submissions):
         day = utc_day(now)
         reputation = self.store.get_reputation(volunteer_id)
         quota = self.policy.quota(sum(r.valid for r in reputation.values()))
-        if volunteer.quota_day == day and volunteer.leased_today >= quota:
+        used = volunteer.leased_today if volunteer.quota_day == day else 0
+        if used >= quota:
             wait = min(DAY_MS - now % DAY_MS, 10 * 60 * 1000)
             return LeaseOffer(
                 None,
@@ -251,6 +263,26 @@ class Coordinator(Submissions):
                 f"{self.policy.quota_per_valid} per validated result and resets at 00:00 UTC",
             )
         self.gold.refresh()
+        grants: list[LeaseGrant] = []
+        with self.store.batch(savepoints=False):  # one commit; any error leases nothing
+            for _ in range(min(count, quota - used)):
+                grant = self._lease_one(volunteer_id, reputation, now, day, address)
+                if grant is None:
+                    break
+                grants.append(grant)
+        if grants:
+            return LeaseOffer(grants[0], True, 0, more=tuple(grants[1:]))
+        remaining = self.store.work_remaining(volunteer_id, now)
+        return LeaseOffer(None, remaining, WAIT_RETRY_MS if remaining else IDLE_RETRY_MS)
+
+    def _lease_one(
+        self,
+        volunteer_id: str,
+        reputation: Mapping[str, Reputation],
+        now: int,
+        day: int,
+        address: str,
+    ) -> LeaseGrant | None:
         lease_id = uuid.uuid4().hex
 
         def plan(candidate: LeaseCandidate) -> LeasePlan:
@@ -269,7 +301,7 @@ class Coordinator(Submissions):
                 c.blob, c.signature, c.unit_sha256, c.composition, c.gold_ids, solo=alone
             )
 
-        grant = self.store.lease_unit(
+        return self.store.lease_unit(
             volunteer_id,
             lease_id,
             now,
@@ -277,10 +309,6 @@ class Coordinator(Submissions):
             address=address if self.policy.distinct_addresses else "",
             day=day,
         )
-        if grant is not None:
-            return LeaseOffer(grant, True, 0)
-        remaining = self.store.work_remaining(volunteer_id, now)
-        return LeaseOffer(None, remaining, WAIT_RETRY_MS if remaining else IDLE_RETRY_MS)
 
     def _seen(self, volunteer_id: str, now: int) -> None:
         """Record that a volunteer is alive, at most every SEEN_EVERY_MS per volunteer."""

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import LeaseRecord, NewResult, UnitRecord, VolunteerRecord
 from allmende.protocol import codec
 from allmende.protocol.errors import (
+    AllmendeError,
     IntegrityError,
     InvalidArgument,
     NotFound,
@@ -43,6 +44,7 @@ class SubmitOutcome:
     reason: str
     unit_status: str = "pending"  # the unit: pending, accepted, failed, rejected
     rows: int = 0
+    job_validated: bool = False  # this result completed its job's validation
 
 
 class Submissions:
@@ -55,11 +57,62 @@ class Submissions:
     def _volunteer(self, volunteer_id: str) -> VolunteerRecord:  # pragma: no cover
         raise NotImplementedError
 
+    def submit_results(
+        self, volunteer_id: str, results: Sequence[tuple[bytes, bytes, bytes]], most: int
+    ) -> list[SubmitOutcome | AllmendeError]:
+        """Several results of one volunteer, each (envelope, signature, payload) judged on
+        its own: the answer holds an outcome, or the error that refused it, per result.
+
+        The call as a whole is refused, changing nothing, only when it is malformed: no
+        results, more than `most`, an envelope that does not decode or is not
+        `volunteer_id`'s."""
+        volunteer: VolunteerRecord | None = self._volunteer(volunteer_id)
+        if not 1 <= len(results) <= most:
+            raise InvalidArgument("results", f"1 to {most} results, got {len(results)}")
+        envelopes = []
+        for n, (blob, _, _) in enumerate(results):
+            try:
+                env = decode_envelope(blob)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"results[{n}].{exc.field}", exc.expected) from None
+            if env.volunteer_id != volunteer_id:
+                raise PermissionDenied(
+                    f"results[{n}].envelope names volunteer {env.volunteer_id[:16]!r}, "
+                    f"not the caller {volunteer_id[:16]}"
+                )
+            envelopes.append(env)
+        answers: list[SubmitOutcome | AllmendeError] = []
+        # One commit for all; each result in a savepoint of its own, undone alone if refused.
+        with self.store.batch(savepoints=True):
+            for env, (blob, signature, payload) in zip(envelopes, results, strict=True):
+                try:
+                    outcome = self._submit(env, blob, signature, payload, volunteer)
+                except AllmendeError as exc:
+                    answers.append(exc)
+                    volunteer = None  # a fault may have quarantined it: read it again
+                else:
+                    answers.append(outcome)
+                    if outcome.status == "rejected":
+                        volunteer = None
+        if any(isinstance(a, SubmitOutcome) and a.job_validated for a in answers):
+            self.assimilation_wanted.set()  # again, now that it is committed
+        return answers
+
     def submit_result(
         self, envelope_bytes: bytes, signature: bytes, payload: bytes
     ) -> SubmitOutcome:
-        env = decode_envelope(envelope_bytes)
-        volunteer = self._volunteer(env.volunteer_id)
+        return self._submit(decode_envelope(envelope_bytes), envelope_bytes, signature, payload)
+
+    def _submit(
+        self,
+        env: ResultEnvelope,
+        envelope_bytes: bytes,
+        signature: bytes,
+        payload: bytes,
+        volunteer: VolunteerRecord | None = None,
+    ) -> SubmitOutcome:
+        if volunteer is None:
+            volunteer = self._volunteer(env.volunteer_id)
         found = self.store.get_lease_and_unit(env.lease_id)
         if found is None:
             raise NotFound(f"lease {shown(env.lease_id)} does not exist")
@@ -150,7 +203,12 @@ class Submissions:
             if verdict.status == "failed"
             else ("pending", verdict.reason)
         )
-        return SubmitOutcome(*outcome, unit_status=verdict.status, rows=unit.rows)
+        return SubmitOutcome(
+            *outcome,
+            unit_status=verdict.status,
+            rows=unit.rows,
+            job_validated=verdict.job_validated,
+        )
 
     def _check_result(
         self,

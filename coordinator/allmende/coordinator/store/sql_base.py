@@ -28,6 +28,15 @@ log = logging.getLogger("allmende.coordinator.store")
 _CONFLICTS = frozenset({"40P01", "40001"})
 
 
+def _raise_conflict(exc: DBAPIError) -> None:
+    """Report a transaction PostgreSQL aborted to resolve a conflict as Unavailable."""
+    if getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
+        log.warning("transaction rolled back by the database: %s", exc.orig)
+        raise Unavailable(
+            "the database rolled back a conflict with another request; try again"
+        ) from exc
+
+
 class SqlBase:
     """An engine, and the write transactions, single reads and events every query runs in."""
 
@@ -50,6 +59,7 @@ class SqlBase:
         self._held_lock = threading.Lock()
         self._writer: Connection | None = None
         self._readers = threading.local()
+        self._batch = threading.local()  # .conn, .savepoints: see batch()
 
     def _keep(self, conn: Connection) -> Connection:
         with self._held_lock:
@@ -66,12 +76,43 @@ class SqlBase:
             conn.close()
 
     @contextmanager
+    def batch(self, savepoints: bool = True) -> Iterator[None]:
+        """Run what this thread writes and reads in the block as one transaction, committed
+        once at the end (one commit for a call that leases or submits several units).
+
+        With `savepoints`, each write transaction inside is a savepoint: one that fails is
+        undone alone and its error raised, the others stay. Without, any error undoes the
+        whole block. Reads in the block see its writes. An error that leaves the block
+        undoes everything in it."""
+        if getattr(self._batch, "conn", None) is not None:  # already inside one
+            yield
+            return
+        with self._tx() as conn:
+            self._batch.conn, self._batch.savepoints = conn, savepoints
+            try:
+                yield
+            finally:
+                self._batch.conn = None
+
+    @contextmanager
     def _tx(self) -> Iterator[Conn]:
         """One write transaction: committed when the block ends, rolled back on error.
 
         A transaction PostgreSQL rolled back to break a deadlock or a serialisation
         conflict with another coordinator changed nothing: it is reported as Unavailable,
-        which clients retry."""
+        which clients retry. Inside `batch()` it is part of the batch's transaction."""
+        outer: Conn | None = getattr(self._batch, "conn", None)
+        if outer is not None:
+            if not self._batch.savepoints:
+                yield outer
+                return
+            try:
+                with outer.savepoint():
+                    yield outer
+            except DBAPIError as exc:
+                _raise_conflict(exc)
+                raise
+            return
         try:
             if self._write_lock is None:
                 with self.engine.begin() as conn:
@@ -87,11 +128,7 @@ class SqlBase:
                 with self.engine.connect() as fresh, self._write_transaction(fresh) as conn:
                     yield conn
         except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
-                log.warning("transaction rolled back by the database: %s", exc.orig)
-                raise Unavailable(
-                    "the database rolled back a conflict with another request; try again"
-                ) from exc
+            _raise_conflict(exc)
             raise
 
     @staticmethod
@@ -106,7 +143,12 @@ class SqlBase:
 
     @contextmanager
     def _read(self) -> Iterator[Conn]:
-        """A connection for one read statement, outside any transaction."""
+        """A connection for one read statement, outside any transaction (inside `batch()`,
+        the batch's own, which sees what the batch wrote)."""
+        outer: Conn | None = getattr(self._batch, "conn", None)
+        if outer is not None:
+            yield outer
+            return
         if self._hold:
             conn = getattr(self._readers, "conn", None)
             if conn is None:

@@ -1,6 +1,6 @@
 """The server interceptor that authenticates volunteer calls (see protocol/requests.py).
 
-LeaseWork, SubmitResult and ReleaseWork must carry a valid request signature by a
+LeaseWork, SubmitResult, SubmitResults and ReleaseWork must carry a valid request signature by a
 registered, unbanned volunteer, and may only act for that volunteer.
 """
 
@@ -40,7 +40,9 @@ def _claimed_volunteer(request: Any) -> str:
 
 
 class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    PROTECTED = frozenset(f"{SERVICE}{m}" for m in ("LeaseWork", "SubmitResult", "ReleaseWork"))
+    PROTECTED = frozenset(
+        f"{SERVICE}{m}" for m in ("LeaseWork", "SubmitResult", "SubmitResults", "ReleaseWork")
+    )
 
     # Public keys remembered per process. A volunteer id is the fingerprint of its key, so
     # an entry never goes stale; bans and quarantines are checked by the domain on every

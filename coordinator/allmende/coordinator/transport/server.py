@@ -78,7 +78,7 @@ def _assimilator(coordinator: Coordinator, stop: threading.Event) -> None:
 # Calls that run on the event loop itself on SQLite (see bridge.py).
 INLINE_ON_SQLITE = frozenset(
     f"/allmende.v1.VolunteerService/{m}"
-    for m in ("LeaseWork", "SubmitResult", "ReleaseWork", "GetCoordinatorInfo")
+    for m in ("LeaseWork", "SubmitResult", "SubmitResults", "ReleaseWork", "GetCoordinatorInfo")
 )
 
 

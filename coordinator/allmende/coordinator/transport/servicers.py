@@ -8,11 +8,12 @@ from collections.abc import Iterator
 
 import grpc
 
-from allmende.coordinator.domain.coordinator import Coordinator, JobView
+from allmende.coordinator.domain.coordinator import MAX_LEASE_UNITS, Coordinator, JobView
 from allmende.coordinator.domain.jobs import InputRecord, JobRequest
+from allmende.coordinator.domain.submit import SubmitOutcome
 from allmende.coordinator.domain.trust import peer_address
 from allmende.coordinator.metrics import Metrics
-from allmende.coordinator.transport.errors import streaming, unary
+from allmende.coordinator.transport.errors import MAX_DETAILS, STATUS, streaming, unary
 from allmende.protocol.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from allmende.protocol.limits import MAX_JOB_BYTES, MAX_JOB_ITEMS
 from allmende.v1 import allmende_pb2 as pb
@@ -132,26 +133,40 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         self, request: pb.LeaseWorkRequest, context: grpc.ServicerContext
     ) -> pb.LeaseWorkResponse:
         started = time.perf_counter()
-        offer = self.c.lease_work(request.volunteer_id, peer_address(context.peer()))
+        offer = self.c.lease_work(
+            request.volunteer_id, peer_address(context.peer()), request.max_units or 1
+        )
+        grants = offer.grants
         if self.metrics is not None:
             self.metrics.lease_latency.observe(time.perf_counter() - started)
-            if offer.grant is not None:
-                self.metrics.units_leased.inc()
-        response = pb.LeaseWorkResponse(
+            if grants:
+                self.metrics.units_leased.inc(len(grants))
+        leases = [
+            pb.Lease(
+                lease_id=g.lease_id,
+                deadline_unix_ms=g.deadline_ms,
+                unit=pb.SignedWorkUnit(unit=g.blob, signature=g.signature),
+            )
+            for g in grants
+        ]
+        return pb.LeaseWorkResponse(
+            lease=leases[0] if leases else None,
+            more_leases=leases[1:],
             work_remaining=offer.work_remaining,
             retry_after_ms=offer.retry_after_ms,
             notice=offer.notice,
         )
-        if offer.grant is not None:
-            g = offer.grant
-            response.lease.CopyFrom(
-                pb.Lease(
-                    lease_id=g.lease_id,
-                    deadline_unix_ms=g.deadline_ms,
-                    unit=pb.SignedWorkUnit(unit=g.blob, signature=g.signature),
-                )
-            )
-        return response
+
+    def _count(self, outcome: SubmitOutcome) -> None:
+        if self.metrics is None:
+            return
+        m = self.metrics
+        m.results.labels(outcome.status).inc()
+        if outcome.unit_status == "accepted":
+            m.units_accepted.inc()
+            m.items_accepted.inc(outcome.rows)
+        elif outcome.unit_status == "failed":
+            m.units_failed.inc()
 
     @unary
     def SubmitResult(
@@ -160,15 +175,35 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         started = time.perf_counter()
         outcome = self.c.submit_result(request.envelope, request.signature, request.payload)
         if self.metrics is not None:
-            m = self.metrics
-            m.submit_latency.observe(time.perf_counter() - started)
-            m.results.labels(outcome.status).inc()
-            if outcome.unit_status == "accepted":
-                m.units_accepted.inc()
-                m.items_accepted.inc(outcome.rows)
-            elif outcome.unit_status == "failed":
-                m.units_failed.inc()
+            self.metrics.submit_latency.observe(time.perf_counter() - started)
+        self._count(outcome)
         return pb.SubmitResultResponse(status=outcome.status, reason=outcome.reason)
+
+    @unary
+    def SubmitResults(
+        self, request: pb.SubmitResultsRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitResultsResponse:
+        started = time.perf_counter()
+        answers = self.c.submit_results(
+            request.volunteer_id,
+            [(r.envelope, r.signature, r.payload) for r in request.results],
+            MAX_LEASE_UNITS,
+        )
+        response = pb.SubmitResultsResponse()
+        for answer in answers:
+            if isinstance(answer, SubmitOutcome):
+                self._count(answer)
+                response.results.add(status=answer.status, reason=answer.reason)
+            else:
+                code = STATUS.get(type(answer), grpc.StatusCode.INTERNAL).name
+                if self.metrics is not None:
+                    self.metrics.rejected_requests.labels("SubmitResults", code).inc()
+                response.results.add(
+                    status="refused", reason=answer.message[:MAX_DETAILS], code=code
+                )
+        if self.metrics is not None:
+            self.metrics.submit_latency.observe(time.perf_counter() - started)
+        return response
 
     @unary
     def ReleaseWork(
