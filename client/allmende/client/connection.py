@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -69,7 +69,7 @@ class CoordinatorClient:
         insecure: bool = False,
     ) -> None:
         self.address = parse_address(address)
-        # The volunteer key that signs LeaseWork, SubmitResult and ReleaseWork calls.
+        # The volunteer key that signs LeaseWork, SubmitResult(s) and ReleaseWork calls.
         self.signer = signer
         self.timeout_s = timeout_s
         self.insecure = insecure or os.environ.get("ALLMENDE_INSECURE") == "1"
@@ -167,13 +167,28 @@ class CoordinatorClient:
         metadata = [*self._metadata, *sign_request(self.signer, f"{VOLUNTEER}{name}", request)]
         return _call(lambda: method(request, timeout=self.timeout_s, metadata=metadata))
 
-    def lease(self, volunteer_id: str) -> pb.LeaseWorkResponse:
-        request = pb.LeaseWorkRequest(volunteer_id=volunteer_id)
+    def lease(self, volunteer_id: str, max_units: int = 1) -> pb.LeaseWorkResponse:
+        """Up to `max_units` leases: the first in `lease`, the others in `more_leases`."""
+        request = pb.LeaseWorkRequest(
+            volunteer_id=volunteer_id, max_units=max_units if max_units > 1 else 0
+        )
         return self._signed("LeaseWork", self.volunteers.LeaseWork, request)
 
     def submit(self, envelope: bytes, signature: bytes, payload: bytes) -> pb.SubmitResultResponse:
         request = pb.SubmitResultRequest(envelope=envelope, signature=signature, payload=payload)
         return self._signed("SubmitResult", self.volunteers.SubmitResult, request)
+
+    def submit_many(
+        self, volunteer_id: str, results: Sequence[tuple[bytes, bytes, bytes]]
+    ) -> pb.SubmitResultsResponse:
+        """Several (envelope, signature, payload) results in one call, each answered alone."""
+        request = pb.SubmitResultsRequest(
+            volunteer_id=volunteer_id,
+            results=[
+                pb.SubmitResultRequest(envelope=e, signature=s, payload=p) for e, s, p in results
+            ],
+        )
+        return self._signed("SubmitResults", self.volunteers.SubmitResults, request)
 
     def release(self, volunteer_id: str, lease_id: str, reason: str) -> None:
         request = pb.ReleaseWorkRequest(volunteer_id=volunteer_id, lease_id=lease_id, reason=reason)

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.client.engine import events as ev
@@ -79,10 +79,10 @@ class CoordinatorLink:
                     self._on_event(ev.Reconnected(time.monotonic() - started))
                 return result
 
-    def lease(self) -> object:
+    def lease(self, max_units: int = 1) -> object:
         def call() -> pb.LeaseWorkResponse:
             started = time.perf_counter()
-            response = self.client.lease(self.volunteer_id)
+            response = self.client.lease(self.volunteer_id, max_units)
             self._on_event(ev.RoundTrip((time.perf_counter() - started) * 1000))
             return response
 
@@ -100,6 +100,9 @@ class CoordinatorLink:
 
     def submit(self, envelope: bytes, signature: bytes, payload: bytes) -> object:
         return self.retrying(lambda: self.client.submit(envelope, signature, payload))
+
+    def submit_many(self, results: Sequence[tuple[bytes, bytes, bytes]]) -> object:
+        return self.retrying(lambda: self.client.submit_many(self.volunteer_id, results))
 
     def close(self) -> None:
         self.client.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -77,6 +78,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("allmende.volunteer")
+
+# Units in hand: about this many seconds of compute, at most MAX_BUFFER units (BOINC's work
+# buffer, kept short: a unit in hand is a unit nobody else can compute).
+BUFFER_S = 5.0
+MAX_BUFFER = 8
 
 
 class VolunteerEngine:
@@ -243,35 +249,40 @@ class VolunteerEngine:
     def _work(self, link: CoordinatorLink, submitter: Submitter, coordinator_key: bytes) -> None:
         """Lease, verify and compute units until idle or stopped.
 
-        The next lease is fetched while the current unit computes, and results are encoded,
-        signed and sent on the submit thread, so the compute device rarely waits.
+        Units are leased a few at a time, about `BUFFER_S` of this volunteer's compute (one
+        at a time on a slow machine, up to `MAX_BUFFER` on a fast GPU), and the next lease
+        call runs while the last unit in hand computes; results are encoded, signed and sent
+        on the submit thread, so the compute device rarely waits.
         """
         control = self._control
         refusals = 0
         fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         ahead: Future[object] | None = None
+        held: deque[pb.Lease] = deque()  # leased, not started
+        want = 1
         try:
             while not control.stop_requested.is_set():
                 if submitter.error is not None:
                     raise submitter.error
                 if control.pause_reason is not None:
-                    if ahead is not None:  # do not sit on a unit while paused
-                        self._hand_back(link, ahead, "paused: not started")
-                        ahead = None
+                    self._hand_back(link, held, ahead, "paused: not started")  # do not sit on units
+                    ahead = None
                     control.wait_while_paused(in_unit=False)
                     continue
-                response = ahead.result() if ahead else link.lease()
-                ahead = None
-                assert isinstance(response, pb.LeaseWorkResponse)
-                if not response.HasField("lease"):
-                    if self.config.exit_when_idle and not response.work_remaining:
-                        submitter.wait_idle()  # nothing left in flight
-                        return
-                    wait = max(response.retry_after_ms, 200) / 1000
-                    self.on_event(ev.Idle(response.work_remaining, wait, response.notice[:300]))
-                    control.sleep(wait)
-                    continue
-                lease = response.lease
+                if not held:
+                    response = ahead.result() if ahead else link.lease(want)
+                    ahead = None
+                    assert isinstance(response, pb.LeaseWorkResponse)
+                    if not response.HasField("lease"):
+                        if self.config.exit_when_idle and not response.work_remaining:
+                            submitter.wait_idle()  # nothing left in flight
+                            return
+                        wait = max(response.retry_after_ms, 200) / 1000
+                        self.on_event(ev.Idle(response.work_remaining, wait, response.notice[:300]))
+                        control.sleep(wait)
+                        continue
+                    held.extend([response.lease, *response.more_leases])
+                lease = held.popleft()
                 try:
                     unit = check_unit(lease, coordinator_key, self.registry)
                 except AllmendeError as exc:
@@ -297,8 +308,8 @@ class VolunteerEngine:
                         measured,
                     )
                 )
-                if not control.stop_requested.is_set():
-                    ahead = fetcher.submit(link.lease)
+                if not held and not control.stop_requested.is_set():
+                    ahead = fetcher.submit(link.lease, want)
                 try:
                     matrix, seconds = compute_unit(
                         computer,
@@ -315,16 +326,30 @@ class VolunteerEngine:
                 rate = len(unit.texts) / seconds if seconds > 0 else 0.0
                 self.on_event(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds, rate))
                 submitter.put((lease, unit, matrix, computer.device, seconds))
-        finally:
-            if ahead is not None:  # a unit leased ahead but never started goes back
-                self._hand_back(link, ahead, "stopping: not started")
+                want = units_wanted(seconds)
+        finally:  # units leased but never started go back
+            self._hand_back(link, held, ahead, "stopping: not started")
             fetcher.shutdown(wait=True)
 
-    def _hand_back(self, link: CoordinatorLink, ahead: Future[object], reason: str) -> None:
-        try:
-            response = ahead.result()
-        except (RemoteError, Stop):
-            return
-        if isinstance(response, pb.LeaseWorkResponse) and response.HasField("lease"):
-            link.release_quietly(response.lease.lease_id, reason)
-            self.on_event(ev.UnitReleased(unit_id_hint(response.lease), reason))
+    def _hand_back(
+        self, link: CoordinatorLink, held: deque[pb.Lease], ahead: Future[object] | None, why: str
+    ) -> None:
+        """Hand back the leases in hand and those of a lease call still under way."""
+        if ahead is not None:
+            try:
+                response = ahead.result()
+            except (RemoteError, Stop):
+                response = None
+            if isinstance(response, pb.LeaseWorkResponse) and response.HasField("lease"):
+                held.extend([response.lease, *response.more_leases])
+        while held:
+            lease = held.popleft()
+            link.release_quietly(lease.lease_id, why)
+            self.on_event(ev.UnitReleased(unit_id_hint(lease), why))
+
+
+def units_wanted(unit_seconds: float) -> int:
+    """Units to lease per call for a volunteer whose last unit took `unit_seconds`."""
+    if unit_seconds <= 0:
+        return MAX_BUFFER
+    return max(1, min(MAX_BUFFER, int(BUFFER_S / unit_seconds)))

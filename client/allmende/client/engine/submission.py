@@ -4,6 +4,10 @@ meanwhile.
 Every sealed result is written to the spool on disk before it is sent and leaves it only
 once the coordinator has answered, so quitting, a crash or an unreachable coordinator never
 loses a computed result: the next start sends what is left before it leases new work.
+
+Results waiting together (a backlog in the spool, or several finished while one was being
+sent, as on a fast GPU) go in one SubmitResults call of up to `BATCH` results; the
+coordinator answers for each. A coordinator without that call gets them one by one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,27 @@ log = logging.getLogger("allmende.volunteer")
 
 # What the compute loop hands the submit thread: lease, unit, rows, device, seconds.
 Computed = tuple[pb.Lease, WorkUnit, np.ndarray, str, float]
+# Results sent in one call at most (the coordinator takes up to 32).
+BATCH = 16
+# Per-result answers a later attempt may change (the call itself is retried by the link).
+_RETRY_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A result ready to send, and where it is spooled (None: it could not be)."""
+
+    unit_id: str
+    items: int
+    envelope: bytes
+    signature: bytes
+    payload: bytes
+    path: Path | None
+    resent: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.envelope) + len(self.signature)
 
 
 class Submitter:
@@ -55,6 +81,7 @@ class Submitter:
         self.error: Stop | None = None
         self.units_done = 0
         self.items_done = 0
+        self._batches = True  # False once the coordinator answered UNIMPLEMENTED
 
     def start(self) -> None:
         self._thread.start()
@@ -79,32 +106,50 @@ class Submitter:
 
     def resend_spooled(self) -> None:
         """Send what earlier runs computed but could not send, before any new work."""
+        batch: list[Sealed] = []
         for item in self._spool.pending():
             if self._stop.is_set():
                 return
-            self._send(
-                item.unit_id,
-                item.rows,
-                item.envelope,
-                item.signature,
-                item.payload,
-                item.path,
-                resent=True,
+            batch.append(
+                Sealed(
+                    item.unit_id,
+                    item.rows,
+                    item.envelope,
+                    item.signature,
+                    item.payload,
+                    item.path,
+                    resent=True,
+                )
             )
-            if self.error is not None:
-                raise self.error
+            if len(batch) == BATCH:
+                self._send_all(batch)
+                batch = []
+                if self.error is not None:
+                    raise self.error
+        if batch and not self._stop.is_set():
+            self._send_all(batch)
+        if self.error is not None:
+            raise self.error
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
+            taken = [self._queue.get()]
+            while taken[-1] is not None and len(taken) < BATCH:  # what else is ready now
+                try:
+                    taken.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            computed = [item for item in taken if item is not None]
             try:
-                if item is None:
-                    return
-                self._submit(*item)
+                if computed:
+                    self._send_all([self._sealed(*item) for item in computed])
             except Exception:  # keep draining: a stuck queue would hang the compute loop
                 log.exception("submitting a result failed")
             finally:
-                self._queue.task_done()
+                for _ in taken:
+                    self._queue.task_done()
+            if len(computed) < len(taken):
+                return
 
     def _seal(
         self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str, seconds: float
@@ -131,54 +176,88 @@ class Submitter:
         blob, signature = sign_envelope(key, envelope)
         return blob, signature, encoded.payload
 
-    def _submit(
+    def _sealed(
         self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str, seconds: float
-    ) -> None:
+    ) -> Sealed:
         envelope, signature, payload = self._seal(lease, unit, matrix, device, seconds)
         path = None
         try:
             path = self._spool.put(envelope, signature, payload)
         except OSError as exc:  # a full disk must not stop the work; try to send it now
             log.warning("could not spool result %s: %s", unit.unit_id, exc)
-        self._send(unit.unit_id, len(unit.texts), envelope, signature, payload, path)
+        return Sealed(unit.unit_id, len(unit.texts), envelope, signature, payload, path)
 
-    def _send(
-        self,
-        unit_id: str,
-        items: int,
-        envelope: bytes,
-        signature: bytes,
-        payload: bytes,
-        path: Path | None,
-        resent: bool = False,
-    ) -> None:
-        size = len(payload) + len(envelope) + len(signature)
-        if self.error is not None and path is not None:
-            self._spooled(unit_id, self.error.reason)  # known unreachable: keep it
+    def _send_all(self, batch: list[Sealed]) -> None:
+        """Send results, several in one call where the coordinator takes that."""
+        if len(batch) == 1 or not self._batches or self.error is not None:
+            for sealed in batch:
+                self._send(sealed)
             return
         try:
-            response = self._link.submit(envelope, signature, payload)
-        except RemoteError as exc:  # a definite no: sending again cannot help
-            self._unspool(path)
-            self._on_event(ev.ResultSubmitted(unit_id, "error", exc.details, size, resent, items))
+            response = self._link.submit_many([(s.envelope, s.signature, s.payload) for s in batch])
+        except RemoteError as exc:
+            if exc.code == "UNIMPLEMENTED":  # an older coordinator: one call per result
+                self._batches = False
+            # Refused as a whole (malformed for this coordinator): one by one, each result
+            # gets its own answer.
+            for sealed in batch:
+                self._send(sealed)
             return
         except Stop as stop:
-            if stop.code != EXIT_OK:
-                self.error = stop
-            if path is not None:
-                self._spooled(unit_id, stop.reason)
+            self._stopped(batch, stop)
+            return
+        assert isinstance(response, pb.SubmitResultsResponse)
+        if len(response.results) != len(batch):  # not an answer for each: ask one by one
+            for sealed in batch:
+                self._send(sealed)
+            return
+        for sealed, answer in zip(batch, response.results, strict=True):
+            if answer.status != "refused":
+                self._answered(sealed, answer.status, answer.reason)
+            elif answer.code in _RETRY_CODES:
+                self._send(sealed)  # on its own, with the link's retries
             else:
-                self._on_event(
-                    ev.ResultSubmitted(unit_id, "error", stop.reason, size, resent, items)
-                )
+                self._unspool(sealed.path)  # a definite no: sending again cannot help
+                self._report(sealed, "error", f"{answer.code}: {answer.reason}")
+
+    def _send(self, sealed: Sealed) -> None:
+        if self.error is not None and sealed.path is not None:
+            self._spooled(sealed.unit_id, self.error.reason)  # known unreachable: keep it
+            return
+        try:
+            response = self._link.submit(sealed.envelope, sealed.signature, sealed.payload)
+        except RemoteError as exc:  # a definite no: sending again cannot help
+            self._unspool(sealed.path)
+            self._report(sealed, "error", exc.details)
+            return
+        except Stop as stop:
+            self._stopped([sealed], stop)
             return
         assert isinstance(response, pb.SubmitResultResponse)
-        self._unspool(path)
+        self._answered(sealed, response.status, response.reason)
+
+    def _answered(self, sealed: Sealed, status: str, reason: str) -> None:
+        self._unspool(sealed.path)
         self.units_done += 1
-        self.items_done += items
+        self.items_done += sealed.items
+        self._report(sealed, status, reason)
+
+    def _report(self, sealed: Sealed, status: str, reason: str) -> None:
         self._on_event(
-            ev.ResultSubmitted(unit_id, response.status, response.reason, size, resent, items)
+            ev.ResultSubmitted(
+                sealed.unit_id, status, reason, sealed.size, sealed.resent, sealed.items
+            )
         )
+
+    def _stopped(self, batch: list[Sealed], stop: Stop) -> None:
+        """Sending stopped (the volunteer quit, or the coordinator stayed unreachable)."""
+        if stop.code != EXIT_OK:
+            self.error = stop
+        for sealed in batch:
+            if sealed.path is not None:
+                self._spooled(sealed.unit_id, stop.reason)
+            else:
+                self._report(sealed, "error", stop.reason)
 
     def _spooled(self, unit_id: str, why: str) -> None:
         waiting = self._spool.count()
