@@ -1,7 +1,7 @@
 """Load benchmark: simulated volunteers against real coordinators over real gRPC.
 
     python bench/load.py [--volunteers 10,100,1000] [--backends sqlite,pg1,pg2]
-                         [--seconds 10] [--warmup 3] [--compute-ms 0,10000]
+                         [--seconds 10] [--warmup 3] [--compute-ms 0,10000] [--batch 1,8]
                          [--unit-size 8] [--redundancy 2] [--pg-url URL]
 
 Coordinators are `allmende coordinator serve` processes, as deployed: one on SQLite (the
@@ -19,15 +19,19 @@ signature, payload hash, shape and NaN, quorum (cosine per row), then stores it.
 Two regimes per number of volunteers:
 - compute 0 ms: each volunteer asks again the moment it has an answer, so the figures are
   the coordinator's capacity. Latency is then mostly queueing: with N requests always in
-  flight, Little's law makes it N / throughput, whatever the code does.
+  flight, Little's law makes it N / throughput, whatever the code does. These rows run once
+  per --batch value: volunteers that lease and submit one unit per call (batch 1), and fast
+  ones that, like the real client on a GPU, lease several units per LeaseWork call
+  (max_units) and send their results in one SubmitResults call.
 - compute 10000 ms (uniform 5-15 s per unit): volunteers that each return a result every
   ~10 s, so 1000 of them offer 100 results/s, the rate of one BOINC server; the latency
   is then that of a coordinator under a realistic load rather than a queue. (A real
   volunteer embeds ~340 short texts/s on a CPU: 10 s is one 256-text unit on a slow one.)
 
 units/s: units that reached quorum (validated), from the coordinator's own job counters,
-over the measured window. results/s: lease -> submit round trips completed. Latencies are
-timed by the volunteers around each call (so they include the client's own queueing).
+over the measured window. results/s: results answered. Latencies are timed by the
+volunteers around each call (so they include the client's own queueing); a batch call
+carries several units.
 Goals on the 2-core reference machine: >= 500 units/s on SQLite, lease p99 <= 50 ms at
 1000 volunteers, and more throughput with two PostgreSQL replicas than with one.
 """

@@ -86,11 +86,14 @@ SERVICES = ("VolunteerService", "JobService", "DatasetService", "AdminService")
 METHODS: list[MethodDescriptor] = [
     method for name in SERVICES for method in pb.DESCRIPTOR.services_by_name[name].methods
 ]
-VOLUNTEER_SIGNED = {"LeaseWork", "SubmitResult", "ReleaseWork"}
+VOLUNTEER_SIGNED = {"LeaseWork", "SubmitResult", "SubmitResults", "ReleaseWork"}
 # Calls that change a job or a volunteer: fuzzing only aims them at the spare ones.
 JOB_CHANGES = {"PauseJob", "ResumeJob", "CancelJob", "UpdateJob"}
 VOLUNTEER_CHANGES = {"BanVolunteer", "UnbanVolunteer"}
 JOB_STATES = ("running", "paused", "cancelled", "assimilating", "complete", "failed")
+MAX_UNITS = 32  # the most units one LeaseWork may ask for, and results one SubmitResults holds
+SUBMIT_STATUSES = ("pending", "accepted", "rejected")
+ALLOWED_NAMES = frozenset(code.name for code in ALLOWED)
 
 MODEL = ModelRegistry().names()[0]
 MAIN_TEXTS = [f"sentence number {i} about the commons" for i in range(8)]
@@ -135,6 +138,7 @@ class World:
     volunteer_ids: list[str] = field(default_factory=list)
     results_stored: int = 0  # before the fuzz tests: the done job's two results
     successes: dict[str, int] = field(default_factory=dict)
+    batch_results_stored: int = 0  # results stored by SubmitResults calls answered OK
     _calls: dict[tuple[str, bool], Any] = field(default_factory=dict)
 
     @property
@@ -180,6 +184,14 @@ class World:
         name = method.name
         if name == "SubmitResult" and "gold row" in getattr(response, "reason", ""):
             name = "SubmitResult (refused: missed gold rows, nothing stored)"
+        if name == "SubmitResults":
+            # Each result is judged on its own: refused ones, and those that missed gold
+            # rows, stored nothing; every other one stored one row.
+            self.batch_results_stored += sum(
+                1
+                for answer in response.results
+                if answer.status != "refused" and "gold row" not in answer.reason
+            )
         self.successes[name] = self.successes.get(name, 0) + 1
         return Outcome(Code.OK, response=response)
 
@@ -295,7 +307,11 @@ def assert_state_is_sane(world: World) -> None:
         assert set(jobs) == set(world.job_ids), "jobs stored by calls that were refused"
         assert set(volunteers) == set(world.volunteer_ids), "volunteers stored by refusals"
         stored = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-        assert stored == world.results_stored + world.successes.get("SubmitResult", 0)
+        assert stored == (
+            world.results_stored
+            + world.successes.get("SubmitResult", 0)
+            + world.batch_results_stored
+        )
         item_counts = dict(conn.execute("SELECT job_id, COUNT(*) FROM items GROUP BY job_id"))
         for job_id, job in jobs.items():
             where = f"job {job_id}"
@@ -367,7 +383,12 @@ def assert_state_is_sane(world: World) -> None:
         for lease in conn.execute("SELECT * FROM leases"):
             assert lease["unit_id"] in units and lease["volunteer_id"] in volunteers
             assert lease["state"] in (
-                "active", "submitted", "released", "cancelled", "expired", "rejected"
+                "active",
+                "submitted",
+                "released",
+                "cancelled",
+                "expired",
+                "rejected",
             )
     finally:
         conn.close()
@@ -503,12 +524,17 @@ ASCII = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), 
 
 @st.composite
 def volunteer_metadata(
-    draw: st.DrawFn, world: World, method: MethodDescriptor, request: Message, signed: int = 6
+    draw: st.DrawFn,
+    world: World,
+    method: MethodDescriptor,
+    request: Message,
+    signed: int = 6,
+    holder: RawVolunteer | None = None,
 ) -> list[tuple[str, Any]]:
-    """Signed by the lease holder (`signed` times in 12), unsigned, by a stranger, or tampered
-    with."""
+    """Signed by the lease holder (`signed` times in 12; the world's volunteer unless told),
+    unsigned, by a stranger, or tampered with."""
     path = path_of(method)
-    key = world.volunteer.key
+    key = (holder or world.volunteer).key
     others = ["none", "stranger", "other-body", "clock", "tampered", "tampered"]
     how = draw(st.sampled_from(["signed"] * signed + others[: 12 - signed]))
     if how == "none":
@@ -554,15 +580,26 @@ def metadata_for(
     return draw(admin_metadata(world))
 
 
+def leases_of(response: pb.LeaseWorkResponse) -> list[pb.Lease]:
+    """Every lease a LeaseWork answer grants: the first in `lease`, the others after it."""
+    if not response.HasField("lease"):
+        assert not response.more_leases, "more_leases without a first lease"
+        return []
+    return [response.lease, *response.more_leases]
+
+
 def record(world: World, method: MethodDescriptor, request: Any, outcome: Outcome) -> None:
     """Check what a success returned, and remember new ids for later examples."""
     if outcome.code != Code.OK:
         return
     response = outcome.response
-    if method.name == "LeaseWork" and response.HasField("lease"):
-        unit = decode_unit(response.lease.unit.unit)
-        assert unit.job_id in world.job_ids
-        world.lease_ids.append(response.lease.lease_id)
+    if method.name == "LeaseWork":
+        leases = leases_of(response)
+        assert len(leases) <= max(1, request.max_units) <= MAX_UNITS
+        assert len({lease.lease_id for lease in leases}) == len(leases)
+        for lease in leases:
+            assert decode_unit(lease.unit.unit).job_id in world.job_ids
+            world.lease_ids.append(lease.lease_id)
     elif method.name == "RegisterVolunteer":
         assert response.volunteer_id == fingerprint(request.public_key)
         world.volunteer_ids.append(response.volunteer_id)
@@ -589,7 +626,7 @@ UNARY_IN = [m for m in METHODS if not m.client_streaming]
 
 def test_every_rpc_of_the_four_services_is_fuzzed() -> None:
     names = {method_id(m) for m in METHODS}
-    assert len(names) == 18
+    assert len(names) == 19
     assert {m.containing_service.name for m in METHODS} == set(SERVICES)
     assert [m.name for m in METHODS if m.client_streaming] == ["CreateJob"]
 
@@ -618,15 +655,25 @@ def test_fuzzed_request_messages(world: World, method: MethodDescriptor, data: A
 
 
 @st.composite
-def mutated(draw: st.DrawFn, blob: bytes) -> bytes:
+def mutated(draw: st.DrawFn, blob: bytes, steady: bool = False) -> bytes:
+    """The blob as it is, truncated, with a bit flipped, or with bytes spliced in or
+    appended. `steady` draws positions within fixed bounds, so that what is drawn does not
+    depend on the blob's length when that comes from outside the draws (a lease taken in the
+    example)."""
+
+    def position(last: int) -> int:
+        if steady:
+            return draw(st.integers(0, 2**16 - 1)) % (last + 1)
+        return draw(st.integers(0, last))
+
     how = draw(st.sampled_from(["as-is", "truncate", "flip", "splice", "append"]))
     if how == "truncate":
-        return blob[: draw(st.integers(0, len(blob)))]
+        return blob[: position(len(blob))]
     if how == "flip" and blob:
-        at = draw(st.integers(0, len(blob) - 1))
+        at = position(len(blob) - 1)
         return blob[:at] + bytes([blob[at] ^ (1 << draw(st.integers(0, 7)))]) + blob[at + 1 :]
     if how == "splice":
-        at = draw(st.integers(0, len(blob)))
+        at = position(len(blob))
         return blob[:at] + draw(st.binary(min_size=1, max_size=16)) + blob[at:]
     if how == "append":
         return blob + draw(st.binary(min_size=1, max_size=32))
@@ -675,6 +722,12 @@ def test_raw_request_bytes(world: World, method: MethodDescriptor, data: Any) ->
 
 def _pick(values: list[Any], other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.sampled_from(values), other)
+
+
+def _known(values: list[Any]) -> st.SearchStrategy[Any]:
+    """One of `values`, a list that grows as the module runs (known ids), drawn by an index
+    within fixed bounds: what is drawn then does not depend on how long the list is now."""
+    return st.integers(0, 2**16 - 1).map(lambda i: values[i % len(values)])
 
 
 UINT32 = SCALARS[FieldDescriptor.CPPTYPE_UINT32]
@@ -796,9 +849,20 @@ def _payloads(rows: int, dims: int, dtype: str) -> st.SearchStrategy[bytes]:
 
 
 @st.composite
-def submissions(draw: st.DrawFn, world: World) -> pb.SubmitResultRequest:
-    """Envelopes near the honest one for the held lease: each field right or fuzzed."""
-    lease = world.lease
+def submissions(
+    draw: st.DrawFn,
+    world: World,
+    own: bool = False,
+    holder: RawVolunteer | None = None,
+    lease: pb.Lease | None = None,
+) -> pb.SubmitResultRequest:
+    """Envelopes near the honest one for a held lease (the world's, unless told): each field
+    right or fuzzed. With `own`, the envelope decodes and names the lease holder, as each one
+    in a SubmitResults call must for the call not to be refused as a whole. With a holder of
+    its own (a lease taken in the example), positions in the blob are drawn steadily."""
+    steady = holder is not None
+    holder = holder or world.volunteer
+    lease = lease or world.lease
     unit = decode_unit(lease.unit.unit)
     rows = len(unit.texts)
     payload = draw(_payloads(rows, unit.dims, unit.result_dtype))
@@ -808,8 +872,10 @@ def submissions(draw: st.DrawFn, world: World) -> pb.SubmitResultRequest:
 
     env = pb.ResultEnvelope(
         unit_id=right_or(unit.unit_id, _pick([f"{unit.job_id}-u000001"], STRINGS)),
-        lease_id=right_or(lease.lease_id, _pick(world.lease_ids, STRINGS)),
-        volunteer_id=right_or(world.volunteer.volunteer_id, _pick(world.volunteer_ids, STRINGS)),
+        lease_id=right_or(lease.lease_id, st.one_of(_known(world.lease_ids), STRINGS)),
+        volunteer_id=holder.volunteer_id
+        if own
+        else right_or(holder.volunteer_id, st.one_of(_known(world.volunteer_ids), STRINGS)),
         dtype=right_or(unit.result_dtype, _pick(sorted(codec.DTYPES), STRINGS)),
         rows=right_or(rows, SCALARS[FieldDescriptor.CPPTYPE_UINT32]),
         dims=right_or(unit.dims, SCALARS[FieldDescriptor.CPPTYPE_UINT32]),
@@ -821,11 +887,13 @@ def submissions(draw: st.DrawFn, world: World) -> pb.SubmitResultRequest:
         compute_ms=draw(SCALARS[FieldDescriptor.CPPTYPE_UINT32]),
         created_unix_ms=draw(SCALARS[FieldDescriptor.CPPTYPE_INT64]),
     )
-    blob = draw(mutated(bytes(env.SerializeToString(deterministic=True))))
+    blob = bytes(env.SerializeToString(deterministic=True))
+    if not own:
+        blob = draw(mutated(blob, steady))
     signature = draw(
         st.one_of(
-            st.just(world.volunteer.key.sign(CTX_RESULT, blob)),
-            st.just(world.volunteer.key.sign(CTX_RESULT, blob)),
+            st.just(holder.key.sign(CTX_RESULT, blob)),
+            st.just(holder.key.sign(CTX_RESULT, blob)),
             st.just(world.stranger.sign(CTX_RESULT, blob)),
             BYTES,
         )
@@ -844,6 +912,132 @@ def test_submit_result_near_the_honest_envelope(world: World, data: Any) -> None
     assert_allowed(method, outcome, world.token)
     if outcome.code == Code.OK:
         assert outcome.response.status in ("pending", "accepted", "rejected")
+    world.assert_serving()
+
+
+# ---------------------------------------------------------------- SubmitResults, in depth
+
+
+@st.composite
+def batches(
+    draw: st.DrawFn, world: World, holder: RawVolunteer, leases: list[pb.Lease]
+) -> pb.SubmitResultsRequest:
+    """1 to 4 results near the honest ones for the holder's leases (sometimes one of them
+    twice), mostly for the holder and in envelopes that name it."""
+    own = draw(st.sampled_from([True, True, False]))
+    near = _known(leases).flatmap(lambda lease: submissions(world, own, holder, lease))
+    unique = draw(st.lists(near, min_size=1, max_size=4))
+    again = draw(st.lists(st.sampled_from(unique), max_size=4 - len(unique)))
+    results = draw(st.permutations([*unique, *again]))
+    who = draw(st.sampled_from(["holder"] * 4 + ["known", "any"]))
+    volunteer_id = holder.volunteer_id
+    if who != "holder":
+        volunteer_id = draw(_known(world.volunteer_ids) if who == "known" else STRINGS)
+    return pb.SubmitResultsRequest(volunteer_id=volunteer_id, results=results)
+
+
+def check_batch_answers(request: pb.SubmitResultsRequest, outcome: Outcome) -> None:
+    """One answer per result, in order, each an outcome or a refusal with its status name."""
+    answers = outcome.response.results
+    assert len(answers) == len(request.results), outcome
+    taken = []
+    for sent, answer in zip(request.results, answers, strict=True):
+        assert answer.status in (*SUBMIT_STATUSES, "refused"), answer
+        if answer.status == "refused":
+            assert answer.code in ALLOWED_NAMES, answer
+            assert answer.reason, answer
+            event(f"SubmitResults: refused {answer.code}")
+        else:
+            assert not answer.code, answer
+            event(f"SubmitResults: {answer.status}")
+            taken.append(decode_envelope(sent.envelope).lease_id)
+    # A lease takes one result: a second one for it in the same call is refused.
+    assert len(taken) == len(set(taken)), f"two results taken for one lease: {answers}"
+
+
+@settings(RPC_FUZZ, max_examples=150)
+@given(data=st.data())
+def test_submit_results_near_the_honest_envelope(world: World, data: Any) -> None:
+    """Batches of results near the honest ones, from a fresh volunteer holding 1 to 4 leases
+    (the world's volunteer is soon quarantined by the fuzzing before, and from then on all its
+    calls are refused as a whole). What it still holds afterwards it hands back."""
+    service = pb.DESCRIPTOR.services_by_name["VolunteerService"]
+    lease_work = service.methods_by_name["LeaseWork"]
+    method, release = (
+        service.methods_by_name["SubmitResults"],
+        service.methods_by_name["ReleaseWork"],
+    )
+    volunteer = RawVolunteer(world.running.address)
+    try:
+        world.volunteer_ids.append(volunteer.register())
+        count = data.draw(st.integers(1, 4), label="units")
+        ask = pb.LeaseWorkRequest(volunteer_id=volunteer.volunteer_id, max_units=count)
+        offer = world.invoke(lease_work, ask, sign_request(volunteer.key, path_of(lease_work), ask))
+        assert offer.code == Code.OK, offer
+        record(world, lease_work, ask, offer)
+        leases = leases_of(offer.response)
+        if not leases:
+            # Still draw the same way: results for the world's lease, refused one by one.
+            event("no work left")
+        request = data.draw(batches(world, volunteer, leases or [world.lease]), label="request")
+        # Mostly signed: the signatures themselves are fuzzed in test_fuzzed_request_messages.
+        metadata = data.draw(
+            volunteer_metadata(world, method, request, signed=10, holder=volunteer),
+            label="metadata",
+        )
+        outcome = world.invoke(method, request, metadata)
+        assert_allowed(method, outcome, world.token)
+        if outcome.code == Code.OK:
+            check_batch_answers(request, outcome)
+        for lease in leases:
+            handed_back = pb.ReleaseWorkRequest(
+                volunteer_id=volunteer.volunteer_id, lease_id=lease.lease_id, reason="fuzz"
+            )
+            metadata = sign_request(volunteer.key, path_of(release), handed_back)
+            assert_allowed(release, world.invoke(release, handed_back, metadata), world.token)
+    finally:
+        volunteer.close()
+    world.assert_serving()
+
+
+@settings(RPC_FUZZ, max_examples=50)
+@given(max_units=st.one_of(st.integers(0, MAX_UNITS + 1), SCALARS[FieldDescriptor.CPPTYPE_UINT32]))
+def test_lease_work_with_fuzzed_max_units(world: World, max_units: int) -> None:
+    """Up to max_units leases (0 means 1), all distinct; more than 32 is refused. A fresh
+    volunteer asks, and hands back what it got, so later tests still find work."""
+    service = pb.DESCRIPTOR.services_by_name["VolunteerService"]
+    method, release = service.methods_by_name["LeaseWork"], service.methods_by_name["ReleaseWork"]
+    volunteer = RawVolunteer(world.running.address)
+    try:
+        world.volunteer_ids.append(volunteer.register())
+        request = pb.LeaseWorkRequest(volunteer_id=volunteer.volunteer_id, max_units=max_units)
+        metadata = sign_request(volunteer.key, path_of(method), request)
+        outcome = world.invoke(method, request, metadata)
+        assert_allowed(method, outcome, world.token)
+        if max_units > MAX_UNITS:
+            assert outcome.code == Code.INVALID_ARGUMENT, outcome
+            assert "max_units" in outcome.details, outcome
+            return
+        assert outcome.code == Code.OK, outcome
+        record(world, method, request, outcome)
+        leases = leases_of(outcome.response)
+        event(f"LeaseWork: {len(leases) if len(leases) < 2 else 'several'} lease(s)")
+        units = [decode_unit(lease.unit.unit).unit_id for lease in leases]
+        assert len(set(units)) == len(units), f"one unit leased twice to one volunteer: {units}"
+        for lease in leases:
+            verify(
+                world.running.coordinator.key.public_key,
+                CTX_WORK_UNIT,
+                lease.unit.unit,
+                lease.unit.signature,
+            )
+            handed_back = pb.ReleaseWorkRequest(
+                volunteer_id=volunteer.volunteer_id, lease_id=lease.lease_id, reason="fuzz"
+            )
+            metadata = sign_request(volunteer.key, path_of(release), handed_back)
+            assert world.invoke(release, handed_back, metadata).code == Code.OK
+    finally:
+        volunteer.close()
     world.assert_serving()
 
 
@@ -911,6 +1105,72 @@ def test_submitted_matrices_from_fresh_volunteers(
             )
             metadata = sign_request(volunteer.key, path_of(release), handed_back)
             assert_allowed(release, world.invoke(release, handed_back, metadata), world.token)
+    finally:
+        volunteer.close()
+    world.assert_serving()
+
+
+@settings(RPC_FUZZ, max_examples=30)
+@given(
+    kinds=st.lists(st.sampled_from(MATRIX_KINDS), min_size=1, max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-4, 1e-2, 0.5, 1.0, 2.0]),
+    twice=st.booleans(),
+)
+def test_submitted_batches_from_fresh_volunteers(
+    world: World, kinds: list[str], seed: int, scale: float, twice: bool
+) -> None:
+    """Well-formed SubmitResults calls (well-signed results with fuzzed values, the first
+    one sometimes sent twice) from new volunteers: never refused as a whole, and each result
+    judged on its own."""
+    service = pb.DESCRIPTOR.services_by_name["VolunteerService"]
+    lease_work = service.methods_by_name["LeaseWork"]
+    method, release = (
+        service.methods_by_name["SubmitResults"],
+        service.methods_by_name["ReleaseWork"],
+    )
+    volunteer = RawVolunteer(world.running.address)
+    try:
+        world.volunteer_ids.append(volunteer.register())
+        ask = pb.LeaseWorkRequest(volunteer_id=volunteer.volunteer_id, max_units=len(kinds))
+        offer = world.invoke(lease_work, ask, sign_request(volunteer.key, path_of(lease_work), ask))
+        assert offer.code == Code.OK, offer
+        record(world, lease_work, ask, offer)
+        leases = leases_of(offer.response)
+        if not leases:
+            event("no work left")
+            return
+        results, dtypes = [], []
+        for lease, kind in zip(leases, kinds, strict=False):
+            unit = decode_unit(lease.unit.unit)
+            values = _matrix(kind, unit.texts, unit.dims, seed, scale)
+            with np.errstate(over="ignore", invalid="ignore"):
+                envelope, signature, payload = volunteer.result(lease, values)
+            results.append(
+                pb.SubmitResultRequest(envelope=envelope, signature=signature, payload=payload)
+            )
+            dtypes.append(unit.result_dtype)
+        if twice:
+            results.append(results[0])
+        request = pb.SubmitResultsRequest(volunteer_id=volunteer.volunteer_id, results=results)
+        metadata = sign_request(volunteer.key, path_of(method), request)
+        outcome = world.invoke(method, request, metadata)
+        assert outcome.code == Code.OK, outcome
+        check_batch_answers(request, outcome)
+        answers = outcome.response.results
+        if twice:
+            assert answers[-1].status == "refused", "the same result was taken twice"
+        for kind, dtype, answer in zip(kinds, dtypes, answers, strict=False):
+            # int8 encoding clips and casts, so only float rows can still carry NaN or inf.
+            if kind in ("nan", "inf") and dtype != "int8":
+                assert answer.status == "refused", answer
+        for lease, answer in zip(leases, answers, strict=False):
+            if answer.status == "refused":
+                handed_back = pb.ReleaseWorkRequest(
+                    volunteer_id=volunteer.volunteer_id, lease_id=lease.lease_id, reason="refused"
+                )
+                metadata = sign_request(volunteer.key, path_of(release), handed_back)
+                assert_allowed(release, world.invoke(release, handed_back, metadata), world.token)
     finally:
         volunteer.close()
     world.assert_serving()

@@ -264,7 +264,7 @@ class Coordinator(Submissions):
             )
         self.gold.refresh()
         grants: list[LeaseGrant] = []
-        with self.store.batch(savepoints=False):  # one commit; any error leases nothing
+        with self.store.batch():  # one commit (SQLite)
             for _ in range(min(count, quota - used)):
                 grant = self._lease_one(volunteer_id, reputation, now, day, address)
                 if grant is None:

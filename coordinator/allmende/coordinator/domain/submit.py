@@ -82,8 +82,9 @@ class Submissions:
                 )
             envelopes.append(env)
         answers: list[SubmitOutcome | AllmendeError] = []
-        # One commit for all; each result in a savepoint of its own, undone alone if refused.
-        with self.store.batch(savepoints=True):
+        # One commit for all (SQLite); each result in a savepoint of its own, undone alone
+        # if refused.
+        with self.store.batch():
             for env, (blob, signature, payload) in zip(envelopes, results, strict=True):
                 try:
                     outcome = self._submit(env, blob, signature, payload, volunteer)

@@ -59,7 +59,7 @@ class SqlBase:
         self._held_lock = threading.Lock()
         self._writer: Connection | None = None
         self._readers = threading.local()
-        self._batch = threading.local()  # .conn, .savepoints: see batch()
+        self._batch = threading.local()  # .conn: see batch()
 
     def _keep(self, conn: Connection) -> Connection:
         with self._held_lock:
@@ -76,19 +76,22 @@ class SqlBase:
             conn.close()
 
     @contextmanager
-    def batch(self, savepoints: bool = True) -> Iterator[None]:
+    def batch(self) -> Iterator[None]:
         """Run what this thread writes and reads in the block as one transaction, committed
         once at the end (one commit for a call that leases or submits several units).
 
-        With `savepoints`, each write transaction inside is a savepoint: one that fails is
-        undone alone and its error raised, the others stay. Without, any error undoes the
-        whole block. Reads in the block see its writes. An error that leaves the block
-        undoes everything in it."""
-        if getattr(self._batch, "conn", None) is not None:  # already inside one
+        Each write transaction inside is a savepoint: one that fails is undone alone and its
+        error raised, the others stay. Reads in the block see its writes. An error that
+        leaves the block undoes everything in it.
+
+        On SQLite only. On PostgreSQL each write keeps its own transaction: one holding the
+        locks of several units, their job and reputation rows until the end of a batch
+        deadlocks with the batches of other sessions and coordinators."""
+        if self.postgres or getattr(self._batch, "conn", None) is not None:  # or in one
             yield
             return
         with self._tx() as conn:
-            self._batch.conn, self._batch.savepoints = conn, savepoints
+            self._batch.conn = conn
             try:
                 yield
             finally:
@@ -103,15 +106,8 @@ class SqlBase:
         which clients retry. Inside `batch()` it is part of the batch's transaction."""
         outer: Conn | None = getattr(self._batch, "conn", None)
         if outer is not None:
-            if not self._batch.savepoints:
+            with outer.savepoint():
                 yield outer
-                return
-            try:
-                with outer.savepoint():
-                    yield outer
-            except DBAPIError as exc:
-                _raise_conflict(exc)
-                raise
             return
         try:
             if self._write_lock is None:
