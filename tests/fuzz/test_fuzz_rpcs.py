@@ -825,6 +825,17 @@ def test_create_job_streams(world: World, stream: list[pb.CreateJobRequest], tok
     world.assert_serving()
 
 
+RELEASE = next(m for m in METHODS if m.name == "ReleaseWork")
+
+
+def hand_back(world: World, volunteer: RawVolunteer, lease: pb.Lease, reason: str) -> Outcome:
+    """A signed ReleaseWork of `lease` by the volunteer holding it."""
+    request = pb.ReleaseWorkRequest(
+        volunteer_id=volunteer.volunteer_id, lease_id=lease.lease_id, reason=reason
+    )
+    return world.invoke(RELEASE, request, sign_request(volunteer.key, path_of(RELEASE), request))
+
+
 # ---------------------------------------------------------------- SubmitResult, in depth
 
 
@@ -963,10 +974,7 @@ def test_submit_results_near_the_honest_envelope(world: World, data: Any) -> Non
     calls are refused as a whole). What it still holds afterwards it hands back."""
     service = pb.DESCRIPTOR.services_by_name["VolunteerService"]
     lease_work = service.methods_by_name["LeaseWork"]
-    method, release = (
-        service.methods_by_name["SubmitResults"],
-        service.methods_by_name["ReleaseWork"],
-    )
+    method = service.methods_by_name["SubmitResults"]
     volunteer = RawVolunteer(world.running.address)
     try:
         world.volunteer_ids.append(volunteer.register())
@@ -990,11 +998,7 @@ def test_submit_results_near_the_honest_envelope(world: World, data: Any) -> Non
         if outcome.code == Code.OK:
             check_batch_answers(request, outcome)
         for lease in leases:
-            handed_back = pb.ReleaseWorkRequest(
-                volunteer_id=volunteer.volunteer_id, lease_id=lease.lease_id, reason="fuzz"
-            )
-            metadata = sign_request(volunteer.key, path_of(release), handed_back)
-            assert_allowed(release, world.invoke(release, handed_back, metadata), world.token)
+            assert_allowed(RELEASE, hand_back(world, volunteer, lease, "fuzz"), world.token)
     finally:
         volunteer.close()
     world.assert_serving()
@@ -1006,7 +1010,7 @@ def test_lease_work_with_fuzzed_max_units(world: World, max_units: int) -> None:
     """Up to max_units leases (0 means 1), all distinct; more than 32 is refused. A fresh
     volunteer asks, and hands back what it got, so later tests still find work."""
     service = pb.DESCRIPTOR.services_by_name["VolunteerService"]
-    method, release = service.methods_by_name["LeaseWork"], service.methods_by_name["ReleaseWork"]
+    method = service.methods_by_name["LeaseWork"]
     volunteer = RawVolunteer(world.running.address)
     try:
         world.volunteer_ids.append(volunteer.register())
@@ -1031,11 +1035,7 @@ def test_lease_work_with_fuzzed_max_units(world: World, max_units: int) -> None:
                 lease.unit.unit,
                 lease.unit.signature,
             )
-            handed_back = pb.ReleaseWorkRequest(
-                volunteer_id=volunteer.volunteer_id, lease_id=lease.lease_id, reason="fuzz"
-            )
-            metadata = sign_request(volunteer.key, path_of(release), handed_back)
-            assert world.invoke(release, handed_back, metadata).code == Code.OK
+            assert hand_back(world, volunteer, lease, "fuzz").code == Code.OK
     finally:
         volunteer.close()
     world.assert_serving()
@@ -1099,12 +1099,7 @@ def test_submitted_matrices_from_fresh_volunteers(
             # int8 encoding clips and casts, so only float rows can still carry NaN or inf.
             assert kind not in ("nan", "inf") or unit.result_dtype == "int8"
         else:
-            release = next(m for m in METHODS if m.name == "ReleaseWork")
-            handed_back = pb.ReleaseWorkRequest(
-                volunteer_id=volunteer.volunteer_id, lease_id=lease.lease_id, reason="refused"
-            )
-            metadata = sign_request(volunteer.key, path_of(release), handed_back)
-            assert_allowed(release, world.invoke(release, handed_back, metadata), world.token)
+            assert_allowed(RELEASE, hand_back(world, volunteer, lease, "refused"), world.token)
     finally:
         volunteer.close()
     world.assert_serving()
@@ -1125,10 +1120,7 @@ def test_submitted_batches_from_fresh_volunteers(
     judged on its own."""
     service = pb.DESCRIPTOR.services_by_name["VolunteerService"]
     lease_work = service.methods_by_name["LeaseWork"]
-    method, release = (
-        service.methods_by_name["SubmitResults"],
-        service.methods_by_name["ReleaseWork"],
-    )
+    method = service.methods_by_name["SubmitResults"]
     volunteer = RawVolunteer(world.running.address)
     try:
         world.volunteer_ids.append(volunteer.register())
@@ -1166,11 +1158,7 @@ def test_submitted_batches_from_fresh_volunteers(
                 assert answer.status == "refused", answer
         for lease, answer in zip(leases, answers, strict=False):
             if answer.status == "refused":
-                handed_back = pb.ReleaseWorkRequest(
-                    volunteer_id=volunteer.volunteer_id, lease_id=lease.lease_id, reason="refused"
-                )
-                metadata = sign_request(volunteer.key, path_of(release), handed_back)
-                assert_allowed(release, world.invoke(release, handed_back, metadata), world.token)
+                assert_allowed(RELEASE, hand_back(world, volunteer, lease, "refused"), world.token)
     finally:
         volunteer.close()
     world.assert_serving()
