@@ -28,15 +28,6 @@ log = logging.getLogger("allmende.coordinator.store")
 _CONFLICTS = frozenset({"40P01", "40001"})
 
 
-def _raise_conflict(exc: DBAPIError) -> None:
-    """Report a transaction PostgreSQL aborted to resolve a conflict as Unavailable."""
-    if getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
-        log.warning("transaction rolled back by the database: %s", exc.orig)
-        raise Unavailable(
-            "the database rolled back a conflict with another request; try again"
-        ) from exc
-
-
 class SqlBase:
     """An engine, and the write transactions, single reads and events every query runs in."""
 
@@ -124,7 +115,11 @@ class SqlBase:
                 with self.engine.connect() as fresh, self._write_transaction(fresh) as conn:
                     yield conn
         except DBAPIError as exc:
-            _raise_conflict(exc)
+            if getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
+                log.warning("transaction rolled back by the database: %s", exc.orig)
+                raise Unavailable(
+                    "the database rolled back a conflict with another request; try again"
+                ) from exc
             raise
 
     @staticmethod
