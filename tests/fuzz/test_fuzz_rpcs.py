@@ -836,6 +836,17 @@ def hand_back(world: World, volunteer: RawVolunteer, lease: pb.Lease, reason: st
     return world.invoke(RELEASE, request, sign_request(volunteer.key, path_of(RELEASE), request))
 
 
+def lease_signed(world: World, volunteer: RawVolunteer, units: int) -> list[pb.Lease]:
+    """A signed LeaseWork of up to `units` units for `volunteer`, which must be answered OK;
+    its leases are recorded in the world."""
+    method = next(m for m in METHODS if m.name == "LeaseWork")
+    ask = pb.LeaseWorkRequest(volunteer_id=volunteer.volunteer_id, max_units=units)
+    offer = world.invoke(method, ask, sign_request(volunteer.key, path_of(method), ask))
+    assert offer.code == Code.OK, offer
+    record(world, method, ask, offer)
+    return leases_of(offer.response)
+
+
 # ---------------------------------------------------------------- SubmitResult, in depth
 
 
@@ -973,17 +984,12 @@ def test_submit_results_near_the_honest_envelope(world: World, data: Any) -> Non
     (the world's volunteer is soon quarantined by the fuzzing before, and from then on all its
     calls are refused as a whole). What it still holds afterwards it hands back."""
     service = pb.DESCRIPTOR.services_by_name["VolunteerService"]
-    lease_work = service.methods_by_name["LeaseWork"]
     method = service.methods_by_name["SubmitResults"]
     volunteer = RawVolunteer(world.running.address)
     try:
         world.volunteer_ids.append(volunteer.register())
         count = data.draw(st.integers(1, 4), label="units")
-        ask = pb.LeaseWorkRequest(volunteer_id=volunteer.volunteer_id, max_units=count)
-        offer = world.invoke(lease_work, ask, sign_request(volunteer.key, path_of(lease_work), ask))
-        assert offer.code == Code.OK, offer
-        record(world, lease_work, ask, offer)
-        leases = leases_of(offer.response)
+        leases = lease_signed(world, volunteer, count)
         if not leases:
             # Still draw the same way: results for the world's lease, refused one by one.
             event("no work left")
@@ -1119,16 +1125,11 @@ def test_submitted_batches_from_fresh_volunteers(
     one sometimes sent twice) from new volunteers: never refused as a whole, and each result
     judged on its own."""
     service = pb.DESCRIPTOR.services_by_name["VolunteerService"]
-    lease_work = service.methods_by_name["LeaseWork"]
     method = service.methods_by_name["SubmitResults"]
     volunteer = RawVolunteer(world.running.address)
     try:
         world.volunteer_ids.append(volunteer.register())
-        ask = pb.LeaseWorkRequest(volunteer_id=volunteer.volunteer_id, max_units=len(kinds))
-        offer = world.invoke(lease_work, ask, sign_request(volunteer.key, path_of(lease_work), ask))
-        assert offer.code == Code.OK, offer
-        record(world, lease_work, ask, offer)
-        leases = leases_of(offer.response)
+        leases = lease_signed(world, volunteer, len(kinds))
         if not leases:
             event("no work left")
             return
