@@ -133,9 +133,17 @@ class ResultQueries(TrustQueries):
         )
         if v.status not in ("accepted", "failed"):
             return False
-        # Two coordinators deciding a job's last two units at once would each still see the
-        # other's unit open; the job row lock makes the second count after the first commits.
         if self.postgres:
+            # Two coordinators deciding a job's last two units at once would each still see
+            # the other's unit open; the job row lock makes the second count after the first
+            # commits. Taken by every decision, it made them all queue on one row, so first
+            # look for an open unit no transaction holds: nobody is deciding that one now,
+            # whoever decides it later counts again, so this was not the job's last unit.
+            # Every unit being decided is held (locked by its submit), and is skipped.
+            if conn.execute(
+                Q.open_unheld, {"job_id": unit.job_id, "unit_id": unit.unit_id}
+            ).first():
+                return False
             conn.execute(Q.lock_job, {"job_id": unit.job_id})
         if conn.execute(Q.any_open, {"job_id": unit.job_id}).first() is not None:
             return False

@@ -11,7 +11,8 @@ so the same methods take row locks where the SQLite write lock used to be enough
   seen in a snapshot taken after the lock, is still free for that volunteer;
 - a result locks its unit before it reads the other replicas, so two replicas arriving at
   once on two coordinators are judged one after the other, never each without the other;
-- deciding a job's last unit locks the job row before counting the units left open.
+- deciding a unit looks for another open unit of the job that nobody holds (FOR SHARE SKIP
+  LOCKED); only when there is none does it lock the job row and count the units left open.
 
 Locks are always taken units first, then leases, then jobs, so writers cannot deadlock.
 They are FOR NO KEY UPDATE locks: foreign-key checks take KEY SHARE locks on the rows they

@@ -244,6 +244,14 @@ class Q:
     # Whether a job still has an open unit: one index probe, where counting them would
     # walk every open unit of the job each time one is decided.
     any_open = select(u.c.unit_id).where(u.c.job_id == _b("job_id"), u.c.state == "open").limit(1)
+    # PostgreSQL: another open unit of the job that no transaction holds (FOR SHARE conflicts
+    # with the unit lock a submit or a lease takes; see ResultQueries._apply).
+    open_unheld = (
+        select(u.c.unit_id)
+        .where(u.c.job_id == _b("job_id"), u.c.state == "open", u.c.unit_id != _b("unit_id"))
+        .limit(1)
+        .with_for_update(read=True, skip_locked=True)
+    )
     units_failed = select(func.count()).where(u.c.job_id == _b("job_id"), u.c.state == "failed")
     update_job = j.update().where(j.c.job_id == _b("b_job"))
 
