@@ -7,12 +7,12 @@ import threading
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.fastsql import Rows, prebuilt
 from allmende.coordinator.store.sql import SqlStore, open_store
-from allmende.coordinator.store.statements import REPUTATION, Q
+from allmende.coordinator.store.statements import COUNT_LEASE, REPUTATION, Q
 from tests.store.helpers import T0, add_volunteers, make_job
 
 
@@ -116,3 +116,94 @@ def test_kept_connections_see_every_commit_and_close_with_the_store(shared_url: 
     reopened = open_store(shared_url)
     assert reopened.get_volunteer("v1") is not None
     reopened.close()
+
+
+# ------------------------------------------------------------------ deferred writes
+
+
+def _events(store: SqlStore, kind: str) -> list[str]:
+    with store._read() as conn:
+        return list(
+            conn.execute(select(t.events.c.message).where(t.events.c.kind == kind)).scalars()
+        )
+
+
+def test_deferred_writes_keep_their_order_and_commit_with_the_transaction(
+    store: SqlStore,
+) -> None:
+    with store._tx() as conn:
+        conn.defer(Q.add_event, {"ts_ms": T0, "kind": "deferred", "message": "first"})
+        conn.defer(COUNT_LEASE, {"b_volunteer": "v1", "day": 7})
+        # A later read in the same transaction sees them: they went first.
+        seen = conn.execute(Q.volunteer, {"volunteer_id": "v1"}).first()
+        assert (seen.quota_day, seen.leased_today) == (7, 1)
+        conn.defer(Q.add_event, {"ts_ms": T0, "kind": "deferred", "message": "second"})
+        # A statement SQLAlchemy runs also comes after them.
+        messages = conn.execute(
+            select(t.events.c.message).where(t.events.c.kind == "deferred")
+        ).scalars()
+        assert sorted(messages) == ["first", "second"]
+        conn.defer(Q.add_event, {"ts_ms": T0, "kind": "deferred", "message": "last"})
+    assert sorted(_events(store, "deferred")) == ["first", "last", "second"]
+
+
+def test_deferred_writes_of_a_failed_transaction_are_undone(store: SqlStore) -> None:
+    with pytest.raises(RuntimeError), store._tx() as conn:
+        conn.defer(Q.add_event, {"ts_ms": T0, "kind": "undone", "message": "sent"})
+        conn.execute(Q.volunteer, {"volunteer_id": "v1"}).first()
+        conn.defer(Q.add_event, {"ts_ms": T0, "kind": "undone", "message": "held"})
+        raise RuntimeError("the use case failed")
+    assert _events(store, "undone") == []
+
+
+def test_a_deferred_write_the_database_refuses_fails_the_commit_and_changes_nothing(
+    store: SqlStore,
+) -> None:
+    orphan = {
+        "lease_id": "l-orphan",
+        "unit_id": "no-such-unit",
+        "volunteer_id": "v1",
+        "state": "active",
+        "created_ms": T0,
+        "deadline_ms": T0 + 1,
+        "reason": "",
+        "address": "",
+        "unit_sha256": None,
+        "composition": None,
+        "gold_ids": "",
+    }
+    with pytest.raises(IntegrityError), store._tx() as conn:
+        conn.defer(Q.add_event, {"ts_ms": T0, "kind": "refused", "message": "before"})
+        conn.defer(Q.add_lease, orphan)  # foreign key: raised at the latest by the commit
+        conn.defer(Q.add_event, {"ts_ms": T0, "kind": "refused", "message": "after"})
+    assert _events(store, "refused") == []
+    with store._read() as conn:
+        assert conn.execute(Q.lease, {"lease_id": "l-orphan"}).first() is None
+    # The connection went back to the pool in a usable state.
+    with store._tx() as conn:
+        conn.defer(Q.add_event, {"ts_ms": T0, "kind": "refused", "message": "next"})
+    assert _events(store, "refused") == ["next"]
+
+
+def test_deferred_writes_reach_postgresql_only_with_the_next_statement(
+    postgres_url: str,
+) -> None:
+    """Held back, not sent: until the transaction's next statement, another session can
+    still lock the row a deferred update will write."""
+    store = open_store(postgres_url)
+    add_volunteers(store)
+    other = store.engine.connect()
+    try:
+        probe = "SELECT 1 FROM volunteers WHERE volunteer_id = 'v1' FOR UPDATE NOWAIT"
+        with store._tx() as conn:
+            conn.defer(COUNT_LEASE, {"b_volunteer": "v1", "day": 9})
+            with other.begin():
+                other.exec_driver_sql(probe)  # not yet written: the lock is free
+            conn.execute(Q.job, {"job_id": "none"}).first()
+            with pytest.raises(OperationalError), other.begin():
+                other.exec_driver_sql(probe)  # now the update holds it
+        with store._read() as conn:
+            assert conn.execute(Q.volunteer, {"volunteer_id": "v1"}).first().quota_day == 9
+    finally:
+        other.close()
+        store.close()

@@ -7,6 +7,10 @@ built once and marked with `prebuilt` are compiled once per dialect and set of p
 names, and run straight on the DB-API cursor of the same connection, inside the same
 transaction. Every other statement goes through SQLAlchemy as before.
 
+On PostgreSQL each statement is a round trip to the server, and a thread waiting on one
+gives up the GIL and must win it back: writes whose outcome the store does not read are
+held back (`Conn.defer`) and pipelined with the next statement or the COMMIT.
+
 What a plan leaves to SQLAlchemy: statements with Python-side column defaults to fill in,
 expanding IN lists and post-compile parameters. The type conversions SQLAlchemy applies to
 parameters and result columns, a plan applies too, and database errors are raised as
@@ -18,6 +22,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -105,6 +110,14 @@ class _Plan:
             self.loaders = loaders if any(loaders) else []
         else:  # textual SQL: no types to apply
             self.loaders = []
+
+
+@cache
+def _pipeline_supported() -> bool:
+    """Whether psycopg's libpq can pipeline (libpq 14 or newer)."""
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
 
 
 # (statement id, dialect name, parameter names) -> plan, or None where SQLAlchemy must run it
@@ -196,27 +209,102 @@ class _Scalars(list[Any]):
 
 
 class Conn:
-    """A SQLAlchemy connection whose `execute` takes the fast path for prebuilt statements."""
+    """A SQLAlchemy connection whose `execute` takes the fast path for prebuilt statements,
+    and which on PostgreSQL can hold writes back to send several in one round trip."""
 
-    __slots__ = ("dialect", "sa")
+    __slots__ = ("_deferred", "_pipelined", "dialect", "sa")
 
     def __init__(self, sa: Connection) -> None:
         self.sa = sa
         self.dialect: Dialect = sa.dialect
+        # Writes held back by `defer`, in order.
+        self._deferred: list[tuple[_Plan, Mapping[str, Any]]] = []
+        self._pipelined = self.dialect.name == "postgresql" and _pipeline_supported()
 
     def execute(self, statement: Any, params: Any = None) -> Any:
-        """Run a statement with one set of parameters (a mapping), or many (a list of them)."""
+        """Run a statement with one set of parameters (a mapping), or many (a list of them).
+        Writes held back by `defer` go first, in the same round trip where they can."""
         if id(statement) in _PREBUILT and (params is None or isinstance(params, Mapping)):
             params = params or {}
             plan = _plan(statement, self.dialect, frozenset(params))
             if plan is not None:
+                if self._deferred:
+                    return self._send_deferred(then=(plan, params))
                 return self._run(plan, params)
+        self.flush()
         return self.sa.execute(statement, params)
+
+    def defer(self, statement: Any, params: Mapping[str, Any]) -> None:
+        """Run a write whose outcome nobody reads (no rows, no row count), as late as order
+        allows: on PostgreSQL it travels with the next statement of the transaction, or with
+        its COMMIT, in one pipelined round trip; its error, if any, is raised there. The
+        order of statements is kept, so a later read sees it. Elsewhere it runs at once."""
+        if self._pipelined and id(statement) in _PREBUILT:
+            plan = _plan(statement, self.dialect, frozenset(params))
+            if plan is not None:
+                self._deferred.append((plan, params))
+                return
+        self.execute(statement, params)
+
+    def flush(self) -> None:
+        """Send the writes `defer` held back."""
+        if self._deferred:
+            self._send_deferred()
+
+    def commit(self) -> None:
+        """Commit, sending held-back writes and the COMMIT in one round trip (PostgreSQL).
+        The transaction's own commit then finds nothing left to do."""
+        if self._deferred:
+            self._send_deferred(commit=True)
+
+    def _send_deferred(
+        self, then: tuple[_Plan, Mapping[str, Any]] | None = None, commit: bool = False
+    ) -> Rows | None:
+        deferred, self._deferred = self._deferred, []
+        dbapi_connection: Any = self.sa.connection.dbapi_connection
+        writes = dbapi_connection.cursor()
+        last = dbapi_connection.cursor() if then is not None else None
+        sql = ""
+        try:
+            with dbapi_connection.pipeline():
+                for plan, params in deferred:
+                    sql = plan.sql
+                    writes.execute(sql, plan.parameters(params))
+                if then is not None and last is not None:
+                    sql = then[0].sql
+                    last.execute(sql, then[0].parameters(then[1]))
+                if commit:
+                    sql = "COMMIT"
+                    writes.execute(sql)
+        except self.dialect.loaded_dbapi.Error as exc:
+            if last is not None:
+                last.close()
+            raise self._error(exc, sql, None) from exc
+        finally:
+            writes.close()
+        return None if then is None or last is None else Rows(last, then[0], self.dialect)
+
+    def _error(self, exc: Any, sql: str, values: Any, cursor: Any = None) -> DBAPIError:
+        """The DB-API error as SQLAlchemy raises it, invalidating a connection that is gone."""
+        dbapi_connection: Any = self.sa.connection.dbapi_connection
+        gone = self.dialect.is_disconnect(exc, dbapi_connection, cursor)
+        if gone:
+            self.sa.invalidate(exc)
+        error: DBAPIError = DBAPIError.instance(
+            sql,
+            values,
+            exc,
+            self.dialect.loaded_dbapi.Error,
+            connection_invalidated=gone,
+            dialect=self.dialect,
+        )
+        return error
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A savepoint, sent straight to the DB-API connection (SQLAlchemy's own costs some
         200 µs a pair): what the block wrote is undone alone when it raises."""
+        self.flush()
         dbapi_connection: Any = self.sa.connection.dbapi_connection
         cursor = dbapi_connection.cursor()
         cursor.execute("SAVEPOINT allmende_item")
@@ -239,15 +327,5 @@ class Conn:
             cursor.execute(plan.sql, values)
         except self.dialect.loaded_dbapi.Error as exc:
             cursor.close()
-            gone = self.dialect.is_disconnect(exc, dbapi_connection, cursor)
-            if gone:
-                self.sa.invalidate(exc)
-            raise DBAPIError.instance(
-                plan.sql,
-                values,
-                exc,
-                self.dialect.loaded_dbapi.Error,
-                connection_invalidated=gone,
-                dialect=self.dialect,
-            ) from exc
+            raise self._error(exc, plan.sql, values, cursor) from exc
         return Rows(cursor, plan, self.dialect)

@@ -51,7 +51,7 @@ class ResultQueries(TrustQueries):
                 raise FailedPrecondition(f"unit {result.unit_id} is already {unit_row.state}")
             if lease.answered:
                 raise AlreadyExists(f"volunteer already submitted a result for {result.unit_id}")
-            conn.execute(
+            conn.defer(
                 Q.add_result,
                 {
                     "result_id": result.result_id,
@@ -68,7 +68,7 @@ class ResultQueries(TrustQueries):
                     "credit": 0,
                 },
             )
-            conn.execute(Q.lease_submitted, {"b_lease": result.lease_id})
+            conn.defer(Q.lease_submitted, {"b_lease": result.lease_id})
             unit = unit_record(unit_row)
             stored = [
                 ResultRecord(*row)
@@ -93,9 +93,9 @@ class ResultQueries(TrustQueries):
         gold_checked = result.volunteer_id if result.gold_checked else ""
         self._settle(conn, unit, v, now, judged, gold_checked)
         for result_id in v.valid:
-            conn.execute(Q.mark_result, {"b_id": result_id, "state": "valid"})
+            conn.defer(Q.mark_result, {"b_id": result_id, "state": "valid"})
         for result_id in v.invalid:
-            conn.execute(Q.mark_result, {"b_id": result_id, "state": "invalid", "reason": v.reason})
+            conn.defer(Q.mark_result, {"b_id": result_id, "state": "invalid", "reason": v.reason})
         changes: dict[str, Any] = {"b_unit": unit.unit_id, "updated_ms": now}
         if v.new_target:
             changes["target"] = v.new_target
@@ -110,10 +110,10 @@ class ResultQueries(TrustQueries):
             )
         elif v.status == "failed":
             changes.update(state="failed", reason=v.reason)
-        conn.execute(Q.update_unit, changes)
+        conn.defer(Q.update_unit, changes)
         if v.status in ("accepted", "failed"):
             # Replicas still out are no longer needed: their holders get a clear refusal.
-            conn.execute(
+            conn.defer(
                 Q.cancel_leases,
                 {"b_unit": unit.unit_id, "b_reason": f"unit {unit.unit_id} was already {v.status}"},
             )

@@ -102,8 +102,10 @@ class SqlBase:
             return
         try:
             if self._write_lock is None:
-                with self.engine.begin() as conn:
-                    yield Conn(conn)
+                with self.engine.begin() as sa:
+                    conn = Conn(sa)
+                    yield conn
+                    conn.commit()
                 return
             with self._write_lock:
                 if self._hold:
@@ -128,7 +130,9 @@ class SqlBase:
         conn.info[WRITE_INFO] = True  # SQLite: BEGIN IMMEDIATE (engine.py)
         try:
             with conn.begin():
-                yield Conn(conn)
+                held = Conn(conn)
+                yield held
+                held.commit()
         finally:
             conn.info.pop(WRITE_INFO, None)
 
@@ -168,7 +172,7 @@ class SqlBase:
         unit_id: str = "",
         volunteer_id: str = "",
     ) -> None:
-        conn.execute(
+        conn.defer(
             Q.add_event,
             {
                 "ts_ms": now_ms,

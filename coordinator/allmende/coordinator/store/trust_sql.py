@@ -48,7 +48,7 @@ class TrustQueries(SqlBase):
             consecutive_valid=max(streak, 0),
             reset=int(streak < 0),
         )
-        conn.execute(BUMP[conn.dialect.name], params)
+        conn.defer(BUMP[conn.dialect.name], params)
 
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]:
         with self._read() as conn:
@@ -97,9 +97,9 @@ class TrustQueries(SqlBase):
             else:
                 new = 0
             if new:
-                conn.execute(SET_QUORUM, {"b_unit": row.unit_id, "target": new, "quorum": new})
+                conn.defer(SET_QUORUM, {"b_unit": row.unit_id, "target": new, "quorum": new})
         if day:
-            conn.execute(COUNT_LEASE, {"b_volunteer": volunteer_id, "day": day})
+            conn.defer(COUNT_LEASE, {"b_volunteer": volunteer_id, "day": day})
 
     def reject_lease(self, lease_id: str, reason: str, now_ms: int) -> None:
         """Close a lease whose result was refused (a gold miss), freeing its replica slot."""
@@ -173,7 +173,7 @@ class TrustQueries(SqlBase):
         if v.credit:
             for result_id in v.valid:
                 if result_id in fresh:
-                    conn.execute(Q.mark_result, {"b_id": result_id, "credit": v.credit})
+                    conn.defer(Q.mark_result, {"b_id": result_id, "credit": v.credit})
         for text, answer in gold:
             conn.execute(
                 t.gold.insert().values(
