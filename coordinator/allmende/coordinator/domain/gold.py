@@ -32,25 +32,42 @@ class GoldPool:
         self._by_id: dict[int, GoldRow] = {}
         self._loaded = float("-inf")
         self._lock = threading.Lock()
+        self._ever = False  # loaded at least once
+        self._expiries = 0
 
     def refresh(self, force: bool = False) -> None:
-        """Reload the pools of running jobs if they are older than `refresh_s`."""
+        """Reload the pools of running jobs if they are older than `refresh_s`.
+
+        One thread reloads; the others go on with the pools as they are rather than queue
+        behind its queries (every lease calls this), unless nothing was loaded yet or
+        `force` asks for the reload to be done on return."""
         if not force and self.clock() - self._loaded < self.refresh_s:
             return
-        with self._lock:
+        if not self._lock.acquire(blocking=force or not self._ever):
+            return  # another thread is reloading; the current pools serve until it is done
+        try:
             if not force and self.clock() - self._loaded < self.refresh_s:
                 return
-            jobs = self.store.jobs_in_state("running")
-            rows = self.store.gold_rows(jobs, self.per_job)
-            pools: dict[str, list[GoldRow]] = {job: [] for job in jobs}
-            for row in rows:
-                pools[row.job_id].append(row)
-            self._rows = pools
-            self._by_id = {row.gold_id: row for row in rows}
-            self._loaded = self.clock()
+            self._reload()
+        finally:
+            self._lock.release()
+
+    def _reload(self) -> None:
+        started, expiries = self.clock(), self._expiries
+        jobs = self.store.jobs_in_state("running")
+        rows = self.store.gold_rows(jobs, self.per_job)
+        pools: dict[str, list[GoldRow]] = {job: [] for job in jobs}
+        for row in rows:
+            pools[row.job_id].append(row)
+        self._rows = pools
+        self._by_id = {row.gold_id: row for row in rows}
+        # Expired while this reload ran: it may have read too early, so the next one reloads.
+        self._loaded = started if expiries == self._expiries else float("-inf")
+        self._ever = True
 
     def expire(self) -> None:
         """Reload at the next `refresh()` (after gold rows were added or dropped)."""
+        self._expiries += 1
         self._loaded = float("-inf")
 
     def rows(self, job_id: str) -> list[GoldRow]:
