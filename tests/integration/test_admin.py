@@ -151,6 +151,19 @@ def test_a_banned_volunteer_gets_no_work_and_its_leases_go_back(
     assert listed[volunteer.volunteer_id].online
 
 
+def test_the_volunteer_list_shows_when_each_volunteer_last_asked_for_work(
+    admin: CoordinatorClient, volunteer: RawVolunteer
+) -> None:
+    admin.create_job(job_requests(texts(4), redundancy=1))
+    registered = {v.volunteer_id: v for v in admin.list_volunteers()}[volunteer.volunteer_id]
+    time.sleep(0.05)
+    asked_ms = int(time.time() * 1000)
+    assert volunteer.lease() is not None
+    listed = {v.volunteer_id: v for v in admin.list_volunteers()}[volunteer.volunteer_id]
+    assert listed.last_seen_unix_ms >= asked_ms > registered.last_seen_unix_ms
+    assert listed.online
+
+
 def test_admin_calls_need_the_admin_token(coordinator: RunningCoordinator) -> None:
     for token in (None, "wrong-token"):
         with CoordinatorClient(coordinator.address, admin_token=token) as client:

@@ -106,6 +106,14 @@ def test_lease_gives_units_in_order_with_a_deadline(store: SqlStore) -> None:
     assert store.get_lease("nope") is None
 
 
+def test_last_seen_times_are_written_together_and_never_move_back(store: SqlStore) -> None:
+    store.touch_volunteers({"v2": T0 + 500, "v1": T0 + 900})
+    store.touch_volunteers({"v1": T0 + 100})  # an older note, flushed late elsewhere
+    seen = {v.volunteer_id: v.last_seen_ms for v in store.volunteer_stats(T0 + 1000)}
+    assert (seen["v1"], seen["v2"], seen["v3"]) == (T0 + 900, T0 + 500, T0)
+    store.touch_volunteers({})
+
+
 def test_a_volunteer_never_holds_the_same_unit_twice(store: SqlStore) -> None:
     units = make_job(store, texts=4, unit_size=2, redundancy=3)
     got = [lease(store, "v1") for _ in range(3)]

@@ -61,6 +61,7 @@ class Admin:
         return self.c.job_status(job_id)
 
     def _stats(self, now_ms: int, volunteer_id: str | None = None) -> list[VolunteerStats]:
+        self.c.flush_seen()
         return [
             replace(v, daily_quota=self.c.policy.quota(v.reputation_valid))
             for v in self.store.volunteer_stats(now_ms, volunteer_id)

@@ -118,6 +118,8 @@ class Coordinator(Submissions):
         # Set on shutdown: no new leases, while submissions of work in flight still land.
         self.draining = threading.Event()
         self._last_seen: dict[str, int] = {}
+        self._seen_due: dict[str, int] = {}  # noted, not yet written (see flush_seen)
+        self._seen_lock = threading.Lock()
         # (sha256 of the TLS certificate, our signature over it) when served over TLS.
         self.tls_binding: tuple[bytes, bytes] = (b"", b"")
         # Signed key rotations leading to `key`, oldest first: (rotation bytes, signature).
@@ -311,10 +313,26 @@ class Coordinator(Submissions):
         )
 
     def _seen(self, volunteer_id: str, now: int) -> None:
-        """Record that a volunteer is alive, at most every SEEN_EVERY_MS per volunteer."""
+        """Note that a volunteer is alive, at most every SEEN_EVERY_MS per volunteer. The
+        notes reach the store in batches (`flush_seen`), not as a write per lease."""
         if now - self._last_seen.get(volunteer_id, 0) >= SEEN_EVERY_MS:
             self._last_seen[volunteer_id] = now
-            self.store.touch_volunteer(volunteer_id, now)
+            with self._seen_lock:
+                self._seen_due[volunteer_id] = now
+
+    def flush_seen(self) -> None:
+        """Write the last-seen times noted since the previous flush, in one transaction.
+        The server calls it every few seconds and on shutdown; listings call it first."""
+        with self._seen_lock:
+            due, self._seen_due = self._seen_due, {}
+        if not due:
+            return
+        try:
+            self.store.touch_volunteers(due)
+        except BaseException:  # kept for the next flush, unless a newer time is there
+            with self._seen_lock:
+                self._seen_due = {**due, **self._seen_due}
+            raise
 
     def volunteers_online(self, window_ms: int = 120_000) -> int:
         """Volunteers that asked this process for work recently."""

@@ -5,10 +5,11 @@ A mixin of `SqlStore`, kept apart from the data path (leasing, submitting, assim
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select
 
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.sql_base import SqlBase
@@ -172,11 +173,24 @@ class AdminQueries(SqlBase):
                 ).scalar_one()
             )
 
-    def touch_volunteer(self, volunteer_id: str, now_ms: int) -> None:
+    def touch_volunteers(self, seen: Mapping[str, int]) -> None:
+        """Record when volunteers were last seen (volunteer id -> ms), in one transaction.
+        A time never moves back: another coordinator may have seen a volunteer later."""
+        if not seen:
+            return
         v = t.volunteers
         with self._tx() as conn:
             conn.execute(
-                v.update().where(v.c.volunteer_id == volunteer_id).values(last_seen_ms=now_ms)
+                v.update()
+                .where(v.c.volunteer_id == bindparam("b_volunteer"))
+                .values(
+                    last_seen_ms=case(
+                        (v.c.last_seen_ms < bindparam("seen"), bindparam("seen")),
+                        else_=v.c.last_seen_ms,
+                    )
+                ),
+                # In id order: two coordinators flushing the same volunteers cannot deadlock.
+                [{"b_volunteer": vid, "seen": seen[vid]} for vid in sorted(seen)],
             )
 
     def set_banned(self, volunteer_id: str, banned: bool, reason: str, now_ms: int) -> None:

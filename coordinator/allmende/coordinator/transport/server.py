@@ -44,6 +44,7 @@ from allmende.v1 import allmende_pb2_grpc as rpc
 log = logging.getLogger("allmende.coordinator")
 
 ASSIMILATE_POLL_S = 5.0
+SEEN_FLUSH_S = 2.0
 
 
 @dataclass
@@ -73,6 +74,18 @@ def _assimilator(coordinator: Coordinator, stop: threading.Event) -> None:
             coordinator.assimilate_pending()
         except Exception:  # keep serving; the job stays 'assimilating' and is retried
             log.exception("assimilation failed; will retry")
+
+
+def _housekeeper(coordinator: Coordinator, stop: threading.Event) -> None:
+    """Write the volunteers' last-seen times every SEEN_FLUSH_S, and once more at the end."""
+    while True:
+        stopping = stop.wait(SEEN_FLUSH_S)
+        try:
+            coordinator.flush_seen()
+        except Exception:  # the times stay queued for the next round
+            log.exception("writing last-seen times failed; will retry")
+        if stopping:
+            return
 
 
 # Calls that run on the event loop itself on SQLite (see bridge.py).
@@ -197,6 +210,10 @@ def serve(
         target=_assimilator, args=(coordinator, stop), name="assimilator", daemon=True
     )
     assimilator.start()
+    housekeeper = threading.Thread(
+        target=_housekeeper, args=(coordinator, stop), name="housekeeper", daemon=True
+    )
+    housekeeper.start()
     coordinator.assimilation_wanted.set()  # finish any job a previous run left half-written
     log.info("coordinator listening on %s:%d fingerprint=%s", host, bound, key.fingerprint)
     try:
@@ -214,5 +231,6 @@ def serve(
         coordinator.assimilation_wanted.set()
         runtime.stop(2)
         assimilator.join(timeout=30)
+        housekeeper.join(timeout=30)
         metrics.close()
         store.close()
