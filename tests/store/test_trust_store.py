@@ -506,3 +506,19 @@ def test_a_dataset_written_while_a_quarantine_reopened_its_job_is_not_published(
     assert "job.complete" not in event_kinds(store)
     assert unit_row(store, units[0]).state == "open"  # type: ignore[attr-defined]
     assert take(store, "v3", now=T0 + 7) is not None  # and its units are leased again
+
+
+def test_a_volunteers_standing_is_its_record_and_reputation_per_kind(store: SqlStore) -> None:
+    assert store.get_standing("nobody") == (None, {})
+    record, reputation = store.get_standing("v1")
+    assert record == store.get_volunteer("v1") and reputation == {}
+    with store._tx() as conn:
+        store._bump(conn, "v1", "embed-text", T0, consecutive_valid=1, valid=1, credit=8)
+        store._bump(conn, "v1", "filter-text", T0, faults=1, consecutive_valid=-1)
+        store._bump(conn, "v2", "embed-text", T0, valid=5)
+    record, reputation = store.get_standing("v1")
+    assert record is not None and record.volunteer_id == "v1"
+    assert reputation == store.get_reputation("v1")
+    assert sorted(reputation) == ["embed-text", "filter-text"]
+    assert (reputation["embed-text"].valid, reputation["embed-text"].credit) == (1, 8)
+    assert reputation["filter-text"].faults == 1

@@ -170,7 +170,10 @@ class Coordinator(Submissions):
     def _volunteer(self, volunteer_id: str) -> VolunteerRecord:
         if not volunteer_id:
             raise InvalidArgument("volunteer_id", "the id returned by RegisterVolunteer")
-        record = self.store.get_volunteer(volunteer_id)
+        return self._admitted(volunteer_id, self.store.get_volunteer(volunteer_id))
+
+    def _admitted(self, volunteer_id: str, record: VolunteerRecord | None) -> VolunteerRecord:
+        """The volunteer's record, if it may work: registered, not banned, not quarantined."""
         if record is None:
             raise Unauthenticated(f"unknown volunteer {volunteer_id[:16]!r}; register first")
         if record.banned:
@@ -246,13 +249,15 @@ class Coordinator(Submissions):
         go to distinct addresses unless the policy says otherwise."""
         if not 1 <= count <= MAX_LEASE_UNITS:
             raise InvalidArgument("max_units", f"1 to {MAX_LEASE_UNITS} units, got {count}")
-        volunteer = self._volunteer(volunteer_id)
+        if not volunteer_id:
+            raise InvalidArgument("volunteer_id", "the id returned by RegisterVolunteer")
+        record, reputation = self.store.get_standing(volunteer_id)
+        volunteer = self._admitted(volunteer_id, record)
         now = self.clock()
         self._seen(volunteer_id, now)
         if self.draining.is_set():
             return LeaseOffer(None, True, WAIT_RETRY_MS * 5)
         day = utc_day(now)
-        reputation = self.store.get_reputation(volunteer_id)
         quota = self.policy.quota(sum(r.valid for r in reputation.values()))
         used = volunteer.leased_today if volunteer.quota_day == day else 0
         if used >= quota:

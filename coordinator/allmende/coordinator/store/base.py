@@ -125,6 +125,9 @@ class Store(Protocol):
 
     # trust (store/trust_sql.py)
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]: ...
+    def get_standing(
+        self, volunteer_id: str
+    ) -> tuple[VolunteerRecord | None, dict[str, Reputation]]: ...
     def record_fault(
         self, volunteer_id: str, kind: str, reason: str, now_ms: int, gold_missed: bool = False
     ) -> Reputation: ...

@@ -290,6 +290,19 @@ BUMP = {"sqlite": _bump_statement(sqlite.insert), "postgresql": _bump_statement(
 REPUTATION = prebuilt(
     select(t.reputation).where(t.reputation.c.volunteer_id == bindparam("volunteer_id"))
 )
+# A volunteer's record with its reputation rows (one row per task kind, or one with kind
+# NULL before its first counted result): what a lease checks, in one read.
+STANDING = prebuilt(
+    select(
+        t.volunteers, *(t.reputation.c[name].label(f"rep_{name}") for name in ("kind", *COUNTERS))
+    )
+    .select_from(
+        t.volunteers.outerjoin(
+            t.reputation, t.reputation.c.volunteer_id == t.volunteers.c.volunteer_id
+        )
+    )
+    .where(t.volunteers.c.volunteer_id == bindparam("volunteer_id"))
+)
 SET_QUORUM = prebuilt(t.units.update().where(t.units.c.unit_id == bindparam("b_unit")))
 COUNT_LEASE = prebuilt(
     t.volunteers.update()

@@ -6,6 +6,8 @@ reputation and quarantine in trust_sql.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.dialects import postgresql, sqlite
 
 from allmende.coordinator.store import schema as t
@@ -56,20 +58,22 @@ class VolunteerQueries(SqlBase):
     def get_volunteer(self, volunteer_id: str) -> VolunteerRecord | None:
         with self._read() as conn:
             row = conn.execute(Q.volunteer, {"volunteer_id": volunteer_id}).first()
-        if row is None:
-            return None
-        return VolunteerRecord(
-            volunteer_id=row.volunteer_id,
-            public_key=row.public_key,
-            display_name=row.display_name,
-            client_version=row.client_version,
-            hardware=row.hardware,
-            created_ms=row.created_ms,
-            banned=bool(row.banned),
-            ban_reason=row.ban_reason,
-            last_seen_ms=row.last_seen_ms,
-            quarantined=bool(row.quarantined),
-            quarantine_reason=row.quarantine_reason,
-            quota_day=row.quota_day,
-            leased_today=row.leased_today,
-        )
+        return None if row is None else volunteer_record(row)
+
+
+def volunteer_record(row: Any) -> VolunteerRecord:
+    return VolunteerRecord(
+        volunteer_id=row.volunteer_id,
+        public_key=row.public_key,
+        display_name=row.display_name,
+        client_version=row.client_version,
+        hardware=row.hardware,
+        created_ms=row.created_ms,
+        banned=bool(row.banned),
+        ban_reason=row.ban_reason,
+        last_seen_ms=row.last_seen_ms,
+        quarantined=bool(row.quarantined),
+        quarantine_reason=row.quarantine_reason,
+        quota_day=row.quota_day,
+        leased_today=row.leased_today,
+    )
