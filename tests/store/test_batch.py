@@ -287,24 +287,20 @@ def test_on_postgresql_a_batch_is_a_pass_through(postgres_url: str) -> None:
         make_job(store)
         first = lease(store, "v1")
         assert first is not None
-        with commits(store) as committed:
-            with pytest.raises(ValueError, match="leaving"), store.batch():
-                store.put_volunteer(newcomer("b1"))
-                assert len(committed) == 1
-                assert other.get_volunteer("b1") is not None
-                taken = lease(store, "v2")
-                assert taken is not None
-                assert len(committed) == 2
-                got = other.get_lease(taken[0])
-                assert got is not None and got.state == "active"
-                with pytest.raises(JudgeFailed):  # undone alone, as outside a batch
-                    submit(store, *first, "v1", judge=failing_judge)
-                with store.batch():  # nested: a pass-through too
-                    store.put_volunteer(newcomer("b2"))
-                assert len(committed) == 3
-                assert other.get_volunteer("b2") is not None
-                raise ValueError("leaving the block")
-            assert len(committed) == 3  # the block's end committed nothing more
+        # Committed at once: another coordinator sees each write while the block runs.
+        with pytest.raises(ValueError, match="leaving"), store.batch():
+            store.put_volunteer(newcomer("b1"))
+            assert other.get_volunteer("b1") is not None
+            taken = lease(store, "v2")
+            assert taken is not None
+            got = other.get_lease(taken[0])
+            assert got is not None and got.state == "active"
+            with pytest.raises(JudgeFailed):  # undone alone, as outside a batch
+                submit(store, *first, "v1", judge=failing_judge)
+            with store.batch():  # nested: a pass-through too
+                store.put_volunteer(newcomer("b2"))
+            assert other.get_volunteer("b2") is not None
+            raise ValueError("leaving the block")
         for vid in ("b1", "b2"):
             assert store.get_volunteer(vid) is not None
         got = store.get_lease(taken[0])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from allmende.coordinator.store import schema as t
@@ -206,4 +206,43 @@ def test_deferred_writes_reach_postgresql_only_with_the_next_statement(
             assert conn.execute(Q.volunteer, {"volunteer_id": "v1"}).first().quota_day == 9
     finally:
         other.close()
+        store.close()
+
+
+def test_statements_run_together_answer_in_order_each_after_the_last(store: SqlStore) -> None:
+    with store._tx() as conn:
+        conn.defer(COUNT_LEASE, {"b_volunteer": "v2", "day": 3})
+        missing, v1, v2 = conn.execute_all(
+            [
+                (Q.volunteer, {"volunteer_id": "nobody"}),
+                (Q.volunteer, {"volunteer_id": "v1"}),
+                (Q.volunteer, {"volunteer_id": "v2"}),
+            ]
+        )
+        assert missing.first() is None
+        assert v1.first().volunteer_id == "v1"
+        assert v2.first().quota_day == 3  # the deferred write went before them
+
+
+def test_a_postgresql_transaction_that_ran_nothing_or_failed_leaves_a_clean_connection(
+    postgres_url: str,
+) -> None:
+    """The BEGIN travels with a transaction's first statement: a transaction that ran none
+    sends nothing, and one that failed is rolled back before its connection is reused."""
+    store = open_store(postgres_url)
+    add_volunteers(store)
+    try:
+        with store._tx():
+            pass
+        with pytest.raises(RuntimeError), store._tx() as conn:
+            conn.defer(COUNT_LEASE, {"b_volunteer": "v1", "day": 4})
+            conn.execute(Q.volunteer, {"volunteer_id": "v1"}).first()
+            raise RuntimeError("the use case failed")
+        for _ in range(3):  # whichever pooled connection comes next is outside a transaction
+            with store._tx() as conn:
+                row = conn.execute(Q.volunteer, {"volunteer_id": "v1"}).first()
+                assert row.quota_day != 4
+                status = conn.execute(text("SELECT txid_current_if_assigned()"))
+                assert status.scalar() is None  # nothing written yet in this transaction
+    finally:
         store.close()

@@ -210,16 +210,27 @@ class _Scalars(list[Any]):
 
 class Conn:
     """A SQLAlchemy connection whose `execute` takes the fast path for prebuilt statements,
-    and which on PostgreSQL can hold writes back to send several in one round trip."""
+    and which on PostgreSQL can hold writes back to send several in one round trip.
 
-    __slots__ = ("_deferred", "_pipelined", "dialect", "sa")
+    With `begin` (PostgreSQL, a connection in autocommit mode) it is also the transaction:
+    the BEGIN travels with the first statement, and `commit` or `rollback` ends it."""
 
-    def __init__(self, sa: Connection) -> None:
-        self.sa = sa
+    __slots__ = ("_begun", "_deferred", "_pipelined", "_sa", "dialect")
+
+    def __init__(self, sa: Connection, begin: str = "") -> None:
+        self._sa = sa
         self.dialect: Dialect = sa.dialect
-        # Writes held back by `defer`, in order.
-        self._deferred: list[tuple[_Plan, Mapping[str, Any]]] = []
         self._pipelined = self.dialect.name == "postgresql" and _pipeline_supported()
+        # SQL and bound values held back by `defer` (and the BEGIN), in order.
+        self._deferred: list[tuple[str, Any]] = [(begin, None)] if begin else []
+        self._begun = False  # the BEGIN has been sent
+
+    @property
+    def sa(self) -> Connection:
+        """The SQLAlchemy connection, for statements run on it directly: anything held back
+        is sent first."""
+        self.flush()
+        return self._sa
 
     def execute(self, statement: Any, params: Any = None) -> Any:
         """Run a statement with one set of parameters (a mapping), or many (a list of them).
@@ -229,10 +240,18 @@ class Conn:
             plan = _plan(statement, self.dialect, frozenset(params))
             if plan is not None:
                 if self._deferred:
-                    return self._send_deferred(then=(plan, params))
+                    return self._pipeline([(plan, params)])[0]
                 return self._run(plan, params)
-        self.flush()
         return self.sa.execute(statement, params)
+
+    def execute_all(self, statements: list[tuple[Any, Mapping[str, Any]]]) -> list[Any]:
+        """Run prebuilt statements one after the other, as `execute` would, and return the
+        rows of each; on PostgreSQL all in one round trip. Each still sees what the ones
+        before it did (and, in READ COMMITTED, what others committed before it ran)."""
+        plans = [(_plan(st, self.dialect, frozenset(pa)), pa) for st, pa in statements]
+        if not self._pipelined or any(plan is None for plan, _ in plans):
+            return [self.execute(st, pa) for st, pa in statements]
+        return self._pipeline([(plan, pa) for plan, pa in plans if plan is not None])
 
     def defer(self, statement: Any, params: Mapping[str, Any]) -> None:
         """Run a write whose outcome nobody reads (no rows, no row count), as late as order
@@ -242,54 +261,76 @@ class Conn:
         if self._pipelined and id(statement) in _PREBUILT:
             plan = _plan(statement, self.dialect, frozenset(params))
             if plan is not None:
-                self._deferred.append((plan, params))
+                self._deferred.append((plan.sql, plan.parameters(params)))
                 return
         self.execute(statement, params)
 
     def flush(self) -> None:
-        """Send the writes `defer` held back."""
+        """Send what `defer` held back."""
         if self._deferred:
-            self._send_deferred()
+            self._pipeline([])
 
     def commit(self) -> None:
         """Commit, sending held-back writes and the COMMIT in one round trip (PostgreSQL).
-        The transaction's own commit then finds nothing left to do."""
-        if self._deferred:
-            self._send_deferred(commit=True)
+        Without `begin`, the transaction's own commit then finds nothing left to do."""
+        if self._opening and len(self._deferred) == 1:
+            self._deferred = []  # begun, but nothing ran: nothing to commit
+        elif self._begun or self._deferred:
+            self._pipeline([], commit=True)
 
-    def _send_deferred(
-        self, then: tuple[_Plan, Mapping[str, Any]] | None = None, commit: bool = False
-    ) -> Rows | None:
+    def rollback(self) -> None:
+        """Undo a transaction this connection began (`begin`)."""
+        self._deferred = []
+        if self._begun:
+            self._begun = False
+            self._sa.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+
+    @property
+    def _opening(self) -> bool:
+        """The BEGIN is still held back, first in line."""
+        return not self._begun and bool(self._deferred) and self._deferred[0][1] is None
+
+    def _pipeline(
+        self, then: list[tuple[_Plan, Mapping[str, Any]]], commit: bool = False
+    ) -> list[Rows]:
+        """Send the held-back SQL, then `then`'s statements (and a COMMIT), in one round
+        trip; the rows of each of `then`."""
+        opening = self._opening
         deferred, self._deferred = self._deferred, []
-        dbapi_connection: Any = self.sa.connection.dbapi_connection
+        dbapi_connection: Any = self._sa.connection.dbapi_connection
         writes = dbapi_connection.cursor()
-        last = dbapi_connection.cursor() if then is not None else None
+        cursors: list[Any] = []
         sql = ""
         try:
             with dbapi_connection.pipeline():
-                for plan, params in deferred:
+                for sql, values in deferred:
+                    writes.execute(sql, values)
+                for plan, params in then:
+                    cursors.append(dbapi_connection.cursor())
                     sql = plan.sql
-                    writes.execute(sql, plan.parameters(params))
-                if then is not None and last is not None:
-                    sql = then[0].sql
-                    last.execute(sql, then[0].parameters(then[1]))
+                    cursors[-1].execute(sql, plan.parameters(params))
                 if commit:
                     sql = "COMMIT"
                     writes.execute(sql)
         except self.dialect.loaded_dbapi.Error as exc:
-            if last is not None:
-                last.close()
+            self._begun = self._begun or opening  # rollback() must end it
+            for cursor in cursors:
+                cursor.close()
             raise self._error(exc, sql, None) from exc
         finally:
             writes.close()
-        return None if then is None or last is None else Rows(last, then[0], self.dialect)
+        self._begun = (self._begun or opening) and not commit
+        return [
+            Rows(cursor, plan, self.dialect)
+            for cursor, (plan, _) in zip(cursors, then, strict=True)
+        ]
 
     def _error(self, exc: Any, sql: str, values: Any, cursor: Any = None) -> DBAPIError:
         """The DB-API error as SQLAlchemy raises it, invalidating a connection that is gone."""
-        dbapi_connection: Any = self.sa.connection.dbapi_connection
+        dbapi_connection: Any = self._sa.connection.dbapi_connection
         gone = self.dialect.is_disconnect(exc, dbapi_connection, cursor)
         if gone:
-            self.sa.invalidate(exc)
+            self._sa.invalidate(exc)
         error: DBAPIError = DBAPIError.instance(
             sql,
             values,
@@ -305,7 +346,7 @@ class Conn:
         """A savepoint, sent straight to the DB-API connection (SQLAlchemy's own costs some
         200 µs a pair): what the block wrote is undone alone when it raises."""
         self.flush()
-        dbapi_connection: Any = self.sa.connection.dbapi_connection
+        dbapi_connection: Any = self._sa.connection.dbapi_connection
         cursor = dbapi_connection.cursor()
         cursor.execute("SAVEPOINT allmende_item")
         try:
@@ -320,7 +361,7 @@ class Conn:
             cursor.close()
 
     def _run(self, plan: _Plan, params: Mapping[str, Any]) -> Rows:
-        dbapi_connection: Any = self.sa.connection.dbapi_connection
+        dbapi_connection: Any = self._sa.connection.dbapi_connection
         cursor = dbapi_connection.cursor()
         values = plan.parameters(params)
         try:

@@ -28,10 +28,14 @@ class ResultQueries(TrustQueries):
     def submit_result(self, result: NewResult, judge: Judge) -> Verdict:
         with self._tx() as conn:
             # The unit first: results for it are judged one at a time, across coordinators.
-            unit_row = conn.execute(
-                Q.unit_locked if self.postgres else Q.unit, {"unit_id": result.unit_id}
-            ).first()
-            lease = conn.execute(Q.lease_answered, {"lease_id": result.lease_id}).first()
+            # The lease is read after the lock is granted (one round trip for both).
+            unit_rows, lease_rows = conn.execute_all(
+                [
+                    (Q.unit_locked if self.postgres else Q.unit, {"unit_id": result.unit_id}),
+                    (Q.lease_answered, {"lease_id": result.lease_id}),
+                ]
+            )
+            unit_row, lease = unit_rows.first(), lease_rows.first()
             if lease is None:
                 raise NotFound(f"lease {result.lease_id!r} does not exist")
             if lease.volunteer_id != result.volunteer_id or lease.unit_id != result.unit_id:

@@ -26,6 +26,7 @@ log = logging.getLogger("allmende.coordinator.store")
 # SQLSTATEs of transactions PostgreSQL aborted to resolve a conflict: deadlock_detected,
 # serialization_failure.
 _CONFLICTS = frozenset({"40P01", "40001"})
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 
 
 class SqlBase:
@@ -101,6 +102,18 @@ class SqlBase:
                 yield outer
             return
         try:
+            if self.postgres:
+                # In autocommit mode, so that psycopg sends no BEGIN of its own: the Conn
+                # sends it with the first statement, saving a round trip per transaction.
+                with self._reader.connect() as sa:
+                    conn = Conn(sa, begin=_BEGIN)
+                    try:
+                        yield conn
+                        conn.commit()
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                return
             if self._write_lock is None:
                 with self.engine.begin() as sa:
                     conn = Conn(sa)
