@@ -7,7 +7,9 @@
 Coordinators are `allmende coordinator serve` processes, as deployed: one on SQLite (the
 embedded default), then one and two on a PostgreSQL database (a throwaway cluster this
 script starts with initdb/pg_ctl, unless --pg-url names one). Volunteers are coroutines in a
-separate load process (grpc.aio); with two coordinators, half talk to each.
+separate load process (grpc.aio); with two coordinators, half talk to each. Every row starts
+from a new database (or data folder) and new coordinator processes (with --pg-url, the rows
+share that database).
 
 A simulated volunteer does everything a real one does except the model: it leases a unit,
 "computes" a fake but valid result (a deterministic unit vector per text, so replicas agree
@@ -427,6 +429,34 @@ BACKENDS = {
 }
 
 
+def run_row(
+    args: argparse.Namespace,
+    kind: str,
+    replicas: int,
+    cluster: Any,
+    shape: tuple[int, int, int],
+    name: str,
+) -> dict[str, Any]:
+    """One row: a new database (PostgreSQL) or data folder, its coordinators, a job."""
+    compute_ms, batch, count = shape
+    with tempfile.TemporaryDirectory(prefix="allmende-load-") as tmp:
+        db_url = args.pg_url if kind == "pg" and args.pg_url else None
+        if kind == "pg" and db_url is None:
+            db_url = cluster.new_database(migrated=False)
+        data = Path(tmp) / "coordinator"
+        servers = start_coordinators(data, db_url, replicas)
+        try:
+            addrs = addresses(servers)
+            token = (data / "admin.token").read_text().strip()
+            job = f"{name}-{compute_ms}-{batch}-{count}"
+            create_job(addrs[0], token, args.units, args.unit_size, args.redundancy, job)
+            return run_worker(addrs, count, compute_ms, batch, args)
+        finally:
+            stop_coordinators(servers)
+            if cluster is not None and db_url and not args.pg_url:
+                cluster.drop_database(db_url)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--volunteers", default="10,100,1000")
@@ -481,65 +511,44 @@ def main() -> None:
     try:
         for name in args.backends.split(","):
             label, kind, replicas = BACKENDS[name]
-            with tempfile.TemporaryDirectory(prefix="allmende-load-") as tmp:
-                db_url = None
-                if kind == "pg":
-                    if args.pg_url:
-                        db_url = args.pg_url
-                    else:
-                        if cluster is None:
-                            from tests.postgres import PostgresCluster, find_bindir
+            if kind == "pg" and not args.pg_url and cluster is None:
+                from tests.postgres import PostgresCluster, find_bindir
 
-                            bindir = find_bindir()
-                            if bindir is None:
-                                print(f"{label}: skipped, no PostgreSQL binaries found")
-                                continue
-                            # Durability as SQLite's WAL with synchronous=NORMAL: commits
-                            # are not flushed one by one, the database stays consistent.
-                            cluster = PostgresCluster(bindir).start(
-                                fsync="on",
-                                full_page_writes="on",
-                                shared_buffers="256MB",
-                                synchronous_commit="off",
-                                max_connections="300",
-                            )
-                        db_url = cluster.new_database(migrated=False)
-                data = Path(tmp) / "coordinator"
-                servers = start_coordinators(data, db_url, replicas)
-                try:
-                    addrs = addresses(servers)
-                    token = (data / "admin.token").read_text().strip()
-                    runs = [
-                        (compute_ms, batch, count)
-                        for compute_ms in computes
-                        for batch in (batches if compute_ms == 0 else [1])
-                        for count in counts
-                    ]
-                    for compute_ms, batch, count in runs:
-                        create_job(
-                            addrs[0],
-                            token,
-                            args.units,
-                            args.unit_size,
-                            args.redundancy,
-                            f"{name}-{compute_ms}-{batch}-{count}",
-                        )
-                        row = run_worker(addrs, count, compute_ms, batch, args)
-                        row.update(backend=label, compute_ms=compute_ms, batch=batch)
-                        rows.append(row)
-                        errors = ", ".join(f"{k} {v}" for k, v in row["errors"].items())
-                        print(
-                            f"{label:<27} {count:>10} {compute_ms:>6}ms {batch:>5} "
-                            f"{row['units_per_s']:>8.1f} {row['results_per_s']:>9.1f} "
-                            f"{row['lease_p50_ms']:>7.1f}ms {row['lease_p99_ms']:>7.1f}ms "
-                            f"{row['submit_p99_ms']:>8.1f}ms {os.getloadavg()[0]:>5.1f}  "
-                            f"{errors or '-'}",
-                            flush=True,
-                        )
-                finally:
-                    stop_coordinators(servers)
-                    if cluster is not None and db_url and not args.pg_url:
-                        cluster.drop_database(db_url)
+                bindir = find_bindir()
+                if bindir is None:
+                    print(f"{label}: skipped, no PostgreSQL binaries found")
+                    continue
+                # Durability as SQLite's WAL with synchronous=NORMAL: commits are not
+                # flushed one by one, the database stays consistent.
+                cluster = PostgresCluster(bindir).start(
+                    fsync="on",
+                    full_page_writes="on",
+                    shared_buffers="256MB",
+                    synchronous_commit="off",
+                    max_connections="300",
+                )
+            runs = [
+                (compute_ms, batch, count)
+                for compute_ms in computes
+                for batch in (batches if compute_ms == 0 else [1])
+                for count in counts
+            ]
+            for compute_ms, batch, count in runs:
+                # Each row on a fresh database and fresh coordinators: a row after another
+                # would otherwise inherit its unfinished job, the leases its volunteers held
+                # when they stopped, and the database's cleanup of them.
+                row = run_row(args, kind, replicas, cluster, (compute_ms, batch, count), name)
+                row.update(backend=label, compute_ms=compute_ms, batch=batch)
+                rows.append(row)
+                errors = ", ".join(f"{k} {v}" for k, v in row["errors"].items())
+                print(
+                    f"{label:<27} {count:>10} {compute_ms:>6}ms {batch:>5} "
+                    f"{row['units_per_s']:>8.1f} {row['results_per_s']:>9.1f} "
+                    f"{row['lease_p50_ms']:>7.1f}ms {row['lease_p99_ms']:>7.1f}ms "
+                    f"{row['submit_p99_ms']:>8.1f}ms {os.getloadavg()[0]:>5.1f}  "
+                    f"{errors or '-'}",
+                    flush=True,
+                )
     finally:
         if cluster is not None:
             cluster.stop()
