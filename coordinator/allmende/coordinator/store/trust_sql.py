@@ -22,7 +22,6 @@ from allmende.coordinator.store.records import (
     ResultRecord,
     UnitRecord,
     Verdict,
-    VolunteerRecord,
 )
 from allmende.coordinator.store.sql_base import SqlBase
 from allmende.coordinator.store.statements import (
@@ -31,10 +30,8 @@ from allmende.coordinator.store.statements import (
     COUNTERS,
     REPUTATION,
     SET_QUORUM,
-    STANDING,
     Q,
 )
-from allmende.coordinator.store.volunteers_sql import volunteer_record
 
 
 class TrustQueries(SqlBase):
@@ -52,22 +49,6 @@ class TrustQueries(SqlBase):
             reset=int(streak < 0),
         )
         conn.defer(BUMP[conn.dialect.name], params)
-
-    def get_standing(
-        self, volunteer_id: str
-    ) -> tuple[VolunteerRecord | None, dict[str, Reputation]]:
-        """A volunteer's record and its reputation per task kind, in one read."""
-        with self._read() as conn:
-            rows = conn.execute(STANDING, {"volunteer_id": volunteer_id}).all()
-        if not rows:
-            return None, {}
-        return volunteer_record(rows[0]), {
-            row.rep_kind: Reputation(
-                row.rep_kind, **{name: getattr(row, f"rep_{name}") for name in COUNTERS}
-            )
-            for row in rows
-            if row.rep_kind is not None
-        }
 
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]:
         with self._read() as conn:

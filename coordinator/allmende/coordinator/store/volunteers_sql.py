@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 
 from allmende.coordinator.store import schema as t
-from allmende.coordinator.store.records import VolunteerRecord
+from allmende.coordinator.store.records import Reputation, VolunteerRecord
 from allmende.coordinator.store.sql_base import SqlBase
-from allmende.coordinator.store.statements import Q
+from allmende.coordinator.store.statements import COUNTERS, STANDING, Q
 
 
 class VolunteerQueries(SqlBase):
@@ -59,6 +59,22 @@ class VolunteerQueries(SqlBase):
         with self._read() as conn:
             row = conn.execute(Q.volunteer, {"volunteer_id": volunteer_id}).first()
         return None if row is None else volunteer_record(row)
+
+    def get_standing(
+        self, volunteer_id: str
+    ) -> tuple[VolunteerRecord | None, dict[str, Reputation]]:
+        """A volunteer's record and its reputation per task kind, in one read."""
+        with self._read() as conn:
+            rows = conn.execute(STANDING, {"volunteer_id": volunteer_id}).all()
+        if not rows:
+            return None, {}
+        return volunteer_record(rows[0]), {
+            row.rep_kind: Reputation(
+                row.rep_kind, **{name: getattr(row, f"rep_{name}") for name in COUNTERS}
+            )
+            for row in rows
+            if row.rep_kind is not None
+        }
 
 
 def volunteer_record(row: Any) -> VolunteerRecord:
