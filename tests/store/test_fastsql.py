@@ -54,8 +54,10 @@ def test_reputation_bump_adds_resets_and_creates_in_one_statement(store: SqlStor
     assert [row.updated_ms for row in rows] == [T0 + 2]
 
 
-def test_a_refused_statement_raises_sqlalchemys_error_and_rolls_back(store: SqlStore) -> None:
-    lease = {
+def orphan_lease(lease_id: str) -> dict[str, object]:
+    """A lease of a unit that does not exist: its foreign key refuses it."""
+    return {
+        "lease_id": lease_id,
         "unit_id": "no-such-unit",
         "volunteer_id": "v1",
         "state": "active",
@@ -67,9 +69,12 @@ def test_a_refused_statement_raises_sqlalchemys_error_and_rolls_back(store: SqlS
         "composition": None,
         "gold_ids": "",
     }
+
+
+def test_a_refused_statement_raises_sqlalchemys_error_and_rolls_back(store: SqlStore) -> None:
     with pytest.raises(IntegrityError), store._tx() as conn:
         conn.execute(Q.add_event, {"ts_ms": T0, "kind": "k", "message": "m"})
-        conn.execute(Q.add_lease, {"lease_id": "l1", **lease})  # foreign key
+        conn.execute(Q.add_lease, orphan_lease("l1"))  # foreign key
     with store._read() as conn:
         assert conn.execute(select(t.events.c.kind).where(t.events.c.kind == "k")).all() == []
         assert conn.execute(Q.lease, {"lease_id": "l1"}).first() is None
@@ -159,22 +164,11 @@ def test_deferred_writes_of_a_failed_transaction_are_undone(store: SqlStore) -> 
 def test_a_deferred_write_the_database_refuses_fails_the_commit_and_changes_nothing(
     store: SqlStore,
 ) -> None:
-    orphan = {
-        "lease_id": "l-orphan",
-        "unit_id": "no-such-unit",
-        "volunteer_id": "v1",
-        "state": "active",
-        "created_ms": T0,
-        "deadline_ms": T0 + 1,
-        "reason": "",
-        "address": "",
-        "unit_sha256": None,
-        "composition": None,
-        "gold_ids": "",
-    }
     with pytest.raises(IntegrityError), store._tx() as conn:
         conn.defer(Q.add_event, {"ts_ms": T0, "kind": "refused", "message": "before"})
-        conn.defer(Q.add_lease, orphan)  # foreign key: raised at the latest by the commit
+        conn.defer(
+            Q.add_lease, orphan_lease("l-orphan")
+        )  # foreign key: raised at the latest by the commit
         conn.defer(Q.add_event, {"ts_ms": T0, "kind": "refused", "message": "after"})
     assert _events(store, "refused") == []
     with store._read() as conn:

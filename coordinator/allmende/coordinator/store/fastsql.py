@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from typing import Any, TypeVar
 
@@ -283,7 +283,10 @@ class Conn:
         self._deferred = []
         if self._begun:
             self._begun = False
-            self._sa.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+            # A connection that broke cannot roll back; the pool then discards it (its own
+            # rollback on return fails too), and the error that broke it is the one raised.
+            with suppress(Exception):
+                self._sa.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
 
     @property
     def _opening(self) -> bool:
