@@ -7,9 +7,11 @@
 Coordinators are `allmende coordinator serve` processes, as deployed: one on SQLite (the
 embedded default), then one and two on a PostgreSQL database (a throwaway cluster this
 script starts with initdb/pg_ctl, unless --pg-url names one). Volunteers are coroutines in a
-separate load process (grpc.aio); with two coordinators, half talk to each. Every row starts
-from a new database (or data folder) and new coordinator processes (with --pg-url, the rows
-share that database).
+separate load process (grpc.aio); with two coordinators, half talk to each. Every row starts,
+once the machine is quiet, from a new database (or data folder), new coordinator processes
+(with --pg-url, the rows share that database) and a job large enough that its volunteers do
+not run out of work within the row (a row that does is marked OUT OF WORK and left out of
+the verdicts: it measured the job's end and its assimilation, not the backend).
 
 A simulated volunteer does everything a real one does except the model: it leases a unit,
 "computes" a fake but valid result (a deterministic unit vector per text, so replicas agree
@@ -194,12 +196,14 @@ async def _volunteer(
             await asyncio.sleep(0.2)
 
 
-async def _accepted(job_stub: Any) -> int:
-    """Units validated so far, over every job (leasing may still finish an older one)."""
+async def _accepted(job_stub: Any) -> tuple[int, bool]:
+    """Units validated so far, over every job, and whether every job is validated (the
+    volunteers then ran out of work and the row measures nothing)."""
     from allmende.v1 import allmende_pb2 as pb
 
     response = await job_stub.ListJobs(pb.ListJobsRequest(), timeout=120)
-    return sum(job.units_accepted for job in response.jobs)
+    accepted = sum(job.units_accepted for job in response.jobs)
+    return accepted, all(job.units_accepted >= job.units_total for job in response.jobs)
 
 
 async def run_load(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,13 +261,13 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     ]
     # Paced volunteers reach a steady rate once each has made its first request.
     await asyncio.sleep(args.warmup + args.compute_ms / 1000)
-    before = await _accepted(job_stub)
+    before, _ = await _accepted(job_stub)
     started = time.perf_counter()
     stats.recording = True
     await asyncio.sleep(args.seconds)
     stats.recording = False
     elapsed = time.perf_counter() - started
-    after = await _accepted(job_stub)
+    after, drained = await _accepted(job_stub)
     stop.set()
     await asyncio.wait(tasks, timeout=30)
     for task in tasks:
@@ -295,13 +299,14 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         "outcomes": dict(stats.outcomes),
         "errors": dict(stats.errors),
         "idle_leases": stats.idle,
+        "out_of_work": drained or stats.idle > 0,
     }
 
 
 # ---------------------------------------------------------------------------- coordinators
 
 
-ALLMENDE = [sys.executable, "-m", "allmende.cli.main"]
+ALLMENDE = [sys.executable, "-m", "allmende.cli"]
 
 
 def _env() -> dict[str, str]:
@@ -429,6 +434,30 @@ BACKENDS = {
 }
 
 
+def _busy_share(seconds: float) -> float:
+    """The share of the machine's CPU time spent busy over `seconds` (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def settle(limit_s: float = 60.0) -> None:
+    """Wait (up to `limit_s`) for a quiet machine, so that a row does not compete with the
+    tail of the one before: PostgreSQL's writer, checkpointer and autovacuum, a dropped
+    database's files, the last coordinator still exiting."""
+    if not Path("/proc/stat").exists():
+        return
+    deadline = time.monotonic() + limit_s
+    while _busy_share(1.0) > 0.10 and time.monotonic() < deadline:
+        pass
+
+
 def run_row(
     args: argparse.Namespace,
     kind: str,
@@ -474,7 +503,12 @@ def main() -> None:
         help="units per LeaseWork/SubmitResults call for the capacity rows (compute 0 ms); "
         "paced volunteers take one unit at a time; a run per value",
     )
-    parser.add_argument("--units", type=int, default=5000, help="units of the job made per row")
+    parser.add_argument(
+        "--units",
+        type=int,
+        default=20000,
+        help="units of the job made per row: enough that no row runs out of work",
+    )
     parser.add_argument("--pg-url", help="use this PostgreSQL database (else a throwaway one)")
     parser.add_argument("--json", help="also write the rows to this file")
     # the load process
@@ -537,10 +571,13 @@ def main() -> None:
                 # Each row on a fresh database and fresh coordinators: a row after another
                 # would otherwise inherit its unfinished job, the leases its volunteers held
                 # when they stopped, and the database's cleanup of them.
+                settle()
                 row = run_row(args, kind, replicas, cluster, (compute_ms, batch, count), name)
                 row.update(backend=label, compute_ms=compute_ms, batch=batch)
                 rows.append(row)
                 errors = ", ".join(f"{k} {v}" for k, v in row["errors"].items())
+                if row["out_of_work"]:
+                    errors = ", ".join(filter(None, ["OUT OF WORK, raise --units", errors]))
                 print(
                     f"{label:<27} {count:>10} {compute_ms:>6}ms {batch:>5} "
                     f"{row['units_per_s']:>8.1f} {row['results_per_s']:>9.1f} "
@@ -561,7 +598,11 @@ def main() -> None:
 
 def _verdicts(rows: list[dict[str, Any]]) -> None:
     def best(backend: str) -> float:
-        return max((r["units_per_s"] for r in rows if r["backend"] == backend), default=0.0)
+        """A row whose volunteers ran out of work measured the job's end, not the backend."""
+        return max(
+            (r["units_per_s"] for r in rows if r["backend"] == backend and not r["out_of_work"]),
+            default=0.0,
+        )
 
     sqlite = best(BACKENDS["sqlite"][0])
     if sqlite:

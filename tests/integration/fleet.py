@@ -28,7 +28,7 @@ from allmende.client.dataset import pull
 from allmende.protocol.signing import SigningKey
 from tests.integration.volunteers import HashComputer, RawVolunteer
 
-ALLMENDE = [sys.executable, "-m", "allmende.cli.main"]
+ALLMENDE = [sys.executable, "-m", "allmende.cli"]
 
 
 class Reachable(Protocol):

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import read_stsb
 
-ALLMENDE = [sys.executable, "-m", "allmende.cli.main"]
+ALLMENDE = [sys.executable, "-m", "allmende.cli"]
 
 
 def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
