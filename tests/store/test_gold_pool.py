@@ -110,3 +110,91 @@ def test_rows_added_while_a_reload_runs_are_loaded_by_the_next_refresh(tmp_path:
     finally:
         store.hold.set()
         store.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_added_rows_are_loaded_within_grew_s_not_at_once(tmp_path: Path) -> None:
+    store = held_store(tmp_path)
+    try:
+        make_job(store)
+        clock = Clock()
+        pool = GoldPool(store, refresh_s=3600, grew_s=1.0, clock=clock)
+        pool.refresh()
+        store.add_gold("job-a", [("added", b"\x00" * 8)], "coordinator", T0)
+        pool.grew()
+        pool.refresh()
+        assert texts(pool) == []  # the rows in hand are still good: no reload yet
+        clock.now += 1.0
+        pool.refresh()
+        assert texts(pool) == ["added"]
+    finally:
+        store.close()
+
+
+def test_a_kept_pool_reloads_on_the_keeper_and_an_expiry_still_reloads_on_lease(
+    tmp_path: Path,
+) -> None:
+    store = held_store(tmp_path)
+    try:
+        make_job(store)
+        clock = Clock()
+        pool = GoldPool(store, refresh_s=10, grew_s=1.0, clock=clock)
+        pool.keep()  # the first load
+        store.add_gold("job-a", [("added", b"\x00" * 8)], "coordinator", T0)
+        pool.grew()
+        clock.now += 60  # both the growth and the periodic reload are due
+        pool.refresh()
+        assert texts(pool) == []  # leases leave them to the keeper
+        pool.keep()
+        assert texts(pool) == ["added"]
+        store.add_gold("job-a", [("after", b"\x01" * 8)], "coordinator", T0)
+        pool.expire()  # as after a quarantine: the next lease must not use the old rows
+        pool.refresh()
+        assert texts(pool) == ["added", "after"]
+    finally:
+        store.close()
+
+
+def test_rows_added_while_a_reload_runs_are_loaded_within_grew_s(tmp_path: Path) -> None:
+    store = held_store(tmp_path)
+    try:
+        make_job(store)
+        clock = Clock()
+        pool = GoldPool(store, refresh_s=3600, grew_s=1.0, clock=clock)
+        pool.refresh()
+        pool.expire()
+        reloading = reload_in_thread(pool, store)  # it has read: no rows yet
+        store.add_gold("job-a", [("late", b"\x02" * 8)], "coordinator", T0)
+        pool.grew()
+        store.hold.set()
+        reloading.join(timeout=10)
+        assert texts(pool) == []
+        clock.now += 1.0
+        pool.refresh()  # refresh_s is an hour: only the growth makes this reload
+        assert texts(pool) == ["late"]
+    finally:
+        store.hold.set()
+        store.close()
+
+
+def test_rows_a_process_stores_are_in_its_pool_at_once(tmp_path: Path) -> None:
+    store = held_store(tmp_path)
+    try:
+        make_job(store)
+        clock = Clock()
+        pool = GoldPool(store, per_job=2, refresh_s=3600, grew_s=1.0, clock=clock)
+        store.add_gold("job-a", [("one", b"\x00" * 8), ("two", b"\x01" * 8)], "coordinator", T0)
+        pool.refresh()
+        new = GoldRow(99, "job-a", "three", b"\x02" * 8)
+        pool.add([new])
+        assert texts(pool) == ["three", "two"]  # newest first, up to per_job
+        assert pool.cached([99]) == {99: new}
+    finally:
+        store.close()

@@ -225,11 +225,12 @@ def test_gold_rows_per_job_newest_first(store: SqlStore) -> None:
 def test_an_accepted_unit_yields_quorum_gold_rows(store: SqlStore) -> None:
     units = make_job(store, texts=2, unit_size=2, redundancy=2)
     gold = (("job-a text 0", b"\x00" * 16),)
-    for vid in ("v1", "v2"):
-        send(store, take(store, vid), vid, accept(gold=gold))
+    verdicts = [send(store, take(store, vid), vid, accept(gold=gold)) for vid in ("v1", "v2")]
     with store.engine.connect() as conn:
         rows = conn.execute(select(t.gold.c.source, t.gold.c.unit_id, t.gold.c.text)).all()
     assert [tuple(r) for r in rows] == [("quorum", units[0], "job-a text 0")]
+    # The verdict says what was kept, with the ids the pool of this process adds at once.
+    assert [v.gold_kept for v in verdicts] == [(), tuple(store.gold_rows(["job-a"], 10))]
 
 
 # ------------------------------------------------------------------ adaptive replication

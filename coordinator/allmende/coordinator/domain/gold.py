@@ -4,6 +4,15 @@ Gold rows live in the store (accepted by a quorum of distinct volunteers, or com
 the coordinator). Leasing reads them on every unit, so each process keeps the newest
 `per_job` rows of each running job in memory and reloads them every `refresh_s`, outside
 any transaction. Answers are float32 rows in the job's result dtype after rounding.
+
+Two kinds of change reach the pool. Rows dropped (a quarantined volunteer's) must not be
+handed out again: `expire()` makes the next lease reload. Rows added (a pool filling from
+accepted units) can wait a moment: `grew()` makes a reload due within `grew_s`, and the
+process that stored them adds them at once (`add()`). A server runs `keep()` on its
+housekeeping thread, and then the periodic and `grew()` reloads happen there instead of in
+the lease that happens to find the pool due. (A reload is a few hundred rows. Reloading
+after every accepted unit while a job's pool filled, in whichever lease came next, made
+those leases the slowest of their second.)
 """
 
 from __future__ import annotations
@@ -23,52 +32,92 @@ class GoldPool:
         per_job: int = 256,
         refresh_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        grew_s: float = 1.0,
     ) -> None:
         self.store = store
         self.per_job = per_job
         self.refresh_s = refresh_s
+        self.grew_s = grew_s
         self.clock = clock
         self._rows: dict[str, list[GoldRow]] = {}
         self._by_id: dict[int, GoldRow] = {}
-        self._loaded = float("-inf")
-        self._lock = threading.Lock()
+        self._due = float("-inf")  # when the next reload is due (clock time)
+        self._lock = threading.Lock()  # held by the thread reloading
+        self._add_lock = threading.Lock()
         self._ever = False  # loaded at least once
         self._expiries = 0
+        self._growths = 0
+        self._kept = False  # a housekeeping thread calls keep()
 
     def refresh(self, force: bool = False) -> None:
-        """Reload the pools of running jobs if they are older than `refresh_s`.
+        """Reload the pools of running jobs when a reload is due (every lease calls this).
 
         One thread reloads; the others go on with the pools as they are rather than queue
-        behind its queries (every lease calls this), unless nothing was loaded yet or
-        `force` asks for the reload to be done on return."""
-        if not force and self.clock() - self._loaded < self.refresh_s:
+        behind its queries, unless nothing was loaded yet or `force` asks for the reload to
+        be done on return. While a housekeeping thread keeps the pool (`keep()`), only the
+        first load, an expiry and `force` reload here."""
+        if not force and not self._due_now(expired_only=self._kept):
             return
-        if not self._lock.acquire(blocking=force or not self._ever):
+        self._reload_once(wait=force or not self._ever, force=force)
+
+    def keep(self) -> None:
+        """Reload if due, from a housekeeping thread; from then on, leases leave periodic
+        reloads to it."""
+        self._kept = True
+        if self._due_now(expired_only=False):
+            self._reload_once(wait=False, force=False)
+
+    def _due_now(self, expired_only: bool) -> bool:
+        if self._due == float("-inf") or not self._ever:
+            return True
+        return not expired_only and self.clock() >= self._due
+
+    def _reload_once(self, wait: bool, force: bool) -> None:
+        if not self._lock.acquire(blocking=wait):
             return  # another thread is reloading; the current pools serve until it is done
         try:
-            if not force and self.clock() - self._loaded < self.refresh_s:
-                return
-            self._reload()
+            if force or self._due_now(expired_only=False):
+                self._reload()
         finally:
             self._lock.release()
 
     def _reload(self) -> None:
-        started, expiries = self.clock(), self._expiries
+        started, expiries, growths = self.clock(), self._expiries, self._growths
         jobs = self.store.jobs_in_state("running")
         rows = self.store.gold_rows(jobs, self.per_job)
         pools: dict[str, list[GoldRow]] = {job: [] for job in jobs}
         for row in rows:
             pools[row.job_id].append(row)
-        self._rows = pools
-        self._by_id = {row.gold_id: row for row in rows}
+        with self._add_lock:  # so that an add() cannot put back the pools this replaces
+            self._rows, self._by_id = pools, {row.gold_id: row for row in rows}
         # Expired while this reload ran: it may have read too early, so the next one reloads.
-        self._loaded = started if expiries == self._expiries else float("-inf")
+        # Grew meanwhile: the rows may have been read before the new ones.
+        due = started + self.refresh_s
+        if growths != self._growths:
+            due = min(due, self.clock() + self.grew_s)
+        self._due = due if expiries == self._expiries else float("-inf")
         self._ever = True
 
     def expire(self) -> None:
-        """Reload at the next `refresh()` (after gold rows were added or dropped)."""
+        """Reload at the next `refresh()` (after gold rows were dropped)."""
         self._expiries += 1
-        self._loaded = float("-inf")
+        self._due = float("-inf")
+
+    def add(self, rows: Sequence[GoldRow]) -> None:
+        """Gold rows this process has just stored: in the pool at once (newest first, up
+        to `per_job` a job), and a reload due within `grew_s` to settle with the store."""
+        with self._add_lock:
+            pools, by_id = dict(self._rows), dict(self._by_id)
+            for row in rows:
+                pools[row.job_id] = [row, *pools.get(row.job_id, [])][: self.per_job]
+                by_id[row.gold_id] = row
+            self._rows, self._by_id = pools, by_id
+        self.grew()
+
+    def grew(self) -> None:
+        """Gold rows were added: reload within `grew_s` (the rows in hand stay valid)."""
+        self._growths += 1
+        self._due = min(self._due, self.clock() + self.grew_s)
 
     def rows(self, job_id: str) -> list[GoldRow]:
         return self._rows.get(job_id, [])

@@ -182,8 +182,8 @@ class Submissions:
             ),
             lambda u, results: judge(u, results, arrival),
         )
-        if verdict.gold:
-            self.gold.expire()
+        if verdict.gold_kept:
+            self.gold.add(verdict.gold_kept)
         for outvoted in verdict.outvoted:
             self._review(outvoted, kind)
         if verdict.job_validated:

@@ -177,6 +177,8 @@ class Verdict:
     # Set by the store: this verdict decided its job's last open unit and every unit was
     # accepted, so the job is ready to assimilate.
     job_validated: bool = False
+    # Set by the store: the gold rows it kept from `gold`, with their ids.
+    gold_kept: tuple[GoldRow, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,11 @@ class ResultQueries(TrustQueries):
                 for row in conn.execute(Q.counted, {"unit_id": result.unit_id}).all()
             ]
             verdict = judge(unit, stored)
-            if self._apply(conn, unit, verdict, result, stored):
-                verdict = replace(verdict, job_validated=True)
+            # Reputation first: _settle credits only results still 'pending' (decided now).
+            checked = result.volunteer_id if result.gold_checked else ""
+            gold = self._settle(conn, unit, verdict, result.received_ms, stored, checked)
+            validated = self._apply(conn, unit, verdict, result)
+            verdict = replace(verdict, job_validated=validated, gold_kept=tuple(gold))
         return verdict
 
     def _apply(
@@ -89,13 +92,9 @@ class ResultQueries(TrustQueries):
         unit: UnitRecord,
         v: Verdict,
         result: NewResult,
-        judged: list[ResultRecord],
     ) -> bool:
-        """Write the verdict; True when it validated the unit's whole job."""
+        """Write the verdict (after `_settle`); True when it validated the unit's whole job."""
         now = result.received_ms
-        # Reputation first: _settle credits only results still 'pending' (decided just now).
-        gold_checked = result.volunteer_id if result.gold_checked else ""
-        self._settle(conn, unit, v, now, judged, gold_checked)
         for result_id in v.valid:
             conn.defer(Q.mark_result, {"b_id": result_id, "state": "valid"})
         for result_id in v.invalid:

@@ -130,8 +130,9 @@ class TrustQueries(SqlBase):
         now_ms: int,
         judged: Sequence[ResultRecord],
         gold_checked: str = "",
-    ) -> None:
-        """Reputation and credit for a decided result set, and the gold rows it yields.
+    ) -> list[GoldRow]:
+        """Reputation and credit for a decided result set, and the gold rows it yields
+        (returned, with their ids).
         `judged`: the unit's results the verdict was reached on, as they stood before it;
         `gold_checked`: the volunteer whose result just passed its gold rows.
 
@@ -174,9 +175,11 @@ class TrustQueries(SqlBase):
             for result_id in v.valid:
                 if result_id in fresh:
                     conn.defer(Q.mark_result, {"b_id": result_id, "credit": v.credit})
+        kept = []
         for text, answer in gold:
-            conn.execute(
-                t.gold.insert().values(
+            gold_id = conn.execute(
+                t.gold.insert()
+                .values(
                     job_id=unit.job_id,
                     text=text,
                     answer=answer,
@@ -184,7 +187,10 @@ class TrustQueries(SqlBase):
                     unit_id=unit.unit_id,
                     created_ms=now_ms,
                 )
-            )
+                .returning(t.gold.c.gold_id)
+            ).scalar_one()
+            kept.append(GoldRow(int(gold_id), unit.job_id, text, answer))
+        return kept
 
     # ------------------------------------------------------------------ gold rows
 

@@ -44,7 +44,8 @@ from allmende.v1 import allmende_pb2_grpc as rpc
 log = logging.getLogger("allmende.coordinator")
 
 ASSIMILATE_POLL_S = 5.0
-SEEN_FLUSH_S = 2.0
+SEEN_FLUSH_S = 2.0  # last-seen times are written this often
+GOLD_CHECK_S = 0.5  # and the gold pool checked this often (it reloads when due)
 
 
 @dataclass
@@ -77,9 +78,19 @@ def _assimilator(coordinator: Coordinator, stop: threading.Event) -> None:
 
 
 def _housekeeper(coordinator: Coordinator, stop: threading.Event) -> None:
-    """Write the volunteers' last-seen times every SEEN_FLUSH_S, and once more at the end."""
+    """Keep the gold pool fresh (checked every GOLD_CHECK_S) and write the volunteers'
+    last-seen times every SEEN_FLUSH_S, and once more at the end."""
+    flushed = time.monotonic()
     while True:
-        stopping = stop.wait(SEEN_FLUSH_S)
+        stopping = stop.wait(GOLD_CHECK_S)
+        if not stopping:
+            try:
+                coordinator.gold.keep()
+            except Exception:  # the pool in hand serves; leases reload it if it is expired
+                log.exception("reloading gold rows failed; will retry")
+        if not stopping and time.monotonic() - flushed < SEEN_FLUSH_S:
+            continue
+        flushed = time.monotonic()
         try:
             coordinator.flush_seen()
         except Exception:  # the times stay queued for the next round
