@@ -106,6 +106,17 @@ def test_lease_gives_units_in_order_with_a_deadline(store: SqlStore) -> None:
     assert store.get_lease("nope") is None
 
 
+def test_a_submission_reads_its_volunteer_and_lease_together(store: SqlStore) -> None:
+    units = make_job(store)
+    assert store.lease_unit("v1", "L1", T0) is not None
+    volunteer, found = store.get_volunteer_and_lease("v1", "L1")
+    assert volunteer == store.get_volunteer("v1")
+    assert found == store.get_lease_and_unit("L1")
+    assert found is not None and found[1].unit_id == units[0]
+    assert store.get_volunteer_and_lease("nobody", "L1") == (None, found)
+    assert store.get_volunteer_and_lease("v1", "nope") == (volunteer, None)
+
+
 def test_last_seen_times_are_written_together_and_never_move_back(store: SqlStore) -> None:
     store.touch_volunteers({"v2": T0 + 500, "v1": T0 + 900})
     store.touch_volunteers({"v1": T0 + 100})  # an older note, flushed late elsewhere

@@ -57,6 +57,11 @@ class Submissions:
     def _volunteer(self, volunteer_id: str) -> VolunteerRecord:  # pragma: no cover
         raise NotImplementedError
 
+    def _admitted(
+        self, volunteer_id: str, record: VolunteerRecord | None
+    ) -> VolunteerRecord:  # pragma: no cover
+        raise NotImplementedError
+
     def submit_results(
         self, volunteer_id: str, results: Sequence[tuple[bytes, bytes, bytes]], most: int
     ) -> list[SubmitOutcome | AllmendeError]:
@@ -112,9 +117,13 @@ class Submissions:
         payload: bytes,
         volunteer: VolunteerRecord | None = None,
     ) -> SubmitOutcome:
-        if volunteer is None:
-            volunteer = self._volunteer(env.volunteer_id)
-        found = self.store.get_lease_and_unit(env.lease_id)
+        if volunteer is None:  # one call: both in one read
+            if not env.volunteer_id:
+                raise InvalidArgument("volunteer_id", "the id returned by RegisterVolunteer")
+            record, found = self.store.get_volunteer_and_lease(env.volunteer_id, env.lease_id)
+            volunteer = self._admitted(env.volunteer_id, record)
+        else:  # a batch: its volunteer was read once for all
+            found = self.store.get_lease_and_unit(env.lease_id)
         if found is None:
             raise NotFound(f"lease {shown(env.lease_id)} does not exist")
         lease, unit = found

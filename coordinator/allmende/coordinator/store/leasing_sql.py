@@ -11,10 +11,17 @@ from typing import Any
 
 from allmende.coordinator.store.base import Compose
 from allmende.coordinator.store.fastsql import Conn
-from allmende.coordinator.store.records import LeaseCandidate, LeaseGrant, LeaseRecord, UnitRecord
+from allmende.coordinator.store.records import (
+    LeaseCandidate,
+    LeaseGrant,
+    LeaseRecord,
+    UnitRecord,
+    VolunteerRecord,
+)
 from allmende.coordinator.store.sql_base import unit_record
 from allmende.coordinator.store.statements import FREE_UNIT, Q
 from allmende.coordinator.store.trust_sql import TrustQueries
+from allmende.coordinator.store.volunteers_sql import volunteer_record
 
 # Candidates a PostgreSQL lease tries per job.
 _LEASE_TRIES = 8
@@ -168,6 +175,24 @@ class LeaseQueries(TrustQueries):
         with self._read() as conn:
             row = conn.execute(Q.lease_and_unit, {"lease_id": lease_id}).first()
         return None if row is None else (_lease_record(row, row.lease_state), unit_record(row))
+
+    def get_volunteer_and_lease(
+        self, volunteer_id: str, lease_id: str
+    ) -> tuple[VolunteerRecord | None, tuple[LeaseRecord, UnitRecord] | None]:
+        """A volunteer's record, and a lease with its unit: what a result is checked
+        against before it is decoded, in one round trip (two statements, pipelined)."""
+        with self._read() as conn:
+            volunteers, leases = conn.execute_all(
+                [
+                    (Q.volunteer, {"volunteer_id": volunteer_id}),
+                    (Q.lease_and_unit, {"lease_id": lease_id}),
+                ]
+            )
+            volunteer, row = volunteers.first(), leases.first()
+        return (
+            None if volunteer is None else volunteer_record(volunteer),
+            None if row is None else (_lease_record(row, row.lease_state), unit_record(row)),
+        )
 
     def get_unit(self, unit_id: str) -> UnitRecord | None:
         with self._read() as conn:
