@@ -581,8 +581,8 @@ def main() -> None:
                 print(
                     f"{label:<27} {count:>10} {compute_ms:>6}ms {batch:>5} "
                     f"{row['units_per_s']:>8.1f} {row['results_per_s']:>9.1f} "
-                    f"{row['lease_p50_ms']:>7.1f}ms {row['lease_p99_ms']:>7.1f}ms "
-                    f"{row['submit_p99_ms']:>8.1f}ms {os.getloadavg()[0]:>5.1f}  "
+                    f"{_ms(row['lease_p50_ms']):>9} {_ms(row['lease_p99_ms']):>9} "
+                    f"{_ms(row['submit_p99_ms']):>10} {os.getloadavg()[0]:>5.1f}  "
                     f"{errors or '-'}",
                     flush=True,
                 )
@@ -591,9 +591,15 @@ def main() -> None:
             cluster.stop()
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    print("load: the 1-minute load average after the row; the benchmark itself keeps it near 2")
-    print("(2 cores), well above that other work competed with it and the row reads low")
+    print("lease -: no lease call both started and ended within the window (1,000 volunteers")
+    print("asking for 8 units each queue for longer than it lasts)")
+    print("load: the 1-minute load average after the row; it counts processes waiting on the")
+    print("disk too, so PostgreSQL rows read high; CPU time is what the rows compete for")
     _verdicts(rows)
+
+
+def _ms(value: float) -> str:
+    return "-" if value != value else f"{value:.1f}ms"  # NaN: nothing was timed
 
 
 def _verdicts(rows: list[dict[str, Any]]) -> None:
