@@ -946,6 +946,18 @@ def submissions(
     return pb.SubmitResultRequest(envelope=blob, signature=signature, payload=payload)
 
 
+def invoke_as(world: Any, data: Any, method: Any, request: Any, volunteer: Any) -> Any:
+    """Call `method` as `volunteer`, mostly signed (the signatures themselves are fuzzed in
+    test_fuzzed_request_messages), and check the outcome is an allowed one."""
+    metadata = data.draw(
+        volunteer_metadata(world, method, request, signed=10, holder=volunteer),
+        label="metadata",
+    )
+    outcome = world.invoke(method, request, metadata)
+    assert_allowed(method, outcome, world.token)
+    return outcome
+
+
 @settings(RPC_FUZZ, max_examples=150)
 @given(data=st.data())
 def test_submit_result_near_the_honest_envelope(world: World, data: Any) -> None:
@@ -963,13 +975,7 @@ def test_submit_result_near_the_honest_envelope(world: World, data: Any) -> None
             event("no work left")  # the world's lease, refused
             near = submissions(world)
         request = data.draw(near, label="request")
-        # Mostly signed: the signatures themselves are fuzzed in test_fuzzed_request_messages.
-        metadata = data.draw(
-            volunteer_metadata(world, method, request, signed=10, holder=volunteer),
-            label="metadata",
-        )
-        outcome = world.invoke(method, request, metadata)
-        assert_allowed(method, outcome, world.token)
+        outcome = invoke_as(world, data, method, request, volunteer)
         if outcome.code == Code.OK:
             assert outcome.response.status in SUBMIT_STATUSES, outcome
             event(f"SubmitResult: {outcome.response.status}")
@@ -1039,13 +1045,7 @@ def test_submit_results_near_the_honest_envelope(world: World, data: Any) -> Non
             # Still draw the same way: results for the world's lease, refused one by one.
             event("no work left")
         request = data.draw(batches(world, volunteer, leases or [world.lease]), label="request")
-        # Mostly signed: the signatures themselves are fuzzed in test_fuzzed_request_messages.
-        metadata = data.draw(
-            volunteer_metadata(world, method, request, signed=10, holder=volunteer),
-            label="metadata",
-        )
-        outcome = world.invoke(method, request, metadata)
-        assert_allowed(method, outcome, world.token)
+        outcome = invoke_as(world, data, method, request, volunteer)
         if outcome.code == Code.OK:
             check_batch_answers(request, outcome)
         for lease in leases:
