@@ -10,15 +10,14 @@ import json
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from allmende.coordinator.domain.assimilate import assimilate
-from allmende.coordinator.domain.compose import compose, new_rng
+from allmende.coordinator.domain.compose import new_rng
 from allmende.coordinator.domain.gold import GoldPool
 from allmende.coordinator.domain.jobs import (
     InputRecord,
@@ -27,17 +26,14 @@ from allmende.coordinator.domain.jobs import (
     plan_job,
     resolve_settings,
 )
+from allmende.coordinator.domain.leasing import Leasing
 from allmende.coordinator.domain.submit import Submissions
-from allmende.coordinator.domain.trust import DAY_MS, TrustPolicy, utc_day
+from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import (
     JobCounts,
     JobRecord,
     JobSettings,
-    LeaseCandidate,
-    LeaseGrant,
-    LeasePlan,
-    Reputation,
     VolunteerRecord,
 )
 from allmende.protocol import codec
@@ -62,11 +58,6 @@ GoldComputer = Callable[[JobSettings, list[str]], np.ndarray]
 SEED_GOLD_ROWS = 32
 
 VERSION = "0.1.0"
-IDLE_RETRY_MS = 2000
-SEEN_EVERY_MS = 10_000
-WAIT_RETRY_MS = 1000
-# Units one LeaseWork call may ask for (and results one SubmitResults call may carry).
-MAX_LEASE_UNITS = 32
 
 
 @dataclass(frozen=True)
@@ -75,24 +66,11 @@ class JobView:
     counts: JobCounts
 
 
-@dataclass(frozen=True)
-class LeaseOffer:
-    grant: LeaseGrant | None
-    work_remaining: bool
-    retry_after_ms: int
-    notice: str = ""
-    more: tuple[LeaseGrant, ...] = ()  # further grants, when several units were asked for
-
-    @property
-    def grants(self) -> tuple[LeaseGrant, ...]:
-        return () if self.grant is None else (self.grant, *self.more)
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Coordinator(Submissions):
+class Coordinator(Leasing, Submissions):
     def __init__(
         self,
         store: Store,
@@ -238,121 +216,6 @@ class Coordinator(Submissions):
         return [
             JobView(job, self.store.job_counts(job.job_id, now)) for job in self.store.list_jobs()
         ]
-
-    # ------------------------------------------------------------------ leases
-
-    def lease_work(self, volunteer_id: str, address: str = "", count: int = 1) -> LeaseOffer:
-        """Lease up to `count` units, each composed for this volunteer alone (see
-        domain/compose.py) and each a lease of its own; the daily quota counts each.
-
-        `address` is the volunteer's network address ('' for loopback): replicas of a unit
-        go to distinct addresses unless the policy says otherwise."""
-        if not 1 <= count <= MAX_LEASE_UNITS:
-            raise InvalidArgument("max_units", f"1 to {MAX_LEASE_UNITS} units, got {count}")
-        if not volunteer_id:
-            raise InvalidArgument("volunteer_id", "the id returned by RegisterVolunteer")
-        record, reputation = self.store.get_standing(volunteer_id)
-        volunteer = self._admitted(volunteer_id, record)
-        now = self.clock()
-        self._seen(volunteer_id, now)
-        if self.draining.is_set():
-            return LeaseOffer(None, True, WAIT_RETRY_MS * 5)
-        day = utc_day(now)
-        quota = self.policy.quota(sum(r.valid for r in reputation.values()))
-        used = volunteer.leased_today if volunteer.quota_day == day else 0
-        if used >= quota:
-            wait = min(DAY_MS - now % DAY_MS, 10 * 60 * 1000)
-            return LeaseOffer(
-                None,
-                True,
-                wait,
-                f"daily quota of {quota} units reached; it grows by "
-                f"{self.policy.quota_per_valid} per validated result and resets at 00:00 UTC",
-            )
-        self.gold.refresh()
-        grants: list[LeaseGrant] = []
-        with self.store.batch():  # one commit (SQLite)
-            for _ in range(min(count, quota - used)):
-                grant = self._lease_one(volunteer_id, reputation, now, day, address)
-                if grant is None:
-                    break
-                grants.append(grant)
-        if grants:
-            return LeaseOffer(grants[0], True, 0, more=tuple(grants[1:]))
-        remaining = self.store.work_remaining(volunteer_id, now)
-        return LeaseOffer(None, remaining, WAIT_RETRY_MS if remaining else IDLE_RETRY_MS)
-
-    def _lease_one(
-        self,
-        volunteer_id: str,
-        reputation: Mapping[str, Reputation],
-        now: int,
-        day: int,
-        address: str,
-    ) -> LeaseGrant | None:
-        lease_id = uuid.uuid4().hex
-
-        def plan(candidate: LeaseCandidate) -> LeasePlan:
-            rng = new_rng()
-            c = compose(
-                self.key,
-                candidate,
-                lease_id,
-                self.gold.rows(candidate.job_id),
-                rng,
-                now,
-                earlier=self.gold.cached(candidate.gold_ids),
-            )
-            alone = bool(c.gold_ids) and self.policy.goes_alone(reputation.get(candidate.kind), rng)
-            return LeasePlan(
-                c.blob, c.signature, c.unit_sha256, c.composition, c.gold_ids, solo=alone
-            )
-
-        return self.store.lease_unit(
-            volunteer_id,
-            lease_id,
-            now,
-            plan,
-            address=address if self.policy.distinct_addresses else "",
-            day=day,
-        )
-
-    def _seen(self, volunteer_id: str, now: int) -> None:
-        """Note that a volunteer is alive, at most every SEEN_EVERY_MS per volunteer. The
-        notes reach the store in batches (`flush_seen`), not as a write per lease."""
-        if now - self._last_seen.get(volunteer_id, 0) >= SEEN_EVERY_MS:
-            self._last_seen[volunteer_id] = now
-            with self._seen_lock:
-                self._seen_due[volunteer_id] = now
-
-    def flush_seen(self) -> None:
-        """Write the last-seen times noted since the previous flush, in one transaction.
-        The server calls it every few seconds and on shutdown; listings call it first."""
-        with self._seen_lock:
-            due, self._seen_due = self._seen_due, {}
-        if not due:
-            return
-        try:
-            self.store.touch_volunteers(due)
-        except BaseException:  # kept for the next flush, unless a newer time is there
-            with self._seen_lock:
-                self._seen_due = {**due, **self._seen_due}
-            raise
-
-    def volunteers_online(self, window_ms: int = 120_000) -> int:
-        """Volunteers that asked this process for work recently."""
-        now = self.clock()
-        return sum(1 for seen in list(self._last_seen.values()) if now - seen < window_ms)
-
-    def release_work(self, volunteer_id: str, lease_id: str, reason: str) -> None:
-        self._volunteer(volunteer_id)
-        lease = self.store.get_lease(lease_id)
-        if lease is None:
-            raise NotFound(f"lease {shown(lease_id)} does not exist")
-        if lease.volunteer_id != volunteer_id:
-            raise PermissionDenied(f"lease {shown(lease_id)} belongs to another volunteer")
-        self.store.release_lease(lease_id, reason[:500] or "handed back", self.clock())
-        log.info("lease released lease=%s unit=%s reason=%s", lease_id, lease.unit_id, reason)
 
     # ------------------------------------------------------------------ datasets
 

@@ -36,6 +36,9 @@ from allmende.coordinator.store.records import (
 Judge = Callable[[UnitRecord, list[ResultRecord]], Verdict]
 # Composes and signs the unit a lease hands out; runs inside the lease transaction.
 Compose = Callable[[LeaseCandidate], LeasePlan]
+# Judges a volunteer's record (None: unknown) and reputation before a lease: raises to refuse
+# it, False to lease nothing; runs inside the lease transaction.
+Admit = Callable[[VolunteerRecord | None, dict[str, Reputation]], bool]
 
 
 class Store(Protocol):
@@ -70,6 +73,7 @@ class Store(Protocol):
         compose: Compose | None = None,
         address: str = "",
         day: int = 0,
+        admit: Admit | None = None,
     ) -> LeaseGrant | None: ...
     def work_remaining(self, volunteer_id: str, now_ms: int) -> bool: ...
     def get_lease(self, lease_id: str) -> LeaseRecord | None: ...

@@ -20,7 +20,7 @@ SQLAlchemy's own `DBAPIError` subclasses either way.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import cache
 from typing import Any, TypeVar
@@ -140,6 +140,9 @@ def _plan(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) -> _
     return plan
 
 
+_NOT_PSYCOPG = object()
+
+
 class Rows:
     """The rows of one fast-path statement: the subset of SQLAlchemy's Result the store uses."""
 
@@ -164,8 +167,17 @@ class Rows:
             [v if f is None or v is None else f(v) for f, v in zip(loaders, row, strict=True)]
         )
 
+    def _returns_rows(self) -> bool:
+        """Whether the statement returned rows (a SELECT, or RETURNING). psycopg's
+        `description` builds a Column object per column for each call; its result's field
+        count says the same."""
+        result: Any = getattr(self._cursor, "pgresult", _NOT_PSYCOPG)
+        if result is _NOT_PSYCOPG:
+            return self._cursor.description is not None
+        return result is not None and result.nfields > 0
+
     def first(self) -> Any:
-        if self._cursor.description is None:
+        if not self._returns_rows():
             return None
         make = self._maker()
         row = self._cursor.fetchone()
@@ -173,7 +185,7 @@ class Rows:
         return None if row is None else make(row)
 
     def all(self) -> list[Any]:
-        if self._cursor.description is None:
+        if not self._returns_rows():
             return []
         make = self._maker()
         return [make(row) for row in self._cursor.fetchall()]
@@ -244,7 +256,7 @@ class Conn:
                 return self._run(plan, params)
         return self.sa.execute(statement, params)
 
-    def execute_all(self, statements: list[tuple[Any, Mapping[str, Any]]]) -> list[Any]:
+    def execute_all(self, statements: Sequence[tuple[Any, Mapping[str, Any]]]) -> list[Any]:
         """Run prebuilt statements one after the other, as `execute` would, and return the
         rows of each; on PostgreSQL all in one round trip. Each still sees what the ones
         before it did (and, in READ COMMITTED, what others committed before it ran)."""
@@ -252,6 +264,19 @@ class Conn:
         if not self._pipelined or any(plan is None for plan, _ in plans):
             return [self.execute(st, pa) for st, pa in statements]
         return self._pipeline([(plan, pa) for plan, pa in plans if plan is not None])
+
+    def commit_with(self, statements: Sequence[tuple[Any, Mapping[str, Any]]]) -> list[Any]:
+        """Run prebuilt statements, as `execute_all` would, and commit: on PostgreSQL all in
+        one round trip with the COMMIT, which is sent whatever the statements found. The
+        rows of each. Nothing more may run in the transaction after it.
+
+        Elsewhere the statements run at once and the transaction commits where it ends."""
+        plans = [(_plan(st, self.dialect, frozenset(pa)), pa) for st, pa in statements]
+        if not self._pipelined or any(plan is None for plan, _ in plans):
+            rows = [self.execute(st, pa) for st, pa in statements]
+            self.commit()
+            return rows
+        return self._pipeline([(plan, pa) for plan, pa in plans if plan is not None], commit=True)
 
     def defer(self, statement: Any, params: Mapping[str, Any]) -> None:
         """Run a write whose outcome nobody reads (no rows, no row count), as late as order

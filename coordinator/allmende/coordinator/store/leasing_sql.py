@@ -9,21 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from allmende.coordinator.store.base import Compose
+from allmende.coordinator.store.base import Admit, Compose
 from allmende.coordinator.store.fastsql import Conn
 from allmende.coordinator.store.records import (
     LeaseCandidate,
     LeaseGrant,
+    LeasePlan,
     LeaseRecord,
     UnitRecord,
     VolunteerRecord,
 )
 from allmende.coordinator.store.sql_base import unit_record
-from allmende.coordinator.store.statements import FREE_UNIT, Q
+from allmende.coordinator.store.statements import FREE_UNIT, FREE_UNIT_FIRST_JOB, STANDING, Q
 from allmende.coordinator.store.trust_sql import TrustQueries
-from allmende.coordinator.store.volunteers_sql import volunteer_record
+from allmende.coordinator.store.volunteers_sql import standing_of, volunteer_record
 
-# Candidates a PostgreSQL lease tries per job.
+# Candidates a PostgreSQL lease tries, each in a transaction of its own, before it gives up.
 _LEASE_TRIES = 8
 
 
@@ -38,6 +39,63 @@ def _lease_record(row: Any, state: str) -> LeaseRecord:
         row.composition or b"",
         tuple(int(g) for g in row.gold_ids.split(",")) if row.gold_ids else (),
     )
+
+
+def _sweep_due(jobs: list[Any], now_ms: int) -> bool:
+    """Whether a live lease has passed its deadline (the job list says when the first falls
+    due), so that expired leases are swept before a unit is chosen."""
+    return bool(jobs) and jobs[0].next_due is not None and jobs[0].next_due <= now_ms
+
+
+def _candidate_params(
+    volunteer_id: str, now_ms: int, address: str, tried: list[str] | None = None
+) -> dict[str, Any]:
+    """FREE_UNIT's parameters but the job (PostgreSQL's also name the units tried)."""
+    params: dict[str, Any] = {
+        "volunteer": volunteer_id,
+        "active": "active",
+        "now": now_ms,
+        "address": address,
+    }
+    if tried is not None:
+        params["tried"] = tried
+    return params
+
+
+def _plan(row: Any, job: Any, now_ms: int, compose: Compose | None) -> tuple[LeasePlan | None, int]:
+    """The candidate composed for this lease (None without `compose`), and its deadline."""
+    deadline = now_ms + job.lease_seconds * 1000
+    if compose is None:
+        return None, deadline
+    candidate = LeaseCandidate(
+        unit_id=row.unit_id,
+        job_id=job.job_id,
+        kind=job.kind,
+        blob=row.blob,
+        rows=row.rows,
+        busy=row.busy,
+        quorum=row.quorum or job.redundancy,
+        redundancy=job.redundancy,
+        gold_fraction=job.gold_fraction,
+        deadline_ms=deadline,
+        gold_ids=tuple(int(g) for g in row.gold_ids.split(",")) if row.gold_ids else (),
+    )
+    return compose(candidate), deadline
+
+
+def _lease_values(address: str, plan: LeasePlan | None) -> dict[str, Any]:
+    return {
+        "address": address,
+        "unit_sha256": plan.unit_sha256 if plan else None,
+        "composition": plan.composition if plan else None,
+        "gold_ids": ",".join(map(str, plan.gold_ids)) if plan else "",
+    }
+
+
+def _grant(lease_id: str, row: Any, deadline: int, plan: LeasePlan | None) -> LeaseGrant:
+    if plan is None:
+        return LeaseGrant(lease_id, row.unit_id, deadline, row.blob, row.signature)
+    return LeaseGrant(lease_id, row.unit_id, deadline, plan.blob, plan.signature)
 
 
 class LeaseQueries(TrustQueries):
@@ -61,71 +119,116 @@ class LeaseQueries(TrustQueries):
         compose: Compose | None = None,
         address: str = "",
         day: int = 0,
+        admit: Admit | None = None,
     ) -> LeaseGrant | None:
         """Lease the first unit with a free replica slot: highest priority job first, then
         the oldest job, then unit order. Never two live leases of one unit to one volunteer,
         never a unit the volunteer has already sent a result for, and (unless `address` is
         '') never a unit another volunteer at the same address holds or answered.
 
+        `admit`, when given, first judges the volunteer's standing, read in the same
+        transaction: it raises to refuse the volunteer, or returns False to lease nothing.
         `compose` turns the chosen unit into what this lease hands out (rows in a per-lease
         order, gold rows mixed in, signed); without it the unit goes out as planned. A plan
         marked `solo` (adaptive replication) makes this volunteer's result alone decide a
         unit nobody else holds yet. `day` counts the lease towards the volunteer's quota."""
+        if self.postgres:
+            return self._lease_postgres(
+                volunteer_id, lease_id, now_ms, compose, address, day, admit
+            )
         with self._tx() as conn:
+            if admit is not None:
+                standing = conn.execute(STANDING, {"volunteer_id": volunteer_id}).all()
+                if not admit(*standing_of(standing)):
+                    return None
             jobs = conn.execute(Q.running_jobs).all()
-            if jobs and jobs[0].next_due is not None and jobs[0].next_due <= now_ms:
+            if _sweep_due(jobs, now_ms):
                 self._expire_leases(conn, now_ms)
-            query = FREE_UNIT[conn.dialect.name]
+            params = _candidate_params(volunteer_id, now_ms, address)
             for job in jobs:
-                tried: list[str] = []
-                for _ in range(_LEASE_TRIES):
-                    params: dict[str, Any] = {
-                        "job": job.job_id,
-                        "volunteer": volunteer_id,
-                        "active": "active",
-                        "now": now_ms,
-                        "address": address,
-                    }
-                    if self.postgres:
-                        params["tried"] = tried
-                    row = conn.execute(query, params).first()
-                    if row is None:
+                row = conn.execute(FREE_UNIT["sqlite"], {**params, "job": job.job_id}).first()
+                if row is None:
+                    continue
+                plan, deadline = _plan(row, job, now_ms, compose)
+                conn.execute(
+                    Q.add_lease,
+                    {
+                        "lease_id": lease_id,
+                        "unit_id": row.unit_id,
+                        "volunteer_id": volunteer_id,
+                        "state": "active",
+                        "created_ms": now_ms,
+                        "deadline_ms": deadline,
+                        "reason": "",
+                        **_lease_values(address, plan),
+                    },
+                )
+                for statement, values in self._lease_writes(row, job, plan, volunteer_id, day):
+                    conn.defer(statement, values)
+                return _grant(lease_id, row, deadline, plan)
+        return None
+
+    def _lease_postgres(
+        self,
+        volunteer_id: str,
+        lease_id: str,
+        now_ms: int,
+        compose: Compose | None,
+        address: str,
+        day: int,
+        admit: Admit | None,
+    ) -> LeaseGrant | None:
+        """`lease_unit` on PostgreSQL, in two round trips when nothing gets in the way: the
+        standing, the job list and the first job's candidate (locked; units other sessions
+        hold are skipped) in the first; the lease's insert, its writes and the COMMIT in the
+        second. Under load each round trip also waits for the GIL to come back, which costs
+        more than the trip itself.
+
+        The candidate query judged the volunteer's own leases by a snapshot from before it
+        locked the unit, so a lease another coordinator committed in between could be missed.
+        Now that the unit is held, every earlier writer of it has committed: the insert's
+        fresh snapshot sees them all, and the writes after it happen only if it inserted. A
+        unit found taken that way is passed over, and the lease starts again in a new
+        transaction."""
+        tried: list[str] = []
+        for _ in range(_LEASE_TRIES):
+            with self._tx() as conn:
+                params = _candidate_params(volunteer_id, now_ms, address, tried)
+                first: list[tuple[Any, dict[str, Any]]] = [
+                    (Q.running_jobs, {}),
+                    (FREE_UNIT_FIRST_JOB, params),
+                ]
+                if admit is not None:
+                    first.insert(0, (STANDING, {"volunteer_id": volunteer_id}))
+                found = conn.execute_all(first)
+                if admit is not None:
+                    if not admit(*standing_of(found.pop(0).all())):
+                        return None
+                    admit = None
+                jobs, early = found[0].all(), found[1].first()
+                asked = bool(jobs)  # the first job's candidate is in `early` (None: it has none)
+                if _sweep_due(jobs, now_ms):
+                    self._expire_leases(conn, now_ms)
+                    asked = False  # the sweep may have freed a unit that comes earlier
+                if early is not None and jobs and early.job_id != jobs[0].job_id:
+                    asked = False  # the jobs changed between the two statements
+                picked = None
+                for index, job in enumerate(jobs):
+                    if index == 0 and asked:
+                        row = early
+                    else:
+                        query = FREE_UNIT["postgresql"]
+                        row = conn.execute(query, {**params, "job": job.job_id}).first()
+                    if row is not None:
+                        picked = job, row
                         break
-                    deadline = now_ms + job.lease_seconds * 1000
-                    plan = (
-                        compose(
-                            LeaseCandidate(
-                                unit_id=row.unit_id,
-                                job_id=job.job_id,
-                                kind=job.kind,
-                                blob=row.blob,
-                                rows=row.rows,
-                                busy=row.busy,
-                                quorum=row.quorum or job.redundancy,
-                                redundancy=job.redundancy,
-                                gold_fraction=job.gold_fraction,
-                                deadline_ms=deadline,
-                                gold_ids=tuple(int(g) for g in row.gold_ids.split(","))
-                                if row.gold_ids
-                                else (),
-                            )
-                        )
-                        if compose is not None
-                        else None
-                    )
-                    values = {
-                        "address": address,
-                        "unit_sha256": plan.unit_sha256 if plan else None,
-                        "composition": plan.composition if plan else None,
-                        "gold_ids": ",".join(map(str, plan.gold_ids)) if plan else "",
-                    }
-                    if self.postgres:
-                        # The candidate query judged the volunteer's own leases by a snapshot
-                        # from before it locked the unit, so a lease another coordinator
-                        # committed in between could be missed. Now that this transaction
-                        # holds the unit, every earlier writer of it has committed, and the
-                        # insert's fresh snapshot sees them all.
-                        inserted = conn.execute(
+                if picked is None:
+                    return None
+                job, row = picked
+                plan, deadline = _plan(row, job, now_ms, compose)
+                inserted, *_ = conn.commit_with(
+                    [
+                        (
                             Q.add_lease_if_free,
                             {
                                 "lease_id": lease_id,
@@ -133,30 +236,15 @@ class LeaseQueries(TrustQueries):
                                 "volunteer": volunteer_id,
                                 "now": now_ms,
                                 "deadline": deadline,
-                                **values,
+                                **_lease_values(address, plan),
                             },
-                        )
-                        if inserted.first() is None:
-                            tried.append(row.unit_id)
-                            continue
-                    else:
-                        conn.execute(
-                            Q.add_lease,
-                            {
-                                "lease_id": lease_id,
-                                "unit_id": row.unit_id,
-                                "volunteer_id": volunteer_id,
-                                "state": "active",
-                                "created_ms": now_ms,
-                                "deadline_ms": deadline,
-                                "reason": "",
-                                **values,
-                            },
-                        )
-                    self._after_lease(conn, row, job, plan, volunteer_id, day)
-                    if plan is None:
-                        return LeaseGrant(lease_id, row.unit_id, deadline, row.blob, row.signature)
-                    return LeaseGrant(lease_id, row.unit_id, deadline, plan.blob, plan.signature)
+                        ),
+                        *self._lease_writes(row, job, plan, volunteer_id, day, if_leased=lease_id),
+                    ]
+                )
+                if inserted.first() is not None:
+                    return _grant(lease_id, row, deadline, plan)
+                tried.append(row.unit_id)
         return None
 
     def work_remaining(self, volunteer_id: str, now_ms: int) -> bool:

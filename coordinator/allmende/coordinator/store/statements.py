@@ -11,6 +11,7 @@ from sqlalchemy import (
     String,
     bindparam,
     case,
+    exists,
     func,
     literal,
     literal_column,
@@ -51,7 +52,7 @@ _OTHER_ADDRESS = """
 # With the gold rows the unit's earlier leases got: every replica of a unit gets the same
 # gold rows (in its own order), so volunteers comparing their copies learn nothing.
 _CANDIDATE = (
-    "SELECT u.unit_id, u.blob, u.signature, u.rows, u.busy, u.quorum,"
+    "SELECT u.unit_id, u.job_id, u.blob, u.signature, u.rows, u.busy, u.quorum,"
     " (SELECT g.gold_ids FROM leases AS g WHERE g.unit_id = u.unit_id AND g.gold_ids <> ''"
     " ORDER BY g.created_ms LIMIT 1) AS gold_ids FROM units AS u"
 )
@@ -71,6 +72,16 @@ FREE_UNIT = {
         + " ORDER BY u.seq LIMIT 1 FOR NO KEY UPDATE OF u SKIP LOCKED"
     ),
 }
+# PostgreSQL: the candidate in the job a lease tries first (the order of Q.running_jobs),
+# so that it can travel in the lease transaction's first round trip, before the job list
+# it would otherwise wait for.
+FREE_UNIT_FIRST_JOB = text(
+    str(FREE_UNIT["postgresql"]).replace(
+        "u.job_id = :job",
+        "u.job_id = (SELECT job_id FROM jobs WHERE state = 'running'"
+        " ORDER BY priority DESC, created_ms, job_id LIMIT 1)",
+    )
+)
 
 
 def _b(name: str, expanding: bool = False) -> Any:
@@ -315,8 +326,14 @@ COUNT_LEASE = prebuilt(
         quota_day=bindparam("day"),
     )
 )
+# The same two writes, made only if the lease `b_lease` exists: on PostgreSQL they travel
+# with the lease's insert and the COMMIT in one round trip, before anyone knows whether the
+# insert found its unit still free.
+_LEASED = exists().where(t.leases.c.lease_id == bindparam("b_lease"))
+SET_QUORUM_IF_LEASED = prebuilt(SET_QUORUM.where(_LEASED))
+COUNT_LEASE_IF_LEASED = prebuilt(COUNT_LEASE.where(_LEASED))
 
 
-for _statement in [*vars(Q).values(), *FREE_UNIT.values()]:
+for _statement in [*vars(Q).values(), *FREE_UNIT.values(), FREE_UNIT_FIRST_JOB]:
     if isinstance(_statement, ClauseElement) and not isinstance(_statement, TableClause):
         prebuilt(_statement)

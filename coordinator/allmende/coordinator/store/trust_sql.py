@@ -27,9 +27,11 @@ from allmende.coordinator.store.sql_base import SqlBase
 from allmende.coordinator.store.statements import (
     BUMP,
     COUNT_LEASE,
+    COUNT_LEASE_IF_LEASED,
     COUNTERS,
     REPUTATION,
     SET_QUORUM,
+    SET_QUORUM_IF_LEASED,
     Q,
 )
 
@@ -78,16 +80,19 @@ class TrustQueries(SqlBase):
 
     # ------------------------------------------------------------------ leases
 
-    def _after_lease(
-        self,
-        conn: Conn,
+    @staticmethod
+    def _lease_writes(
         row: Any,
         job: Any,
         plan: LeasePlan | None,
         volunteer_id: str,
         day: int,
-    ) -> None:
-        """Adaptive replication on the unit just leased, and the volunteer's daily count."""
+        if_leased: str = "",
+    ) -> list[tuple[Any, dict[str, Any]]]:
+        """Adaptive replication on the unit just leased, and the volunteer's daily count.
+        With `if_leased` (a lease id), each write is made only if that lease was inserted."""
+        writes: list[tuple[Any, dict[str, Any]]] = []
+        guard = {"b_lease": if_leased} if if_leased else {}
         quorum = row.quorum or job.redundancy
         if row.busy == 0:  # nobody else holds or answered it: this lease may set its quorum
             if plan is not None and plan.solo:
@@ -97,9 +102,14 @@ class TrustQueries(SqlBase):
             else:
                 new = 0
             if new:
-                conn.defer(SET_QUORUM, {"b_unit": row.unit_id, "target": new, "quorum": new})
+                statement = SET_QUORUM_IF_LEASED if if_leased else SET_QUORUM
+                writes.append(
+                    (statement, {"b_unit": row.unit_id, "target": new, "quorum": new, **guard})
+                )
         if day:
-            conn.defer(COUNT_LEASE, {"b_volunteer": volunteer_id, "day": day})
+            statement = COUNT_LEASE_IF_LEASED if if_leased else COUNT_LEASE
+            writes.append((statement, {"b_volunteer": volunteer_id, "day": day, **guard}))
+        return writes
 
     def reject_lease(self, lease_id: str, reason: str, now_ms: int) -> None:
         """Close a lease whose result was refused (a gold miss), freeing its replica slot."""

@@ -65,16 +65,20 @@ class VolunteerQueries(SqlBase):
     ) -> tuple[VolunteerRecord | None, dict[str, Reputation]]:
         """A volunteer's record and its reputation per task kind, in one read."""
         with self._read() as conn:
-            rows = conn.execute(STANDING, {"volunteer_id": volunteer_id}).all()
-        if not rows:
-            return None, {}
-        return volunteer_record(rows[0]), {
-            row.rep_kind: Reputation(
-                row.rep_kind, **{name: getattr(row, f"rep_{name}") for name in COUNTERS}
-            )
-            for row in rows
-            if row.rep_kind is not None
-        }
+            return standing_of(conn.execute(STANDING, {"volunteer_id": volunteer_id}).all())
+
+
+def standing_of(rows: list[Any]) -> tuple[VolunteerRecord | None, dict[str, Reputation]]:
+    """A volunteer's record and reputation per task kind, from the rows of STANDING."""
+    if not rows:
+        return None, {}
+    return volunteer_record(rows[0]), {
+        row.rep_kind: Reputation(
+            row.rep_kind, **{name: getattr(row, f"rep_{name}") for name in COUNTERS}
+        )
+        for row in rows
+        if row.rep_kind is not None
+    }
 
 
 def volunteer_record(row: Any) -> VolunteerRecord:

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import grpc
 
-from allmende.coordinator.domain.coordinator import MAX_LEASE_UNITS, Coordinator, JobView
+from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import InputRecord, JobRequest
+from allmende.coordinator.domain.leasing import MAX_LEASE_UNITS
 from allmende.coordinator.domain.submit import SubmitOutcome
 from allmende.coordinator.domain.trust import peer_address
 from allmende.coordinator.metrics import Metrics

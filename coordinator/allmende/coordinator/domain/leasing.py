@@ -1,0 +1,207 @@
+"""Leasing work: admitting a volunteer, composing each unit for it, and handing units back.
+
+Part of the `Coordinator` facade (a mixin, as submit.py). A lease call judges its volunteer
+(registered, not banned or quarantined, within its daily quota) from the standing the store
+reads inside the first lease's transaction, so that on PostgreSQL the check costs no round
+trip of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from allmende.coordinator.domain.compose import compose, new_rng
+from allmende.coordinator.domain.gold import GoldPool
+from allmende.coordinator.domain.trust import DAY_MS, TrustPolicy, utc_day
+from allmende.coordinator.store.base import Store
+from allmende.coordinator.store.records import (
+    LeaseCandidate,
+    LeaseGrant,
+    LeasePlan,
+    Reputation,
+    VolunteerRecord,
+)
+from allmende.protocol.errors import InvalidArgument, NotFound, PermissionDenied, shown
+from allmende.protocol.signing import SigningKey
+
+log = logging.getLogger("allmende.coordinator")
+
+IDLE_RETRY_MS = 2000
+SEEN_EVERY_MS = 10_000
+WAIT_RETRY_MS = 1000
+# Units one LeaseWork call may ask for (and results one SubmitResults call may carry).
+MAX_LEASE_UNITS = 32
+
+
+@dataclass(frozen=True)
+class LeaseOffer:
+    grant: LeaseGrant | None
+    work_remaining: bool
+    retry_after_ms: int
+    notice: str = ""
+    more: tuple[LeaseGrant, ...] = ()  # further grants, when several units were asked for
+
+    @property
+    def grants(self) -> tuple[LeaseGrant, ...]:
+        return () if self.grant is None else (self.grant, *self.more)
+
+
+@dataclass
+class _Admission:
+    """One lease call's judgement of its volunteer, made when the store has read its
+    standing (the store's `Admit`): raises for a volunteer that may not work, and says how
+    many units it may take, or why none (`refusal`)."""
+
+    leasing: Leasing
+    volunteer_id: str
+    count: int
+    now: int
+    day: int
+    refusal: LeaseOffer | None = None
+    allowed: int = 0
+    reputation: Mapping[str, Reputation] = field(default_factory=dict)
+
+    def __call__(self, record: VolunteerRecord | None, reputation: dict[str, Reputation]) -> bool:
+        leasing, now = self.leasing, self.now
+        volunteer = leasing._admitted(self.volunteer_id, record)
+        leasing._seen(self.volunteer_id, now)
+        if leasing.draining.is_set():
+            self.refusal = LeaseOffer(None, True, WAIT_RETRY_MS * 5)
+            return False
+        quota = leasing.policy.quota(sum(r.valid for r in reputation.values()))
+        used = volunteer.leased_today if volunteer.quota_day == self.day else 0
+        if used >= quota:
+            self.refusal = LeaseOffer(
+                None,
+                True,
+                min(DAY_MS - now % DAY_MS, 10 * 60 * 1000),
+                f"daily quota of {quota} units reached; it grows by "
+                f"{leasing.policy.quota_per_valid} per validated result and resets at 00:00 UTC",
+            )
+            return False
+        self.allowed = min(self.count, quota - used)
+        self.reputation = reputation
+        return True
+
+
+class Leasing:
+    store: Store
+    policy: TrustPolicy
+    gold: GoldPool
+    key: SigningKey
+    clock: Callable[[], int]
+    draining: threading.Event
+    _last_seen: dict[str, int]
+    _seen_due: dict[str, int]
+    _seen_lock: threading.Lock
+
+    def _volunteer(self, volunteer_id: str) -> VolunteerRecord:  # pragma: no cover
+        raise NotImplementedError
+
+    def _admitted(
+        self, volunteer_id: str, record: VolunteerRecord | None
+    ) -> VolunteerRecord:  # pragma: no cover
+        raise NotImplementedError
+
+    def lease_work(self, volunteer_id: str, address: str = "", count: int = 1) -> LeaseOffer:
+        """Lease up to `count` units, each composed for this volunteer alone (see
+        domain/compose.py) and each a lease of its own; the daily quota counts each.
+
+        `address` is the volunteer's network address ('' for loopback): replicas of a unit
+        go to distinct addresses unless the policy says otherwise."""
+        if not 1 <= count <= MAX_LEASE_UNITS:
+            raise InvalidArgument("max_units", f"1 to {MAX_LEASE_UNITS} units, got {count}")
+        if not volunteer_id:
+            raise InvalidArgument("volunteer_id", "the id returned by RegisterVolunteer")
+        now = self.clock()
+        admission = _Admission(self, volunteer_id, count, now, utc_day(now))
+        self.gold.refresh()
+        grants: list[LeaseGrant] = []
+        with self.store.batch():  # one commit (SQLite)
+            grant = self._lease_one(admission, address, admit=True)
+            if admission.refusal is not None:
+                return admission.refusal
+            while grant is not None:
+                grants.append(grant)
+                if len(grants) >= admission.allowed:
+                    break
+                grant = self._lease_one(admission, address)
+        if grants:
+            return LeaseOffer(grants[0], True, 0, more=tuple(grants[1:]))
+        remaining = self.store.work_remaining(volunteer_id, now)
+        return LeaseOffer(None, remaining, WAIT_RETRY_MS if remaining else IDLE_RETRY_MS)
+
+    def _lease_one(
+        self, admission: _Admission, address: str, admit: bool = False
+    ) -> LeaseGrant | None:
+        """One lease; with `admit`, the one whose transaction judges the volunteer."""
+        lease_id = uuid.uuid4().hex
+        now = admission.now
+
+        def plan(candidate: LeaseCandidate) -> LeasePlan:
+            rng = new_rng()
+            c = compose(
+                self.key,
+                candidate,
+                lease_id,
+                self.gold.rows(candidate.job_id),
+                rng,
+                now,
+                earlier=self.gold.cached(candidate.gold_ids),
+            )
+            reputation = admission.reputation.get(candidate.kind)
+            alone = bool(c.gold_ids) and self.policy.goes_alone(reputation, rng)
+            return LeasePlan(
+                c.blob, c.signature, c.unit_sha256, c.composition, c.gold_ids, solo=alone
+            )
+
+        return self.store.lease_unit(
+            admission.volunteer_id,
+            lease_id,
+            now,
+            plan,
+            address=address if self.policy.distinct_addresses else "",
+            day=admission.day,
+            admit=admission if admit else None,
+        )
+
+    def _seen(self, volunteer_id: str, now: int) -> None:
+        """Note that a volunteer is alive, at most every SEEN_EVERY_MS per volunteer. The
+        notes reach the store in batches (`flush_seen`), not as a write per lease."""
+        if now - self._last_seen.get(volunteer_id, 0) >= SEEN_EVERY_MS:
+            self._last_seen[volunteer_id] = now
+            with self._seen_lock:
+                self._seen_due[volunteer_id] = now
+
+    def flush_seen(self) -> None:
+        """Write the last-seen times noted since the previous flush, in one transaction.
+        The server calls it every few seconds and on shutdown; listings call it first."""
+        with self._seen_lock:
+            due, self._seen_due = self._seen_due, {}
+        if not due:
+            return
+        try:
+            self.store.touch_volunteers(due)
+        except BaseException:  # kept for the next flush, unless a newer time is there
+            with self._seen_lock:
+                self._seen_due = {**due, **self._seen_due}
+            raise
+
+    def volunteers_online(self, window_ms: int = 120_000) -> int:
+        """Volunteers that asked this process for work recently."""
+        now = self.clock()
+        return sum(1 for seen in list(self._last_seen.values()) if now - seen < window_ms)
+
+    def release_work(self, volunteer_id: str, lease_id: str, reason: str) -> None:
+        self._volunteer(volunteer_id)
+        lease = self.store.get_lease(lease_id)
+        if lease is None:
+            raise NotFound(f"lease {shown(lease_id)} does not exist")
+        if lease.volunteer_id != volunteer_id:
+            raise PermissionDenied(f"lease {shown(lease_id)} belongs to another volunteer")
+        self.store.release_lease(lease_id, reason[:500] or "handed back", self.clock())
+        log.info("lease released lease=%s unit=%s reason=%s", lease_id, lease.unit_id, reason)
