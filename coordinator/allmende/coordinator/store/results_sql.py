@@ -28,11 +28,13 @@ class ResultQueries(TrustQueries):
     def submit_result(self, result: NewResult, judge: Judge) -> Verdict:
         with self._tx() as conn:
             # The unit first: results for it are judged one at a time, across coordinators.
-            # The lease is read after the lock is granted (one round trip for both).
-            unit_rows, lease_rows = conn.execute_all(
+            # The lease and the unit's results are read after the lock is granted (one
+            # round trip for the three).
+            unit_rows, lease_rows, counted = conn.execute_all(
                 [
                     (Q.unit_locked if self.postgres else Q.unit, {"unit_id": result.unit_id}),
                     (Q.lease_answered, {"lease_id": result.lease_id}),
+                    (Q.counted, {"unit_id": result.unit_id}),
                 ]
             )
             unit_row, lease = unit_rows.first(), lease_rows.first()
@@ -74,10 +76,19 @@ class ResultQueries(TrustQueries):
             )
             conn.defer(Q.lease_submitted, {"b_lease": result.lease_id})
             unit = unit_record(unit_row)
-            stored = [
-                ResultRecord(*row)
-                for row in conn.execute(Q.counted, {"unit_id": result.unit_id}).all()
-            ]
+            mine = ResultRecord(
+                result.result_id,
+                result.volunteer_id,
+                result.payload,
+                "pending",
+                result.received_ms,
+                result.claimed_tokens,
+            )
+            # In Q.counted's order, with this result among them.
+            stored = sorted(
+                [*(ResultRecord(*row) for row in counted.all()), mine],
+                key=lambda r: (r.received_ms, r.result_id),
+            )
             verdict = judge(unit, stored)
             # Reputation first: _settle credits only results still 'pending' (decided now).
             checked = result.volunteer_id if result.gold_checked else ""
