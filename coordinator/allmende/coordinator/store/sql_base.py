@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -27,6 +28,7 @@ log = logging.getLogger("allmende.coordinator.store")
 # serialization_failure.
 _CONFLICTS = frozenset({"40P01", "40001"})
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE: no transaction open on the connection
 
 
 class SqlBase:
@@ -52,6 +54,9 @@ class SqlBase:
         self._writer: Connection | None = None
         self._readers = threading.local()
         self._batch = threading.local()  # .conn: see batch()
+        # PostgreSQL: each thread keeps a connection in autocommit mode (see _own).
+        self._own_local = threading.local()
+        self._owned: weakref.WeakSet[_Owned] = weakref.WeakSet()
 
     def _keep(self, conn: Connection) -> Connection:
         with self._held_lock:
@@ -59,13 +64,47 @@ class SqlBase:
         return conn
 
     def release_connections(self) -> None:
-        """Close the connections kept for the writer and the reading threads."""
+        """Close the connections kept for the writer and the reading threads (SQLite), and
+        each thread's own (PostgreSQL)."""
         with self._held_lock:
             held, self._held = self._held, []
+            owned, self._owned = list(self._owned), weakref.WeakSet()
         self._writer = None
         self._readers = threading.local()
+        self._own_local = threading.local()
         for conn in held:
             conn.close()
+        for own in owned:
+            own.close()
+
+    @contextmanager
+    def _own(self) -> Iterator[Connection]:
+        """PostgreSQL: this thread's own connection, in autocommit mode, kept between calls.
+        A checkout from SQLAlchemy's pool and back (the isolation level set and reset each
+        time) cost more CPU than some of the calls made on it; under load CPU is what the
+        coordinator's threads queue for.
+
+        A connection that broke, or that was left in a transaction, is replaced. A call
+        made while the thread's connection is in use (a read inside a transaction) gets one
+        from the pool. The connection is closed when its thread ends, or by
+        release_connections()."""
+        local = self._own_local
+        if getattr(local, "busy", False):
+            with self._reader.connect() as sa:
+                yield sa
+            return
+        own: _Owned | None = getattr(local, "own", None)
+        if own is None or not own.usable():
+            if own is not None:
+                own.close()
+            own = local.own = _Owned(self._reader.connect())
+            with self._held_lock:
+                self._owned.add(own)
+        local.busy = True
+        try:
+            yield own.conn
+        finally:
+            local.busy = False
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -105,7 +144,7 @@ class SqlBase:
             if self.postgres:
                 # In autocommit mode, so that psycopg sends no BEGIN of its own: the Conn
                 # sends it with the first statement, saving a round trip per transaction.
-                with self._reader.connect() as sa:
+                with self._own() as sa:
                     conn = Conn(sa, begin=_BEGIN)
                     try:
                         yield conn
@@ -168,6 +207,10 @@ class SqlBase:
                 if conn.in_transaction():  # SQLAlchemy's own bookkeeping; no BEGIN was sent
                     conn.rollback()
             return
+        if self.postgres:
+            with self._own() as conn:
+                yield Conn(conn)
+            return
         with self._reader.connect() as conn:
             conn.info[READ_INFO] = True
             try:
@@ -196,6 +239,29 @@ class SqlBase:
                 "volunteer_id": volunteer_id,
             },
         )
+
+
+class _Owned:
+    """A thread's own PostgreSQL connection (SqlBase._own), closed with its thread."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._finalizer = weakref.finalize(self, _close_quietly, conn)
+
+    def usable(self) -> bool:
+        """Open, not invalidated, and outside any transaction."""
+        if self.conn.closed or self.conn.invalidated:
+            return False
+        raw: Any = self.conn.connection.dbapi_connection
+        return raw is not None and raw.info.transaction_status == _IDLE
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _close_quietly(conn: Connection) -> None:
+    with suppress(Exception):  # a connection that broke may fail to close cleanly
+        conn.close()
 
 
 def _settings(row: Any) -> JobSettings:
