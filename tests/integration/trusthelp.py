@@ -189,13 +189,15 @@ def launch(
     policy: TrustPolicy | None = None,
     gold: bool = False,
     listen: str = "127.0.0.1:0",
+    db_url: str | None = None,
 ) -> Iterator[Net]:
     """Serve `home` with this policy; `gold`: the coordinator computes gold rows for new
     jobs (honest vectors), so every unit carries some from the start.
 
     Without a policy: the default one, except that any two agreeing volunteers yield gold
     rows (gold_streak=0), so tests of the gold path need no warm-up (the default streak
-    rule has a test of its own)."""
+    rule has a test of its own). `db_url`: a shared database instead of the home's SQLite
+    file."""
     policy = policy or TrustPolicy(gold_streak=0)
     with ExitStack() as stack:
         running = stack.enter_context(
@@ -205,6 +207,7 @@ def launch(
                 drain_s=0.2,
                 policy=policy,
                 gold_computer=honest_gold if gold else None,
+                db_url=db_url,
             )
         )
         admin = RawAdmin(running.address, home.load_token())

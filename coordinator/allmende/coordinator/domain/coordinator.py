@@ -27,7 +27,7 @@ from allmende.coordinator.domain.jobs import (
     resolve_settings,
 )
 from allmende.coordinator.domain.leasing import Leasing
-from allmende.coordinator.domain.submit import Submissions
+from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE, Submissions
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import (
@@ -91,6 +91,7 @@ class Coordinator(Leasing, Submissions):
         self.datasets_dir = datasets_dir
         self.registry = registry or ModelRegistry()
         self.clock = clock
+        self.validating = threading.BoundedSemaphore(VALIDATING_AT_ONCE)
         # Set when a job has become ready for assimilation; the server's assimilator waits on it.
         self.assimilation_wanted = threading.Event()
         # Set on shutdown: no new leases, while submissions of work in flight still land.
