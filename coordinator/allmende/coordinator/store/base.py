@@ -46,6 +46,8 @@ class Store(Protocol):
 
     # several calls on this thread as one transaction, one commit, on SQLite (sql_base.py)
     def batch(self) -> AbstractContextManager[None]: ...
+    # whether batch() makes its block one transaction (else each write keeps its own)
+    batch_is_one_transaction: bool
 
     # the coordinator key the database belongs to (replicas share one)
     def bound_coordinator(self) -> str | None: ...

@@ -37,6 +37,7 @@ class SqlBase:
     def __init__(self, engine: Engine, serialise_writes: bool = False) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self.batch_is_one_transaction = not self.postgres  # see batch()
         # SQLite allows one writer; a process-wide lock keeps threads from queueing in
         # SQLite's busy handler, which is slower and unfair.
         self._write_lock = threading.Lock() if serialise_writes else None
