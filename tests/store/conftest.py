@@ -35,3 +35,12 @@ def store(db_url: str) -> Iterator[SqlStore]:
     add_volunteers(s)
     yield s
     s.close()
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[SqlStore]:
+    """A PostgreSQL store with the helper volunteers, for what only PostgreSQL does."""
+    s = open_store(postgres_url)
+    add_volunteers(s)
+    yield s
+    s.close()

@@ -4,12 +4,11 @@ unit found taken at the insert is passed over without the lease's other writes."
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
 
-from allmende.coordinator.store import open_store
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.records import (
     LeaseCandidate,
@@ -19,7 +18,7 @@ from allmende.coordinator.store.records import (
 )
 from allmende.coordinator.store.sql import SqlStore
 from allmende.protocol.errors import PermissionDenied
-from tests.store.helpers import T0, add_volunteers, make_job
+from tests.store.helpers import T0, make_job
 
 DAY = 19_700
 
@@ -115,22 +114,14 @@ def test_a_volunteer_admit_refuses_gets_nothing_and_nothing_changes(
 # ------------------------------------------------------------------ PostgreSQL: a lost insert
 
 
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[SqlStore]:
-    store = open_store(postgres_url)
-    add_volunteers(store)
-    yield store
-    store.close()
-
-
 def test_a_unit_answered_while_it_was_composed_is_passed_over_with_its_writes(
-    pg: SqlStore,
+    pg_store: SqlStore,
 ) -> None:
     """The insert finds the unit no longer free for the volunteer (its answer to the unit
     was committed by another session after the candidate was chosen): the lease goes to the
     next unit, and neither the quota count nor the solo quorum lands on the lost one."""
-    first, second = make_job(pg, texts=4, unit_size=2, redundancy=2)
-    with pg.engine.begin() as conn:  # a lease that takes no slot, for the result to cite
+    first, second = make_job(pg_store, texts=4, unit_size=2, redundancy=2)
+    with pg_store.engine.begin() as conn:  # a lease that takes no slot, for the result to cite
         conn.execute(
             t.leases.insert().values(
                 lease_id="old",
@@ -142,13 +133,13 @@ def test_a_unit_answered_while_it_was_composed_is_passed_over_with_its_writes(
                 reason="",
             )
         )
-    before = unit_slots(pg, first)
+    before = unit_slots(pg_store, first)
     composed: list[str] = []
 
     def compose(candidate: LeaseCandidate) -> LeasePlan:
         composed.append(candidate.unit_id)
         if len(composed) == 1:  # another session: v1's (invalid) answer to this unit
-            with pg.engine.begin() as conn:
+            with pg_store.engine.begin() as conn:
                 conn.execute(
                     t.results.insert().values(
                         result_id="elsewhere",
@@ -165,20 +156,20 @@ def test_a_unit_answered_while_it_was_composed_is_passed_over_with_its_writes(
                 )
         return solo(candidate)
 
-    grant = pg.lease_unit("v1", "L1", T0, compose, day=DAY, admit=lambda r, rep: True)
+    grant = pg_store.lease_unit("v1", "L1", T0, compose, day=DAY, admit=lambda r, rep: True)
     assert composed == [first, second]
     assert grant is not None and grant.unit_id == second
-    assert leases_of(pg, "v1") == [second]
-    assert leased_today(pg, "v1") == 1  # counted once, for the lease that was made
-    assert unit_slots(pg, first) == before  # no solo quorum on the unit it lost
-    assert unit_slots(pg, second) == (1, 1, 1)
+    assert leases_of(pg_store, "v1") == [second]
+    assert leased_today(pg_store, "v1") == 1  # counted once, for the lease that was made
+    assert unit_slots(pg_store, first) == before  # no solo quorum on the unit it lost
+    assert unit_slots(pg_store, second) == (1, 1, 1)
     le = t.leases
-    with pg.engine.connect() as conn:
+    with pg_store.engine.connect() as conn:
         assert conn.execute(select(func.count()).where(le.c.lease_id == "L1")).scalar() == 1
 
 
 def commit_with_writes_of(
-    pg: SqlStore, unit_id: str, volunteer: str
+    pg_store: SqlStore, unit_id: str, volunteer: str
 ) -> Callable[[str], tuple[bool, int, tuple[int, int, int]]]:
     """A function that runs a lease insert with its guarded writes in one committed round
     trip, returning (inserted, leased today, unit slots)."""
@@ -189,7 +180,7 @@ def commit_with_writes_of(
     )
 
     def run(lease_id: str) -> tuple[bool, int, tuple[int, int, int]]:
-        with pg._tx() as conn:
+        with pg_store._tx() as conn:
             inserted, *_ = conn.commit_with(
                 [
                     (
@@ -217,15 +208,15 @@ def commit_with_writes_of(
                 ]
             )
             made = inserted.first() is not None
-        return made, leased_today(pg, volunteer), unit_slots(pg, unit_id)
+        return made, leased_today(pg_store, volunteer), unit_slots(pg_store, unit_id)
 
     return run
 
 
-def test_guarded_lease_writes_follow_the_insert_in_one_round_trip(pg: SqlStore) -> None:
-    unit = make_job(pg)[0]
-    run = commit_with_writes_of(pg, unit, "v1")
+def test_guarded_lease_writes_follow_the_insert_in_one_round_trip(pg_store: SqlStore) -> None:
+    unit = make_job(pg_store)[0]
+    run = commit_with_writes_of(pg_store, unit, "v1")
     assert run("A") == (True, 1, (1, 1, 1))
     # v1 holds the unit now: the second insert finds it taken, and its writes do nothing.
     assert run("B") == (False, 1, (1, 1, 1))
-    assert leases_of(pg, "v1") == [unit]
+    assert leases_of(pg_store, "v1") == [unit]

@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from allmende.coordinator.domain.compose import compose, new_rng
-from allmende.coordinator.domain.gold import GoldPool
-from allmende.coordinator.domain.trust import DAY_MS, TrustPolicy, utc_day
-from allmende.coordinator.store.base import Store
+from allmende.coordinator.domain.part import CoordinatorPart
+from allmende.coordinator.domain.trust import DAY_MS, utc_day
 from allmende.coordinator.store.records import (
     LeaseCandidate,
     LeaseGrant,
@@ -88,24 +87,12 @@ class _Admission:
         return True
 
 
-class Leasing:
-    store: Store
-    policy: TrustPolicy
-    gold: GoldPool
+class Leasing(CoordinatorPart):
     key: SigningKey
-    clock: Callable[[], int]
     draining: threading.Event
     _last_seen: dict[str, int]
     _seen_due: dict[str, int]
     _seen_lock: threading.Lock
-
-    def _volunteer(self, volunteer_id: str) -> VolunteerRecord:  # pragma: no cover
-        raise NotImplementedError
-
-    def _admitted(
-        self, volunteer_id: str, record: VolunteerRecord | None
-    ) -> VolunteerRecord:  # pragma: no cover
-        raise NotImplementedError
 
     def lease_work(self, volunteer_id: str, address: str = "", count: int = 1) -> LeaseOffer:
         """Lease up to `count` units, each composed for this volunteer alone (see

@@ -11,17 +11,15 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from allmende.coordinator.domain.compose import composed_rows, open_result
-from allmende.coordinator.domain.gold import GoldPool
 from allmende.coordinator.domain.judge import Arrival, judge
-from allmende.coordinator.domain.trust import TrustPolicy
-from allmende.coordinator.store.base import Store
+from allmende.coordinator.domain.part import CoordinatorPart
 from allmende.coordinator.store.records import LeaseRecord, NewResult, UnitRecord, VolunteerRecord
 from allmende.protocol import codec
 from allmende.protocol.errors import (
@@ -56,21 +54,9 @@ class SubmitOutcome:
     job_validated: bool = False  # this result completed its job's validation
 
 
-class Submissions:
-    store: Store
-    policy: TrustPolicy
-    gold: GoldPool
-    clock: Callable[[], int]
+class Submissions(CoordinatorPart):
     assimilation_wanted: threading.Event
     validating: threading.BoundedSemaphore  # VALIDATING_AT_ONCE; taken before any store lock
-
-    def _volunteer(self, volunteer_id: str) -> VolunteerRecord:  # pragma: no cover
-        raise NotImplementedError
-
-    def _admitted(
-        self, volunteer_id: str, record: VolunteerRecord | None
-    ) -> VolunteerRecord:  # pragma: no cover
-        raise NotImplementedError
 
     def submit_results(
         self, volunteer_id: str, results: Sequence[tuple[bytes, bytes, bytes]], most: int
