@@ -40,8 +40,9 @@ log = logging.getLogger("allmende.coordinator")
 # Python under the one GIL and a few database round trips: two at once keep the process busy
 # while one waits on the database, and more only queue for the GIL, with every lease behind
 # them (a volunteer's GPU idles until its lease arrives). Leases are not gated. Measured with
-# bench/load.py, PostgreSQL, 1,000 paced volunteers: lease p99 25-75 ms ungated, 20-27 ms
-# with two, with no fewer results per second in the capacity rows.
+# bench/load.py, one PostgreSQL coordinator, 1,000 paced volunteers: lease p99 25-86 ms
+# ungated, 17-25 ms with two. The price: 100 volunteers sending batches of 8 as fast as they
+# can get 229 units/s instead of 330 (with 1,000 such volunteers, 295 against 291).
 VALIDATING_AT_ONCE = 2
 
 
