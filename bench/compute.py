@@ -30,7 +30,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parents[1]
-STSB = ROOT.parent / "shared" / "data" / "stsb"
+STSB = ROOT / "tests" / "data" / "stsb"
 MIN_COSINE = 0.9999
 CPU_GOAL = 1.0
 

@@ -1,4 +1,4 @@
-"""Real texts for benchmarks: STS-B sentences from ../shared/data/stsb (deduplicated)."""
+"""Real texts for benchmarks: STS-B sentences from tests/data/stsb (deduplicated)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STSB = ROOT.parent / "shared" / "data" / "stsb"
+STSB = ROOT / "tests" / "data" / "stsb"
 
 # Let the scripts run from a checkout without an install.
 for source_root in ("client", "coordinator", "protos"):

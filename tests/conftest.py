@@ -19,7 +19,8 @@ from allmende.v1 import allmende_pb2 as pb
 pytest_plugins = ["tests.postgres"]
 
 ROOT = Path(__file__).resolve().parents[1]
-STSB = ROOT.parent / "shared" / "data" / "stsb"
+# The STS-B train and dev splits travel with the repository (tests/data/stsb/, licence beside).
+STSB = ROOT / "tests" / "data" / "stsb"
 
 
 def read_stsb(split: str = "dev") -> list[tuple[str, str, float]]:

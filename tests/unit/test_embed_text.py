@@ -16,21 +16,19 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+import sentence_transformers as st
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-st = pytest.importorskip("sentence_transformers")
-
-from allmende.client.tasks.embed_text import (  # noqa: E402
+from allmende.client.tasks.embed_text import (
     WEIGHTS_FILE,
     TextEmbedder,
     resolve_model_dir,
     verify_weights,
 )
-from allmende.protocol.errors import IntegrityError  # noqa: E402
-from allmende.protocol.models import DEFAULT_MODEL, ModelRegistry, ModelSpec  # noqa: E402
+from allmende.protocol.errors import IntegrityError
+from allmende.protocol.models import DEFAULT_MODEL, ModelRegistry, ModelSpec
 
-STSB = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "stsb"
+STSB = Path(__file__).resolve().parents[1] / "data" / "stsb"
 N_ROWS = 250  # sentence pairs from sts-dev.csv: 500 sentences
 
 
@@ -93,8 +91,6 @@ def _encode(reference: object, texts: list[str]) -> npt.NDArray[np.float32]:
 
 @pytest.fixture(scope="module")
 def sentences() -> list[str]:
-    if not (STSB / "sts-dev.csv").is_file():
-        pytest.skip(f"STS-B data not found under {STSB}")
     return _stsb_sentences("sts-dev.csv", N_ROWS)
 
 

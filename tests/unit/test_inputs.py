@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from allmende.cli.inputs import Item, read_items
@@ -135,16 +137,12 @@ def test_csv_duplicate_ids_name_both_lines(tmp_path: Path) -> None:
 
 
 def test_parquet(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": [10, 11, 12, 13], "text": TEXTS, "x": [1, 2, 3, 4]}), path)
     assert read_items(path) == [Item(str(10 + i), t, i + 1) for i, t in enumerate(TEXTS)]
 
 
 def test_parquet_errors(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": ["a"], "body": ["x"]}), path)
     with pytest.raises(InvalidArgument, match="'id' and 'text' columns"):

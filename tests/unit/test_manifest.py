@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from allmende.protocol.errors import IntegrityError
@@ -23,9 +25,6 @@ from allmende.protocol.manifest import (
     verify_manifest,
 )
 from allmende.protocol.signing import SigningKey
-
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
 
 
 def h(data: bytes) -> bytes:
