@@ -183,7 +183,10 @@ class PostgresCluster:
 def postgres_cluster() -> Iterator[PostgresCluster]:
     bindir = find_bindir()
     if bindir is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl) not found; set ALLMENDE_PG_BIN"
+        message = (
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install them (Debian: "
+            "apt-get install postgresql) or point ALLMENDE_PG_BIN at their folder"
+        )
         if os.environ.get("ALLMENDE_REQUIRE_POSTGRES") == "1":
             pytest.fail(message)
         pytest.skip(message)

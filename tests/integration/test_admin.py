@@ -16,6 +16,7 @@ from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.v1 import allmende_pb2 as pb
+from tests.conditions import wait_until
 from tests.conftest import job_requests
 from tests.integration.volunteers import HashComputer, RawVolunteer
 
@@ -252,8 +253,14 @@ def test_health_serves_and_drain_lets_leased_work_land(
         lease, unit = raw.lease()  # type: ignore[misc]
         outcome: dict[str, object] = {}
 
+        def draining() -> bool:
+            status = health.Check(
+                health_pb2.HealthCheckRequest(service="allmende.v1.VolunteerService")
+            ).status
+            return bool(status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
         def late_submit() -> None:
-            time.sleep(0.5)  # the coordinator is already draining by now
+            wait_until(draining, "the coordinator to start draining")
             assert raw.lease() is None  # no new work while draining
             outcome["status"] = raw.submit(lease, unit, HashComputer().compute(unit)).status
 

@@ -16,6 +16,7 @@ from allmende.client.dataset import pull
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.manifest import verify_folder
 from allmende.v1 import allmende_pb2 as pb
+from tests.conditions import wait_until
 from tests.conftest import job_requests
 from tests.integration.volunteers import HashComputer, RandomComputer, RawVolunteer, text_vector
 
@@ -94,7 +95,8 @@ def test_a_vanished_volunteer_costs_only_its_lease(
     ghost.register()
     held = ghost.lease()
     assert held is not None  # the ghost holds one unit and never comes back
-    time.sleep(1.1)  # its lease expires
+    deadline_ms = held[0].deadline_unix_ms
+    wait_until(lambda: time.time() * 1000 > deadline_ms + 50, "the ghost's lease to expire")
     assert [code for code, _ in run_volunteers(coordinator, 2)] == [0, 0]
     job = wait_for(admin, created.job_id)
     assert job.state == "complete" and job.units_accepted == 4

@@ -10,10 +10,11 @@ from typing import Any
 
 from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE
 from allmende.coordinator.home import CoordinatorHome
+from tests.conditions import wait_until
 from tests.integration.test_batch_rpcs import answers, lease_many, submit_many
 from tests.integration.trusthelp import launch, sentences
 
-HOLD_S = 0.3  # how long each validation is held open, so that calls overlap
+HOLD_S = 0.05  # how long each validation takes once released, so that calls could overlap
 
 
 def test_submits_validate_at_most_two_at_once_and_leases_go_by(
@@ -29,20 +30,24 @@ def test_submits_validate_at_most_two_at_once_and_leases_go_by(
 
         inside = 0
         most = 0
+        finished = 0
         lock = threading.Lock()
+        release = threading.Event()
         validate: Callable[..., Any] = net.c._submit
 
         def held(*args: Any, **kwargs: Any) -> Any:  # the real validation, held open
-            nonlocal inside, most
+            nonlocal inside, most, finished
             with lock:
                 inside += 1
                 most = max(most, inside)
             try:
-                time.sleep(HOLD_S)
+                release.wait(60)  # the first ones hold the gate until the late lease is done
+                time.sleep(HOLD_S)  # the rest overlap, if the gate let them
                 return validate(*args, **kwargs)
             finally:
                 with lock:
                     inside -= 1
+                    finished += 1
 
         net.c._submit = held  # type: ignore[method-assign]
         statuses: list[str] = []
@@ -60,14 +65,14 @@ def test_submits_validate_at_most_two_at_once_and_leases_go_by(
         threads = [threading.Thread(target=send, args=(i,)) for i in range(len(volunteers))]
         for thread in threads:
             thread.start()
-        time.sleep(HOLD_S / 2)  # the gate is full and calls queue behind it
-        started = time.monotonic()
+        wait_until(lambda: inside == VALIDATING_AT_ONCE, "the gate to fill")
         late = net.volunteer()
-        assert late.lease() is not None
-        lease_s = time.monotonic() - started
+        assert late.lease() is not None  # registered and leased while the gate is full ...
+        assert (inside, finished) == (VALIDATING_AT_ONCE, 0)  # ... and nothing got past it
+        release.set()
         for thread in threads:
             thread.join(timeout=60)
 
         assert most == VALIDATING_AT_ONCE == 2
+        assert finished == 12
         assert len(statuses) == 12 and set(statuses) <= {"pending", "accepted"}
-        assert lease_s < HOLD_S  # registered and leased while results queued

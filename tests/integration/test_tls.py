@@ -111,7 +111,7 @@ def test_a_client_refuses_plaintext_off_loopback_unless_insecure(
 ) -> None:
     outside = _outside_address()
     if outside is None:
-        pytest.skip("this machine has no non-loopback address")
+        pytest.skip("this machine has no non-loopback address: needs a network interface up")
     with serve(
         coordinator_home.root, "0.0.0.0:0", tls=False, insecure=True, drain_s=0.2
     ) as running:

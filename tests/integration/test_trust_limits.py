@@ -132,7 +132,7 @@ def test_ipv6_loopback_volunteers_are_exempt(coordinator_home: CoordinatorHome) 
         launched = launch(coordinator_home, listen="[::1]:0")
         net = launched.__enter__()
     except InvalidArgument:
-        pytest.skip("this machine cannot listen on IPv6 loopback")
+        pytest.skip("this machine cannot listen on IPv6 loopback (::1): enable IPv6 on lo")
     try:
         job = net.create(sentences(4), redundancy=2, unit_size=4)
         (unit_id,) = net.units(job)

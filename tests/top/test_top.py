@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 import pytest
 
 from allmende.client.connection import CoordinatorClient, RemoteError
-from allmende.coordinator.top.app import TopApp
+from allmende.coordinator.top.app import ActionDone, FetchFailed, OverviewReceived, TopApp
 from allmende.coordinator.top.remote import RemoteTop
 from allmende.v1 import allmende_pb2 as pb
 from tests.conftest import job_requests
@@ -78,6 +79,30 @@ async def test_top_shows_an_unreachable_coordinator_and_keeps_running() -> None:
         status = str(app.query_one("#status").render())
         assert "unreachable" in status and "connection refused" in status
         assert app.is_running
+
+
+async def test_a_fetch_that_ends_after_quitting_is_dropped() -> None:
+    """Quitting while a fetch is in flight (an unreachable coordinator answers slowly): the
+    fetch's outcome arrives once the widgets are gone and must be dropped, not crash."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def fetch() -> pb.GetOverviewResponse:
+        started.set()
+        release.wait(10)
+        raise RemoteError("UNAVAILABLE", "connection refused", True)
+
+    app = TopApp(fetch, None, "10.0.0.1:50051", interval_s=0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(started.is_set)
+        await pilot.press("q")
+    assert not app.is_running
+    release.set()
+    # What the worker posts now, and what a message processed during shutdown would do:
+    app._failed(FetchFailed("connection refused"))
+    app._received(OverviewReceived(fixed_overview()))
+    app._action_done(ActionDone("ban abc", "information"))
+    assert app.last_error == ""  # nothing was shown: the dashboard is gone
 
 
 def fixed_overview() -> pb.GetOverviewResponse:

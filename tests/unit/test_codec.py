@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import zstandard
 
-from allmende.protocol.codec import DTYPES, INT8_SCALE, decode, encode
+from allmende.protocol.codec import DTYPES, INT8_SCALE, _shuffle, _unshuffle, decode, encode
 from allmende.protocol.errors import InvalidArgument
 
 
@@ -75,6 +73,15 @@ def test_shuffle_is_applied_on_the_wire() -> None:
     assert wire == raw[0::2] + raw[1::2]
 
 
+@pytest.mark.parametrize("itemsize", [2, 4])
+@pytest.mark.parametrize("values", [0, 1, 7, 256 * 384])
+def test_shuffle_gives_the_byte_planes_and_unshuffle_undoes_it(itemsize: int, values: int) -> None:
+    raw = np.random.default_rng(values).integers(0, 256, values * itemsize, np.uint8).tobytes()
+    planes = b"".join(raw[k::itemsize] for k in range(itemsize))  # the format, by definition
+    assert _shuffle(raw, itemsize) == planes
+    assert _unshuffle(planes, itemsize) == raw
+
+
 def test_real_embeddings_compress_below_045_of_float32() -> None:
     m = unit_rows(256, 384)
     enc = encode(m, "float16")
@@ -90,17 +97,13 @@ def test_encode_refuses_wrong_rank_and_unknown_dtype() -> None:
     assert err.value.field == "dtype"
 
 
-def test_decode_refuses_a_zstd_bomb_fast() -> None:
+def test_decode_refuses_a_zstd_bomb_at_the_cap() -> None:
     bomb = zstandard.ZstdCompressor(level=3).compress(bytes(100 * 1024 * 1024))
     assert len(bomb) < 100_000  # it really is a bomb
-    start = time.perf_counter()
     with pytest.raises(InvalidArgument) as err:
         decode(bomb, "float16", 2, 4)
-    elapsed = time.perf_counter() - start
     assert err.value.field == "payload"
-    assert "at most 16 bytes" in err.value.message
-    # Inflating all 100 MB would take far longer than stopping at the cap.
-    assert elapsed < 0.5
+    assert "at most 16 bytes" in err.value.message  # stopped at the cap (bench/codec.py: how fast)
 
 
 def test_decode_refuses_a_bomb_without_a_declared_content_size() -> None:

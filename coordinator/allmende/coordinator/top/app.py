@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -29,6 +29,12 @@ class OverviewReceived(Message):
 @dataclass
 class FetchFailed(Message):
     error: str
+
+
+@dataclass
+class ActionDone(Message):
+    text: str  # what was done, or why it was refused
+    severity: Literal["information", "error"]
 
 
 class TopApp(App[None]):
@@ -125,6 +131,8 @@ class TopApp(App[None]):
 
     @on(FetchFailed)
     def _failed(self, message: FetchFailed) -> None:
+        if not self.is_running:
+            return  # a fetch that ended while the app shuts down: its widgets are gone
         self.last_error = message.error
         status = self.query_one("#status", Static)
         status.add_class("error")
@@ -135,6 +143,8 @@ class TopApp(App[None]):
 
     @on(OverviewReceived)
     def _received(self, message: OverviewReceived) -> None:
+        if not self.is_running:
+            return  # as in _failed: nothing left to show it on
         o = message.overview
         self.overview = o
         self.last_error = ""
@@ -247,15 +257,23 @@ class TopApp(App[None]):
 
     @work(thread=True, group="act")
     def _act_in_thread(self, verb: str, target: str) -> None:
+        severity: Literal["information", "error"] = "information"
         try:
             message = self.act(verb, target) if self.act else ""
         except Exception as exc:
             message = f"{verb} {short(target)} refused: {getattr(exc, 'details', exc)}"
-            self.call_from_thread(self.notify, message, severity="error")
-        else:
-            self.call_from_thread(self.notify, message)
-        self._log_lines.append(message)
-        self.call_from_thread(self.action_refresh)
+            severity = "error"
+        # A message, not call_from_thread: that waits on the event loop, which may be
+        # closing if the operator quit meanwhile; a message to a closed app is dropped.
+        self.post_message(ActionDone(message, severity))
+
+    @on(ActionDone)
+    def _action_done(self, message: ActionDone) -> None:
+        self._log_lines.append(message.text)
+        if not self.is_running:
+            return
+        self.notify(message.text, severity=message.severity)
+        self.action_refresh()
 
     def action_pause_resume(self) -> None:
         job = self._selected_job()
