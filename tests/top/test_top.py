@@ -9,6 +9,7 @@ import pytest
 
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.coordinator.top.app import TopApp
+from allmende.coordinator.top.confirm import ConfirmScreen
 from allmende.coordinator.top.remote import RemoteTop
 from allmende.v1 import allmende_pb2 as pb
 from tests.conftest import job_requests
@@ -55,16 +56,51 @@ async def test_top_shows_a_live_coordinator_and_its_controls_work(
         await pilot.press("p")
         await until(lambda: admin.get_job(job_id).state == "running")
 
-        await pilot.press("b")
+        await pilot.press("b", "y")  # ban asks first (test below)
         await until(lambda: admin.list_volunteers()[0].banned)
         await until(lambda: cell(app, "#volunteers-table", 0, 2) == "banned")
         await pilot.press("u")
         await until(lambda: not admin.list_volunteers()[0].banned)
 
-        await pilot.press("c")
+        await pilot.press("c", "y")  # cancel asks first (test below)
         await until(lambda: admin.get_job(job_id).state == "cancelled")
-        await pilot.press("c")  # cancelling twice is refused and said so, not a crash
+        await pilot.press("c", "y")  # cancelling twice is refused and said so, not a crash
         await until(lambda: any("refused" in line for line in app._log_lines))
+        await pilot.press("q")
+
+
+async def test_top_asks_before_cancel_and_ban_and_only_yes_goes_ahead(
+    admin: CoordinatorClient,
+) -> None:
+    job_id = admin.create_job(job_requests(["a", "b"], redundancy=1, name="captions")).job_id
+    volunteer = RawVolunteer(admin)
+    volunteer.register()
+    remote = RemoteTop(admin)
+    app = TopApp(remote.fetch, remote.act, "test", interval_s=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.overview is not None)
+        for answer in ("n", "escape", "enter"):  # enter presses the focused No button
+            await pilot.press("c")
+            assert isinstance(app.screen, ConfirmScreen)
+            question = str(app.screen.query_one("#question").render())
+            assert job_id in question and "captions" in question and "cannot be undone" in question
+            await pilot.press(answer)
+            assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("b")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert volunteer.volunteer_id[:16] in str(app.screen.query_one("#question").render())
+        await pilot.press("n")
+        await pilot.pause(0.5)
+        assert admin.get_job(job_id).state == "running"
+        assert not admin.list_volunteers()[0].banned
+        assert sum("not confirmed" in line for line in app._log_lines) == 4
+
+        await pilot.press("c")
+        await pilot.click("#yes")
+        await until(lambda: admin.get_job(job_id).state == "cancelled")
+        await pilot.press("b", "y")
+        await until(lambda: admin.list_volunteers()[0].banned)
+        await until(lambda: any(line.startswith("cancelled") for line in app._log_lines))
         await pilot.press("q")
 
 

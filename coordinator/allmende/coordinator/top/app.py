@@ -14,6 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 
+from allmende.coordinator.top.confirm import ConfirmScreen
 from allmende.coordinator.top.format import ago, bar, eta, progress, short, volunteer_state
 from allmende.v1 import allmende_pb2 as pb
 
@@ -262,15 +263,39 @@ class TopApp(App[None]):
         if job is not None:
             self._do("resume" if job.state == "paused" else "pause", job.job_id)
 
+    def _confirm_then(self, question: str, verb: str, target: str) -> None:
+        """Cancel and ban cannot be taken back: ask first, act only on a yes."""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._do(verb, target)
+            else:
+                self._log_lines.append(f"{verb} {short(target)}: not confirmed, nothing done")
+
+        self.push_screen(ConfirmScreen(question), answered)
+
     def action_cancel_job(self) -> None:
         job = self._selected_job()
         if job is not None:
-            self._do("cancel", job.job_id)
+            name = f" ({job.name})" if job.name else ""
+            self._confirm_then(
+                f"Cancel job {job.job_id}{name}?\n{job.units_accepted}/{job.units_total} "
+                "units accepted; its leases out are cancelled. This cannot be undone.",
+                "cancel",
+                job.job_id,
+            )
 
     def action_ban(self) -> None:
         volunteer = self._selected_volunteer()
         if volunteer is not None:
-            self._do("ban", volunteer.volunteer_id)
+            name = volunteer.display_name or "no name"
+            self._confirm_then(
+                f"Ban volunteer {short(volunteer.volunteer_id, 16)} ({name})?\n"
+                f"{volunteer.results_valid} valid results; its leases go back and its work "
+                "is refused until `u` unbans it.",
+                "ban",
+                volunteer.volunteer_id,
+            )
 
     def action_unban(self) -> None:
         volunteer = self._selected_volunteer()
