@@ -116,6 +116,25 @@ async def test_top_shows_an_unreachable_coordinator_and_keeps_running() -> None:
         assert app.is_running
 
 
+async def test_top_exits_with_the_reason_when_the_coordinator_refuses_its_token() -> None:
+    """A token revoked while top runs: no dashboard going stale under "unreachable"."""
+    calls = []
+
+    def fetch() -> pb.GetOverviewResponse:
+        calls.append(1)
+        if len(calls) == 1:
+            return fixed_overview()
+        raise RemoteError("UNAUTHENTICATED", "admin calls need the admin token", False)
+
+    app = TopApp(fetch, None, "10.0.0.1:50051", interval_s=0.1)
+    async with app.run_test(size=(100, 30)):
+        await until(lambda: not app.is_running)
+    assert app.return_code == 1
+    assert app.refused == (
+        "10.0.0.1:50051 refused (UNAUTHENTICATED): admin calls need the admin token"
+    )
+
+
 def fixed_overview() -> pb.GetOverviewResponse:
     now = 1_764_072_000_000
     job = pb.JobStatus(

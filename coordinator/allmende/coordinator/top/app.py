@@ -30,6 +30,11 @@ class OverviewReceived(Message):
 @dataclass
 class FetchFailed(Message):
     error: str
+    code: str = ""  # the gRPC status name, where the failure came from the coordinator
+
+
+# The coordinator answered and said no: retrying will not help, so top stops and says why.
+REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
 class TopApp(App[None]):
@@ -71,6 +76,7 @@ class TopApp(App[None]):
         self._jobs: list[pb.JobStatus] = []
         self._volunteers: list[pb.VolunteerStatus] = []
         self._log_lines: list[str] = []
+        self.refused = ""  # why the coordinator refused us, once it has; top then exits
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -120,19 +126,23 @@ class TopApp(App[None]):
         try:
             overview = self.fetch()
         except Exception as exc:  # shown, retried at the next tick; never a crash
-            self.post_message(FetchFailed(str(getattr(exc, "details", exc)) or repr(exc)))
+            error = str(getattr(exc, "details", exc)) or repr(exc)
+            self.post_message(FetchFailed(error, str(getattr(exc, "code", ""))))
             return
         self.post_message(OverviewReceived(overview))
 
     @on(FetchFailed)
     def _failed(self, message: FetchFailed) -> None:
         self.last_error = message.error
+        where = self.address or "coordinator"
+        if message.code in REFUSALS:
+            self.refused = f"{where} refused ({message.code}): {message.error}"
+            self.exit(return_code=1)
+            return
         status = self.query_one("#status", Static)
         status.add_class("error")
-        status.update(
-            f"{self.address or 'coordinator'} unreachable: {message.error} — "
-            f"retrying every {self.interval_s:g}s"
-        )
+        what = "unreachable" if message.code in ("", "UNAVAILABLE") else f"error {message.code}"
+        status.update(f"{where} {what}: {message.error} — retrying every {self.interval_s:g}s")
 
     @on(OverviewReceived)
     def _received(self, message: OverviewReceived) -> None:
