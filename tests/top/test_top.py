@@ -218,6 +218,41 @@ def fixed_overview() -> pb.GetOverviewResponse:
     )
 
 
+def columns(app: TopApp, table_id: str) -> list[str]:
+    table = app.query_one(table_id)
+    return [str(c.label) for c in table.columns.values()]  # type: ignore[attr-defined]
+
+
+async def test_top_at_80x24_keeps_the_key_columns_and_every_key_in_the_footer() -> None:
+    app = TopApp(fixed_overview, None, "coordinator.example:50051", interval_s=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.overview is not None)
+        await pilot.pause()
+        assert columns(app, "#jobs-table") == [
+            "job", "state", "progress", "units", "ETA", "failed", "name"]
+        assert columns(app, "#volunteers-table") == [
+            "volunteer", "name", "state", "valid", "invalid", "last seen"]
+        assert cell(app, "#jobs-table", 0, 0) == "job-4f2a9c1d"  # enough to act on
+        assert cell(app, "#jobs-table", 0, 6) == "stsb embeddings"
+        assert cell(app, "#volunteers-table", 1, 5) == "10m ago"
+        for table_id in ("#jobs-table", "#volunteers-table"):
+            table = app.query_one(table_id)
+            assert table.virtual_size.width <= table.size.width, table_id  # type: ignore[attr-defined]
+        validation = app.query_one("#validation")
+        assert validation.size.height >= 8  # every count, none cut off
+        footer = app.query_one("Footer")
+        text = " ".join(str(w.render()) for w in footer.query("FooterKey"))
+        for word in ("Quit", "Refresh", "Pause/resume", "Cancel job", "Ban", "Unban"):
+            assert word in text
+        assert sum(w.region.right for w in footer.query("FooterKey")[-1:]) <= 80
+
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        assert columns(app, "#jobs-table")[4] == "items/s"
+        assert cell(app, "#jobs-table", 0, 0) == "job-4f2a9c1d7e3b"
+        assert "pending" in columns(app, "#volunteers-table")
+
+
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 def test_top_snapshot(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
     app = TopApp(fixed_overview, None, "coordinator.example:50051", interval_s=0)
