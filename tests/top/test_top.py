@@ -116,6 +116,18 @@ async def test_top_shows_an_unreachable_coordinator_and_keeps_running() -> None:
         assert app.is_running
 
 
+async def test_top_names_a_coordinator_error_that_is_not_unreachability() -> None:
+    def fetch() -> pb.GetOverviewResponse:
+        raise RemoteError("INTERNAL", "internal error", False)
+
+    app = TopApp(fetch, None, "10.0.0.1:50051", interval_s=0.1)
+    async with app.run_test(size=(100, 30)):
+        await until(lambda: bool(app.last_error))
+        status = str(app.query_one("#status").render())
+        assert "error INTERNAL: internal error" in status and "unreachable" not in status
+        assert app.is_running  # may pass; retried
+
+
 async def test_top_exits_with_the_reason_when_the_coordinator_refuses_its_token() -> None:
     """A token revoked while top runs: no dashboard going stale under "unreachable"."""
     calls = []

@@ -163,7 +163,8 @@ class TopApp(App[None]):
             return
         status = self.query_one("#status", Static)
         status.add_class("error")
-        what = "unreachable" if message.code in ("", "UNAVAILABLE") else f"error {message.code}"
+        unreachable = message.code in ("", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+        what = "unreachable" if unreachable else f"error {message.code}"
         status.update(f"{where} {what}: {message.error} — retrying every {self.interval_s:g}s")
 
     @on(OverviewReceived)
