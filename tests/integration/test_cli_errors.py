@@ -104,6 +104,12 @@ BAD_FILES = [
     pytest.param(
         "cols.csv", "name,body\na,b\n", ("'id' and 'text'", "cols.csv"), id="csv-without-header",
     ),
+    pytest.param(
+        "extra.tsv", "id\ttext\nstsb-48x\tbar\nstsb-49x\tfoo\textra column\n",
+        ("line 3 of extra.tsv has 3", "2 columns"), id="tsv-line-with-an-extra-column",
+    ),
+    pytest.param("blank.txt", "first\n\nthird\n", ("line 2 of blank.txt is blank",),
+                 id="txt-blank-line"),
     pytest.param("empty.jsonl", "", ("at least one item", "empty.jsonl"), id="empty-file"),
     pytest.param("blank.jsonl", "\n  \n\n", ("at least one item",), id="only-blank-lines"),
     pytest.param("header.csv", "id,text\n", ("at least one item",), id="csv-header-only"),

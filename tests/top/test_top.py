@@ -10,6 +10,7 @@ import pytest
 
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.coordinator.top.app import ActionDone, FetchFailed, OverviewReceived, TopApp
+from allmende.coordinator.top.confirm import ConfirmScreen
 from allmende.coordinator.top.remote import RemoteTop
 from allmende.v1 import allmende_pb2 as pb
 from tests.conftest import job_requests
@@ -56,16 +57,51 @@ async def test_top_shows_a_live_coordinator_and_its_controls_work(
         await pilot.press("p")
         await until(lambda: admin.get_job(job_id).state == "running")
 
-        await pilot.press("b")
+        await pilot.press("b", "y")  # ban asks first (test below)
         await until(lambda: admin.list_volunteers()[0].banned)
         await until(lambda: cell(app, "#volunteers-table", 0, 2) == "banned")
         await pilot.press("u")
         await until(lambda: not admin.list_volunteers()[0].banned)
 
-        await pilot.press("c")
+        await pilot.press("c", "y")  # cancel asks first (test below)
         await until(lambda: admin.get_job(job_id).state == "cancelled")
-        await pilot.press("c")  # cancelling twice is refused and said so, not a crash
+        await pilot.press("c", "y")  # cancelling twice is refused and said so, not a crash
         await until(lambda: any("refused" in line for line in app._log_lines))
+        await pilot.press("q")
+
+
+async def test_top_asks_before_cancel_and_ban_and_only_yes_goes_ahead(
+    admin: CoordinatorClient,
+) -> None:
+    job_id = admin.create_job(job_requests(["a", "b"], redundancy=1, name="captions")).job_id
+    volunteer = RawVolunteer(admin)
+    volunteer.register()
+    remote = RemoteTop(admin)
+    app = TopApp(remote.fetch, remote.act, "test", interval_s=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.overview is not None)
+        for answer in ("n", "escape", "enter"):  # enter presses the focused No button
+            await pilot.press("c")
+            assert isinstance(app.screen, ConfirmScreen)
+            question = str(app.screen.query_one("#question").render())
+            assert job_id in question and "captions" in question and "cannot be undone" in question
+            await pilot.press(answer)
+            assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("b")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert volunteer.volunteer_id[:16] in str(app.screen.query_one("#question").render())
+        await pilot.press("n")
+        await pilot.pause(0.5)
+        assert admin.get_job(job_id).state == "running"
+        assert not admin.list_volunteers()[0].banned
+        assert sum("not confirmed" in line for line in app._log_lines) == 4
+
+        await pilot.press("c")
+        await pilot.click("#yes")
+        await until(lambda: admin.get_job(job_id).state == "cancelled")
+        await pilot.press("b", "y")
+        await until(lambda: admin.list_volunteers()[0].banned)
+        await until(lambda: any(line.startswith("cancelled") for line in app._log_lines))
         await pilot.press("q")
 
 
@@ -103,6 +139,37 @@ async def test_a_fetch_that_ends_after_quitting_is_dropped() -> None:
     app._received(OverviewReceived(fixed_overview()))
     app._action_done(ActionDone("ban abc", "information"))
     assert app.last_error == ""  # nothing was shown: the dashboard is gone
+
+
+async def test_top_names_a_coordinator_error_that_is_not_unreachability() -> None:
+    def fetch() -> pb.GetOverviewResponse:
+        raise RemoteError("INTERNAL", "internal error", False)
+
+    app = TopApp(fetch, None, "10.0.0.1:50051", interval_s=0.1)
+    async with app.run_test(size=(100, 30)):
+        await until(lambda: bool(app.last_error))
+        status = str(app.query_one("#status").render())
+        assert "error INTERNAL: internal error" in status and "unreachable" not in status
+        assert app.is_running  # may pass; retried
+
+
+async def test_top_exits_with_the_reason_when_the_coordinator_refuses_its_token() -> None:
+    """A token revoked while top runs: no dashboard going stale under "unreachable"."""
+    calls = []
+
+    def fetch() -> pb.GetOverviewResponse:
+        calls.append(1)
+        if len(calls) == 1:
+            return fixed_overview()
+        raise RemoteError("UNAUTHENTICATED", "admin calls need the admin token", False)
+
+    app = TopApp(fetch, None, "10.0.0.1:50051", interval_s=0.1)
+    async with app.run_test(size=(100, 30)):
+        await until(lambda: not app.is_running)
+    assert app.return_code == 1
+    assert app.refused == (
+        "10.0.0.1:50051 refused (UNAUTHENTICATED): admin calls need the admin token"
+    )
 
 
 def fixed_overview() -> pb.GetOverviewResponse:
@@ -186,6 +253,41 @@ def fixed_overview() -> pb.GetOverviewResponse:
             volunteers_banned=1,
         ),
     )
+
+
+def columns(app: TopApp, table_id: str) -> list[str]:
+    table = app.query_one(table_id)
+    return [str(c.label) for c in table.columns.values()]  # type: ignore[attr-defined]
+
+
+async def test_top_at_80x24_keeps_the_key_columns_and_every_key_in_the_footer() -> None:
+    app = TopApp(fixed_overview, None, "coordinator.example:50051", interval_s=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.overview is not None)
+        await pilot.pause()
+        assert columns(app, "#jobs-table") == [
+            "job", "state", "progress", "units", "ETA", "failed", "name"]
+        assert columns(app, "#volunteers-table") == [
+            "volunteer", "name", "state", "valid", "invalid", "last seen"]
+        assert cell(app, "#jobs-table", 0, 0) == "job-4f2a9c1d"  # enough to act on
+        assert cell(app, "#jobs-table", 0, 6) == "stsb embeddings"
+        assert cell(app, "#volunteers-table", 1, 5) == "10m ago"
+        for table_id in ("#jobs-table", "#volunteers-table"):
+            table = app.query_one(table_id)
+            assert table.virtual_size.width <= table.size.width, table_id  # type: ignore[attr-defined]
+        validation = app.query_one("#validation")
+        assert validation.size.height >= 8  # every count, none cut off
+        footer = app.query_one("Footer")
+        text = " ".join(str(w.render()) for w in footer.query("FooterKey"))
+        for word in ("Quit", "Refresh", "Pause/resume", "Cancel job", "Ban", "Unban"):
+            assert word in text
+        assert sum(w.region.right for w in footer.query("FooterKey")[-1:]) <= 80
+
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        assert columns(app, "#jobs-table")[4] == "items/s"
+        assert cell(app, "#jobs-table", 0, 0) == "job-4f2a9c1d7e3b"
+        assert "pending" in columns(app, "#volunteers-table")
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])

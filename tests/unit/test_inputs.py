@@ -165,12 +165,52 @@ def test_txt_ids_are_line_numbers_from_zero(tmp_path: Path) -> None:
     assert read_items(path) == [Item(str(i), t, i + 1) for i, t in enumerate(TEXTS)]
 
 
-def test_txt_keeps_line_numbering_across_blank_lines_and_crlf(tmp_path: Path) -> None:
+def test_txt_with_crlf(tmp_path: Path) -> None:
     path = tmp_path / "in.txt"
-    path.write_bytes(b"one\r\ntwo\r\n\r\nfour")
+    path.write_bytes(b"one\r\ntwo\r\nthree\r\nfour")
     items = read_items(path)
-    assert [(i.item_id, i.text) for i in items] == [("0", "one"), ("1", "two"), ("2", ""),
+    assert [(i.item_id, i.text) for i in items] == [("0", "one"), ("1", "two"), ("2", "three"),
                                                     ("3", "four")]
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b"one\r\ntwo\r\n\r\nfour", 3),  # once an empty item "2"
+        (b"one\n   \nthree\n", 2),  # blank but for spaces
+        (b"one\ntwo\n\n", 3),  # a blank last line too
+        (b"\none\n", 1),
+    ],
+)
+def test_txt_blank_line_is_an_error_naming_the_line(
+    tmp_path: Path, content: bytes, line: int
+) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(content)
+    with pytest.raises(InvalidArgument) as err:
+        read_items(path)
+    assert f"line {line} of in.txt is blank" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needles"),
+    [
+        ("in.tsv", "id\ttext\nstsb-1\tgood\nstsb-49x\tfoo\textra column\n",
+         ("line 3 of in.tsv has 3", "2 columns", "id, text", "tab")),
+        ("in.tsv", "id\ttext\tlang\na\tx\ten\nb\ty\ten\tmore\tstill\n",
+         ("line 3 of in.tsv has 5", "3 columns")),
+        ("in.csv", "id,text\na,b\nc,d,e\n", ("line 3 of in.csv has 3", "quote")),
+    ],
+)
+def test_delimited_row_with_more_columns_than_the_header_is_an_error(
+    tmp_path: Path, name: str, content: str, needles: tuple[str, ...]
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InvalidArgument) as err:
+        read_items(path)
+    for needle in needles:
+        assert needle in err.value.message, err.value.message
 
 
 @pytest.mark.parametrize("name", ["in.txt", "in.jsonl", "in.csv", "in.tsv"])

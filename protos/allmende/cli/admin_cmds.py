@@ -34,28 +34,32 @@ def _admin(args: argparse.Namespace) -> CoordinatorClient:
     return CoordinatorClient(args.coordinator, admin_token=read_token(args.admin_token_file))
 
 
-def _job_line(job: pb.JobStatus) -> str:
+def _job_line(verb: str, job: pb.JobStatus) -> str:
+    """What an action did, with the full id it resolved a prefix to."""
+    name = f" ({job.name})" if job.name else ""
     return (
-        f"{job.job_id} {job.state}: {job.units_accepted}/{job.units_total} units, "
-        f"priority {job.priority}, redundancy {job.spec.redundancy}, tau {job.spec.tau}"
+        f"{verb} {job.job_id}{name}: now {job.state}, {job.units_accepted}/{job.units_total} "
+        f"units accepted, priority {job.priority}, redundancy {job.spec.redundancy}, "
+        f"tau {job.spec.tau:g}"
     )
 
 
 def pause(args: argparse.Namespace) -> int:
     with _admin(args) as client:
-        out(_job_line(call(lambda: client.pause_job(args.job), args.coordinator)))
+        out(_job_line("paused", call(lambda: client.pause_job(args.job), args.coordinator)))
     return EXIT_OK
 
 
 def resume(args: argparse.Namespace) -> int:
     with _admin(args) as client:
-        out(_job_line(call(lambda: client.resume_job(args.job), args.coordinator)))
+        out(_job_line("resumed", call(lambda: client.resume_job(args.job), args.coordinator)))
     return EXIT_OK
 
 
 def cancel(args: argparse.Namespace) -> int:
     with _admin(args) as client:
-        out(_job_line(call(lambda: client.cancel_job(args.job), args.coordinator)))
+        job = call(lambda: client.cancel_job(args.job), args.coordinator)
+    out(_job_line("cancelled", job) + "; its leases out were cancelled")
     return EXIT_OK
 
 
@@ -70,7 +74,7 @@ def set_job(args: argparse.Namespace) -> int:
     if args.tau is not None:
         request.tau = args.tau
     with _admin(args) as client:
-        out(_job_line(call(lambda: client.update_job(request), args.coordinator)))
+        out(_job_line("updated", call(lambda: client.update_job(request), args.coordinator)))
     return EXIT_OK
 
 
@@ -145,34 +149,20 @@ def list_volunteers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _resolve(client: CoordinatorClient, prefix: str, address: str) -> str:
-    """Accept a unique prefix of a volunteer id, as `volunteers list` shows them."""
-    if len(prefix) == 64:
-        return prefix
-    matches = [
-        v.volunteer_id
-        for v in call(client.list_volunteers, address)
-        if v.volunteer_id.startswith(prefix)
-    ]
-    if len(matches) != 1:
-        raise CliError(
-            f"volunteer: {prefix!r} matches {len(matches)} volunteers; give more of the id",
-            EXIT_USAGE,
-        )
-    return matches[0]
-
-
 def ban(args: argparse.Namespace) -> int:
+    # The coordinator resolves a prefix (at least 6 characters, unambiguous) itself, so the
+    # CLI and `coordinator top` cannot disagree on what a prefix means.
     with _admin(args) as client:
-        volunteer_id = _resolve(client, args.volunteer, args.coordinator)
-        v = call(lambda: client.ban_volunteer(volunteer_id, args.reason), args.coordinator)
+        v = call(lambda: client.ban_volunteer(args.volunteer, args.reason), args.coordinator)
     out(f"banned {v.volunteer_id} ({v.display_name or 'no name'}): {v.ban_reason}")
     return EXIT_OK
 
 
 def unban(args: argparse.Namespace) -> int:
     with _admin(args) as client:
-        volunteer_id = _resolve(client, args.volunteer, args.coordinator)
-        v = call(lambda: client.unban_volunteer(volunteer_id), args.coordinator)
-    out(f"unbanned {v.volunteer_id} ({v.display_name or 'no name'}); quarantine lifted too")
+        v = call(lambda: client.unban_volunteer(args.volunteer), args.coordinator)
+    out(
+        f"unbanned {v.volunteer_id} ({v.display_name or 'no name'}): now "
+        f"{volunteer_state(v)}; a quarantine, if any, is lifted too"
+    )
     return EXIT_OK

@@ -7,7 +7,8 @@ import signal
 import threading
 from pathlib import Path
 
-from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, out
+from allmende.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, out
+from allmende.cli.remote import call
 from allmende.protocol.signing import SigningKey
 
 
@@ -159,5 +160,11 @@ def top(args: argparse.Namespace) -> int:
         args.coordinator, admin_token=read_token(args.admin_token_file), timeout_s=5
     ) as client:
         remote = RemoteTop(client)
-        TopApp(remote.fetch, remote.act, args.coordinator, args.interval).run()
+        # One call first: a wrong token or address is an error with its exit code, not a
+        # dashboard that starts empty and says "unreachable".
+        call(remote.fetch, args.coordinator)
+        app = TopApp(remote.fetch, remote.act, args.coordinator, args.interval)
+        app.run()
+    if app.refused:  # the token stopped working while it ran
+        raise CliError(app.refused, EXIT_FAILED)
     return EXIT_OK

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +115,8 @@ def _delimited(path: Path, delimiter: str) -> Iterator[Item]:
             for row in reader:
                 line = reader.line_num
                 where = f"line {line} of {path.name}"
+                if None in row:  # DictReader's key for fields beyond the header
+                    raise InvalidArgument("input", _extra_columns(fields, row, delimiter, where))
                 if row.get("text") is None:
                     raise InvalidArgument("text", f"a value in every row ({where})")
                 yield Item(_id(row["id"], where), row["text"], line)
@@ -124,6 +126,20 @@ def _delimited(path: Path, delimiter: str) -> Iterator[Item]:
             ) from None
         except csv.Error as exc:
             raise InvalidArgument("input", f"valid CSV in {path.name} ({exc})") from None
+
+
+def _extra_columns(fields: Sequence[str], row: dict[str | None, object], delimiter: str,
+                   where: str) -> str:
+    """Why a row with more fields than the header is refused: its text would be cut short
+    at the first tab (or comma), silently, and the rest dropped."""
+    extra = row[None]
+    count = len(fields) + (len(extra) if isinstance(extra, list) else 1)
+    if delimiter == "\t":
+        hint = "; TSV has no quoting, so a text cannot hold a tab (use .jsonl or quoted .csv)"
+    else:
+        hint = '; quote a text that holds a comma ("like, this")'
+    header = ", ".join(fields)
+    return f"{len(fields)} columns as in the header ({header}), {where} has {count}{hint}"
 
 
 def _csv(path: Path) -> Iterator[Item]:
@@ -157,5 +173,14 @@ def _parquet(path: Path) -> Iterator[Item]:
 
 
 def _txt(path: Path) -> Iterator[Item]:
+    # Every line is an item whose id is its line number, so a blank line cannot be skipped
+    # (the ids after it would shift) nor kept (an empty item is never what was meant).
     for line_no, line in _open_text(path):
-        yield Item(str(line_no - 1), line.rstrip("\r\n"), line_no)
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            raise InvalidArgument(
+                "input",
+                f"a text on every line; line {line_no} of {path.name} is blank "
+                "(remove it: ids are line numbers from 0)",
+            )
+        yield Item(str(line_no - 1), text, line_no)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from allmende.cli.common import EXIT_CODES_HELP, EXIT_USAGE, CliError, err
+from allmende.cli.parser import CliParser, version_text
 from allmende.protocol.errors import AllmendeError, InvalidArgument
 
 
@@ -84,13 +85,14 @@ def _db_flag(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="allmende",
         description="Allmende: volunteers compute, quorums verify, researchers get open datasets.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     coordinator = sub.add_parser("coordinator", help="run and manage a coordinator")

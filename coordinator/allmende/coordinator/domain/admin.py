@@ -1,5 +1,11 @@
 """Operating a coordinator: pausing, resuming and cancelling jobs, changing their priority,
-redundancy and tau, banning volunteers, and the figures `coordinator top` shows."""
+redundancy and tau, banning volunteers, and the figures `coordinator top` shows.
+
+Every action takes a full id or an unambiguous prefix of one (at least `MIN_PREFIX`
+characters; for jobs, not counting the `job-` every job id starts with), so the CLI and
+`coordinator top` resolve ids the same way and a slip of the keyboard cannot ban or cancel
+something by a one-character prefix.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,16 @@ from dataclasses import dataclass, replace
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import MAX_REDUNDANCY
 from allmende.coordinator.store.admin_sql import ValidationStats, VolunteerStats
+from allmende.coordinator.store.lookup_sql import IdKind
 from allmende.protocol.errors import InvalidArgument, NotFound, shown
 
 MAX_EVENTS = 1000
+# The shortest id prefix an action accepts: 6 hex digits are 16.7 million ids, so a prefix
+# that long names one thing on any real coordinator, and a shorter one is likely a slip.
+MIN_PREFIX = 6
+# How many matches an ambiguous prefix's error lists.
+SHOWN_MATCHES = 8
+JOB_TAG = "job-"
 
 
 @dataclass(frozen=True)
@@ -30,25 +43,62 @@ class Admin:
         self.c = coordinator
         self.store = coordinator.store
 
+    # ------------------------------------------------------------------ ids
+
+    def resolve(self, kind: IdKind, given: str) -> str:
+        """The one id of `kind` that `given` is, or is an unambiguous prefix of.
+
+        InvalidArgument for a prefix that is too short or matches several ids (the message
+        lists what it matched); NotFound when nothing matches."""
+        field = f"{kind}_id"
+        if not given:
+            listing = "job list" if kind == "job" else "volunteers list"
+            raise InvalidArgument(field, f"a {kind} id (see `allmende {listing}`)")
+        if self.store.ids_with_prefix(kind, given, 1) == [given]:
+            return given  # a whole id: no length rule for ids the store itself holds
+        significant = given.removeprefix(JOB_TAG) if kind == "job" else given
+        prefixes = [given]
+        if kind == "job" and not given.startswith(JOB_TAG):
+            prefixes.append(JOB_TAG + given)  # `job pause 4f2a9c` means job-4f2a9c...
+        matches = sorted(
+            {m for p in prefixes for m in self.store.ids_with_prefix(kind, p, SHOWN_MATCHES + 1)}
+        )
+        if len(significant) < MIN_PREFIX:
+            extra = "" if kind == "volunteer" else f" after {JOB_TAG!r}"
+            raise InvalidArgument(
+                field,
+                f"at least {MIN_PREFIX} characters of the id{extra}, got {shown(given)}"
+                + (f", which matches {_listed(kind, matches)}" if matches else ""),
+            )
+        if not matches:
+            raise NotFound(f"{kind} {shown(given)} does not exist")
+        if len(matches) > 1:
+            raise InvalidArgument(
+                field, f"a prefix of one {kind}; {shown(given)} matches {_listed(kind, matches)}"
+            )
+        return matches[0]
+
+    # ------------------------------------------------------------------ jobs
+
     def pause_job(self, job_id: str) -> JobView:
-        self.c.job_status(job_id)  # validates the id
+        job_id = self.resolve("job", job_id)
         self.store.set_job_state(job_id, ("running",), "paused", self.c.clock())
         return self.c.job_status(job_id)
 
     def resume_job(self, job_id: str) -> JobView:
-        self.c.job_status(job_id)
+        job_id = self.resolve("job", job_id)
         self.store.set_job_state(job_id, ("paused",), "running", self.c.clock())
         return self.c.job_status(job_id)
 
     def cancel_job(self, job_id: str) -> JobView:
-        self.c.job_status(job_id)
+        job_id = self.resolve("job", job_id)
         self.store.set_job_state(job_id, ("running", "paused"), "cancelled", self.c.clock())
         return self.c.job_status(job_id)
 
     def update_job(
         self, job_id: str, priority: int | None, redundancy: int | None, tau: float | None
     ) -> JobView:
-        self.c.job_status(job_id)
+        job_id = self.resolve("job", job_id)
         if priority is not None and not -1000 <= priority <= 1000:
             raise InvalidArgument("priority", f"-1000 to 1000, got {priority}")
         if redundancy is not None and not 1 <= redundancy <= MAX_REDUNDANCY:
@@ -77,10 +127,9 @@ class Admin:
         return found[0]
 
     def ban(self, volunteer_id: str, reason: str) -> VolunteerStats:
-        if not volunteer_id:
-            raise InvalidArgument("volunteer_id", "a volunteer id (see `volunteers list`)")
         if len(reason) > 500:
             raise InvalidArgument("reason", "at most 500 characters")
+        volunteer_id = self.resolve("volunteer", volunteer_id)
         self.store.set_banned(
             volunteer_id, True, reason or "banned by an administrator", self.c.clock()
         )
@@ -89,9 +138,7 @@ class Admin:
     def unban(self, volunteer_id: str) -> VolunteerStats:
         """Lift a ban and a quarantine. A volunteer released from quarantine keeps its
         record: it starts again from full replication, and one more fault sends it back."""
-        if not volunteer_id:
-            raise InvalidArgument("volunteer_id", "a volunteer id (see `volunteers list`)")
-        self._one(volunteer_id)  # NotFound for an unknown id
+        volunteer_id = self.resolve("volunteer", volunteer_id)
         self.store.set_banned(volunteer_id, False, "", self.c.clock())
         if self._one(volunteer_id).quarantined:
             self.store.release_quarantine(volunteer_id, self.c.clock())
@@ -110,3 +157,13 @@ class Admin:
             now_ms=now,
             fingerprint=self.c.key.fingerprint,
         )
+
+
+def _listed(kind: IdKind, matches: list[str]) -> str:
+    """'2 volunteers: 1a2b3c4d5e6f7a8b…, 1f0e…' for an error message; at most a few."""
+    width = 16 if kind == "volunteer" else 24
+    shown_ids = [m if len(m) <= width else m[:width] + "…" for m in matches[:SHOWN_MATCHES]]
+    more = len(matches) > SHOWN_MATCHES
+    count = f"more than {SHOWN_MATCHES}" if more else str(len(matches))
+    noun = kind if len(matches) == 1 else f"{kind}s"
+    return f"{count} {noun}: {', '.join(shown_ids)}" + (", …" if more else "")

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from allmende.coordinator.store.admin_sql import ValidationStats, VolunteerStats
+from allmende.coordinator.store.lookup_sql import IdKind
 from allmende.coordinator.store.records import (
     DatasetItem,
     DatasetUnit,
@@ -131,6 +132,8 @@ class Store(Protocol):
         self, now_ms: int, volunteer_id: str | None = None
     ) -> list[VolunteerStats]: ...
     def validation_stats(self, now_ms: int) -> ValidationStats: ...
+    # store/lookup_sql.py
+    def ids_with_prefix(self, kind: IdKind, prefix: str, limit: int) -> list[str]: ...
 
     # trust (store/trust_sql.py)
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]: ...

@@ -21,8 +21,9 @@ reference (a unit's job, for one), and FOR UPDATE would conflict with those.
 
 The store is `SqlStore`, composed of one mixin per concern over `SqlBase` (sql_base.py:
 transactions, reads, events): jobs_sql.py, volunteers_sql.py, leasing_sql.py, results_sql.py,
-datasets_sql.py (assimilation), admin_sql.py and trust_sql.py. The data path's statements
-are built once in statements.py; engines and their SQLite settings are made in engine.py.
+datasets_sql.py (assimilation), admin_sql.py, lookup_sql.py (ids by prefix) and
+trust_sql.py. The data path's statements are built once in statements.py; engines and their
+SQLite settings are made in engine.py.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from allmende.coordinator.store.datasets_sql import DatasetQueries
 from allmende.coordinator.store.engine import backend_of, make_engine, safe_url
 from allmende.coordinator.store.jobs_sql import JobQueries
 from allmende.coordinator.store.leasing_sql import LeaseQueries
+from allmende.coordinator.store.lookup_sql import LookupQueries
 from allmende.coordinator.store.results_sql import ResultQueries
 from allmende.coordinator.store.trust_sql import TrustQueries
 from allmende.coordinator.store.volunteers_sql import VolunteerQueries
@@ -55,6 +57,7 @@ class SqlStore(
     LeaseQueries,
     ResultQueries,
     AdminQueries,
+    LookupQueries,
     TrustQueries,
 ):
     """`Store` over SQLAlchemy Core. Each public method is one transaction."""

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 
-from allmende.coordinator.top.format import ago, bar, eta, progress, short, volunteer_state
+from allmende.coordinator.top.confirm import ConfirmScreen
+from allmende.coordinator.top.format import short
+from allmende.coordinator.top.rows import (
+    NARROW,
+    SHORT,
+    event_row,
+    job_columns,
+    job_row,
+    validation_text,
+    volunteer_columns,
+    volunteer_row,
+)
 from allmende.v1 import allmende_pb2 as pb
 
 Fetch = Callable[[], pb.GetOverviewResponse]
@@ -29,6 +40,11 @@ class OverviewReceived(Message):
 @dataclass
 class FetchFailed(Message):
     error: str
+    code: str = ""  # the gRPC status name, where the failure came from the coordinator
+
+
+# The coordinator answered and said no: retrying will not help, so top stops and says why.
+REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
 @dataclass
@@ -53,14 +69,20 @@ class TopApp(App[None]):
     #validation { width: 1fr; padding: 0 1; }
     #events { height: 1fr; min-height: 5; }
     DataTable { height: 1fr; }
+    .-compact #validation { width: 19; }
+    .-compact DataTable { overflow-x: hidden; }
+    .-short Header { display: none; }
+    .-short #jobs { max-height: 9; }
+    .-short #middle { min-height: 10; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("r", "refresh", "Refresh"),
-        Binding("p", "pause_resume", "Pause/resume job"),
+        # Short words: at 80 columns the footer must show every key.
+        Binding("p", "pause_resume", "Pause/resume"),
         Binding("c", "cancel_job", "Cancel job"),
-        Binding("b", "ban", "Ban volunteer"),
-        Binding("u", "unban", "Unban volunteer"),
+        Binding("b", "ban", "Ban"),
+        Binding("u", "unban", "Unban"),
     ]
 
     def __init__(
@@ -76,6 +98,8 @@ class TopApp(App[None]):
         self._jobs: list[pb.JobStatus] = []
         self._volunteers: list[pb.VolunteerStatus] = []
         self._log_lines: list[str] = []
+        self.refused = ""  # why the coordinator refused us, once it has; top then exits
+        self._compact: bool | None = None  # the layout the tables' columns were made for
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -96,27 +120,32 @@ class TopApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        jobs = self.query_one("#jobs-table", DataTable)
-        jobs.add_columns(
-            "job", "state", "progress", "units", "items/s", "ETA", "failed", "prio", "name"
-        )
-        volunteers = self.query_one("#volunteers-table", DataTable)
-        volunteers.add_columns(
-            "volunteer",
-            "name",
-            "state",
-            "items/s",
-            "valid",
-            "invalid",
-            "pending",
-            "leases",
-            "last seen",
-        )
-        events = self.query_one("#events-table", DataTable)
-        events.add_columns("UTC", "event", "where", "message")
+        self._fit(self.size)
         self.action_refresh()
         if self.interval_s > 0:
             self.set_interval(self.interval_s, self.action_refresh)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size)
+
+    def _fit(self, size: Size) -> None:
+        """The compact layout below `NARROW` columns (rows.py says what it keeps)."""
+        self.set_class(size.height < SHORT, "-short")
+        compact = size.width < NARROW
+        if compact == self._compact:
+            return
+        self._compact = compact
+        self.set_class(compact, "-compact")
+        for table_id, columns in (
+            ("#jobs-table", job_columns(compact)),
+            ("#volunteers-table", volunteer_columns(compact)),
+            ("#events-table", ("UTC", "event", "where", "message")),
+        ):
+            table = self.query_one(table_id, DataTable)
+            table.clear(columns=True)
+            table.add_columns(*columns)
+        if self.overview is not None:
+            self._show(self.overview)
 
     # ------------------------------------------------------------------ data
 
@@ -125,7 +154,8 @@ class TopApp(App[None]):
         try:
             overview = self.fetch()
         except Exception as exc:  # shown, retried at the next tick; never a crash
-            self.post_message(FetchFailed(str(getattr(exc, "details", exc)) or repr(exc)))
+            error = str(getattr(exc, "details", exc)) or repr(exc)
+            self.post_message(FetchFailed(error, str(getattr(exc, "code", ""))))
             return
         self.post_message(OverviewReceived(overview))
 
@@ -134,12 +164,16 @@ class TopApp(App[None]):
         if not self.is_running:
             return  # a fetch that ended while the app shuts down: its widgets are gone
         self.last_error = message.error
+        where = self.address or "coordinator"
+        if message.code in REFUSALS:
+            self.refused = f"{where} refused ({message.code}): {message.error}"
+            self.exit(return_code=1)
+            return
         status = self.query_one("#status", Static)
         status.add_class("error")
-        status.update(
-            f"{self.address or 'coordinator'} unreachable: {message.error} — "
-            f"retrying every {self.interval_s:g}s"
-        )
+        unreachable = message.code in ("", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+        what = "unreachable" if unreachable else f"error {message.code}"
+        status.update(f"{where} {what}: {message.error} — retrying every {self.interval_s:g}s")
 
     @on(OverviewReceived)
     def _received(self, message: OverviewReceived) -> None:
@@ -156,6 +190,9 @@ class TopApp(App[None]):
             f"{self.address} · key {short(o.fingerprint, 12)}… · "
             f"{running} running · {online} online"
         )
+        self._show(o)
+
+    def _show(self, o: pb.GetOverviewResponse) -> None:
         self._show_jobs(o)
         self._show_volunteers(o)
         self._show_validation(o)
@@ -167,21 +204,7 @@ class TopApp(App[None]):
         table.clear()
         self._jobs = list(o.jobs)
         for job in self._jobs:
-            reasons = "; ".join(
-                f"{short(f.unit_id[-7:], 7)}: {f.reason}" for f in job.failed_units[:2]
-            )
-            table.add_row(
-                job.job_id,
-                job.state,
-                f"{bar(progress(job), 8)} {progress(job) * 100:3.0f}%",
-                f"{job.units_accepted}/{job.units_total}",
-                f"{job.items_per_s:.1f}",
-                eta(job),
-                f"{job.units_failed} {reasons}".strip() if job.units_failed else "0",
-                str(job.priority),
-                job.name[:32],
-                key=job.job_id,
-            )
+            table.add_row(*job_row(job, bool(self._compact)), key=job.job_id)
         if self._jobs:
             table.move_cursor(row=min(keep, len(self._jobs) - 1))
 
@@ -191,34 +214,15 @@ class TopApp(App[None]):
         table.clear()
         self._volunteers = list(o.volunteers)
         for v in self._volunteers:
-            state = volunteer_state(v)
             table.add_row(
-                short(v.volunteer_id),
-                v.display_name[:18] or "-",
-                state,
-                f"{v.items_per_s:.1f}",
-                str(v.results_valid),
-                str(v.results_invalid),
-                str(v.results_pending),
-                str(v.leases_active),
-                ago(o.now_unix_ms, v.last_seen_unix_ms),
-                key=v.volunteer_id,
+                *volunteer_row(v, o.now_unix_ms, bool(self._compact)), key=v.volunteer_id
             )
         if self._volunteers:
             table.move_cursor(row=min(keep, len(self._volunteers) - 1))
 
     def _show_validation(self, o: pb.GetOverviewResponse) -> None:
-        v = o.validation
-        self.query_one("#validation-text", Static).update(
-            f"units accepted   {v.units_accepted}\n"
-            f"units failed     {v.units_failed}\n"
-            f"results valid    {v.results_valid}\n"
-            f"results invalid  {v.results_invalid}\n"
-            f"results pending  {v.results_pending}\n"
-            f"disagreements    {v.disagreements}\n"
-            f"leases expired   {v.leases_expired}\n"
-            f"banned           {v.volunteers_banned}"
-        )
+        text = validation_text(o.validation, bool(self._compact))
+        self.query_one("#validation-text", Static).update(text)
 
     def _show_events(self, o: pb.GetOverviewResponse) -> None:
         table = self.query_one("#events-table", DataTable)
@@ -226,13 +230,7 @@ class TopApp(App[None]):
         for line in self._log_lines[-5:]:
             table.add_row("", "top", "", line)
         for e in list(o.events)[-200:]:
-            where = short(e.unit_id or e.job_id or e.volunteer_id, 24)
-            table.add_row(
-                time.strftime("%H:%M:%S", time.gmtime(e.unix_ms / 1000)),
-                e.kind,
-                where,
-                e.message,
-            )
+            table.add_row(*event_row(e, bool(self._compact)))
         table.scroll_end(animate=False)
 
     # ------------------------------------------------------------------ actions
@@ -280,15 +278,39 @@ class TopApp(App[None]):
         if job is not None:
             self._do("resume" if job.state == "paused" else "pause", job.job_id)
 
+    def _confirm_then(self, question: str, verb: str, target: str) -> None:
+        """Cancel and ban cannot be taken back: ask first, act only on a yes."""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._do(verb, target)
+            else:
+                self._log_lines.append(f"{verb} {short(target)}: not confirmed, nothing done")
+
+        self.push_screen(ConfirmScreen(question), answered)
+
     def action_cancel_job(self) -> None:
         job = self._selected_job()
         if job is not None:
-            self._do("cancel", job.job_id)
+            name = f" ({job.name})" if job.name else ""
+            self._confirm_then(
+                f"Cancel job {job.job_id}{name}?\n{job.units_accepted}/{job.units_total} "
+                "units accepted; its leases out are cancelled. This cannot be undone.",
+                "cancel",
+                job.job_id,
+            )
 
     def action_ban(self) -> None:
         volunteer = self._selected_volunteer()
         if volunteer is not None:
-            self._do("ban", volunteer.volunteer_id)
+            name = volunteer.display_name or "no name"
+            self._confirm_then(
+                f"Ban volunteer {short(volunteer.volunteer_id, 16)} ({name})?\n"
+                f"{volunteer.results_valid} valid results; its leases go back and its work "
+                "is refused until `u` unbans it.",
+                "ban",
+                volunteer.volunteer_id,
+            )
 
     def action_unban(self) -> None:
         volunteer = self._selected_volunteer()

@@ -28,6 +28,8 @@ from allmende.coordinator.transport.admin_servicer import AdminServicer
 from allmende.coordinator.transport.auth import VolunteerAuthInterceptor
 from allmende.coordinator.transport.bridge import collect
 from allmende.coordinator.transport.guard import ParseGuardInterceptor
+from allmende.coordinator.transport.ports import bind_problem
+from allmende.coordinator.transport.ports import reason as port_reason
 from allmende.coordinator.transport.runtime import LoopRuntime, Runtime, ThreadedRuntime
 from allmende.coordinator.transport.servicers import (
     DatasetServicer,
@@ -187,6 +189,12 @@ def serve(
         raise InvalidArgument(
             "--insecure", f"explicit consent to serve {host} without TLS (or drop --no-tls)"
         )
+    problem = bind_problem(host, port)
+    if problem is not None:
+        give_up()
+        raise InvalidArgument(
+            "--listen", f"an address this machine can listen on; {host}:{port}: {problem}"
+        )
     if use_tls:
         material = home.load_tls()
         if material is None:
@@ -213,7 +221,8 @@ def serve(
         except OSError as exc:
             give_up()
             raise InvalidArgument(
-                "--metrics", f"an address this machine can bind, got {metrics_listen!r} ({exc})"
+                "--metrics",
+                f"an address this machine can listen on; {metrics_listen}: {port_reason(exc)}",
             ) from None
     runtime.start()
     stop = threading.Event()
