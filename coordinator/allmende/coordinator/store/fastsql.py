@@ -3,8 +3,8 @@
 SQLAlchemy spends Python on each `execute` (cache key, execution context, result metadata)
 that costs more than SQLite's own work, and the data path runs some 45 statements per
 validated unit. Measured on SQLite primary-key reads (SQLAlchemy 2.1.9, 2-core machine):
-9–11 µs per statement here against 17–21 µs through SQLAlchemy on a quiet machine, and
-17–27 against 53–69 µs with the cores busy (2–3.5× either way). Statements
+9-11 µs per statement here against 17-21 µs through SQLAlchemy on a quiet machine, and
+17-27 against 53-69 µs with the cores busy (2 to 3.5 times faster either way). Statements
 built once and marked with `prebuilt` are compiled once per dialect and set of parameter
 names, and run straight on the DB-API cursor of the same connection, inside the same
 transaction. Every other statement goes through SQLAlchemy as before.
