@@ -55,7 +55,7 @@ def _unshuffle(data: bytes, itemsize: int) -> bytes:
         planes = np.frombuffer(data, dtype=np.uint8).reshape(2, -1)
         values = planes[0].astype("<u2")
         values |= planes[1].astype("<u2") << 8
-        return values.tobytes()
+        return bytes(values.tobytes())
     return np.frombuffer(data, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
 
 
