@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from allmende.coordinator.domain.coordinator import Coordinator
-from allmende.coordinator.transport.errors import STATUS
+from allmende.coordinator.transport.errors import MAX_DETAILS, STATUS, abort, forget
 from allmende.protocol.errors import (
     AllmendeError,
     InvalidArgument,
@@ -93,13 +93,17 @@ class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 self.check(method, request, context.invocation_metadata())
             except AllmendeError as exc:
                 code = STATUS.get(type(exc), grpc.StatusCode.UNAUTHENTICATED)
-                log.info("rpc=%s refused status=%s message=%s", method, code.name, exc.message)
+                details = exc.message[:MAX_DETAILS]
+                log.info("rpc=%s refused status=%s message=%s", method, code.name, details)
                 if self.metrics is not None:
                     self.metrics.rejected_requests.labels(
                         method.rsplit("/", 1)[-1], code.name
                     ).inc()
-                context.abort(code, exc.message)
-            return inner(request, context)
+                forget(exc)  # see errors.py: a refused request must not outlive its answer
+            else:
+                return inner(request, context)
+            del request
+            abort(context, (code, details))
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,

@@ -22,6 +22,7 @@ from allmende.coordinator.domain.coordinator import Coordinator, GoldComputer
 from allmende.coordinator.domain.keys import adopt_rotation
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
+from allmende.coordinator.memory import keep_large_buffers_mapped, trim_if_due
 from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.store import open_store
 from allmende.coordinator.transport.admin_servicer import AdminServicer
@@ -35,7 +36,7 @@ from allmende.coordinator.transport.servicers import (
     VolunteerServicer,
 )
 from allmende.protocol.errors import FailedPrecondition, InvalidArgument
-from allmende.protocol.limits import MAX_MESSAGE_BYTES
+from allmende.protocol.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from allmende.protocol.signing import CTX_TLS
 from allmende.protocol.tls import cert_sha256, is_loopback
 from allmende.v1 import allmende_pb2 as pb
@@ -78,11 +79,13 @@ def _assimilator(coordinator: Coordinator, stop: threading.Event) -> None:
 
 
 def _housekeeper(coordinator: Coordinator, stop: threading.Event) -> None:
-    """Keep the gold pool fresh (checked every GOLD_CHECK_S) and write the volunteers'
-    last-seen times every SEEN_FLUSH_S, and once more at the end."""
+    """Keep the gold pool fresh (checked every GOLD_CHECK_S), hand the memory of large
+    requests back (memory.py), and write the volunteers' last-seen times every
+    SEEN_FLUSH_S, and once more at the end."""
     flushed = time.monotonic()
     while True:
         stopping = stop.wait(GOLD_CHECK_S)
+        trim_if_due()
         if not stopping:
             try:
                 coordinator.gold.keep()
@@ -129,6 +132,7 @@ def serve(
     units already leased may still arrive for up to `drain_s` seconds before the server stops.
     """
     host, port = parse_listen(listen)
+    keep_large_buffers_mapped()
     home = CoordinatorHome(data_dir)
     key = home.load_key()
     chain = home.load_chain(key)
@@ -167,7 +171,7 @@ def serve(
     # Order matters: unparseable bytes are refused before authentication looks at them.
     interceptors = [ParseGuardInterceptor(), VolunteerAuthInterceptor(coordinator, metrics)]
     options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ]
