@@ -20,7 +20,7 @@ from allmende.protocol.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from allmende.protocol.requests import NonceWindow, check_request
+from allmende.protocol.requests import check_request
 from allmende.protocol.wire import decode_envelope
 from allmende.v1 import allmende_pb2 as pb
 
@@ -51,7 +51,7 @@ class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, coordinator: Coordinator, metrics: Any = None) -> None:
         self.c = coordinator
-        self.nonces = NonceWindow()
+        self.nonces = coordinator.nonces
         self.metrics = metrics
         self._keys: dict[str, bytes] = {}
 

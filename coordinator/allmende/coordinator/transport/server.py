@@ -47,6 +47,7 @@ log = logging.getLogger("allmende.coordinator")
 ASSIMILATE_POLL_S = 5.0
 SEEN_FLUSH_S = 2.0  # last-seen times are written this often
 GOLD_CHECK_S = 0.5  # and the gold pool checked this often (it reloads when due)
+NONCE_PRUNE_S = 60.0  # expired nonces of signed requests are deleted this often
 
 
 @dataclass
@@ -80,12 +81,23 @@ def _assimilator(coordinator: Coordinator, stop: threading.Event) -> None:
 
 def _housekeeper(coordinator: Coordinator, stop: threading.Event) -> None:
     """Keep the gold pool fresh (checked every GOLD_CHECK_S), hand the memory of large
-    requests back (memory.py), and write the volunteers' last-seen times every
-    SEEN_FLUSH_S, and once more at the end."""
-    flushed = time.monotonic()
+    requests back (memory.py), write claimed nonces the store holds back and delete expired
+    ones every NONCE_PRUNE_S, and write the volunteers' last-seen times every SEEN_FLUSH_S,
+    and once more at the end."""
+    flushed = pruned = time.monotonic()
     while True:
         stopping = stop.wait(GOLD_CHECK_S)
         trim_if_due()
+        try:
+            coordinator.nonces.flush()
+        except Exception:  # they stay pending; the next write transaction takes them
+            log.exception("writing claimed nonces failed; will retry")
+        if not stopping and time.monotonic() - pruned >= NONCE_PRUNE_S:
+            pruned = time.monotonic()
+            try:
+                coordinator.nonces.prune(coordinator.clock())
+            except Exception:  # expired rows only take space; the next round deletes them
+                log.exception("deleting expired nonces failed; will retry")
         if not stopping:
             try:
                 coordinator.gold.keep()
