@@ -180,7 +180,8 @@ def serve(
             AdminServicer(Admin(coordinator), token, metrics), s
         ),
     )
-    # Order matters: unparseable bytes are refused before authentication looks at them.
+    # Order matters: oversized, overfull or unparseable requests are refused (guard.py)
+    # before authentication looks at them.
     interceptors = [ParseGuardInterceptor(), VolunteerAuthInterceptor(coordinator, metrics)]
     options = [
         ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
