@@ -35,7 +35,7 @@ ADDED_COLUMNS = {("units", "busy")} | {
     for column in columns
 }
 # Tables added after the first release.
-ADDED_TABLES = {"reputation", "gold"}
+ADDED_TABLES = {"reputation", "gold", "nonces"}
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])

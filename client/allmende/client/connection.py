@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from allmende.protocol.limits import MAX_MESSAGE_BYTES
+from allmende.protocol.limits import MAX_MESSAGE_BYTES, MAX_REASON_CHARS
 from allmende.protocol.requests import sign_request
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.tls import cert_sha256, fetch_certificate, is_loopback, server_name
@@ -191,7 +191,9 @@ class CoordinatorClient:
         return self._signed("SubmitResults", self.volunteers.SubmitResults, request)
 
     def release(self, volunteer_id: str, lease_id: str, reason: str) -> None:
-        request = pb.ReleaseWorkRequest(volunteer_id=volunteer_id, lease_id=lease_id, reason=reason)
+        request = pb.ReleaseWorkRequest(
+            volunteer_id=volunteer_id, lease_id=lease_id, reason=reason[:MAX_REASON_CHARS]
+        )
         self._signed("ReleaseWork", self.volunteers.ReleaseWork, request)
 
     # jobs

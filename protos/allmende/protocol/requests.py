@@ -4,6 +4,8 @@ A volunteer signs every call after registration: the method, the sha256 of the r
 (deterministic protobuf serialisation), a timestamp and a random nonce, under the context
 "allmende.v1/request". The coordinator checks the signature against the registered key,
 refuses timestamps outside a window, and refuses a nonce it has already seen in that window.
+Where it remembers nonces is its own affair (`NonceClaims`): the coordinator keeps them in
+its store, so that a replay is refused after a restart and by every replica.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from google.protobuf.message import Message
 
@@ -55,6 +58,12 @@ def sign_request(
     ]
 
 
+class NonceClaims(Protocol):
+    def claim(self, key_id: str, nonce: str, ts_ms: int, now_ms: int) -> bool:
+        """Record the nonce of a request signed at `ts_ms`; False when it was already used."""
+        ...
+
+
 class NonceWindow:
     """Nonces seen within the accepted clock window, per process; older ones are forgotten,
     since their timestamps would be refused anyway."""
@@ -84,7 +93,7 @@ def check_request(
     method: str,
     request: Message,
     public_key_of: Callable[[str], bytes],
-    nonces: NonceWindow,
+    nonces: NonceClaims,
     now_ms: int,
 ) -> str:
     """Verify a signed request; return the volunteer id, or raise Unauthenticated."""

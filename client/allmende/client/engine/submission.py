@@ -29,6 +29,7 @@ from allmende.client.engine.exits import EXIT_OK, Stop
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.spool import Spool
 from allmende.protocol import codec
+from allmende.protocol.limits import MAX_SUBMIT_BYTES
 from allmende.protocol.tasks import claimed_tokens
 from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, sign_envelope
 from allmende.v1 import allmende_pb2 as pb
@@ -39,6 +40,10 @@ log = logging.getLogger("allmende.volunteer")
 Computed = tuple[pb.Lease, WorkUnit, np.ndarray, str, float]
 # Results sent in one call at most (the coordinator takes up to 32).
 BATCH = 16
+# What one result adds to a SubmitResults request beside its bytes (field tags, lengths).
+_PER_RESULT_BYTES = 32
+# ...and the request itself (the volunteer id).
+_REQUEST_BYTES = 256
 # Per-result answers a later attempt may change (the call itself is retried by the link).
 _RETRY_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
@@ -58,6 +63,21 @@ class Sealed:
     @property
     def size(self) -> int:
         return len(self.payload) + len(self.envelope) + len(self.signature)
+
+
+def by_size(batch: list[Sealed]) -> list[list[Sealed]]:
+    """`batch` cut into groups that each fit one SubmitResults request (MAX_SUBMIT_BYTES);
+    a result too large for that travels alone (and is refused on its own)."""
+    groups: list[list[Sealed]] = []
+    size = 0
+    for sealed in batch:
+        cost = sealed.size + _PER_RESULT_BYTES
+        if not groups or size + cost > MAX_SUBMIT_BYTES:
+            groups.append([])
+            size = _REQUEST_BYTES
+        groups[-1].append(sealed)
+        size += cost
+    return groups
 
 
 class Submitter:
@@ -189,6 +209,10 @@ class Submitter:
 
     def _send_all(self, batch: list[Sealed]) -> None:
         """Send results, several in one call where the coordinator takes that."""
+        for group in by_size(batch):
+            self._send_group(group)
+
+    def _send_group(self, batch: list[Sealed]) -> None:
         if len(batch) == 1 or not self._batches or self.error is not None:
             for sealed in batch:
                 self._send(sealed)

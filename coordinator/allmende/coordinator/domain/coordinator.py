@@ -27,6 +27,7 @@ from allmende.coordinator.domain.jobs import (
     resolve_settings,
 )
 from allmende.coordinator.domain.leasing import Leasing
+from allmende.coordinator.domain.nonces import RequestNonces
 from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE, Submissions
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.store.base import Store
@@ -82,6 +83,8 @@ class Coordinator(Leasing, Submissions):
         gold_computer: GoldComputer | None = None,
     ) -> None:
         self.store = store
+        # Nonces of signed requests already used (replays are refused), in the store.
+        self.nonces = RequestNonces(store)
         self.policy = policy or TrustPolicy()
         self.gold = GoldPool(store, self.policy.gold_pool)
         # Computes answers for a new job's first gold rows (the model, on the coordinator);

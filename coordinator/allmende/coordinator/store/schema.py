@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0003"
+REVISION = "0004"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
 SCHEMA_VERSION = 3
@@ -212,6 +212,18 @@ gold = Table(
     Column("created_ms", BigInteger, nullable=False),
 )
 Index("ix_gold_job", gold.c.job_id, gold.c.gold_id)
+
+# Nonces of signed volunteer requests already used (protocol/requests.py), kept until the
+# request's timestamp would be refused anyway. In the store, not in one process, so that a
+# request replayed after a restart, or to another replica, is refused.
+nonces = Table(
+    "nonces",
+    metadata,
+    Column("volunteer_id", String(64), primary_key=True),
+    Column("nonce", String(32), primary_key=True),
+    Column("expires_ms", BigInteger, nullable=False),
+)
+Index("ix_nonces_expires", nonces.c.expires_ms)
 
 events = Table(
     "events",

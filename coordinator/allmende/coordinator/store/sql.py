@@ -21,13 +21,14 @@ reference (a unit's job, for one), and FOR UPDATE would conflict with those.
 
 The store is `SqlStore`, composed of one mixin per concern over `SqlBase` (sql_base.py:
 transactions, reads, events): jobs_sql.py, volunteers_sql.py, leasing_sql.py, results_sql.py,
-datasets_sql.py (assimilation), admin_sql.py, lookup_sql.py (ids by prefix) and
-trust_sql.py. The data path's statements are built once in statements.py; engines and their
-SQLite settings are made in engine.py.
+datasets_sql.py (assimilation), admin_sql.py, lookup_sql.py (ids by prefix), trust_sql.py
+and nonces_sql.py (signed requests' nonces). The data path's statements are built once in
+statements.py; engines and their SQLite settings are made in engine.py.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from sqlalchemy import Engine, select
@@ -42,10 +43,13 @@ from allmende.coordinator.store.engine import backend_of, make_engine, safe_url
 from allmende.coordinator.store.jobs_sql import JobQueries
 from allmende.coordinator.store.leasing_sql import LeaseQueries
 from allmende.coordinator.store.lookup_sql import LookupQueries
+from allmende.coordinator.store.nonces_sql import NonceQueries
 from allmende.coordinator.store.results_sql import ResultQueries
 from allmende.coordinator.store.trust_sql import TrustQueries
 from allmende.coordinator.store.volunteers_sql import VolunteerQueries
 from allmende.protocol.errors import FailedPrecondition
+
+log = logging.getLogger("allmende.coordinator.store")
 
 __all__ = ["SqlStore", "backend_of", "make_engine", "open_store", "safe_url"]
 
@@ -59,6 +63,7 @@ class SqlStore(
     AdminQueries,
     LookupQueries,
     TrustQueries,
+    NonceQueries,
 ):
     """`Store` over SQLAlchemy Core. Each public method is one transaction."""
 
@@ -76,6 +81,10 @@ class SqlStore(
             raise
 
     def close(self) -> None:
+        try:
+            self.flush_nonces()
+        except Exception:  # closing anyway; a claim lost here only reopens an answered call
+            log.exception("writing the last claimed nonces failed")
         self.release_connections()
         self.engine.dispose()
 

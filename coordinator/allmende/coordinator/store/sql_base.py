@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from allmende.coordinator.store.engine import READ_INFO, WRITE_INFO
 from allmende.coordinator.store.fastsql import Conn
+from allmende.coordinator.store.nonce_statements import NONCE_INSERT
 from allmende.coordinator.store.records import JobRecord, JobSettings, UnitRecord
 from allmende.coordinator.store.statements import Q
 from allmende.protocol.errors import Unavailable
@@ -58,6 +59,10 @@ class SqlBase:
         # PostgreSQL: each thread keeps a connection in autocommit mode (see _own).
         self._own_local = threading.local()
         self._owned: weakref.WeakSet[_Owned] = weakref.WeakSet()
+        # SQLite: nonces of signed requests claimed, written with the next write transaction
+        # (nonces_sql.py): {(volunteer_id, nonce): expires_ms}
+        self._pending_nonces: dict[tuple[str, str], int] = {}
+        self._nonce_lock = threading.Lock()
 
     def _keep(self, conn: Connection) -> Connection:
         with self._held_lock:
@@ -157,18 +162,24 @@ class SqlBase:
             if self._write_lock is None:
                 with self.engine.begin() as sa:
                     conn = Conn(sa)
+                    written = self._write_nonces(conn)
                     yield conn
                     conn.commit()
+                self._nonces_written(written)
                 return
             with self._write_lock:
                 if self._hold:
                     if self._writer is None:
                         self._writer = self._keep(self.engine.connect())
                     with self._write_transaction(self._writer) as conn:
+                        written = self._write_nonces(conn)
                         yield conn
+                    self._nonces_written(written)
                     return
                 with self.engine.connect() as fresh, self._write_transaction(fresh) as conn:
+                    written = self._write_nonces(conn)
                     yield conn
+                self._nonces_written(written)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) in _CONFLICTS:
                 log.warning("transaction rolled back by the database: %s", exc.orig)
@@ -176,6 +187,29 @@ class SqlBase:
                     "the database rolled back a conflict with another request; try again"
                 ) from exc
             raise
+
+    def _write_nonces(self, conn: Conn) -> dict[tuple[str, str], int]:
+        """SQLite: insert the nonces claimed since the last write transaction into this one,
+        so that they commit with the effects of the requests that carried them (a request
+        that changed anything is never replayable after a crash). Returns what it wrote,
+        which stays pending until the commit (a rollback leaves it for the next one)."""
+        with self._nonce_lock:
+            pending = dict(self._pending_nonces)
+        if pending:
+            conn.execute(
+                NONCE_INSERT,
+                [
+                    {"volunteer_id": v, "nonce": n, "expires_ms": e}
+                    for (v, n), e in pending.items()
+                ],
+            )
+        return pending
+
+    def _nonces_written(self, written: dict[tuple[str, str], int]) -> None:
+        if written:
+            with self._nonce_lock:
+                for key in written:
+                    self._pending_nonces.pop(key, None)
 
     @staticmethod
     @contextmanager

@@ -13,14 +13,14 @@ from typing import Any
 import grpc
 
 from allmende.coordinator.domain.coordinator import Coordinator
-from allmende.coordinator.transport.errors import STATUS
+from allmende.coordinator.transport.errors import MAX_DETAILS, STATUS, abort, forget
 from allmende.protocol.errors import (
     AllmendeError,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
 )
-from allmende.protocol.requests import NonceWindow, check_request
+from allmende.protocol.requests import check_request
 from allmende.protocol.wire import decode_envelope
 from allmende.v1 import allmende_pb2 as pb
 
@@ -51,7 +51,7 @@ class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, coordinator: Coordinator, metrics: Any = None) -> None:
         self.c = coordinator
-        self.nonces = NonceWindow()
+        self.nonces = coordinator.nonces
         self.metrics = metrics
         self._keys: dict[str, bytes] = {}
 
@@ -93,13 +93,17 @@ class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 self.check(method, request, context.invocation_metadata())
             except AllmendeError as exc:
                 code = STATUS.get(type(exc), grpc.StatusCode.UNAUTHENTICATED)
-                log.info("rpc=%s refused status=%s message=%s", method, code.name, exc.message)
+                details = exc.message[:MAX_DETAILS]
+                log.info("rpc=%s refused status=%s message=%s", method, code.name, details)
                 if self.metrics is not None:
                     self.metrics.rejected_requests.labels(
                         method.rsplit("/", 1)[-1], code.name
                     ).inc()
-                context.abort(code, exc.message)
-            return inner(request, context)
+                forget(exc)  # see errors.py: a refused request must not outlive its answer
+            else:
+                return inner(request, context)
+            del request
+            abort(context, (code, details))
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,

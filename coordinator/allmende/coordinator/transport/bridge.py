@@ -26,6 +26,8 @@ from typing import Any
 
 import grpc
 
+from allmende.coordinator.transport.errors import Status, forget, status_of
+
 _END = object()
 
 
@@ -111,7 +113,7 @@ class BridgeHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 wrapped = interceptor.intercept_service(
                     functools.partial(lambda h, _details: h, wrapped), _Details(method, ())
                 )
-            self._bridged[method] = self._bridge(wrapped, method in inline)
+            self._bridged[method] = self._bridge(wrapped, method, method in inline)
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self._bridged.get(details.method)
@@ -121,7 +123,9 @@ class BridgeHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         call = functools.partial(contextvars.copy_context().run, function, *args)
         return await loop.run_in_executor(self._pool, call)
 
-    def _bridge(self, h: grpc.RpcMethodHandler, inline: bool) -> grpc.RpcMethodHandler:
+    def _bridge(
+        self, h: grpc.RpcMethodHandler, method: str, inline: bool
+    ) -> grpc.RpcMethodHandler:
         kwargs = {
             "request_deserializer": h.request_deserializer,
             "response_serializer": h.response_serializer,
@@ -135,8 +139,10 @@ class BridgeHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                     if inline:
                         return unary(request, sync)
                     return await self._run(unary, request, sync)
-                except _Abort as exc:
-                    await context.abort(exc.code, exc.details)
+                except Exception as exc:
+                    status = _status(exc, method)
+                del request, sync  # see _status
+                await context.abort(*status)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
         if h.unary_stream is not None:
@@ -148,8 +154,11 @@ class BridgeHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                     responses = await self._run(lambda: iter(stream(request, sync)))
                     while (item := await self._run(next, responses, _END)) is not _END:
                         yield item
-                except _Abort as exc:
-                    await context.abort(exc.code, exc.details)
+                    return
+                except Exception as exc:
+                    status = _status(exc, method)
+                del request, sync
+                await context.abort(*status)
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
         if h.stream_unary is not None:
@@ -160,11 +169,29 @@ class BridgeHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 loop = asyncio.get_running_loop()
                 try:
                     return await self._run(upload, _blocking(requests, loop), sync)
-                except _Abort as exc:
-                    await context.abort(exc.code, exc.details)
+                except Exception as exc:
+                    status = _status(exc, method)
+                del requests, sync
+                await context.abort(*status)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
         raise TypeError(f"no bridge for a bidirectional stream ({h})")
+
+
+def _status(exc: Exception, method: str) -> Status:
+    """The status an exception out of a handler ends its call with, the exception forgotten.
+
+    grpc.aio ends an aborted call in a reference cycle (its AbortError, the traceback, the
+    coroutine's frames) that lives until a full garbage collection; whatever the cycle
+    reaches lives as long. So the handler's exception chain and frames are cleared here, and
+    the handler drops the request before it aborts: the cycle then holds nothing large.
+    """
+    if isinstance(exc, _Abort):
+        status = exc.code, exc.details
+    else:  # the servicers map their own errors; this is an interceptor's or a bridge bug
+        status = status_of(exc, method.rsplit("/", 1)[-1])
+    forget(exc)
+    return status
 
 
 def _blocking(requests: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> Iterator[Any]:

@@ -22,6 +22,7 @@ from allmende.coordinator.domain.coordinator import Coordinator, GoldComputer
 from allmende.coordinator.domain.keys import adopt_rotation
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
+from allmende.coordinator.memory import keep_large_buffers_mapped, trim_if_due
 from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.store import open_store
 from allmende.coordinator.transport.admin_servicer import AdminServicer
@@ -37,7 +38,7 @@ from allmende.coordinator.transport.servicers import (
     VolunteerServicer,
 )
 from allmende.protocol.errors import FailedPrecondition, InvalidArgument
-from allmende.protocol.limits import MAX_MESSAGE_BYTES
+from allmende.protocol.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from allmende.protocol.signing import CTX_TLS
 from allmende.protocol.tls import cert_sha256, is_loopback
 from allmende.v1 import allmende_pb2 as pb
@@ -48,6 +49,7 @@ log = logging.getLogger("allmende.coordinator")
 ASSIMILATE_POLL_S = 5.0
 SEEN_FLUSH_S = 2.0  # last-seen times are written this often
 GOLD_CHECK_S = 0.5  # and the gold pool checked this often (it reloads when due)
+NONCE_PRUNE_S = 60.0  # expired nonces of signed requests are deleted this often
 
 
 @dataclass
@@ -80,11 +82,24 @@ def _assimilator(coordinator: Coordinator, stop: threading.Event) -> None:
 
 
 def _housekeeper(coordinator: Coordinator, stop: threading.Event) -> None:
-    """Keep the gold pool fresh (checked every GOLD_CHECK_S) and write the volunteers'
-    last-seen times every SEEN_FLUSH_S, and once more at the end."""
-    flushed = time.monotonic()
+    """Keep the gold pool fresh (checked every GOLD_CHECK_S), hand the memory of large
+    requests back (memory.py), write claimed nonces the store holds back and delete expired
+    ones every NONCE_PRUNE_S, and write the volunteers' last-seen times every SEEN_FLUSH_S,
+    and once more at the end."""
+    flushed = pruned = time.monotonic()
     while True:
         stopping = stop.wait(GOLD_CHECK_S)
+        trim_if_due()
+        try:
+            coordinator.nonces.flush()
+        except Exception:  # they stay pending; the next write transaction takes them
+            log.exception("writing claimed nonces failed; will retry")
+        if not stopping and time.monotonic() - pruned >= NONCE_PRUNE_S:
+            pruned = time.monotonic()
+            try:
+                coordinator.nonces.prune(coordinator.clock())
+            except Exception:  # expired rows only take space; the next round deletes them
+                log.exception("deleting expired nonces failed; will retry")
         if not stopping:
             try:
                 coordinator.gold.keep()
@@ -131,6 +146,7 @@ def serve(
     units already leased may still arrive for up to `drain_s` seconds before the server stops.
     """
     host, port = parse_listen(listen)
+    keep_large_buffers_mapped()
     home = CoordinatorHome(data_dir)
     key = home.load_key()
     chain = home.load_chain(key)
@@ -166,10 +182,11 @@ def serve(
             AdminServicer(Admin(coordinator), token, metrics), s
         ),
     )
-    # Order matters: unparseable bytes are refused before authentication looks at them.
+    # Order matters: oversized, overfull or unparseable requests are refused (guard.py)
+    # before authentication looks at them.
     interceptors = [ParseGuardInterceptor(), VolunteerAuthInterceptor(coordinator, metrics)]
     options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ]
