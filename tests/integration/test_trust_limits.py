@@ -103,7 +103,8 @@ def test_replicas_of_a_unit_go_to_distinct_addresses(coordinator_home: Coordinat
 def test_a_second_volunteer_at_one_address_gets_another_unit(
     coordinator_home: CoordinatorHome,
 ) -> None:
-    with launch(coordinator_home) as net:
+    # the distinct-block rule alone: no cap on the block's share of the job's slots
+    with launch(coordinator_home, TrustPolicy(gold_streak=0, block_share=1.0)) as net:
         job = net.create(sentences(8), redundancy=2, unit_size=4)
         units = net.units(job)
         v1, v2, v3 = net.volunteer(), net.volunteer(), net.volunteer()
@@ -149,7 +150,7 @@ def test_ipv6_loopback_volunteers_are_exempt(coordinator_home: CoordinatorHome) 
 
 
 def test_distinct_addresses_can_be_switched_off(coordinator_home: CoordinatorHome) -> None:
-    with launch(coordinator_home, TrustPolicy(distinct_addresses=False)) as net:
+    with launch(coordinator_home, TrustPolicy(distinct_addresses=False, block_share=1.0)) as net:
         job = net.create(sentences(4), redundancy=2, unit_size=4)
         (unit_id,) = net.units(job)
         offers = [net.c.lease_work(net.volunteer().id, address="10.0.0.5") for _ in range(2)]

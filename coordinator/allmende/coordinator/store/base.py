@@ -76,6 +76,8 @@ class Store(Protocol):
         address: str = "",
         day: int = 0,
         admit: Admit | None = None,
+        distinct: bool = True,
+        block_share: float = 1.0,
     ) -> LeaseGrant | None: ...
     def work_remaining(self, volunteer_id: str, now_ms: int) -> bool: ...
     def get_lease(self, lease_id: str) -> LeaseRecord | None: ...
@@ -135,7 +137,7 @@ class Store(Protocol):
     # trust (store/trust_sql.py)
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]: ...
     def get_standing(
-        self, volunteer_id: str
+        self, volunteer_id: str, now_ms: int = 0
     ) -> tuple[VolunteerRecord | None, dict[str, Reputation]]: ...
     def record_fault(
         self, volunteer_id: str, kind: str, reason: str, now_ms: int, gold_missed: bool = False
