@@ -142,3 +142,40 @@ def test_replicas_leasing_from_one_block_at_once_keep_its_share(
     assert len(got) == len(MANY)
     leased = [g for g in got if g]
     assert len(leased) == 4 and set(leased) <= set(units)
+
+
+def test_held_cap_leases_nothing_once_the_volunteer_holds_that_many(store: SqlStore) -> None:
+    units = make_job(store, texts=16, unit_size=2, redundancy=1)
+    got = [store.lease_unit("v1", f"L{n}", T0, held_cap=3) for n in range(5)]
+    assert [g.unit_id for g in got if g] == units[:3]
+    assert got[3:] == [None, None]
+    # expired leases are not held
+    later = T0 + LEASE_S * 1000 + 1
+    assert store.lease_unit("v1", "L-later", later, held_cap=3) is not None
+
+
+def test_one_volunteer_leasing_through_replicas_at_once_keeps_its_cap(
+    pg_store: SqlStore, postgres_url: str
+) -> None:
+    """The same volunteer's leases through four stores at once: the advisory lock on the
+    volunteer makes each count the leases committed before it."""
+    make_job(pg_store, texts=64, unit_size=2, redundancy=1)
+    replicas = [open_store(postgres_url) for _ in range(4)]
+    got: list[str | None] = []
+    barrier = threading.Barrier(16)
+
+    def run(n: int) -> None:
+        barrier.wait()
+        lease = replicas[n % 4].lease_unit("v1", f"L{n}", T0, held_cap=5)
+        got.append(None if lease is None else lease.unit_id)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(16)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for replica in replicas:
+            replica.close()
+    assert len([g for g in got if g]) == 5

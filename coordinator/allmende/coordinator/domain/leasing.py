@@ -65,6 +65,7 @@ class _Admission:
     day: int
     refusal: LeaseOffer | None = None
     allowed: int = 0
+    cap: int = 0  # unexpired leases the volunteer may hold at once
     reputation: Mapping[str, Reputation] = field(default_factory=dict)
 
     def __call__(self, record: VolunteerRecord | None, reputation: dict[str, Reputation]) -> bool:
@@ -86,7 +87,7 @@ class _Admission:
                 f"{leasing.policy.quota_per_valid} per validated result and resets at 00:00 UTC",
             )
             return False
-        cap = leasing.policy.lease_cap(valid)
+        cap = self.cap = leasing.policy.lease_cap(valid)
         if volunteer.live_leases >= cap:
             self.refusal = LeaseOffer(
                 None,
@@ -180,6 +181,8 @@ class Leasing(CoordinatorPart):
             admit=admission if admit else None,
             distinct=self.policy.distinct_addresses,
             block_share=self.policy.block_share,
+            # the first lease's `admit` judges the cap; the store holds the later ones to it
+            held_cap=None if admit else admission.cap,
         )
 
     def _seen(self, volunteer_id: str, now: int) -> None:

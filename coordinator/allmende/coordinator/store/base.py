@@ -46,6 +46,7 @@ class Store(Protocol):
 
     # several calls on this thread as one transaction, one commit, on SQLite (sql_base.py)
     def batch(self) -> AbstractContextManager[None]: ...
+
     # whether batch() makes its block one transaction (else each write keeps its own)
     batch_is_one_transaction: bool
 
@@ -78,6 +79,7 @@ class Store(Protocol):
         admit: Admit | None = None,
         distinct: bool = True,
         block_share: float = 1.0,
+        held_cap: int | None = None,
     ) -> LeaseGrant | None: ...
     def work_remaining(self, volunteer_id: str, now_ms: int) -> bool: ...
     def get_lease(self, lease_id: str) -> LeaseRecord | None: ...

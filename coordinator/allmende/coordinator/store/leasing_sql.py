@@ -32,6 +32,8 @@ from allmende.coordinator.store.volunteers_sql import standing_of, volunteer_rec
 
 # Candidates a PostgreSQL lease tries, each in a transaction of its own, before it gives up.
 _LEASE_TRIES = 8
+# `held_cap` when none is given.
+_NO_CAP = 2**31 - 1
 
 
 def _lease_record(row: Any, state: str) -> LeaseRecord:
@@ -59,6 +61,7 @@ def _candidate_params(
     address: str,
     distinct: bool,
     block_share: float,
+    held_cap: int | None,
     tried: list[str] | None = None,
 ) -> dict[str, Any]:
     """FREE_UNIT's parameters but the job (PostgreSQL's also name the units tried)."""
@@ -69,6 +72,7 @@ def _candidate_params(
         "address": address,
         "distinct": int(distinct),
         "block_share": float(block_share),
+        "held_cap": _NO_CAP if held_cap is None else held_cap,
     }
     if tried is not None:
         params["tried"] = tried
@@ -135,6 +139,7 @@ class LeaseQueries(TrustQueries):
         admit: Admit | None = None,
         distinct: bool = True,
         block_share: float = 1.0,
+        held_cap: int | None = None,
     ) -> LeaseGrant | None:
         """Lease the first unit with a free replica slot: highest priority job first, then
         the oldest job, then unit order. Never two live leases of one unit to one volunteer,
@@ -142,7 +147,8 @@ class LeaseQueries(TrustQueries):
         volunteer's address block) is '': never a unit another volunteer of the same block
         holds or answered (with `distinct`), and never a slot of a job in which the block
         already holds `block_share` of the slots (units times redundancy) in unexpired
-        leases, unless it holds none.
+        leases, unless it holds none. With `held_cap`, nothing if the volunteer already
+        holds that many unexpired leases.
 
         `admit`, when given, first judges the volunteer's standing (with the unexpired
         leases it holds), read in the same transaction: it raises to refuse the volunteer,
@@ -152,7 +158,9 @@ class LeaseQueries(TrustQueries):
         marked `solo` (adaptive replication) makes this volunteer's result alone decide a
         unit nobody else holds yet. `day` counts the lease towards the volunteer's quota."""
         if self.postgres:
-            params = _candidate_params(volunteer_id, now_ms, address, distinct, block_share, [])
+            params = _candidate_params(
+                volunteer_id, now_ms, address, distinct, block_share, held_cap, []
+            )
             return self._lease_postgres(params, lease_id, compose, day, admit)
         with self._tx() as conn:
             if admit is not None:
@@ -164,7 +172,9 @@ class LeaseQueries(TrustQueries):
             jobs = conn.execute(Q.running_jobs).all()
             if _sweep_due(jobs, now_ms):
                 self._expire_leases(conn, now_ms)
-            params = _candidate_params(volunteer_id, now_ms, address, distinct, block_share)
+            params = _candidate_params(
+                volunteer_id, now_ms, address, distinct, block_share, held_cap
+            )
             for job in jobs:
                 row = conn.execute(FREE_UNIT["sqlite"], {**params, "job": job.job_id}).first()
                 if row is None:

@@ -62,6 +62,14 @@ _BLOCK_SHARE = """
        < {greatest}(1, :block_share * (SELECT max(s.seq) + 1 FROM units AS s
                                        WHERE s.job_id = :job)
                       * (SELECT bj.redundancy FROM jobs AS bj WHERE bj.job_id = :job)))"""
+# The volunteer holds fewer than :held_cap unexpired leases: a lease call's later leases are
+# held to the cap its first one judged (`admit`), so that two calls at once, each one
+# transaction per lease on PostgreSQL, cannot both fill it (the advisory lock on the
+# volunteer orders them).
+_HELD = """
+  AND (SELECT count(*) FROM leases AS h {held_index}
+       WHERE h.volunteer_id = :volunteer AND h.state = 'active' AND h.deadline_ms > :now)
+      < :held_cap"""
 # With the gold rows the unit's earlier leases got: every replica of a unit gets the same
 # gold rows (in its own order), so volunteers comparing their copies learn nothing.
 _CANDIDATE = (
@@ -76,6 +84,7 @@ FREE_UNIT = {
         + _NOT_MINE.format(lease_index="INDEXED BY ix_leases_unit")
         + _OTHER_ADDRESS.format(lease_index="INDEXED BY ix_leases_unit")
         + _BLOCK_SHARE.format(block_index="INDEXED BY ix_leases_block", greatest="max")
+        + _HELD.format(held_index="INDEXED BY ix_leases_volunteer")
         + " ORDER BY u.seq LIMIT 1"
     ),
     "postgresql": text(
@@ -84,6 +93,7 @@ FREE_UNIT = {
         + _NOT_MINE.format(lease_index="")
         + _OTHER_ADDRESS.format(lease_index="")
         + _BLOCK_SHARE.format(block_index="", greatest="GREATEST")
+        + _HELD.format(held_index="")
         + " ORDER BY u.seq LIMIT 1 FOR NO KEY UPDATE OF u SKIP LOCKED"
     ),
 }
