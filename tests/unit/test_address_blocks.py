@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from allmende.cli.limit_flags import limit_settings
+from allmende.cli.main import build_parser
 from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.trust import TrustPolicy, peer_address
 from allmende.protocol.errors import InvalidArgument
@@ -122,3 +124,34 @@ def test_buckets_forget_full_ones_when_many_blocks_are_seen() -> None:
         buckets.take(f"block-{n}", n)  # each refills within a second
     assert len(buckets._buckets) <= 50_000
     assert buckets.take("block-59999", 59_999) > 0  # a recent one is remembered
+
+
+def test_serve_flags_set_the_limits() -> None:
+    args = build_parser().parse_args(
+        [
+            "coordinator",
+            "serve",
+            "--data",
+            "unused",
+            "--ipv4-prefix",
+            "24",
+            "--ipv6-prefix",
+            "56",
+            "--registrations-per-minute",
+            "2",
+            "--leases-per-second",
+            "5",
+            "--block-share",
+            "0.5",
+            "--unproven-leases",
+            "8",
+            "--no-loopback-exempt",
+        ]
+    )
+    policy = TrustPolicy(**limit_settings(args))
+    assert (policy.ipv4_prefix, policy.ipv6_prefix) == (24, 56)
+    assert (policy.registrations_per_minute, policy.leases_per_second) == (2.0, 5.0)
+    assert (policy.block_share, policy.unproven_leases) == (0.5, 8)
+    assert not policy.loopback_exempt
+    defaults = build_parser().parse_args(["coordinator", "serve", "--data", "unused"])
+    assert TrustPolicy(**limit_settings(defaults)) == TrustPolicy()
