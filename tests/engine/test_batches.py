@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from allmende.client.connection import CoordinatorClient
@@ -18,13 +19,24 @@ from allmende.client.engine.runner import BUFFER_S, MAX_BUFFER, units_wanted
 from allmende.client.engine.spool import Spool
 from allmende.client.engine.submission import BATCH, Submitter
 from allmende.client.probes import FakeProbe
+from allmende.coordinator.domain.trust import TrustPolicy
+from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.sql import SqlStore
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.v1 import allmende_pb2 as pb
 from tests.engine.helpers import SlowComputer, start
 from tests.engine.test_controls import QUIET, create, make_config
 from tests.integration.rawclient import RawVolunteer
+
+
+@pytest.fixture
+def coordinator(coordinator_home: CoordinatorHome) -> Iterator[RunningCoordinator]:
+    """These tests lease more units at once than a new volunteer may hold by default (the
+    cap is tested in tests/integration/test_trust_limits.py): lift it."""
+    policy = TrustPolicy(unproven_leases=64)
+    with serve(coordinator_home.root, "127.0.0.1:0", drain_s=0.2, policy=policy) as running:
+        yield running
 
 
 class CountingLink(CoordinatorLink):

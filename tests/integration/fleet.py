@@ -56,6 +56,7 @@ class ServeProcess:
     address: str = ""
     process: subprocess.Popen[str] | None = None
     starts: int = 0
+    flags: tuple[str, ...] = ()  # more `serve` flags
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +76,7 @@ class ServeProcess:
         ]
         if self.db_url:
             command += ["--db", self.db_url]
+        command += self.flags
         with self.log.open("a") as err:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.process.stdout is not None

@@ -21,6 +21,10 @@ from allmende.v1 import allmende_pb2 as pb
 from tests.integration.rawclient import TIMEOUT_S, RawVolunteer, expect_error, text_rows
 from tests.integration.trusthelp import Net, Volunteer, launch, sentences, unit_of
 
+# These tests lease many units to new volunteers at once: lift the cap on the leases an
+# unproven volunteer holds (tested in test_trust_limits.py).
+MANY = {"unproven_leases": 64, "gold_streak": 0}
+
 KIND = "embed-text"
 LEASE_S = 120
 SUBMIT_RESULTS = "/allmende.v1.VolunteerService/SubmitResults"
@@ -99,7 +103,7 @@ def faults(net: Net, volunteer_id: str) -> int:
 def test_max_units_leases_that_many_distinct_units_each_a_lease_of_its_own(
     coordinator_home: CoordinatorHome,
 ) -> None:
-    with launch(coordinator_home) as net:
+    with launch(coordinator_home, TrustPolicy(**MANY)) as net:
         job = net.create(sentences(12), redundancy=2, unit_size=2, lease_seconds=LEASE_S)
         units = net.units(job)
         assert len(units) == 6
@@ -144,7 +148,7 @@ def test_max_units_leases_that_many_distinct_units_each_a_lease_of_its_own(
 def test_max_units_gives_fewer_leases_when_fewer_units_are_free(
     coordinator_home: CoordinatorHome,
 ) -> None:
-    with launch(coordinator_home) as net:
+    with launch(coordinator_home, TrustPolicy(**MANY)) as net:
         job = net.create(sentences(6), redundancy=2, unit_size=2)
         units = net.units(job)
         assert len(units) == 3
@@ -165,7 +169,7 @@ def test_max_units_gives_fewer_leases_when_fewer_units_are_free(
 def test_max_units_is_at_most_32_and_more_is_refused_changing_nothing(
     coordinator_home: CoordinatorHome,
 ) -> None:
-    with launch(coordinator_home) as net:
+    with launch(coordinator_home, TrustPolicy(**MANY)) as net:
         job = net.create(sentences(68), redundancy=2, unit_size=2)
         units = net.units(job)
         assert len(units) == 34
@@ -187,7 +191,7 @@ def test_max_units_is_at_most_32_and_more_is_refused_changing_nothing(
 
 
 def test_the_daily_quota_caps_a_batch(coordinator_home: CoordinatorHome) -> None:
-    with launch(coordinator_home, TrustPolicy(daily_quota=3, quota_per_valid=0)) as net:
+    with launch(coordinator_home, TrustPolicy(daily_quota=3, quota_per_valid=0, **MANY)) as net:
         job = net.create(sentences(16), redundancy=2, unit_size=2)
         units = net.units(job)
         v, w = net.volunteer(), net.volunteer()
@@ -212,7 +216,7 @@ def test_the_daily_quota_caps_a_batch(coordinator_home: CoordinatorHome) -> None
 
 
 def test_submit_results_judges_each_result_on_its_own(coordinator_home: CoordinatorHome) -> None:
-    with launch(coordinator_home) as net:
+    with launch(coordinator_home, TrustPolicy(**MANY)) as net:
         job = net.create(sentences(8), redundancy=2, unit_size=2)
         units = net.units(job)
         v, w = net.volunteer(), net.volunteer()
@@ -260,7 +264,7 @@ def test_submit_results_judges_each_result_on_its_own(coordinator_home: Coordina
 def test_faults_within_one_batch_quarantine_and_the_rest_is_refused(
     coordinator_home: CoordinatorHome,
 ) -> None:
-    with launch(coordinator_home, TrustPolicy(gold_streak=0, fault_limit=3)) as net:
+    with launch(coordinator_home, TrustPolicy(fault_limit=3, **MANY)) as net:
         job = net.create(sentences(8), redundancy=2, unit_size=2)
         units = net.units(job)
         v = net.volunteer()
@@ -288,7 +292,7 @@ def test_batches_of_honest_results_complete_a_job_and_write_its_dataset(
     coordinator_home: CoordinatorHome,
 ) -> None:
     texts = sentences(8)
-    with launch(coordinator_home) as net:
+    with launch(coordinator_home, TrustPolicy(**MANY)) as net:
         job = net.create(texts, redundancy=2, unit_size=2)
         units = net.units(job)
         v, w = net.volunteer(), net.volunteer()
@@ -317,7 +321,7 @@ def test_batches_of_honest_results_complete_a_job_and_write_its_dataset(
 def test_malformed_batches_are_refused_whole_and_change_nothing(
     coordinator_home: CoordinatorHome,
 ) -> None:
-    with launch(coordinator_home) as net:
+    with launch(coordinator_home, TrustPolicy(**MANY)) as net:
         job = net.create(sentences(4), redundancy=2, unit_size=2)
         units = net.units(job)
         v, w = net.volunteer(), net.volunteer()

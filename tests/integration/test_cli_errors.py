@@ -264,6 +264,12 @@ def test_job_create_bad_flag_values_exit_2(capsys: pytest.CaptureFixture[str],
         ("--adaptive-after", "x", "whole number"),
         ("--replication-floor", "0", "(0, 1]"),
         ("--replication-floor", "1.5", "(0, 1]"),
+        ("--ipv4-prefix", "33", "1 to 32"),
+        ("--ipv6-prefix", "0", "1 to 128"),
+        ("--registrations-per-minute", "0", "above 0"),
+        ("--leases-per-second", "x", "a number"),
+        ("--block-share", "1.5", "(0, 1]"),
+        ("--unproven-leases", "0", "1 to"),
     ],
 )
 def test_serve_bad_trust_flags_exit_2_before_anything_starts(

@@ -32,13 +32,17 @@ from tests.integration.fleet import (
 from tests.integration.volunteers import HashComputer, text_vector
 
 REPLICAS = 2
+HELD = 8  # --unproven-leases
 
 
 @pytest.fixture
 def replicas(tmp_path: Path, postgres_url: str) -> Iterator[list[ServeProcess]]:
     data = tmp_path / "coordinator"
     init_coordinator(data, postgres_url)
-    started = [ServeProcess(data, postgres_url).start() for _ in range(REPLICAS)]
+    # Volunteers here lease many units before answering any: more than the default cap of an
+    # unproven volunteer's leases (4), so that twelve of them can hold every slot.
+    flags = ("--unproven-leases", str(HELD))
+    started = [ServeProcess(data, postgres_url, flags=flags).start() for _ in range(REPLICAS)]
     yield started
     for replica in started:
         replica.stop()
@@ -105,6 +109,8 @@ def test_volunteers_racing_through_two_replicas_never_overfill_a_unit(
     assert len(per_unit) == units
     assert set(per_unit.values()) == {2}
     assert len(set(grants)) == len(grants)  # nobody holds one unit twice
+    # the cap on leases held at once holds across replicas (the advisory lock per volunteer)
+    assert max(Counter(volunteer for volunteer, _ in grants).values()) <= HELD
     assert wait_for_state(replicas, created.job_id, ("complete",), 60) == "complete"
 
     store = open_store(postgres_url)

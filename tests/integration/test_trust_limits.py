@@ -1,11 +1,14 @@
-"""Limits on what one volunteer (or one network) can take: daily quotas, and replicas of a
-unit going to distinct network addresses. A real coordinator in-process on port 0 (SQLite);
-addresses are passed to `Coordinator.lease_work` directly where a test needs several."""
+"""Limits on what one volunteer (or one network) can take: daily quotas, replicas of a unit
+going to distinct address blocks, rate limits per block, a block's share of a job's slots,
+and the leases an unproven volunteer holds. A real coordinator in-process on port 0
+(SQLite); volunteers from several addresses come through `SourceProxy` (127.0.0.2, ...), or
+their addresses are passed to `Coordinator.lease_work` directly (IPv6)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import pytest
 from sqlalchemy import func, select
 
@@ -13,7 +16,11 @@ from allmende.coordinator.domain.trust import DAY_MS, TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import schema as t
 from allmende.protocol.errors import InvalidArgument
-from tests.integration.trusthelp import Net, launch, sentences, unit_of
+from allmende.protocol.signing import CTX_REGISTER, SigningKey
+from allmende.v1 import allmende_pb2 as pb
+from tests.integration.rawclient import TIMEOUT_S, RawVolunteer, expect_error
+from tests.integration.sourceproxy import SourceProxy
+from tests.integration.trusthelp import Net, Volunteer, launch, sentences, unit_of
 
 
 def snapshot(net: Net, volunteer_id: str) -> tuple[Any, ...]:
@@ -103,7 +110,8 @@ def test_replicas_of_a_unit_go_to_distinct_addresses(coordinator_home: Coordinat
 def test_a_second_volunteer_at_one_address_gets_another_unit(
     coordinator_home: CoordinatorHome,
 ) -> None:
-    with launch(coordinator_home) as net:
+    # the distinct-block rule alone: no cap on the block's share of the job's slots
+    with launch(coordinator_home, TrustPolicy(gold_streak=0, block_share=1.0)) as net:
         job = net.create(sentences(8), redundancy=2, unit_size=4)
         units = net.units(job)
         v1, v2, v3 = net.volunteer(), net.volunteer(), net.volunteer()
@@ -149,8 +157,192 @@ def test_ipv6_loopback_volunteers_are_exempt(coordinator_home: CoordinatorHome) 
 
 
 def test_distinct_addresses_can_be_switched_off(coordinator_home: CoordinatorHome) -> None:
-    with launch(coordinator_home, TrustPolicy(distinct_addresses=False)) as net:
+    with launch(coordinator_home, TrustPolicy(distinct_addresses=False, block_share=1.0)) as net:
         job = net.create(sentences(4), redundancy=2, unit_size=4)
         (unit_id,) = net.units(job)
         offers = [net.c.lease_work(net.volunteer().id, address="10.0.0.5") for _ in range(2)]
         assert [o.grant.unit_id for o in offers if o.grant] == [unit_id, unit_id]
+
+
+# ------------------------------------------------------------------ address blocks
+# Real gRPC from distinct loopback addresses (sourceproxy.py), with the loopback exemption
+# switched off so that 127.0.0.2 and 127.0.0.3 are address blocks like any other.
+
+
+def port_of(net: Net) -> int:
+    return int(net.running.address.rsplit(":", 1)[1])
+
+
+def volunteer_via(net: Net, proxy: SourceProxy) -> Volunteer:
+    raw = RawVolunteer(proxy.address)
+    raw.register()
+    net.closers.append(raw)
+    return Volunteer(raw, net)
+
+
+def lease_many(v: Volunteer, max_units: int) -> pb.LeaseWorkResponse:
+    request = pb.LeaseWorkRequest(volunteer_id=v.id, max_units=max_units)
+    return v.raw.stub.LeaseWork(
+        request, timeout=TIMEOUT_S, metadata=v.raw.signed("LeaseWork", request)
+    )
+
+
+def granted(response: pb.LeaseWorkResponse) -> list[pb.Lease]:
+    return [response.lease, *response.more_leases] if response.HasField("lease") else []
+
+
+def count_rows(net: Net, table: Any) -> int:
+    with net.store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+UNEXEMPT = TrustPolicy(gold_streak=0, loopback_exempt=False)
+
+
+def test_300_registrations_from_one_block_are_throttled(
+    coordinator_home: CoordinatorHome,
+) -> None:
+    with launch(coordinator_home, UNEXEMPT) as net:
+        before = count_rows(net, t.volunteers)
+        stub = RawVolunteer(net.running.address)
+        net.closers.append(stub)
+        accepted, refusals = 0, []
+        for _ in range(300):
+            key = SigningKey.generate()
+            request = pb.RegisterVolunteerRequest(
+                public_key=key.public_key,
+                display_name="sybil",
+                client_version="raw/0",
+                hardware="test",
+                signature=key.sign(CTX_REGISTER, key.public_key),
+            )
+            try:
+                stub.stub.RegisterVolunteer(request, timeout=TIMEOUT_S)
+                accepted += 1
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                refusals.append(exc.details() or "")
+        # the burst of 10, and at most one more refilled (6 a minute) while they ran
+        assert 10 <= accepted <= 11
+        assert len(refusals) == 300 - accepted
+        assert "127.0.0.1" in refusals[0] and "retry in" in refusals[0]
+        assert count_rows(net, t.volunteers) == before + accepted  # a refusal adds nothing
+        # another block is not held back
+        with SourceProxy(port_of(net), "127.0.0.2") as proxy:
+            assert volunteer_via(net, proxy).id
+
+
+def test_loopback_registrations_are_exempt_by_default(coordinator_home: CoordinatorHome) -> None:
+    with launch(coordinator_home) as net:
+        ids = {net.volunteer().id for _ in range(15)}
+        assert len(ids) == 15
+
+
+def test_lease_calls_from_one_block_are_rate_limited(coordinator_home: CoordinatorHome) -> None:
+    policy = TrustPolicy(
+        gold_streak=0,
+        loopback_exempt=False,
+        lease_burst=3,
+        leases_per_second=0.01,
+        block_share=1.0,
+    )
+    with launch(coordinator_home, policy) as net:
+        net.create(sentences(16), redundancy=1, unit_size=2)
+        v, w = net.volunteer(), net.volunteer()
+        for _ in range(3):
+            assert v.lease() is not None
+        before = snapshot(net, w.id)
+        details = expect_error(
+            w.lease_response, grpc.StatusCode.RESOURCE_EXHAUSTED, "lease calls", "retry in"
+        )
+        assert "127.0.0.1" in details
+        assert snapshot(net, w.id) == before
+        with SourceProxy(port_of(net), "127.0.0.2") as proxy:
+            assert volunteer_via(net, proxy).lease() is not None
+
+
+def test_two_addresses_in_one_block_are_not_distinct(coordinator_home: CoordinatorHome) -> None:
+    """127.0.0.2 and 127.0.0.3 in one IPv4 /24: replicas of a unit do not go to both."""
+    policy = TrustPolicy(gold_streak=0, loopback_exempt=False, ipv4_prefix=24, block_share=1.0)
+    with launch(coordinator_home, policy) as net:
+        job = net.create(sentences(2), redundancy=2, unit_size=2)
+        (unit_id,) = net.units(job)
+        with (
+            SourceProxy(port_of(net), "127.0.0.2") as a,
+            SourceProxy(port_of(net), "127.0.0.3") as b,
+        ):
+            first = volunteer_via(net, a).lease()
+            assert first is not None and unit_of(first).unit_id == unit_id
+            assert net.lease_record(first.lease_id) is not None
+            assert volunteer_via(net, b).lease() is None
+            with net.store.engine.connect() as conn:
+                assert conn.execute(select(t.leases.c.address)).scalars().all() == ["127.0.0.0/24"]
+
+
+def test_two_addresses_in_two_blocks_are_distinct(coordinator_home: CoordinatorHome) -> None:
+    policy = TrustPolicy(gold_streak=0, loopback_exempt=False, block_share=1.0)
+    with launch(coordinator_home, policy) as net:
+        job = net.create(sentences(2), redundancy=2, unit_size=2)
+        (unit_id,) = net.units(job)
+        with (
+            SourceProxy(port_of(net), "127.0.0.2") as a,
+            SourceProxy(port_of(net), "127.0.0.3") as b,
+        ):
+            leases = [volunteer_via(net, a).lease(), volunteer_via(net, b).lease()]
+        assert [unit_of(lease).unit_id for lease in leases if lease] == [unit_id, unit_id]
+
+
+def test_ipv6_addresses_are_grouped_by_their_64(coordinator_home: CoordinatorHome) -> None:
+    """Two addresses in one /64 are one block; two /64s are two (asked of the domain: this
+    machine has no second IPv6 address to send from)."""
+    with launch(coordinator_home, TrustPolicy(gold_streak=0, block_share=1.0)) as net:
+        job = net.create(sentences(2), redundancy=2, unit_size=2)
+        (unit_id,) = net.units(job)
+        v1, v2, v3 = net.volunteer(), net.volunteer(), net.volunteer()
+        first = net.c.lease_work(v1.id, address="2001:db8:1:2::5")
+        assert first.grant is not None and first.grant.unit_id == unit_id
+        same = net.c.lease_work(v2.id, address="2001:db8:1:2:ffff::6")
+        assert same.grant is None and same.work_remaining
+        other = net.c.lease_work(v3.id, address="2001:db8:1:3::5")
+        assert other.grant is not None and other.grant.unit_id == unit_id
+        with net.store.engine.connect() as conn:
+            blocks = sorted(conn.execute(select(t.leases.c.address)).scalars())
+        assert blocks == ["2001:db8:1:2::/64", "2001:db8:1:3::/64"]
+
+
+def test_one_block_cannot_take_all_replica_slots_while_a_newcomer_waits(
+    coordinator_home: CoordinatorHome,
+) -> None:
+    with launch(coordinator_home, UNEXEMPT) as net:
+        net.create(sentences(8), redundancy=2, unit_size=2)  # 4 units, 8 replica slots
+        with (
+            SourceProxy(port_of(net), "127.0.0.2") as sybils,
+            SourceProxy(port_of(net), "127.0.0.3") as elsewhere,
+        ):
+            six = [volunteer_via(net, sybils) for _ in range(6)]
+            taken = [lease for v in six for lease in granted(lease_many(v, 4))]
+            assert len(taken) == 2  # a quarter of the job's 8 slots
+            refused = six[-1].lease_response()
+            assert not refused.HasField("lease") and refused.work_remaining
+            newcomer = volunteer_via(net, elsewhere)
+            assert len(granted(lease_many(newcomer, 4))) == 2
+
+
+def test_an_unproven_volunteer_leasing_many_units_at_once_gets_only_a_few(
+    coordinator_home: CoordinatorHome,
+) -> None:
+    with launch(coordinator_home) as net:  # the default caps (loopback is no block here)
+        net.create(sentences(64), redundancy=1, unit_size=2)
+        v = net.volunteer()
+        before = snapshot(net, v.id)
+        leases = granted(lease_many(v, 32))
+        assert len(leases) == 4
+        refused = lease_many(v, 32)
+        assert not refused.HasField("lease") and refused.work_remaining
+        assert "holding 4 unfinished leases" in refused.notice
+        assert snapshot(net, v.id)[0] == before[0] + 4  # the refusal leased nothing
+        # one validated result: it may hold one more
+        assert v.submit(leases[0]).status == "accepted"
+        assert len(granted(lease_many(v, 32))) == 2
+        # another new volunteer still gets work
+        assert len(granted(lease_many(net.volunteer(), 32))) == 4

@@ -45,7 +45,10 @@ def _call(fn: Callable[[], T]) -> T:
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         details = (exc.details() if hasattr(exc, "details") else "") or str(code)
-        raise RemoteError(code.name, details, code in TRANSIENT) from None
+        # A coordinator's rate limit (RESOURCE_EXHAUSTED, "... retry in N s") passes with
+        # time; other RESOURCE_EXHAUSTED answers (a message too large) do not.
+        rate_limited = code == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry in" in details
+        raise RemoteError(code.name, details, code in TRANSIENT or rate_limited) from None
 
 
 def parse_address(address: str) -> str:

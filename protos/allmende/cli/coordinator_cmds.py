@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from allmende.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, out
+from allmende.cli.limit_flags import limit_settings
 from allmende.cli.remote import call
 from allmende.protocol.signing import SigningKey
 
@@ -119,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
             daily_quota=args.daily_quota,
             quota_per_valid=args.quota_per_valid,
             distinct_addresses=not args.any_address,
+            **limit_settings(args),
         ),
         gold_computer=ModelGold() if args.gold_compute else None,
         private=args.private,

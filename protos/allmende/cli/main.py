@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from allmende.cli.common import EXIT_CODES_HELP, EXIT_USAGE, CliError, err
+from allmende.cli.limit_flags import add_limit_flags
 from allmende.cli.parser import CliParser, version_text
 from allmende.protocol.errors import AllmendeError, InvalidArgument
 
@@ -185,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument(
         "--any-address",
         action="store_true",
-        help="let replicas of one unit go to volunteers at the same network address",
+        help="let replicas of one unit go to volunteers in the same address block",
     )
+    add_limit_flags(trust)
     p.set_defaults(handler="coordinator_cmds:serve")
     p = csub.add_parser("fingerprint", help="print the coordinator key's fingerprint")
     p.add_argument("--data", required=True, help="the coordinator's data folder")

@@ -28,6 +28,7 @@ from allmende.coordinator.domain.jobs import (
 )
 from allmende.coordinator.domain.leasing import Leasing
 from allmende.coordinator.domain.nonces import RequestNonces
+from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE, Submissions
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.store.base import Store
@@ -102,6 +103,11 @@ class Coordinator(Leasing, Submissions):
         self._last_seen: dict[str, int] = {}
         self._seen_due: dict[str, int] = {}  # noted, not yet written (see flush_seen)
         self._seen_lock = threading.Lock()
+        # Per address block, in this process (see domain/ratelimit.py).
+        self.registrations = TokenBuckets(
+            self.policy.registrations_per_minute / 60, self.policy.registration_burst
+        )
+        self.lease_calls = TokenBuckets(self.policy.leases_per_second, self.policy.lease_burst)
         # (sha256 of the TLS certificate, our signature over it) when served over TLS.
         self.tls_binding: tuple[bytes, bytes] = (b"", b"")
         # Signed key rotations leading to `key`, oldest first: (rotation bytes, signature).
@@ -125,7 +131,11 @@ class Coordinator(Leasing, Submissions):
         client_version: str,
         hardware: str,
         signature: bytes,
+        address: str = "",
     ) -> str:
+        """Register (or update) the volunteer of this key. `address`: the peer's network
+        address ('' for a local socket); registrations are rate-limited per address block,
+        and a refused one changes nothing."""
         if len(public_key) != 32:
             raise InvalidArgument("public_key", f"32 bytes (raw Ed25519), got {len(public_key)}")
         for name, value, limit in (
@@ -141,6 +151,11 @@ class Coordinator(Leasing, Submissions):
             raise Unauthenticated(
                 "signature: expected proof of the private key (a signature over the public key)"
             ) from None
+        block = self.policy.block(address)
+        if block:
+            wait = self.registrations.take(block, self.clock())
+            if wait:
+                raise refuse("registrations", block, self.registrations, wait)
         volunteer_id = fingerprint(public_key)
         self.store.put_volunteer(
             VolunteerRecord(

@@ -1,9 +1,11 @@
 """Leasing work: admitting a volunteer, composing each unit for it, and handing units back.
 
 Part of the `Coordinator` facade (a mixin, as submit.py). A lease call judges its volunteer
-(registered, not banned or quarantined, within its daily quota) from the standing the store
-reads inside the first lease's transaction, so that on PostgreSQL the check costs no round
-trip of its own.
+(registered, not banned or quarantined, within its daily quota and its cap on unexpired
+leases) from the standing the store reads inside the first lease's transaction, so that on
+PostgreSQL the check costs no round trip of its own. Lease calls are rate-limited per address
+block before anything is read; the store keeps one block from holding more than its share of
+a job's replica slots.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 from allmende.coordinator.domain.compose import compose, new_rng
 from allmende.coordinator.domain.part import CoordinatorPart
+from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.trust import DAY_MS, utc_day
 from allmende.coordinator.store.records import (
     LeaseCandidate,
@@ -62,6 +65,7 @@ class _Admission:
     day: int
     refusal: LeaseOffer | None = None
     allowed: int = 0
+    cap: int = 0  # unexpired leases the volunteer may hold at once
     reputation: Mapping[str, Reputation] = field(default_factory=dict)
 
     def __call__(self, record: VolunteerRecord | None, reputation: dict[str, Reputation]) -> bool:
@@ -71,7 +75,8 @@ class _Admission:
         if leasing.draining.is_set():
             self.refusal = LeaseOffer(None, True, WAIT_RETRY_MS * 5)
             return False
-        quota = leasing.policy.quota(sum(r.valid for r in reputation.values()))
+        valid = sum(r.valid for r in reputation.values())
+        quota = leasing.policy.quota(valid)
         used = volunteer.leased_today if volunteer.quota_day == self.day else 0
         if used >= quota:
             self.refusal = LeaseOffer(
@@ -82,7 +87,18 @@ class _Admission:
                 f"{leasing.policy.quota_per_valid} per validated result and resets at 00:00 UTC",
             )
             return False
-        self.allowed = min(self.count, quota - used)
+        cap = self.cap = leasing.policy.lease_cap(valid)
+        if volunteer.live_leases >= cap:
+            self.refusal = LeaseOffer(
+                None,
+                True,
+                WAIT_RETRY_MS * 5,
+                f"holding {volunteer.live_leases} unfinished leases, the most a volunteer with "
+                f"{valid} validated result(s) may hold at once ({cap}); it grows by "
+                f"{leasing.policy.leases_per_valid} per validated result",
+            )
+            return False
+        self.allowed = min(self.count, quota - used, cap - volunteer.live_leases)
         self.reputation = reputation
         return True
 
@@ -93,39 +109,48 @@ class Leasing(CoordinatorPart):
     _last_seen: dict[str, int]
     _seen_due: dict[str, int]
     _seen_lock: threading.Lock
+    lease_calls: TokenBuckets
 
     def lease_work(self, volunteer_id: str, address: str = "", count: int = 1) -> LeaseOffer:
         """Lease up to `count` units, each composed for this volunteer alone (see
         domain/compose.py) and each a lease of its own; the daily quota counts each.
 
-        `address` is the volunteer's network address ('' for loopback): replicas of a unit
-        go to distinct addresses unless the policy says otherwise."""
+        `address` is the volunteer's network address ('' for a local socket). Its address
+        block (TrustPolicy.block) is rate-limited, may hold only a share of a job's replica
+        slots, and replicas of a unit go to distinct blocks unless the policy says
+        otherwise. A refused call changes nothing."""
         if not 1 <= count <= MAX_LEASE_UNITS:
             raise InvalidArgument("max_units", f"1 to {MAX_LEASE_UNITS} units, got {count}")
         if not volunteer_id:
             raise InvalidArgument("volunteer_id", "the id returned by RegisterVolunteer")
         now = self.clock()
+        block = self.policy.block(address)
+        if block:
+            wait = self.lease_calls.take(block, now)
+            if wait:
+                raise refuse("lease calls", block, self.lease_calls, wait)
         admission = _Admission(self, volunteer_id, count, now, utc_day(now))
         self.gold.refresh()
         grants: list[LeaseGrant] = []
         with self.store.batch():  # one commit (SQLite)
-            grant = self._lease_one(admission, address, admit=True)
+            grant = self._lease_one(admission, block, admit=True)
             if admission.refusal is not None:
                 return admission.refusal
             while grant is not None:
                 grants.append(grant)
                 if len(grants) >= admission.allowed:
                     break
-                grant = self._lease_one(admission, address)
+                grant = self._lease_one(admission, block)
         if grants:
             return LeaseOffer(grants[0], True, 0, more=tuple(grants[1:]))
         remaining = self.store.work_remaining(volunteer_id, now)
         return LeaseOffer(None, remaining, WAIT_RETRY_MS if remaining else IDLE_RETRY_MS)
 
     def _lease_one(
-        self, admission: _Admission, address: str, admit: bool = False
+        self, admission: _Admission, block: str, admit: bool = False
     ) -> LeaseGrant | None:
-        """One lease; with `admit`, the one whose transaction judges the volunteer."""
+        """One lease from address block `block`; with `admit`, the one whose transaction
+        judges the volunteer."""
         lease_id = uuid.uuid4().hex
         now = admission.now
 
@@ -151,9 +176,13 @@ class Leasing(CoordinatorPart):
             lease_id,
             now,
             plan,
-            address=address if self.policy.distinct_addresses else "",
+            address=block,
             day=admission.day,
             admit=admission if admit else None,
+            distinct=self.policy.distinct_addresses,
+            block_share=self.policy.block_share,
+            # the first lease's `admit` judges the cap; the store holds the later ones to it
+            held_cap=None if admit else admission.cap,
         )
 
     def _seen(self, volunteer_id: str, now: int) -> None:

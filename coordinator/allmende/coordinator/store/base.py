@@ -47,6 +47,7 @@ class Store(Protocol):
 
     # several calls on this thread as one transaction, one commit, on SQLite (sql_base.py)
     def batch(self) -> AbstractContextManager[None]: ...
+
     # whether batch() makes its block one transaction (else each write keeps its own)
     batch_is_one_transaction: bool
 
@@ -77,6 +78,9 @@ class Store(Protocol):
         address: str = "",
         day: int = 0,
         admit: Admit | None = None,
+        distinct: bool = True,
+        block_share: float = 1.0,
+        held_cap: int | None = None,
     ) -> LeaseGrant | None: ...
     def work_remaining(self, volunteer_id: str, now_ms: int) -> bool: ...
     def get_lease(self, lease_id: str) -> LeaseRecord | None: ...
@@ -143,7 +147,7 @@ class Store(Protocol):
     # trust (store/trust_sql.py)
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]: ...
     def get_standing(
-        self, volunteer_id: str
+        self, volunteer_id: str, now_ms: int = 0
     ) -> tuple[VolunteerRecord | None, dict[str, Reputation]]: ...
     def record_fault(
         self, volunteer_id: str, kind: str, reason: str, now_ms: int, gold_missed: bool = False

@@ -20,12 +20,20 @@ from allmende.coordinator.store.records import (
     VolunteerRecord,
 )
 from allmende.coordinator.store.sql_base import unit_record
-from allmende.coordinator.store.statements import FREE_UNIT, FREE_UNIT_FIRST_JOB, STANDING, Q
+from allmende.coordinator.store.statements import (
+    FREE_UNIT,
+    FREE_UNIT_FIRST_JOB,
+    LOCK_KEY,
+    STANDING,
+    Q,
+)
 from allmende.coordinator.store.trust_sql import TrustQueries
 from allmende.coordinator.store.volunteers_sql import standing_of, volunteer_record
 
 # Candidates a PostgreSQL lease tries, each in a transaction of its own, before it gives up.
 _LEASE_TRIES = 8
+# `held_cap` when none is given.
+_NO_CAP = 2**31 - 1
 
 
 def _lease_record(row: Any, state: str) -> LeaseRecord:
@@ -48,7 +56,13 @@ def _sweep_due(jobs: list[Any], now_ms: int) -> bool:
 
 
 def _candidate_params(
-    volunteer_id: str, now_ms: int, address: str, tried: list[str] | None = None
+    volunteer_id: str,
+    now_ms: int,
+    address: str,
+    distinct: bool,
+    block_share: float,
+    held_cap: int | None,
+    tried: list[str] | None = None,
 ) -> dict[str, Any]:
     """FREE_UNIT's parameters but the job (PostgreSQL's also name the units tried)."""
     params: dict[str, Any] = {
@@ -56,6 +70,9 @@ def _candidate_params(
         "active": "active",
         "now": now_ms,
         "address": address,
+        "distinct": int(distinct),
+        "block_share": float(block_share),
+        "held_cap": _NO_CAP if held_cap is None else held_cap,
     }
     if tried is not None:
         params["tried"] = tried
@@ -120,31 +137,44 @@ class LeaseQueries(TrustQueries):
         address: str = "",
         day: int = 0,
         admit: Admit | None = None,
+        distinct: bool = True,
+        block_share: float = 1.0,
+        held_cap: int | None = None,
     ) -> LeaseGrant | None:
         """Lease the first unit with a free replica slot: highest priority job first, then
         the oldest job, then unit order. Never two live leases of one unit to one volunteer,
-        never a unit the volunteer has already sent a result for, and (unless `address` is
-        '') never a unit another volunteer at the same address holds or answered.
+        never a unit the volunteer has already sent a result for. Unless `address` (the
+        volunteer's address block) is '': never a unit another volunteer of the same block
+        holds or answered (with `distinct`), and never a slot of a job in which the block
+        already holds `block_share` of the slots (units times redundancy) in unexpired
+        leases, unless it holds none. With `held_cap`, nothing if the volunteer already
+        holds that many unexpired leases.
 
-        `admit`, when given, first judges the volunteer's standing, read in the same
-        transaction: it raises to refuse the volunteer, or returns False to lease nothing.
+        `admit`, when given, first judges the volunteer's standing (with the unexpired
+        leases it holds), read in the same transaction: it raises to refuse the volunteer,
+        or returns False to lease nothing.
         `compose` turns the chosen unit into what this lease hands out (rows in a per-lease
         order, gold rows mixed in, signed); without it the unit goes out as planned. A plan
         marked `solo` (adaptive replication) makes this volunteer's result alone decide a
         unit nobody else holds yet. `day` counts the lease towards the volunteer's quota."""
         if self.postgres:
-            return self._lease_postgres(
-                volunteer_id, lease_id, now_ms, compose, address, day, admit
+            params = _candidate_params(
+                volunteer_id, now_ms, address, distinct, block_share, held_cap, []
             )
+            return self._lease_postgres(params, lease_id, compose, day, admit)
         with self._tx() as conn:
             if admit is not None:
-                standing = conn.execute(STANDING, {"volunteer_id": volunteer_id}).all()
+                standing = conn.execute(
+                    STANDING, {"volunteer_id": volunteer_id, "now": now_ms}
+                ).all()
                 if not admit(*standing_of(standing)):
                     return None
             jobs = conn.execute(Q.running_jobs).all()
             if _sweep_due(jobs, now_ms):
                 self._expire_leases(conn, now_ms)
-            params = _candidate_params(volunteer_id, now_ms, address)
+            params = _candidate_params(
+                volunteer_id, now_ms, address, distinct, block_share, held_cap
+            )
             for job in jobs:
                 row = conn.execute(FREE_UNIT["sqlite"], {**params, "job": job.job_id}).first()
                 if row is None:
@@ -170,19 +200,22 @@ class LeaseQueries(TrustQueries):
 
     def _lease_postgres(
         self,
-        volunteer_id: str,
+        params: dict[str, Any],
         lease_id: str,
-        now_ms: int,
         compose: Compose | None,
-        address: str,
         day: int,
         admit: Admit | None,
     ) -> LeaseGrant | None:
-        """`lease_unit` on PostgreSQL, in two round trips when nothing gets in the way: the
-        standing, the job list and the first job's candidate (locked; units other sessions
-        hold are skipped) in the first; the lease's insert, its writes and the COMMIT in the
-        second. Under load each round trip also waits for the GIL to come back, which costs
-        more than the trip itself.
+        """`lease_unit` on PostgreSQL (`params`: the candidate query's, `tried` among them),
+        in two round trips when nothing gets in the way: the advisory locks on the volunteer
+        and its address block, the standing, the job list and the first job's candidate
+        (locked; units other sessions hold are skipped) in the first; the lease's insert,
+        its writes and the COMMIT in the second. Under load each round trip also waits for
+        the GIL to come back, which costs more than the trip itself.
+
+        The locks serialise one volunteer's (and one block's) lease transactions across
+        replicas, so each counts the leases the one before it committed: in READ COMMITTED
+        every statement after a lock sees what was committed before the lock was granted.
 
         The candidate query judged the volunteer's own leases by a snapshot from before it
         locked the unit, so a lease another coordinator committed in between could be missed.
@@ -190,17 +223,25 @@ class LeaseQueries(TrustQueries):
         fresh snapshot sees them all, and the writes after it happen only if it inserted. A
         unit found taken that way is passed over, and the lease starts again in a new
         transaction."""
-        tried: list[str] = []
+        volunteer_id, now_ms, address = params["volunteer"], params["now"], params["address"]
+        tried: list[str] = params["tried"]
+        locks: list[tuple[Any, dict[str, Any]]] = [(LOCK_KEY, {"key": f"volunteer:{volunteer_id}"})]
+        if address:
+            locks.append((LOCK_KEY, {"key": f"block:{address}"}))
         for _ in range(_LEASE_TRIES):
             with self._tx() as conn:
-                params = _candidate_params(volunteer_id, now_ms, address, tried)
                 first: list[tuple[Any, dict[str, Any]]] = [
+                    *locks,
                     (Q.running_jobs, {}),
                     (FREE_UNIT_FIRST_JOB, params),
                 ]
                 if admit is not None:
-                    first.insert(0, (STANDING, {"volunteer_id": volunteer_id}))
+                    first.insert(
+                        len(locks), (STANDING, {"volunteer_id": volunteer_id, "now": now_ms})
+                    )
                 found = conn.execute_all(first)
+                for _lock in locks:
+                    found.pop(0).all()
                 if admit is not None:
                     if not admit(*standing_of(found.pop(0).all())):
                         return None

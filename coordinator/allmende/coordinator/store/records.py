@@ -92,6 +92,8 @@ class VolunteerRecord:
     quarantine_reason: str = ""
     quota_day: int = 0
     leased_today: int = 0
+    # Unexpired leases it holds: read with its standing before a lease (else 0).
+    live_leases: int = 0
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0004"
+REVISION = "0006"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
 SCHEMA_VERSION = 3
@@ -143,10 +143,11 @@ leases = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("deadline_ms", BigInteger, nullable=False),
     Column("reason", Text, nullable=False, default=""),
-    # The volunteer's network address ('' for loopback), so replicas of a unit go to
-    # distinct addresses; the unit as composed for this lease: sha256 of its signed bytes,
-    # the unit row each of its rows came from (uint16, little-endian; unit.rows and up
-    # index into gold_ids, comma-separated gold row ids). Migration 0003.
+    # The volunteer's address block ('' for loopback; domain/trust.py), so replicas of a
+    # unit go to distinct blocks and one block holds a bounded share of a job's slots; the
+    # unit as composed for this lease: sha256 of its signed bytes, the unit row each of its
+    # rows came from (uint16, little-endian; unit.rows and up index into gold_ids,
+    # comma-separated gold row ids). Migration 0003.
     Column("address", String(64), nullable=False, default="", server_default=""),
     Column("unit_sha256", LargeBinary, nullable=True),
     Column("composition", LargeBinary, nullable=True),
@@ -158,6 +159,14 @@ Index("ix_leases_volunteer", leases.c.volunteer_id, leases.c.state)
 # unit's or one volunteer's leases keep to the indexes above).
 _LIVE = leases.c.state == literal_column("'active'")
 Index("ix_leases_due", leases.c.deadline_ms, sqlite_where=_LIVE, postgresql_where=_LIVE)
+# Live leases by address block, for the cap on a job's slots one block holds (migration 0006).
+Index(
+    "ix_leases_block",
+    leases.c.address,
+    leases.c.deadline_ms,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
 
 results = Table(
     "results",

@@ -43,12 +43,33 @@ _NOT_MINE = """
                   AND l.state = :active AND l.deadline_ms > :now)
   AND NOT EXISTS (SELECT 1 FROM results AS r
                   WHERE r.unit_id = u.unit_id AND r.volunteer_id = :volunteer)"""
-# Replicas of one unit go to distinct network addresses ('' means exempt: loopback, or the
-# rule switched off).
+# Replicas of one unit go to distinct address blocks (leases.address holds the block; ''
+# means exempt: loopback or a local socket; :distinct 0 switches the rule off).
 _OTHER_ADDRESS = """
-  AND (:address = '' OR NOT EXISTS (SELECT 1 FROM leases AS a {lease_index}
+  AND (:address = '' OR :distinct = 0 OR NOT EXISTS (SELECT 1 FROM leases AS a {lease_index}
                   WHERE a.unit_id = u.unit_id AND a.address = :address
                   AND a.volunteer_id <> :volunteer AND a.state IN ('active', 'submitted')))"""
+# One address block holds at most :block_share of the job's replica slots (its units, the
+# last seq + 1, times its redundancy) in unexpired leases, and may always take one. Not
+# correlated with the unit, so each backend evaluates it once per statement; on PostgreSQL
+# the lease transaction first takes an advisory lock on the block (LOCK_KEY), so replicas
+# counting at once cannot both take the last slot.
+_BLOCK_SHARE = """
+  AND (:address = '' OR (SELECT count(*) FROM leases AS b {block_index}
+                  JOIN units AS bu ON bu.unit_id = b.unit_id
+                  WHERE b.address = :address AND b.state = 'active'
+                  AND b.deadline_ms > :now AND bu.job_id = :job)
+       < {greatest}(1, :block_share * (SELECT max(s.seq) + 1 FROM units AS s
+                                       WHERE s.job_id = :job)
+                      * (SELECT bj.redundancy FROM jobs AS bj WHERE bj.job_id = :job)))"""
+# The volunteer holds fewer than :held_cap unexpired leases: a lease call's later leases are
+# held to the cap its first one judged (`admit`), so that two calls at once, each one
+# transaction per lease on PostgreSQL, cannot both fill it (the advisory lock on the
+# volunteer orders them).
+_HELD = """
+  AND (SELECT count(*) FROM leases AS h {held_index}
+       WHERE h.volunteer_id = :volunteer AND h.state = 'active' AND h.deadline_ms > :now)
+      < :held_cap"""
 # With the gold rows the unit's earlier leases got: every replica of a unit gets the same
 # gold rows (in its own order), so volunteers comparing their copies learn nothing.
 _CANDIDATE = (
@@ -62,6 +83,8 @@ FREE_UNIT = {
         " WHERE u.job_id = :job AND u.state = 'open' AND u.busy < u.target"
         + _NOT_MINE.format(lease_index="INDEXED BY ix_leases_unit")
         + _OTHER_ADDRESS.format(lease_index="INDEXED BY ix_leases_unit")
+        + _BLOCK_SHARE.format(block_index="INDEXED BY ix_leases_block", greatest="max")
+        + _HELD.format(held_index="INDEXED BY ix_leases_volunteer")
         + " ORDER BY u.seq LIMIT 1"
     ),
     "postgresql": text(
@@ -69,6 +92,8 @@ FREE_UNIT = {
         " AND u.unit_id <> ALL(:tried)"
         + _NOT_MINE.format(lease_index="")
         + _OTHER_ADDRESS.format(lease_index="")
+        + _BLOCK_SHARE.format(block_index="", greatest="GREATEST")
+        + _HELD.format(held_index="")
         + " ORDER BY u.seq LIMIT 1 FOR NO KEY UPDATE OF u SKIP LOCKED"
     ),
 }
@@ -77,11 +102,17 @@ FREE_UNIT = {
 # it would otherwise wait for.
 FREE_UNIT_FIRST_JOB = text(
     str(FREE_UNIT["postgresql"]).replace(
-        "u.job_id = :job",
-        "u.job_id = (SELECT job_id FROM jobs WHERE state = 'running'"
+        ":job",
+        "(SELECT job_id FROM jobs WHERE state = 'running'"
         " ORDER BY priority DESC, created_ms, job_id LIMIT 1)",
     )
 )
+# PostgreSQL: a lease transaction first takes a transaction-scoped advisory lock on its
+# volunteer and on its address block (keys 'volunteer:ID', 'block:BLOCK'), so that the caps
+# on leases held per volunteer and slots held per block, counted in the statements after
+# it, hold across coordinator replicas. Always taken before any row lock, so it cannot
+# deadlock with them.
+LOCK_KEY = text("SELECT pg_advisory_xact_lock(hashtext(:key)) IS NULL AS locked")
 
 
 def _b(name: str, expanding: bool = False) -> Any:
@@ -303,9 +334,22 @@ REPUTATION = prebuilt(
 )
 # A volunteer's record with its reputation rows (one row per task kind, or one with kind
 # NULL before its first counted result): what a lease checks, in one read.
+# And the unexpired leases it holds (parameter `now`), for the cap on leases held at once.
+_LIVE_LEASES = (
+    select(func.count())
+    .where(
+        t.leases.c.volunteer_id == t.volunteers.c.volunteer_id,
+        t.leases.c.state == _ACTIVE,
+        t.leases.c.deadline_ms > bindparam("now"),
+    )
+    .scalar_subquery()
+    .label("live_leases")
+)
 STANDING = prebuilt(
     select(
-        t.volunteers, *(t.reputation.c[name].label(f"rep_{name}") for name in ("kind", *COUNTERS))
+        t.volunteers,
+        _LIVE_LEASES,
+        *(t.reputation.c[name].label(f"rep_{name}") for name in ("kind", *COUNTERS)),
     )
     .select_from(
         t.volunteers.outerjoin(
@@ -334,6 +378,6 @@ SET_QUORUM_IF_LEASED = prebuilt(SET_QUORUM.where(_LEASED))
 COUNT_LEASE_IF_LEASED = prebuilt(COUNT_LEASE.where(_LEASED))
 
 
-for _statement in [*vars(Q).values(), *FREE_UNIT.values(), FREE_UNIT_FIRST_JOB]:
+for _statement in [*vars(Q).values(), *FREE_UNIT.values(), FREE_UNIT_FIRST_JOB, LOCK_KEY]:
     if isinstance(_statement, ClauseElement) and not isinstance(_statement, TableClause):
         prebuilt(_statement)

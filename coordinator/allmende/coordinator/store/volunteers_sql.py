@@ -61,11 +61,13 @@ class VolunteerQueries(SqlBase):
         return None if row is None else volunteer_record(row)
 
     def get_standing(
-        self, volunteer_id: str
+        self, volunteer_id: str, now_ms: int = 0
     ) -> tuple[VolunteerRecord | None, dict[str, Reputation]]:
-        """A volunteer's record and its reputation per task kind, in one read."""
+        """A volunteer's record (with the leases it holds unexpired at `now_ms`) and its
+        reputation per task kind, in one read."""
         with self._read() as conn:
-            return standing_of(conn.execute(STANDING, {"volunteer_id": volunteer_id}).all())
+            rows = conn.execute(STANDING, {"volunteer_id": volunteer_id, "now": now_ms}).all()
+            return standing_of(rows)
 
 
 def standing_of(rows: list[Any]) -> tuple[VolunteerRecord | None, dict[str, Reputation]]:
@@ -96,4 +98,5 @@ def volunteer_record(row: Any) -> VolunteerRecord:
         quarantine_reason=row.quarantine_reason,
         quota_day=row.quota_day,
         leased_today=row.leased_today,
+        live_leases=getattr(row, "live_leases", 0) or 0,
     )

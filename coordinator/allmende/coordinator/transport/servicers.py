@@ -98,6 +98,10 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         self.c = coordinator
         self.metrics = metrics
 
+    def _peer(self, context: grpc.ServicerContext) -> str:
+        """The caller's network address; loopback only when the policy does not exempt it."""
+        return peer_address(context.peer(), keep_loopback=not self.c.policy.loopback_exempt)
+
     @unary
     def GetCoordinatorInfo(
         self, request: pb.GetCoordinatorInfoRequest, context: grpc.ServicerContext
@@ -126,6 +130,7 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
             request.client_version,
             request.hardware,
             request.signature,
+            self._peer(context),
         )
         return pb.RegisterVolunteerResponse(volunteer_id=volunteer_id)
 
@@ -134,9 +139,7 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         self, request: pb.LeaseWorkRequest, context: grpc.ServicerContext
     ) -> pb.LeaseWorkResponse:
         started = time.perf_counter()
-        offer = self.c.lease_work(
-            request.volunteer_id, peer_address(context.peer()), request.max_units or 1
-        )
+        offer = self.c.lease_work(request.volunteer_id, self._peer(context), request.max_units or 1)
         grants = offer.grants
         if self.metrics is not None:
             self.metrics.lease_latency.observe(time.perf_counter() - started)
