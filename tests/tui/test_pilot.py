@@ -216,8 +216,16 @@ async def test_panels_show_progress_rate_eta_contribution_and_energy(tmp_path: P
         feed(app, clock, busy_script())
         await pilot.pause()
         state = app.state
-        assert (state.accepted, state.pending, state.refused) == (8, 4, 1)
-        assert (state.credit, state.credit_pending, state.items_sent) == (2048, 1024, 3072)
+        # the coordinator's lifetime totals replace the session's own counts once they arrive
+        assert (state.accepted, state.pending, state.rejected, state.refused) == (20, 4, 1, 1)
+        assert (state.credit, state.items_sent) == (26_200, 3072)
+        assert state.verdicts == {"valid": 1, "outvoted": 1}
+        lines = [line.text for line in state.log]
+        assert any(line.endswith("u000000 valid: +1,310 credit") for line in lines), lines
+        assert any("u000003 outvoted: the quorum agreed" in line for line in lines)
+        contribution = str(app.screen.query_one("#contribution", Static).render())
+        assert "valid 20" in contribution and "invalid 1" in contribution
+        assert "credit 26,200" in contribution
         assert state.unit_progress() == (0.5, "measured") and state.eta_s() == 128 / 30.5
         assert state.energy_measured and 16 < state.energy_wh < 18  # 312 W while computing
         unit = str(app.screen.query_one("#unit", Static).render())
@@ -254,3 +262,24 @@ def test_telemetry_messages_merge_but_state_changes_never_do() -> None:
     assert progress.can_replace(newer)
     assert not progress.can_replace(sample) and not progress.can_replace(result)
     assert not result.can_replace(EngineEvent(ev.ResultSubmitted("v", "accepted", "", 1)))
+
+
+def test_the_summary_after_quitting_says_what_was_handed_back() -> None:
+    from datetime import datetime
+
+    from allmende.cli.volunteer_cmds import summary
+    from allmende.client.tui.state import ViewState
+
+    state = ViewState(clock=lambda: 0.0, wall=lambda: datetime(2026, 1, 1, 21, 30))
+    state.apply(ev.CreditTotals(7, 0, 2, 15_970, 1_792))
+    state.apply(ev.UnitReleased("job-1-u000003", "stopping: quit", 120, 600, 4.25))
+    state.apply(ev.Stopped(0, "stopped", 3, 768, 0, 2, 120, 4.25))
+    lines = summary(state)
+    assert lines[0].startswith("allmende: 7 result(s) valid, 2 pending validation, 0 invalid")
+    assert "credit 15,970" in lines[0]
+    assert lines[-1] == (
+        "allmende: 2 unit(s) handed back to the coordinator "
+        "(120 rows computed in 4.2 s, given up)"
+    )
+    assert "120 of 600 rows computed in 4.2 s, given up" in state.log[-2].text
+    assert "2 unit(s) handed back" in state.log[-1].text

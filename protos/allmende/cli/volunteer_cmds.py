@@ -28,6 +28,7 @@ from allmende.client.settings import (
     resolve_config_path,
     resolve_home,
 )
+from allmende.client.tui.state import ViewState, handed_back
 
 EXIT_INTERRUPTED = 130
 
@@ -84,14 +85,31 @@ def volunteer(args: argparse.Namespace) -> int:
         first_run=True if args.setup else None,
     )
     code = app.run()
-    state = app.state
-    if state.accepted or state.pending or state.rejected or state.spooled:
-        out(
-            f"allmende: this session {state.accepted} result(s) accepted, {state.pending} "
-            f"pending validation, {state.rejected} rejected; {state.spooled} kept on disk "
-            "to send next time"
-        )
+    for line in summary(app.state):
+        out(line)
     return code if code is not None else 1
+
+
+def summary(state: ViewState) -> list[str]:
+    """What the volunteer reads after leaving the TUI: its record, and the work handed back."""
+    lines = []
+    if state.totals is not None:
+        t = state.totals
+        lines.append(
+            f"allmende: {t.results_valid:,} result(s) valid, {t.results_pending:,} pending "
+            f"validation, {t.results_invalid:,} invalid; credit {t.credit:,} (lifetime, at "
+            "this coordinator)"
+        )
+    elif state.accepted or state.pending or state.rejected:
+        lines.append(
+            f"allmende: this session {state.accepted} result(s) accepted, {state.pending} "
+            f"pending validation, {state.rejected} rejected"
+        )
+    if state.spooled:
+        lines.append(f"allmende: {state.spooled} result(s) kept on disk to send next time")
+    if state.stopped is not None and state.stopped.handed_back:
+        lines.append("allmende: " + handed_back(state.stopped).removeprefix("; "))
+    return lines
 
 
 def run_headless(config: EngineConfig, json_lines: bool) -> int:

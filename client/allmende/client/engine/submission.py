@@ -28,6 +28,7 @@ from allmende.client.engine import events as ev
 from allmende.client.engine.exits import EXIT_OK, Stop
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.spool import Spool
+from allmende.client.engine.verdicts import VerdictBook
 from allmende.protocol import codec
 from allmende.protocol.tasks import claimed_tokens
 from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, sign_envelope
@@ -69,8 +70,10 @@ class Submitter:
         spool: Spool,
         stop_requested: threading.Event,
         on_event: Callable[[ev.Event], None],
+        verdicts: VerdictBook | None = None,
     ) -> None:
         self._link = link
+        self._verdicts = verdicts
         self._spool = spool
         self._stop = stop_requested
         self._on_event = on_event
@@ -143,6 +146,7 @@ class Submitter:
             try:
                 if computed:
                     self._send_all([self._sealed(*item) for item in computed])
+                    self.poll_verdicts(only_if_due=True)
             except Exception:  # keep draining: a stuck queue would hang the compute loop
                 log.exception("submitting a result failed")
             finally:
@@ -236,10 +240,19 @@ class Submitter:
         assert isinstance(response, pb.SubmitResultResponse)
         self._answered(sealed, response.status, response.reason)
 
+    def poll_verdicts(self, only_if_due: bool = False) -> None:
+        """Ask the coordinator what became of results sent earlier (see verdicts.py)."""
+        book = self._verdicts
+        if book is None or (only_if_due and not book.due()):
+            return
+        book.poll(self._link.client, self._link.volunteer_id)
+
     def _answered(self, sealed: Sealed, status: str, reason: str) -> None:
         self._unspool(sealed.path)
         self.units_done += 1
         self.items_done += sealed.items
+        if self._verdicts is not None and status in ("pending", "accepted"):
+            self._verdicts.note(sealed.unit_id, sealed.items)
         self._report(sealed, status, reason)
 
     def _report(self, sealed: Sealed, status: str, reason: str) -> None:

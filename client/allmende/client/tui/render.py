@@ -196,20 +196,21 @@ def throughput_label(state: ViewState) -> Text:
 
 def contribution(state: ViewState) -> Text:
     text = Text()
-    text.append("accepted ", style="dim")
-    text.append(str(state.accepted), style="bold green")
+    # Once the coordinator has answered: its verdicts, lifetime (as `volunteers list`).
+    text.append("valid " if state.totals else "accepted ", style="dim")
+    text.append(f"{state.accepted:,}", style="bold green")
     text.append(" · pending ", style="dim")
-    text.append(str(state.pending), style="bold")
-    text.append(" · rejected ", style="dim")
-    text.append(str(state.rejected), style="bold red" if state.rejected else "bold")
+    text.append(f"{state.pending:,}", style="bold")
+    text.append(" · invalid " if state.totals else " · rejected ", style="dim")
+    text.append(f"{state.rejected:,}", style="bold red" if state.rejected else "bold")
     if state.refused or state.errors:
         text.append(f"\nunits refused {state.refused} · results failed {state.errors}", style="red")
     text.append("\nitems ", style="dim")
     text.append(f"{state.items_sent:,}")
     text.append(" · credit ", style="dim")
     text.append(f"{state.credit:,}", style="bold")
-    if state.credit_pending:
-        text.append(f" +{state.credit_pending:,} pending", style="dim")
+    if state.totals is not None and state.totals.remembered:
+        text.append(" (last run)", style="dim")
     text.append("\nenergy ", style="dim")
     if state.energy_measured is None:
         text.append("-")

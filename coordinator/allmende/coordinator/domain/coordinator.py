@@ -29,6 +29,7 @@ from allmende.coordinator.domain.jobs import (
 from allmende.coordinator.domain.leasing import Leasing
 from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE, Submissions
 from allmende.coordinator.domain.trust import TrustPolicy
+from allmende.coordinator.domain.verdicts import Verdicts
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import (
     JobCounts,
@@ -70,7 +71,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Coordinator(Leasing, Submissions):
+class Coordinator(Leasing, Submissions, Verdicts):
     def __init__(
         self,
         store: Store,

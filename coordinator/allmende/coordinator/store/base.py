@@ -31,6 +31,7 @@ from allmende.coordinator.store.records import (
     Verdict,
     VolunteerRecord,
 )
+from allmende.coordinator.store.verdicts_sql import ResultStanding
 
 # Decides a unit's fate from all its results; runs inside the submit transaction.
 Judge = Callable[[UnitRecord, list[ResultRecord]], Verdict]
@@ -46,6 +47,7 @@ class Store(Protocol):
 
     # several calls on this thread as one transaction, one commit, on SQLite (sql_base.py)
     def batch(self) -> AbstractContextManager[None]: ...
+
     # whether batch() makes its block one transaction (else each write keeps its own)
     batch_is_one_transaction: bool
 
@@ -131,6 +133,11 @@ class Store(Protocol):
         self, now_ms: int, volunteer_id: str | None = None
     ) -> list[VolunteerStats]: ...
     def validation_stats(self, now_ms: int) -> ValidationStats: ...
+
+    # what became of a volunteer's results (store/verdicts_sql.py)
+    def result_standings(
+        self, volunteer_id: str, unit_ids: Sequence[str]
+    ) -> list[ResultStanding]: ...
 
     # trust (store/trust_sql.py)
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]: ...

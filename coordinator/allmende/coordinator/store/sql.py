@@ -21,8 +21,9 @@ reference (a unit's job, for one), and FOR UPDATE would conflict with those.
 
 The store is `SqlStore`, composed of one mixin per concern over `SqlBase` (sql_base.py:
 transactions, reads, events): jobs_sql.py, volunteers_sql.py, leasing_sql.py, results_sql.py,
-datasets_sql.py (assimilation), admin_sql.py and trust_sql.py. The data path's statements
-are built once in statements.py; engines and their SQLite settings are made in engine.py.
+datasets_sql.py (assimilation), admin_sql.py, trust_sql.py and verdicts_sql.py. The data
+path's statements are built once in statements.py; engines and their SQLite settings are
+made in engine.py.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from allmende.coordinator.store.jobs_sql import JobQueries
 from allmende.coordinator.store.leasing_sql import LeaseQueries
 from allmende.coordinator.store.results_sql import ResultQueries
 from allmende.coordinator.store.trust_sql import TrustQueries
+from allmende.coordinator.store.verdicts_sql import VerdictQueries
 from allmende.coordinator.store.volunteers_sql import VolunteerQueries
 from allmende.protocol.errors import FailedPrecondition
 
@@ -56,6 +58,7 @@ class SqlStore(
     ResultQueries,
     AdminQueries,
     TrustQueries,
+    VerdictQueries,
 ):
     """`Store` over SQLAlchemy Core. Each public method is one transaction."""
 
