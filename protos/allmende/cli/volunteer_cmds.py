@@ -15,20 +15,25 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from allmende.cli.common import EXIT_USAGE, CliError, err, out
+from allmende.cli.logs import iso_now
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
-from allmende.client.engine.events import Stopped
+from allmende.client.engine.events import Idle, Stopped
 from allmende.client.engine.identity import default_home
 from allmende.client.settings import (
     KEYS_BY_NAME,
+    LoadedSettings,
     flags_from,
     load_settings,
     resolve_config_path,
     resolve_home,
 )
 from allmende.client.tui.state import ViewState, handed_back
+from allmende.protocol.errors import AllmendeError
 
 EXIT_INTERRUPTED = 130
 
@@ -54,6 +59,7 @@ def volunteer(args: argparse.Namespace) -> int:
                 "in a terminal once to set it up",
                 EXIT_USAGE,
             )
+        remember_name(loaded)
         return run_headless(settings.engine_config(home, **extra), args.json)
 
     from allmende.client.probes import HardwareProbe, SystemProbe
@@ -74,6 +80,7 @@ def volunteer(args: argparse.Namespace) -> int:
         for name, origin in loaded.origins.items()
         if origin in ("flag", "env")
     ]
+    remember_name(loaded)
     app = VolunteerApp(
         settings=settings,
         home=home,
@@ -88,6 +95,59 @@ def volunteer(args: argparse.Namespace) -> int:
     for line in summary(app.state):
         out(line)
     return code if code is not None else 1
+
+
+def remember_name(loaded: LoadedSettings) -> None:
+    """A display name given as a flag is saved to the settings file, as the TUI saves it, so
+    the next start (and the coordinator's list) keeps it."""
+    if loaded.origins.get("display_name") != "flag":
+        return
+    name = loaded.settings.display_name
+    try:
+        if loaded.file.read().get("display_name") != name:
+            loaded.file.save({"display_name": name})
+    except (OSError, AllmendeError) as exc:  # a read-only or broken file: run anyway
+        err(f"allmende: could not save the display name to {loaded.file.path}: {exc}")
+
+
+def quiet_progress_bars() -> None:
+    """No tqdm bars from model loading in log lines (transformers, huggingface_hub)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+class HeadlessLog:
+    """Engine events as log lines, each with an ISO 8601 UTC timestamp; idle lines that say
+    nothing new are written at most once per `IDLE_EVERY_S` (the engine polls every 2 s)."""
+
+    IDLE_EVERY_S = 60.0
+
+    def __init__(self, json_lines: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.json_lines = json_lines
+        self.clock = clock
+        self._last_idle: tuple[tuple[bool, str], float] | None = None
+
+    def __call__(self, event: Event) -> None:
+        if event.telemetry:
+            return
+        if isinstance(event, Idle):
+            key = (event.work_remaining, event.notice)
+            now = self.clock()
+            if self._last_idle is not None:
+                last_key, at = self._last_idle
+                if last_key == key and now - at < self.IDLE_EVERY_S:
+                    return
+            self._last_idle = (key, now)
+        else:
+            self._last_idle = None  # the next idle spell is news again
+        stamp = iso_now()
+        if self.json_lines:
+            out(json.dumps({"ts": stamp, **event.as_dict()}, sort_keys=True))
+        else:
+            out(f"{stamp} {event.as_line()}")
+        if isinstance(event, Stopped) and event.exit_code:
+            err(f"allmende volunteer: {event.reason}")
 
 
 def summary(state: ViewState) -> list[str]:
@@ -115,14 +175,8 @@ def summary(state: ViewState) -> list[str]:
 def run_headless(config: EngineConfig, json_lines: bool) -> int:
     """One line per engine event; Ctrl-C or SIGTERM quit cleanly, a second Ctrl-C at once."""
 
-    def log_event(event: Event) -> None:
-        if event.telemetry:
-            return
-        out(json.dumps(event.as_dict(), sort_keys=True) if json_lines else event.as_line())
-        if isinstance(event, Stopped) and event.exit_code:
-            err(f"allmende volunteer: {event.reason}")
-
-    engine = VolunteerEngine(config, on_event=log_event)
+    quiet_progress_bars()
+    engine = VolunteerEngine(config, on_event=HeadlessLog(json_lines))
     interrupted: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
