@@ -17,6 +17,7 @@ from allmende.cli.main import main
 from allmende.cli.volunteer_cmds import HeadlessLog
 from allmende.client.engine import EngineConfig, VolunteerEngine
 from allmende.client.engine import events as ev
+from allmende.client.probes import GpuSample, HardwareSample
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.errors import InvalidArgument
 
@@ -47,6 +48,20 @@ def test_every_line_has_an_iso_timestamp_and_idle_lines_are_rate_limited(
         stamp, rest = line.split(" ", 1)
         parse_iso(stamp)
         assert rest.startswith("event=idle")
+
+    # the machine's sensors, once; "none" where there are none
+    bare = HardwareSample(at=0, cpu_count=2)
+    hot = HardwareSample(
+        at=2, cpu_count=2, cpu_temperature_c=71.0, gpus=(GpuSample(0, "G", temperature_c=66),)
+    )
+    log(ev.HardwareSampled(bare))
+    log(ev.HardwareSampled(hot))
+    [said] = capsys.readouterr().out.splitlines()
+    assert said.split(" ", 1)[1] == "event=hardware cpus=2 cpu_temperature=none gpus=none"
+    sensors = HeadlessLog(json_lines=True)
+    sensors(ev.HardwareSampled(hot))
+    record = json.loads(capsys.readouterr().out)
+    assert (record["cpu_temperature"], record["gpus"]) == ("71C", "cuda:0:66C:energy-estimated")
 
     json_log = HeadlessLog(json_lines=True)
     json_log(ev.Paused("outside the schedule (03:00-04:00); resuming at 03:00"))

@@ -177,6 +177,7 @@ async def test_settings_apply_live_and_only_changed_keys_are_saved(tmp_path: Pat
         screen.query_one("#batch_size", Input).value = "32"
         screen.query_one("#schedule", Input).value = "22:00-07:00"
         screen.query_one("#max_gpu_temp_c", Input).value = "83"
+        screen.query_one("#max_cpu_temp_c", Input).value = "90"
         screen.query_one("#pause_on_battery", Checkbox).value = True
         screen.query_one("#idle_only", Checkbox).value = True
         await pilot.press("ctrl+s")
@@ -188,6 +189,7 @@ async def test_settings_apply_live_and_only_changed_keys_are_saved(tmp_path: Pat
             83.0,
         )
         assert applied.pause_on_battery and applied.idle_only
+        assert applied.max_cpu_temp_c == 90.0
         assert app.settings.batch_size == 32
     assert saved(tmp_path) == {
         "batch_size": 32,
@@ -195,6 +197,7 @@ async def test_settings_apply_live_and_only_changed_keys_are_saved(tmp_path: Pat
         "pause_on_battery": True,
         "max_gpu_temp_c": 83,
         "schedule": "22:00-07:00",
+        "max_cpu_temp_c": 90,
     }
 
 
@@ -283,3 +286,32 @@ def test_the_summary_after_quitting_says_what_was_handed_back() -> None:
     )
     assert "120 of 600 rows computed in 4.2 s, given up" in state.log[-2].text
     assert "2 unit(s) handed back" in state.log[-1].text
+
+
+async def test_temperatures_show_and_a_hot_cpu_pause_says_when_it_resumes(tmp_path: Path) -> None:
+    from allmende.client.probes import GpuSample, HardwareSample
+
+    app, clock = make_app(tmp_path)
+    hot = HardwareSample(
+        at=0,
+        cpu_count=8,
+        cpu_percent=90,
+        cpu_ours_percent=80,
+        cpu_temperature_c=93.0,
+        gpus=(GpuSample(0, "Test GPU", temperature_c=71.0),),
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed(
+            app,
+            clock,
+            [
+                (0, ev.HardwareSampled(hot)),
+                (0, ev.Paused("CPU at 93 °C, above the 85 °C limit; resuming below 80 °C")),
+            ],
+        )
+        await pilot.pause()
+        panel = str(app.screen.query_one("#hardware", Static).render())
+        assert "CPU  90% 93°C" in panel and "71°C" in panel
+        assert "resuming below 80 °C" in app.state.log[-1].text
+        unit = str(app.screen.query_one("#unit", Static).render())
+        assert "CPU at 93 °C" in unit

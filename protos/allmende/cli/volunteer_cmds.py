@@ -22,8 +22,9 @@ from typing import Any
 from allmende.cli.common import EXIT_USAGE, CliError, err, out
 from allmende.cli.logs import iso_now
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
-from allmende.client.engine.events import Idle, Stopped
+from allmende.client.engine.events import HardwareSampled, Idle, Stopped
 from allmende.client.engine.identity import default_home
+from allmende.client.probes import HardwareSample
 from allmende.client.settings import (
     KEYS_BY_NAME,
     LoadedSettings,
@@ -127,8 +128,20 @@ class HeadlessLog:
         self.json_lines = json_lines
         self.clock = clock
         self._last_idle: tuple[tuple[bool, str], float] | None = None
+        self._hardware_said = False
+
+    def _write(self, name: str, fields: dict[str, str]) -> None:
+        stamp = iso_now()
+        if self.json_lines:
+            out(json.dumps({"ts": stamp, "event": name, **fields}, sort_keys=True))
+        else:
+            out(f"{stamp} event={name} " + " ".join(f"{k}={v}" for k, v in fields.items()))
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, HardwareSampled) and not self._hardware_said:
+            self._hardware_said = True  # once: what this machine's sensors report
+            self._write("hardware", hardware_fields(event.sample))
+            return
         if event.telemetry:
             return
         if isinstance(event, Idle):
@@ -148,6 +161,23 @@ class HeadlessLog:
             out(f"{stamp} {event.as_line()}")
         if isinstance(event, Stopped) and event.exit_code:
             err(f"allmende volunteer: {event.reason}")
+
+
+def hardware_fields(sample: HardwareSample) -> dict[str, str]:
+    """The sensors of this machine, "none" where it has none."""
+
+    def celsius(value: float | None) -> str:
+        return "none" if value is None else f"{value:.0f}C"
+
+    gpus = ",".join(
+        f"{g.device}:{celsius(g.temperature_c)}:energy-{'counter' if g.energy_mj is not None else 'estimated'}"
+        for g in sample.gpus
+    )
+    return {
+        "cpus": str(sample.cpu_count),
+        "cpu_temperature": celsius(sample.cpu_temperature_c),
+        "gpus": gpus or "none",
+    }
 
 
 def summary(state: ViewState) -> list[str]:

@@ -98,9 +98,13 @@ def hardware(state: ViewState, wide: bool) -> Text:
         return text
     text.append("CPU ", style="bold")
     text.append(f"{_percent(sample.cpu_percent):>4}")
+    if sample.cpu_temperature_c is not None:
+        text.append(f" {sample.cpu_temperature_c:.0f}°C")
     if sample.cpu_ours_percent is not None:
         text.append(f"  ours {_percent(sample.cpu_ours_percent)}", style="green")
         text.append(f" · others {_percent(sample.cpu_others_percent)}", style="dim")
+    if sample.cpu_temperature_c is None and wide:
+        text.append(" · temperature: no sensor", style="dim")
     text.append("\nRAM ", style="bold")
     text.append(pair(sample.memory_used_bytes, sample.memory_total_bytes))
     if sample.memory_ours_bytes is not None:
