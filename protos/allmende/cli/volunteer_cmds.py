@@ -170,7 +170,8 @@ def hardware_fields(sample: HardwareSample) -> dict[str, str]:
         return "none" if value is None else f"{value:.0f}C"
 
     gpus = ",".join(
-        f"{g.device}:{celsius(g.temperature_c)}:energy-{'counter' if g.energy_mj is not None else 'estimated'}"
+        f"{g.device}:{celsius(g.temperature_c)}:"
+        + ("energy-counter" if g.energy_mj is not None else "energy-estimated")
         for g in sample.gpus
     )
     return {
