@@ -41,6 +41,7 @@ from allmende.client.engine.compute import (
 )
 from allmende.client.engine.config import COMPUTE_FIELDS, RESTART_FIELDS, EngineConfig
 from allmende.client.engine.control import PAUSED_BY_YOU, Cancelled, Controls, default_probe
+from allmende.client.engine.energy import EnergyMeter, PerThousand
 from allmende.client.engine.exits import (
     EXIT_ERROR,
     EXIT_OK,
@@ -113,8 +114,14 @@ class VolunteerEngine:
         self._submitter: Submitter | None = None
         # Units handed back on the way out, and the rows and seconds given up with them.
         self._handed_back = (0, 0, 0.0)
+        # Energy of the compute device while it computes, reported with each result.
+        self._energy = EnergyMeter(config.device)
+        self._per_thousand = PerThousand(self._energy)
+        self._computing = False
 
     def _emit(self, event: ev.Event) -> None:
+        if isinstance(event, ev.HardwareSampled):
+            self._energy.add(event.sample, self._computing)
         if isinstance(event, ev.UnitReleased) and event.reason.startswith("stopping"):
             units, rows, seconds = self._handed_back
             self._handed_back = (units + 1, rows + event.done, seconds + event.seconds)
@@ -337,6 +344,8 @@ class VolunteerEngine:
                 )
                 if not held and not control.stop_requested.is_set():
                     ahead = fetcher.submit(link.lease, want)
+                self._energy.device = computer.device
+                self._computing = True
                 try:
                     matrix, seconds = compute_unit(
                         computer,
@@ -358,9 +367,12 @@ class VolunteerEngine:
                         )
                     )
                     return
+                finally:
+                    self._computing = False
                 rate = len(unit.texts) / seconds if seconds > 0 else 0.0
                 self.on_event(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds, rate))
-                submitter.put((lease, unit, matrix, computer.device, seconds))
+                energy = self._per_thousand.unit_done(len(unit.texts))
+                submitter.put((lease, unit, matrix, computer.device, seconds, energy))
                 want = units_wanted(seconds)
         finally:  # units leased but never started go back
             self._hand_back(link, held, ahead, "stopping: not started")

@@ -31,13 +31,20 @@ from allmende.client.engine.spool import Spool
 from allmende.client.engine.verdicts import VerdictBook
 from allmende.protocol import codec
 from allmende.protocol.tasks import claimed_tokens
-from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, sign_envelope
+from allmende.protocol.wire import (
+    CODEC,
+    MAX_ENERGY_WH_PER_1000,
+    ResultEnvelope,
+    WorkUnit,
+    sign_envelope,
+)
 from allmende.v1 import allmende_pb2 as pb
 
 log = logging.getLogger("allmende.volunteer")
 
-# What the compute loop hands the submit thread: lease, unit, rows, device, seconds.
-Computed = tuple[pb.Lease, WorkUnit, np.ndarray, str, float]
+# What the compute loop hands the submit thread: lease, unit, rows, device, seconds, and
+# (Wh per 1,000 items, estimated) of the device (0: not known yet).
+Computed = tuple[pb.Lease, WorkUnit, np.ndarray, str, float, tuple[float, bool]]
 # Results sent in one call at most (the coordinator takes up to 32).
 BATCH = 16
 # Per-result answers a later attempt may change (the call itself is retried by the link).
@@ -156,7 +163,13 @@ class Submitter:
                 return
 
     def _seal(
-        self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str, seconds: float
+        self,
+        lease: pb.Lease,
+        unit: WorkUnit,
+        matrix: np.ndarray,
+        device: str,
+        seconds: float,
+        energy: tuple[float, bool] = (0.0, False),
     ) -> tuple[bytes, bytes, bytes]:
         key = self._link.key
         assert key is not None  # units are leased only after the handshake registered it
@@ -176,14 +189,22 @@ class Submitter:
             compute_ms=int(seconds * 1000),
             created_ms=int(time.time() * 1000),
             claimed_tokens=claimed_tokens(unit.texts),
+            energy_wh_per_1000=min(max(energy[0], 0.0), MAX_ENERGY_WH_PER_1000),
+            energy_estimated=energy[1] and energy[0] > 0,
         )
         blob, signature = sign_envelope(key, envelope)
         return blob, signature, encoded.payload
 
     def _sealed(
-        self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str, seconds: float
+        self,
+        lease: pb.Lease,
+        unit: WorkUnit,
+        matrix: np.ndarray,
+        device: str,
+        seconds: float,
+        energy: tuple[float, bool] = (0.0, False),
     ) -> Sealed:
-        envelope, signature, payload = self._seal(lease, unit, matrix, device, seconds)
+        envelope, signature, payload = self._seal(lease, unit, matrix, device, seconds, energy)
         path = None
         try:
             path = self._spool.put(envelope, signature, payload)

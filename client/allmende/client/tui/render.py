@@ -220,10 +220,11 @@ def contribution(state: ViewState) -> Text:
         text.append("-")
     elif state.energy_measured:
         text.append(f"{state.energy_wh:.2f} Wh", style="bold")
-        text.append(", measured (GPU power)", style="dim")
-    else:
+        text.append(", measured (GPU counter)", style="dim")
+    else:  # power times time: an estimate, and said to be ("est.": fits 80 columns)
+        sources = " + ".join(sorted(state.energy.sources - {"GPU energy counter"}))
         text.append(f"≈{state.energy_wh:.2f} Wh", style="bold")
-        text.append(", estimated from CPU time", style="dim")
+        text.append(f", est. ({sources})", style="dim")
     if state.spooled:
         text.append(f"\n{state.spooled} result(s) on disk, to send later", style="yellow")
     return text

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from allmende.client.engine import events as ev
+from allmende.client.engine.energy import EnergyMeter
 from allmende.client.probes import GpuSample, HardwareSample
 
 # Throughput history: items/s in buckets of this many seconds, this many buckets kept.
 BUCKET_S = 10.0
 BUCKETS = 30  # five minutes
-# Without a power sensor, energy is estimated from CPU time at this many watts per busy
-# logical CPU (a typical desktop core under load, including its share of uncore power).
-CPU_WATTS_PER_BUSY_THREAD = 7.5
 LOG_LINES = 200
 
 
@@ -85,8 +83,7 @@ class ViewState:
         self.totals: ev.CreditTotals | None = None
         self.verdicts: dict[str, int] = {}  # this session's verdicts by kind
         self.spooled = 0
-        self.energy_wh = 0.0
-        self.energy_measured: bool | None = None  # None until anything was counted
+        self.energy = EnergyMeter(device)
         # hardware
         self.sample: HardwareSample | None = None
         self.log: deque[LogLine] = deque(maxlen=LOG_LINES)
@@ -319,23 +316,18 @@ class ViewState:
     def _on_SettingsApplied(self, e: ev.SettingsApplied) -> None:
         self.note(f"settings applied: {e.changes}")
 
+    @property
+    def energy_wh(self) -> float:
+        return self.energy.wh
+
+    @property
+    def energy_measured(self) -> bool | None:
+        """True: the GPU's energy counter; False: estimated; None: nothing counted yet."""
+        return self.energy.measured
+
     def _on_HardwareSampled(self, e: ev.HardwareSampled) -> None:
-        previous, self.sample = self.sample, e.sample
-        if previous is None or not self.computing:
-            return
-        seconds = max(0.0, e.sample.at - previous.at)
-        gpu = self.gpu_in_use()
-        if gpu is not None and gpu.power_w is not None:
-            watts, measured = gpu.power_w, True
-        elif e.sample.cpu_ours_percent is not None:
-            busy_threads = e.sample.cpu_ours_percent / 100 * e.sample.cpu_count
-            watts, measured = busy_threads * CPU_WATTS_PER_BUSY_THREAD, False
-        else:
-            return
-        self.energy_wh += watts * seconds / 3600
-        self.energy_measured = (
-            measured if self.energy_measured is None else (self.energy_measured and measured)
-        )
+        self.sample = e.sample
+        self.energy.add(e.sample, self.computing)
 
     def _on_Stopped(self, e: ev.Stopped) -> None:
         self.stopped = e
