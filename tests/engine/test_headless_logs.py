@@ -15,11 +15,14 @@ import pytest
 from allmende.cli.logs import JsonFormatter, resolve_level
 from allmende.cli.main import main
 from allmende.cli.volunteer_cmds import HeadlessLog
+from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, VolunteerEngine
 from allmende.client.engine import events as ev
 from allmende.client.probes import GpuSample, HardwareSample
+from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.errors import InvalidArgument
+from tests.conftest import job_requests
 
 
 def parse_iso(text: str) -> datetime:
@@ -158,3 +161,41 @@ def test_exit_when_idle_gives_up_on_a_coordinator_that_never_answers(tmp_path: P
     assert isinstance(stopped, ev.Stopped)
     assert code == stopped.exit_code == 4
     assert "unreachable; gave up after 1 s of retrying" in stopped.reason
+
+
+@pytest.mark.slow
+def test_headless_json_after_a_completed_job_matches_volunteers_list(
+    capsys: pytest.CaptureFixture[str],
+    coordinator: RunningCoordinator,
+    coordinator_home: CoordinatorHome,
+    admin: CoordinatorClient,
+    tmp_path: Path,
+) -> None:
+    """The check a new user makes: the volunteer's own --json lines report the valid count
+    and credit that `allmende volunteers list` shows for it."""
+    texts = [f"a sentence for the acceptance check, number {i}" for i in range(60)]
+    admin.create_job(job_requests(texts, redundancy=1, unit_size=20, gold_fraction=0.0))
+    fingerprint = coordinator.coordinator.key.fingerprint
+    code = main(
+        [
+            "volunteer", "--headless", "--json", "--exit-when-idle", "--home", str(tmp_path),
+            "--coordinator", coordinator.address, "--fingerprint", fingerprint, "--device", "cpu",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = [json.loads(line) for line in out.splitlines()]
+    verdicts = [line for line in lines if line["event"] == "result.verdict"]
+    assert [v["verdict"] for v in verdicts] == ["valid"] * 3
+    totals = [line for line in lines if line["event"] == "credit"][-1]
+    token = str(coordinator_home.root / "admin.token")
+    assert main(
+        ["volunteers", "list", "--json", "--coordinator", coordinator.address,
+         "--admin-token-file", token]
+    ) == 0  # fmt: skip
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (totals["results_valid"], totals["credit"]) == (
+        listed["results_valid"],
+        listed["credit"],
+    ) == (3, sum(v["credit"] for v in verdicts))
+    assert totals["credit"] > 0
