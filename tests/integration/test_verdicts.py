@@ -4,6 +4,7 @@ totals, the same figures `volunteers list` shows. Real coordinator on port 0."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -138,3 +139,14 @@ def test_the_engine_reports_verdicts_and_keeps_totals_across_restarts(
     assert (final.results_valid, final.credit) == (status.results_valid, status.credit)  # type: ignore[attr-defined]
     assert final.results_valid == 3 and final.credit == sum(v.credit for v in heard) > 0  # type: ignore[attr-defined]
     assert final.waiting == 0  # type: ignore[attr-defined]
+
+    # nothing new since: the remembered totals are still confirmed by the coordinator
+    quiet = start(
+        make_config(coordinator, home_a, exit_when_idle=True),
+        SlowComputer(0.0),
+        probe=FakeProbe([QUIET]),
+    )
+    quiet.finish()
+    told = quiet.of(ev.CreditTotals)
+    assert [t.remembered for t in told] == [True, False]  # type: ignore[attr-defined]
+    assert told[0] == replace(told[1], remembered=True)

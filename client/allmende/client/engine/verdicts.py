@@ -56,6 +56,7 @@ class VerdictBook:
         self._totals: dict[str, int] | None = None
         self._next_poll = 0.0
         self._supported = True  # False once the coordinator answered UNIMPLEMENTED
+        self._heard = False  # the coordinator has answered in this run
         self._load()
 
     @property
@@ -138,13 +139,15 @@ class VerdictBook:
                 t = response.totals
                 totals = {f: int(getattr(t, f)) for f in TOTAL_FIELDS}
                 changed = totals != self._totals or bool(decided)
+                first = not self._heard  # the remembered totals are now confirmed
+                self._heard = True
                 self._totals = totals
                 if changed:
                     self._save()
                 waiting = len(self._waiting)
             for event in decided:
                 self._on_event(event)
-            if changed:
+            if changed or first:
                 self._on_event(_totals_event(totals, waiting))
         finally:
             self._polling.release()
