@@ -38,3 +38,30 @@ def test_standings_follow_results_units_and_jobs(store: SqlStore) -> None:
 
     assert sorted(store.result_envelopes("job-v")) == [b"env"] * 3
     assert list(store.result_envelopes("job-none")) == []
+
+
+def test_totals_for_one_volunteer_count_as_volunteers_list_does(store: SqlStore) -> None:
+    units = make_job(store, "job-t", texts=6, unit_size=2, redundancy=2)
+    for volunteer in ("v1", "v2"):
+        while (got := lease(store, volunteer)) is not None:
+            submit(store, *got, volunteer)
+    assert len(units) == 3
+    listed = {s.volunteer_id: s for s in store.volunteer_stats(T0 + 10)}
+    for volunteer in ("v1", "v2", "v3"):
+        mine = store.volunteer_totals(volunteer)
+        them = listed[volunteer]
+        assert (
+            mine.results_valid,
+            mine.results_invalid,
+            mine.results_pending,
+            mine.credit,
+            mine.items_valid,
+        ) == (
+            them.results_valid,
+            them.results_invalid,
+            them.results_pending,
+            them.credit,
+            them.items_valid,
+        )
+    assert store.volunteer_totals("v1").results_valid == 3
+    assert store.volunteer_totals("nobody") == store.volunteer_totals("v3")

@@ -2,8 +2,8 @@
 earned, and its lifetime totals (BOINC volunteers ask for exactly this: a result's fate,
 not just "sent").
 
-Part of the `Coordinator` facade (a mixin, as submit.py). The totals are the figures
-`volunteers list` shows (`Store.volunteer_stats`), so both always agree.
+Part of the `Coordinator` facade (a mixin, as submit.py). The totals are counted as
+`volunteers list` counts them (`Store.volunteer_totals`), so both always agree.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from allmende.coordinator.domain.part import CoordinatorPart
-from allmende.coordinator.store.verdicts_sql import ResultStanding
+from allmende.coordinator.store.verdicts_sql import ResultStanding, VolunteerTotals
 from allmende.protocol.errors import InvalidArgument, Unauthenticated
 
 # Units one GetVerdicts call may ask about.
@@ -32,18 +32,9 @@ class ResultVerdict:
 
 
 @dataclass(frozen=True)
-class VerdictTotals:
-    results_valid: int = 0
-    results_invalid: int = 0
-    results_pending: int = 0
-    credit: int = 0
-    items_valid: int = 0
-
-
-@dataclass(frozen=True)
 class VerdictReport:
     verdicts: tuple[ResultVerdict, ...]
-    totals: VerdictTotals
+    totals: VolunteerTotals
 
 
 def verdict_of(s: ResultStanding) -> ResultVerdict | None:
@@ -83,11 +74,4 @@ class Verdicts(CoordinatorPart):
             raise Unauthenticated(f"unknown volunteer {volunteer_id[:16]!r}; register first")
         standings = self.store.result_standings(volunteer_id, list(dict.fromkeys(unit_ids)))
         decided = tuple(v for v in map(verdict_of, standings) if v is not None)
-        stats = self.store.volunteer_stats(self.clock(), volunteer_id)
-        totals = VerdictTotals()
-        if stats:
-            st = stats[0]
-            totals = VerdictTotals(
-                st.results_valid, st.results_invalid, st.results_pending, st.credit, st.items_valid
-            )
-        return VerdictReport(decided, totals)
+        return VerdictReport(decided, self.store.volunteer_totals(volunteer_id))

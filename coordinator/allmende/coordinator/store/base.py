@@ -31,7 +31,7 @@ from allmende.coordinator.store.records import (
     Verdict,
     VolunteerRecord,
 )
-from allmende.coordinator.store.verdicts_sql import ResultStanding
+from allmende.coordinator.store.verdicts_sql import ResultStanding, VolunteerTotals
 
 # Decides a unit's fate from all its results; runs inside the submit transaction.
 Judge = Callable[[UnitRecord, list[ResultRecord]], Verdict]
@@ -139,6 +139,7 @@ class Store(Protocol):
     def result_standings(
         self, volunteer_id: str, unit_ids: Sequence[str]
     ) -> list[ResultStanding]: ...
+    def volunteer_totals(self, volunteer_id: str) -> VolunteerTotals: ...
 
     # trust (store/trust_sql.py)
     def get_reputation(self, volunteer_id: str) -> dict[str, Reputation]: ...
