@@ -319,3 +319,16 @@ async def test_temperatures_show_and_a_hot_cpu_pause_says_when_it_resumes(tmp_pa
         assert "resuming below 80 °C" in app.state.log[-1].text
         unit = str(app.screen.query_one("#unit", Static).render())
         assert "CPU at 93 °C" in unit
+
+
+async def test_a_schedule_pause_names_the_window_in_the_title_and_when_it_resumes(
+    tmp_path: Path,
+) -> None:
+    app, clock = make_app(tmp_path)
+    reason = "outside the schedule (03:00-04:00); resuming at 03:00"
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed(app, clock, [(0, ev.Paused(reason))])
+        await pilot.pause()
+        title = str(app.screen.query_one("#title", Static).render())
+        assert title.endswith("paused: outside the schedule (03:00-04:00)"), title
+        assert reason in str(app.screen.query_one("#unit", Static).render())
