@@ -66,6 +66,15 @@ def test_every_line_has_an_iso_timestamp_and_idle_lines_are_rate_limited(
     record = json.loads(capsys.readouterr().out)
     assert (record["cpu_temperature"], record["gpus"]) == ("71C", "cuda:0:66C:energy-estimated")
 
+    # quitting mid-unit: the stop line, and a sentence on what went back to the coordinator
+    log(ev.Stopped(0, "stopped", 1, 600, 0, 2, 384, 44.9))
+    captured = capsys.readouterr()
+    assert "handed_back=2 handed_back_rows=384" in captured.out
+    assert captured.err == (
+        "allmende volunteer: 2 unit(s) handed back to the coordinator "
+        "(384 rows computed in 44.9 s, given up)\n"
+    )
+
     json_log = HeadlessLog(json_lines=True)
     json_log(ev.Paused("outside the schedule (03:00-04:00); resuming at 03:00"))
     [line] = capsys.readouterr().out.splitlines()

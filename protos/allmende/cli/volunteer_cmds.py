@@ -161,6 +161,8 @@ class HeadlessLog:
             out(f"{stamp} {event.as_line()}")
         if isinstance(event, Stopped) and event.exit_code:
             err(f"allmende volunteer: {event.reason}")
+        if isinstance(event, Stopped) and event.handed_back:
+            err("allmende volunteer: " + handed_back(event).removeprefix("; "))
 
 
 def hardware_fields(sample: HardwareSample) -> dict[str, str]:
