@@ -59,5 +59,6 @@ def test_settings_from_the_environment_and_the_home_file_json_lines_without_tele
     assert code == 3
     assert "not a terminal; running headless" in err
     events = [json.loads(line) for line in out.splitlines()]
-    assert [e["event"] for e in events] == ["stopped"]  # no hardware samples, no rtt lines
-    assert wrong in events[0]["reason"] and events[0]["spooled"] == 0
+    # the machine's sensors once, then no hardware samples and no rtt lines
+    assert [e["event"] for e in events] == ["hardware", "stopped"]
+    assert wrong in events[-1]["reason"] and events[-1]["spooled"] == 0

@@ -41,8 +41,30 @@ def test_a_bad_schedule_names_the_key_and_the_format(bad: str) -> None:
 def test_outside_the_schedule_pauses_with_the_window_named() -> None:
     policy = Policy(Limits(schedule="22:00-07:00"))
     assert policy.check(QUIET, time(23, 0)) is None
-    assert policy.check(QUIET, time(12, 0)) == "outside the schedule (22:00-07:00)"
-    assert policy.check(None, time(12, 0)) == "outside the schedule (22:00-07:00)"
+    paused = "outside the schedule (22:00-07:00); resuming at 22:00"
+    assert policy.check(QUIET, time(12, 0)) == paused
+    assert policy.check(None, time(12, 0)) == paused
+    # with several windows, the one that opens next
+    two = Policy(Limits(schedule="03:00-04:00, 12:30-13:00"))
+    assert two.check(QUIET, time(4, 10)) == (
+        "outside the schedule (03:00-04:00, 12:30-13:00); resuming at 12:30"
+    )
+    assert two.check(QUIET, time(20, 0)) is not None
+    assert "resuming at 03:00" in (two.check(QUIET, time(20, 0)) or "")
+
+
+def test_cpu_temperature_pauses_above_the_limit_and_resumes_5_degrees_below() -> None:
+    policy = Policy(Limits(max_cpu_temp_c=85))
+
+    def at(celsius: float | None) -> str | None:
+        return policy.check(replace(QUIET, cpu_temperature_c=celsius), time(12))
+
+    assert at(84) is None
+    assert at(91) == "CPU at 91 °C, above the 85 °C limit; resuming below 80 °C"
+    assert at(82) is not None  # hysteresis
+    assert at(79) is None
+    assert at(None) is None  # no sensor: the rule cannot hold work back
+    assert Policy(Limits()).check(replace(QUIET, cpu_temperature_c=99), time(12)) is None
 
 
 def test_battery_pauses_only_when_asked_to() -> None:

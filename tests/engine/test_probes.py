@@ -5,7 +5,14 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from allmende.client.probes import FakeProbe, GpuSample, HardwareSample, SystemProbe, nvml_sample
+from allmende.client.probes import (
+    FakeProbe,
+    GpuSample,
+    HardwareSample,
+    SystemProbe,
+    nvml_sample,
+    pick_cpu_temperature,
+)
 
 
 def test_the_fake_probe_replays_its_samples_on_a_fixed_clock() -> None:
@@ -85,3 +92,28 @@ def test_the_system_probe_reads_this_machine() -> None:
     assert sample.memory_total_bytes and sample.memory_ours_bytes
     assert 0 <= (sample.cpu_percent or 0) <= 100
     assert probe.devices()[0][0] == "cpu"
+    # real sensors where this machine has them; "none" (None) cleanly where it has not
+    assert sample.cpu_temperature_c is None or 0 < sample.cpu_temperature_c < 150
+    for gpu in sample.gpus:
+        assert gpu.temperature_c is None or gpu.temperature_c > 0
+
+
+def test_cpu_temperature_comes_from_the_cpu_sensor_group() -> None:
+    def t(current: float | None) -> Any:
+        return types.SimpleNamespace(label="", current=current, high=None, critical=None)
+
+    groups = {
+        "nvme": [t(71.0)],  # a disk, not the CPU
+        "acpitz": [t(40.0)],
+        "coretemp": [t(55.0), t(63.0), t(0.0)],  # package and cores; 0: not connected
+    }
+    assert pick_cpu_temperature(groups) == 63.0
+    assert pick_cpu_temperature({"acpitz": [t(41.5)]}) == 41.5
+    assert pick_cpu_temperature({"nvme": [t(71.0)]}) is None
+    assert pick_cpu_temperature({}) is None
+
+
+def test_the_gpu_energy_counter_is_read_where_the_board_has_one() -> None:
+    assert nvml_sample(fake_nvml(), 0, pid=1).energy_mj is None
+    counted = nvml_sample(fake_nvml(nvmlDeviceGetTotalEnergyConsumption=lambda h: 9_000_000), 0, 1)
+    assert counted.energy_mj == 9_000_000

@@ -78,7 +78,9 @@ def test_the_cli_runs_a_job_end_to_end(served: tuple[Path, str, str], tmp_path: 
         out, err = volunteer.communicate(timeout=300)
         assert volunteer.returncode == 0, err
         events = [json.loads(line) for line in out.splitlines()]
-        assert events[0]["event"] == "connected"
+        # the machine's sensors, then the connection; every line stamped
+        assert [e["event"] for e in events[:2]] == ["hardware", "connected"]
+        assert all(e["ts"].endswith("Z") for e in events)
         assert events[-1]["event"] == "stopped" and events[-1]["exit_code"] == 0
         assert any(e["event"] == "result.submitted" for e in events)
         assert (tmp_path / f"v{volunteers.index(volunteer)}" / "volunteer.key").exists()

@@ -186,6 +186,9 @@ def busy_script() -> list[tuple[float, ev.Event]]:
         ]
     unit = f"{JOB}-u{12:06d}"
     script += [
+        (t + 1, ev.ResultVerdict(f"{JOB}-u000000", JOB, "valid", "", 1_310, 256)),
+        (t + 1, ev.ResultVerdict(f"{JOB}-u000003", JOB, "outvoted", "the quorum agreed", 0, 256)),
+        (t + 1, ev.CreditTotals(20, 1, 4, 26_200, 5_120, waiting=4)),
         (t + 1, ev.UnitRefused(f"{JOB}-u000099", "refused: signature: does not verify")),
         (t + 2, ev.UnitLeased(unit, JOB, "embed-text", "all-MiniLM-L6-v2", 256, True)),
         (t + 2, ev.RoundTrip(18.0)),

@@ -177,6 +177,7 @@ async def test_settings_apply_live_and_only_changed_keys_are_saved(tmp_path: Pat
         screen.query_one("#batch_size", Input).value = "32"
         screen.query_one("#schedule", Input).value = "22:00-07:00"
         screen.query_one("#max_gpu_temp_c", Input).value = "83"
+        screen.query_one("#max_cpu_temp_c", Input).value = "90"
         screen.query_one("#pause_on_battery", Checkbox).value = True
         screen.query_one("#idle_only", Checkbox).value = True
         await pilot.press("ctrl+s")
@@ -188,6 +189,7 @@ async def test_settings_apply_live_and_only_changed_keys_are_saved(tmp_path: Pat
             83.0,
         )
         assert applied.pause_on_battery and applied.idle_only
+        assert applied.max_cpu_temp_c == 90.0
         assert app.settings.batch_size == 32
     assert saved(tmp_path) == {
         "batch_size": 32,
@@ -195,6 +197,7 @@ async def test_settings_apply_live_and_only_changed_keys_are_saved(tmp_path: Pat
         "pause_on_battery": True,
         "max_gpu_temp_c": 83,
         "schedule": "22:00-07:00",
+        "max_cpu_temp_c": 90,
     }
 
 
@@ -216,10 +219,22 @@ async def test_panels_show_progress_rate_eta_contribution_and_energy(tmp_path: P
         feed(app, clock, busy_script())
         await pilot.pause()
         state = app.state
-        assert (state.accepted, state.pending, state.refused) == (8, 4, 1)
-        assert (state.credit, state.credit_pending, state.items_sent) == (2048, 1024, 3072)
+        # the coordinator's lifetime totals replace the session's own counts once they arrive
+        assert (state.accepted, state.pending, state.rejected, state.refused) == (20, 4, 1, 1)
+        assert (state.credit, state.items_sent) == (26_200, 3072)
+        assert state.verdicts == {"valid": 1, "outvoted": 1}
+        lines = [line.text for line in state.log]
+        assert any(line.endswith("u000000 valid: +1,310 credit") for line in lines), lines
+        assert any("u000003 outvoted: the quorum agreed" in line for line in lines)
+        contribution = str(app.screen.query_one("#contribution", Static).render())
+        assert "valid 20" in contribution and "invalid 1" in contribution
+        assert "credit 26,200" in contribution
         assert state.unit_progress() == (0.5, "measured") and state.eta_s() == 128 / 30.5
-        assert state.energy_measured and 16 < state.energy_wh < 18  # 312 W while computing
+        # 312 W while computing, summed every 2 s: an estimate (no energy counter here)
+        assert state.energy_measured is False and 16 < state.energy_wh < 18
+        assert "≈17.07 Wh, est. (GPU power)" in str(
+            app.screen.query_one("#contribution", Static).render()
+        )
         unit = str(app.screen.query_one("#unit", Static).render())
         assert "128/256" in unit and "30 items/s" in unit and "ETA 0:04" in unit
         assert max(state.throughput()) > 0
@@ -254,3 +269,66 @@ def test_telemetry_messages_merge_but_state_changes_never_do() -> None:
     assert progress.can_replace(newer)
     assert not progress.can_replace(sample) and not progress.can_replace(result)
     assert not result.can_replace(EngineEvent(ev.ResultSubmitted("v", "accepted", "", 1)))
+
+
+def test_the_summary_after_quitting_says_what_was_handed_back() -> None:
+    from datetime import datetime
+
+    from allmende.cli.volunteer_cmds import summary
+    from allmende.client.tui.state import ViewState
+
+    state = ViewState(clock=lambda: 0.0, wall=lambda: datetime(2026, 1, 1, 21, 30))
+    state.apply(ev.CreditTotals(7, 0, 2, 15_970, 1_792))
+    state.apply(ev.UnitReleased("job-1-u000003", "stopping: quit", 120, 600, 4.25))
+    state.apply(ev.Stopped(0, "stopped", 3, 768, 0, 2, 120, 4.25))
+    lines = summary(state)
+    assert lines[0].startswith("allmende: 7 result(s) valid, 2 pending validation, 0 invalid")
+    assert "credit 15,970" in lines[0]
+    assert lines[-1] == (
+        "allmende: 2 unit(s) handed back to the coordinator "
+        "(120 rows computed in 4.2 s, given up)"
+    )
+    assert "120 of 600 rows computed in 4.2 s, given up" in state.log[-2].text
+    assert "2 unit(s) handed back" in state.log[-1].text
+
+
+async def test_temperatures_show_and_a_hot_cpu_pause_says_when_it_resumes(tmp_path: Path) -> None:
+    from allmende.client.probes import GpuSample, HardwareSample
+
+    app, clock = make_app(tmp_path)
+    hot = HardwareSample(
+        at=0,
+        cpu_count=8,
+        cpu_percent=90,
+        cpu_ours_percent=80,
+        cpu_temperature_c=93.0,
+        gpus=(GpuSample(0, "Test GPU", temperature_c=71.0),),
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed(
+            app,
+            clock,
+            [
+                (0, ev.HardwareSampled(hot)),
+                (0, ev.Paused("CPU at 93 °C, above the 85 °C limit; resuming below 80 °C")),
+            ],
+        )
+        await pilot.pause()
+        panel = str(app.screen.query_one("#hardware", Static).render())
+        assert "CPU  90% 93°C" in panel and "71°C" in panel
+        assert "resuming below 80 °C" in app.state.log[-1].text
+        unit = str(app.screen.query_one("#unit", Static).render())
+        assert "CPU at 93 °C" in unit
+
+
+async def test_a_schedule_pause_names_the_window_in_the_title_and_when_it_resumes(
+    tmp_path: Path,
+) -> None:
+    app, clock = make_app(tmp_path)
+    reason = "outside the schedule (03:00-04:00); resuming at 03:00"
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed(app, clock, [(0, ev.Paused(reason))])
+        await pilot.pause()
+        title = str(app.screen.query_one("#title", Static).render())
+        assert title.endswith("paused: outside the schedule (03:00-04:00)"), title
+        assert reason in str(app.screen.query_one("#unit", Static).render())

@@ -65,10 +65,14 @@ async def test_the_tui_with_the_real_model_finishes_a_job(
         assert state.stopped is not None and state.stopped.exit_code == 0, state.stopped
         assert state.stopped.reason == "no work left"
         assert (state.accepted, state.rejected, state.spooled) == (3, 0, 0)
-        assert state.credit == 96 and state.connection == "stopped"
+        assert state.connection == "stopped"
         assert any(e.name == "unit.progress" for e in app.events)  # measured, not estimated
+        # the verdicts arrived, with the coordinator's credit, as `volunteers list` has it
+        assert state.verdicts == {"valid": 3}
+        [listed] = admin.list_volunteers()
+        assert (listed.results_valid, listed.credit) == (3, state.credit) and state.credit > 0
         contribution = str(app.screen.query_one("#contribution", Static).render())
-        assert "accepted 3" in contribution and "credit 96" in contribution
+        assert "valid 3" in contribution and f"credit {state.credit:,}" in contribution
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)
     assert app.return_value == 0

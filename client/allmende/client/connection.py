@@ -163,12 +163,12 @@ class CoordinatorClient:
         response = self._unary(self.volunteers.RegisterVolunteer, request)
         return str(response.volunteer_id)
 
-    def _signed(self, name: str, method: Any, request: Any) -> Any:
+    def _signed(self, name: str, method: Any, request: Any, timeout: float | None = None) -> Any:
         """A volunteer call, signed with `signer` (method, body hash, time, nonce)."""
         if self.signer is None:
             raise RuntimeError("volunteer calls need a signer (the volunteer's key)")
         metadata = [*self._metadata, *sign_request(self.signer, f"{VOLUNTEER}{name}", request)]
-        return _call(lambda: method(request, timeout=self.timeout_s, metadata=metadata))
+        return _call(lambda: method(request, timeout=timeout or self.timeout_s, metadata=metadata))
 
     def lease(self, volunteer_id: str, max_units: int = 1) -> pb.LeaseWorkResponse:
         """Up to `max_units` leases: the first in `lease`, the others in `more_leases`."""
@@ -198,6 +198,13 @@ class CoordinatorClient:
             volunteer_id=volunteer_id, lease_id=lease_id, reason=reason[:MAX_REASON_CHARS]
         )
         self._signed("ReleaseWork", self.volunteers.ReleaseWork, request)
+
+    def verdicts(self, volunteer_id: str, unit_ids: Sequence[str]) -> pb.GetVerdictsResponse:
+        """The final verdicts on this volunteer's results for `unit_ids` (undecided ones are
+        left out), and its lifetime totals."""
+        request = pb.GetVerdictsRequest(volunteer_id=volunteer_id, unit_ids=list(unit_ids))
+        # Short: asking is best effort and must never hold up work or a stop.
+        return self._signed("GetVerdicts", self.volunteers.GetVerdicts, request, timeout=5.0)
 
     # jobs
     def create_job(self, requests: Iterable[pb.CreateJobRequest]) -> pb.CreateJobResponse:

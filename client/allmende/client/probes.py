@@ -36,6 +36,9 @@ class GpuSample:
     memory_ours_bytes: int | None = None
     temperature_c: float | None = None
     power_w: float | None = None
+    # The board's own energy counter since the driver loaded, in millijoules (NVML's
+    # nvmlDeviceGetTotalEnergyConsumption, Volta and newer); None where it has none.
+    energy_mj: int | None = None
 
     @property
     def device(self) -> str:
@@ -58,6 +61,8 @@ class HardwareSample:
     on_battery: bool | None = None
     battery_percent: float | None = None
     gpus: tuple[GpuSample, ...] = ()
+    # The hottest CPU package (or core) sensor psutil reports; None: no sensor here.
+    cpu_temperature_c: float | None = None
 
     @property
     def cpu_others_percent(self) -> float | None:
@@ -134,6 +139,7 @@ class SystemProbe:
                 on_battery=on_battery,
                 battery_percent=battery_percent,
                 gpus=tuple(self._gpus()),
+                cpu_temperature_c=cpu_temperature(self._psutil),
             )
 
     def _battery(self) -> tuple[bool | None, float | None]:
@@ -159,6 +165,33 @@ class SystemProbe:
             log.debug("NVML device count failed: %s", exc)
             return []
         return [nvml_sample(nvml, index, os.getpid()) for index in range(count)]
+
+
+# psutil sensor groups that measure the CPU itself, best first (Linux names: Intel, AMD,
+# ARM boards, ACPI); anything else (disks, Wi-Fi, batteries) is not the CPU.
+CPU_SENSORS = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "cpu-thermal", "acpitz")
+
+
+def cpu_temperature(psutil: Any) -> float | None:
+    """The hottest reading of the first CPU sensor group psutil knows, or None where the
+    platform has none (containers, VMs, macOS and Windows, whose psutil has no sensors)."""
+    read = getattr(psutil, "sensors_temperatures", None)
+    if read is None:
+        return None
+    try:
+        groups = read() or {}
+    except Exception:  # a broken sysfs entry: no reading rather than no sample
+        return None
+    return pick_cpu_temperature(groups)
+
+
+def pick_cpu_temperature(groups: dict[str, Any]) -> float | None:
+    for name in CPU_SENSORS:
+        readings = [float(t.current) for t in groups.get(name, ()) if t.current is not None]
+        readings = [c for c in readings if 0 < c < 150]  # unplugged sensors read 0 or junk
+        if readings:
+            return max(readings)
+    return None
 
 
 def _load_nvml() -> Any:
@@ -189,6 +222,7 @@ def nvml_sample(nvml: Any, index: int, pid: int) -> GpuSample:
     memory = _maybe(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
     temperature = _maybe(lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
     milliwatts = _maybe(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+    energy = _maybe(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
     processes = _maybe(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle))
     ours = None
     if processes is not None:
@@ -202,6 +236,7 @@ def nvml_sample(nvml: Any, index: int, pid: int) -> GpuSample:
         memory_ours_bytes=ours,
         temperature_c=None if temperature is None else float(temperature),
         power_w=None if milliwatts is None else float(milliwatts) / 1000.0,
+        energy_mj=None if energy is None else int(energy),
     )
 
 

@@ -48,6 +48,7 @@ class VolunteerSettings:
     pause_on_battery: bool = False
     max_gpu_temp_c: int = 0
     schedule: str = ""
+    max_cpu_temp_c: int = 0
 
     @property
     def configured(self) -> bool:
@@ -77,6 +78,7 @@ class VolunteerSettings:
             idle_cpu_percent=self.idle_cpu_percent,
             pause_on_battery=self.pause_on_battery,
             max_gpu_temp_c=float(self.max_gpu_temp_c),
+            max_cpu_temp_c=float(self.max_cpu_temp_c),
             schedule=self.schedule,
             **extra,
         )
@@ -182,6 +184,13 @@ KEYS: tuple[Key, ...] = (
         int,
         "--max-gpu-temp",
         "pause above this GPU temperature, °C (0: no limit)",
+        lambda v: None if v == 0 or 40 <= v <= 120 else "0 (no limit) or 40 to 120 °C",
+    ),
+    Key(
+        "max_cpu_temp_c",
+        int,
+        "--max-cpu-temp",
+        "pause above this CPU temperature, °C (0: no limit)",
         lambda v: None if v == 0 or 40 <= v <= 120 else "0 (no limit) or 40 to 120 °C",
     ),
     Key(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from allmende.cli.common import EXIT_CODES_HELP, EXIT_USAGE, CliError, err
 from allmende.cli.limit_flags import add_limit_flags
+from allmende.cli.logs import add_log_flags, setup_logging
 from allmende.cli.parser import CliParser, version_text
 from allmende.protocol.errors import AllmendeError, InvalidArgument
 
@@ -92,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug details (--log-level debug)"
+    )
     parser.add_argument("--version", action="version", version=version_text())
+    add_log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     coordinator = sub.add_parser("coordinator", help="run and manage a coordinator")
@@ -189,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="let replicas of one unit go to volunteers in the same address block",
     )
     add_limit_flags(trust)
+    add_log_flags(p, sub=True)
     p.set_defaults(handler="coordinator_cmds:serve")
     p = csub.add_parser("fingerprint", help="print the coordinator key's fingerprint")
     p.add_argument("--data", required=True, help="the coordinator's data folder")
@@ -312,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or in --home) [ALLMENDE_CONFIG]",
     )
     p.add_argument("--setup", action="store_true", help="show the first-run screen again")
+    add_log_flags(p, sub=True)
     p.set_defaults(handler="volunteer_cmds:volunteer")
 
     dataset = sub.add_parser("dataset", help="download and verify datasets")
@@ -344,12 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     module_name, func_name = args.handler.split(":")
     try:
+        setup_logging(args)
         module = importlib.import_module(f"allmende.cli.{module_name}")
         return int(getattr(module, func_name)(args))
     except CliError as exc:

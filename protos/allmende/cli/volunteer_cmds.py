@@ -15,19 +15,26 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from allmende.cli.common import EXIT_USAGE, CliError, err, out
+from allmende.cli.logs import iso_now
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
-from allmende.client.engine.events import Stopped
+from allmende.client.engine.events import HardwareSampled, Idle, Stopped
 from allmende.client.engine.identity import default_home
+from allmende.client.probes import HardwareSample
 from allmende.client.settings import (
     KEYS_BY_NAME,
+    LoadedSettings,
     flags_from,
     load_settings,
     resolve_config_path,
     resolve_home,
 )
+from allmende.client.tui.state import ViewState, handed_back
+from allmende.protocol.errors import AllmendeError
 
 EXIT_INTERRUPTED = 130
 
@@ -53,6 +60,7 @@ def volunteer(args: argparse.Namespace) -> int:
                 "in a terminal once to set it up",
                 EXIT_USAGE,
             )
+        remember_name(loaded)
         return run_headless(settings.engine_config(home, **extra), args.json)
 
     from allmende.client.probes import HardwareProbe, SystemProbe
@@ -73,6 +81,7 @@ def volunteer(args: argparse.Namespace) -> int:
         for name, origin in loaded.origins.items()
         if origin in ("flag", "env")
     ]
+    remember_name(loaded)
     app = VolunteerApp(
         settings=settings,
         home=home,
@@ -84,27 +93,123 @@ def volunteer(args: argparse.Namespace) -> int:
         first_run=True if args.setup else None,
     )
     code = app.run()
-    state = app.state
-    if state.accepted or state.pending or state.rejected or state.spooled:
-        out(
-            f"allmende: this session {state.accepted} result(s) accepted, {state.pending} "
-            f"pending validation, {state.rejected} rejected; {state.spooled} kept on disk "
-            "to send next time"
-        )
+    for line in summary(app.state):
+        out(line)
     return code if code is not None else 1
+
+
+def remember_name(loaded: LoadedSettings) -> None:
+    """A display name given as a flag is saved to the settings file, as the TUI saves it, so
+    the next start (and the coordinator's list) keeps it."""
+    if loaded.origins.get("display_name") != "flag":
+        return
+    name = loaded.settings.display_name
+    try:
+        if loaded.file.read().get("display_name") != name:
+            loaded.file.save({"display_name": name})
+    except (OSError, AllmendeError) as exc:  # a read-only or broken file: run anyway
+        err(f"allmende: could not save the display name to {loaded.file.path}: {exc}")
+
+
+def quiet_progress_bars() -> None:
+    """No tqdm bars from model loading in log lines (transformers, huggingface_hub)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+class HeadlessLog:
+    """Engine events as log lines, each with an ISO 8601 UTC timestamp; idle lines that say
+    nothing new are written at most once per `IDLE_EVERY_S` (the engine polls every 2 s)."""
+
+    IDLE_EVERY_S = 60.0
+
+    def __init__(self, json_lines: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.json_lines = json_lines
+        self.clock = clock
+        self._last_idle: tuple[tuple[bool, str], float] | None = None
+        self._hardware_said = False
+
+    def _write(self, name: str, fields: dict[str, str]) -> None:
+        stamp = iso_now()
+        if self.json_lines:
+            out(json.dumps({"ts": stamp, "event": name, **fields}, sort_keys=True))
+        else:
+            out(f"{stamp} event={name} " + " ".join(f"{k}={v}" for k, v in fields.items()))
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, HardwareSampled) and not self._hardware_said:
+            self._hardware_said = True  # once: what this machine's sensors report
+            self._write("hardware", hardware_fields(event.sample))
+            return
+        if event.telemetry:
+            return
+        if isinstance(event, Idle):
+            key = (event.work_remaining, event.notice)
+            now = self.clock()
+            if self._last_idle is not None:
+                last_key, at = self._last_idle
+                if last_key == key and now - at < self.IDLE_EVERY_S:
+                    return
+            self._last_idle = (key, now)
+        else:
+            self._last_idle = None  # the next idle spell is news again
+        stamp = iso_now()
+        if self.json_lines:
+            out(json.dumps({"ts": stamp, **event.as_dict()}, sort_keys=True))
+        else:
+            out(f"{stamp} {event.as_line()}")
+        if isinstance(event, Stopped) and event.exit_code:
+            err(f"allmende volunteer: {event.reason}")
+        if isinstance(event, Stopped) and event.handed_back:
+            err("allmende volunteer: " + handed_back(event).removeprefix("; "))
+
+
+def hardware_fields(sample: HardwareSample) -> dict[str, str]:
+    """The sensors of this machine, "none" where it has none."""
+
+    def celsius(value: float | None) -> str:
+        return "none" if value is None else f"{value:.0f}C"
+
+    gpus = ",".join(
+        f"{g.device}:{celsius(g.temperature_c)}:"
+        + ("energy-counter" if g.energy_mj is not None else "energy-estimated")
+        for g in sample.gpus
+    )
+    return {
+        "cpus": str(sample.cpu_count),
+        "cpu_temperature": celsius(sample.cpu_temperature_c),
+        "gpus": gpus or "none",
+    }
+
+
+def summary(state: ViewState) -> list[str]:
+    """What the volunteer reads after leaving the TUI: its record, and the work handed back."""
+    lines = []
+    if state.totals is not None:
+        t = state.totals
+        lines.append(
+            f"allmende: {t.results_valid:,} result(s) valid, {t.results_pending:,} pending "
+            f"validation, {t.results_invalid:,} invalid; credit {t.credit:,} (lifetime, at "
+            "this coordinator)"
+        )
+    elif state.accepted or state.pending or state.rejected:
+        lines.append(
+            f"allmende: this session {state.accepted} result(s) accepted, {state.pending} "
+            f"pending validation, {state.rejected} rejected"
+        )
+    if state.spooled:
+        lines.append(f"allmende: {state.spooled} result(s) kept on disk to send next time")
+    if state.stopped is not None and state.stopped.handed_back:
+        lines.append("allmende: " + handed_back(state.stopped).removeprefix("; "))
+    return lines
 
 
 def run_headless(config: EngineConfig, json_lines: bool) -> int:
     """One line per engine event; Ctrl-C or SIGTERM quit cleanly, a second Ctrl-C at once."""
 
-    def log_event(event: Event) -> None:
-        if event.telemetry:
-            return
-        out(json.dumps(event.as_dict(), sort_keys=True) if json_lines else event.as_line())
-        if isinstance(event, Stopped) and event.exit_code:
-            err(f"allmende volunteer: {event.reason}")
-
-    engine = VolunteerEngine(config, on_event=log_event)
+    quiet_progress_bars()
+    engine = VolunteerEngine(config, on_event=HeadlessLog(json_lines))
     interrupted: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:

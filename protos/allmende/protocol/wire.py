@@ -8,6 +8,7 @@ that turns those bytes into plain values and back.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -17,6 +18,9 @@ from allmende.protocol.signing import CTX_RESULT, CTX_WORK_UNIT, SigningKey, ver
 from allmende.v1 import allmende_pb2 as pb
 
 CODEC = "shuffle+zstd"
+# A bound on the energy a result may report per 1,000 items (10 kWh): far above any real
+# device, low enough that a job's total cannot be swamped by one absurd claim.
+MAX_ENERGY_WH_PER_1000 = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,10 @@ class ResultEnvelope:
     compute_ms: int
     created_ms: int
     claimed_tokens: int = 0
+    # Energy for this unit scaled to 1,000 items, in Wh (0: unknown); `energy_estimated`:
+    # summed from power readings, not read from the device's own energy counter.
+    energy_wh_per_1000: float = 0.0
+    energy_estimated: bool = False
 
 
 def encode_envelope(env: ResultEnvelope) -> bytes:
@@ -114,6 +122,8 @@ def encode_envelope(env: ResultEnvelope) -> bytes:
         compute_ms=env.compute_ms,
         created_unix_ms=env.created_ms,
         claimed_tokens=env.claimed_tokens,
+        energy_wh_per_1000=env.energy_wh_per_1000,
+        energy_estimated=env.energy_estimated,
     )
     return bytes(message.SerializeToString(deterministic=True))
 
@@ -131,6 +141,12 @@ def decode_envelope(blob: bytes) -> ResultEnvelope:
         raise InvalidArgument("envelope.codec", f"{CODEC!r}, got {message.codec!r}")
     if len(message.payload_sha256) != 32:
         raise InvalidArgument("envelope.payload_sha256", "32 bytes")
+    energy = message.energy_wh_per_1000
+    if not (math.isfinite(energy) and 0.0 <= energy <= MAX_ENERGY_WH_PER_1000):
+        raise InvalidArgument(
+            "envelope.energy_wh_per_1000",
+            f"a number of watt-hours from 0 to {MAX_ENERGY_WH_PER_1000:g}, got {energy!r}",
+        )
     return ResultEnvelope(
         unit_id=message.unit_id,
         lease_id=message.lease_id,
@@ -146,6 +162,8 @@ def decode_envelope(blob: bytes) -> ResultEnvelope:
         compute_ms=message.compute_ms,
         created_ms=message.created_unix_ms,
         claimed_tokens=message.claimed_tokens,
+        energy_wh_per_1000=energy,
+        energy_estimated=message.energy_estimated,
     )
 
 

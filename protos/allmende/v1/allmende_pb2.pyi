@@ -135,7 +135,7 @@ class LeaseWorkResponse(_message.Message):
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., work_remaining: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ..., notice: _Optional[str] = ..., more_leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class ResultEnvelope(_message.Message):
-    __slots__ = ("unit_id", "lease_id", "volunteer_id", "dtype", "rows", "dims", "codec", "payload_sha256", "unit_sha256", "model_sha256", "device", "compute_ms", "created_unix_ms", "claimed_tokens")
+    __slots__ = ("unit_id", "lease_id", "volunteer_id", "dtype", "rows", "dims", "codec", "payload_sha256", "unit_sha256", "model_sha256", "device", "compute_ms", "created_unix_ms", "claimed_tokens", "energy_wh_per_1000", "energy_estimated")
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,8 @@ class ResultEnvelope(_message.Message):
     COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CLAIMED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_WH_PER_1000_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     unit_id: str
     lease_id: str
     volunteer_id: str
@@ -164,7 +166,9 @@ class ResultEnvelope(_message.Message):
     compute_ms: int
     created_unix_ms: int
     claimed_tokens: int
-    def __init__(self, unit_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., volunteer_id: _Optional[str] = ..., dtype: _Optional[str] = ..., rows: _Optional[int] = ..., dims: _Optional[int] = ..., codec: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., unit_sha256: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., device: _Optional[str] = ..., compute_ms: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., claimed_tokens: _Optional[int] = ...) -> None: ...
+    energy_wh_per_1000: float
+    energy_estimated: bool
+    def __init__(self, unit_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., volunteer_id: _Optional[str] = ..., dtype: _Optional[str] = ..., rows: _Optional[int] = ..., dims: _Optional[int] = ..., codec: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., unit_sha256: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., device: _Optional[str] = ..., compute_ms: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., claimed_tokens: _Optional[int] = ..., energy_wh_per_1000: _Optional[float] = ..., energy_estimated: _Optional[bool] = ...) -> None: ...
 
 class SubmitResultRequest(_message.Message):
     __slots__ = ("envelope", "signature", "payload")
@@ -213,6 +217,52 @@ class ReleaseWorkRequest(_message.Message):
 class ReleaseWorkResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetVerdictsRequest(_message.Message):
+    __slots__ = ("volunteer_id", "unit_ids")
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    unit_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, volunteer_id: _Optional[str] = ..., unit_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ResultVerdict(_message.Message):
+    __slots__ = ("unit_id", "job_id", "verdict", "reason", "credit", "rows")
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    job_id: str
+    verdict: str
+    reason: str
+    credit: int
+    rows: int
+    def __init__(self, unit_id: _Optional[str] = ..., job_id: _Optional[str] = ..., verdict: _Optional[str] = ..., reason: _Optional[str] = ..., credit: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class VerdictTotals(_message.Message):
+    __slots__ = ("results_valid", "results_invalid", "results_pending", "credit", "items_valid")
+    RESULTS_VALID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_INVALID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_VALID_FIELD_NUMBER: _ClassVar[int]
+    results_valid: int
+    results_invalid: int
+    results_pending: int
+    credit: int
+    items_valid: int
+    def __init__(self, results_valid: _Optional[int] = ..., results_invalid: _Optional[int] = ..., results_pending: _Optional[int] = ..., credit: _Optional[int] = ..., items_valid: _Optional[int] = ...) -> None: ...
+
+class GetVerdictsResponse(_message.Message):
+    __slots__ = ("verdicts", "totals")
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    verdicts: _containers.RepeatedCompositeFieldContainer[ResultVerdict]
+    totals: VerdictTotals
+    def __init__(self, verdicts: _Optional[_Iterable[_Union[ResultVerdict, _Mapping]]] = ..., totals: _Optional[_Union[VerdictTotals, _Mapping]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "kind", "model", "redundancy", "unit_size", "tau", "max_replicas", "lease_seconds", "result_dtype", "gold_fraction")

@@ -64,6 +64,11 @@ class VolunteerServiceStub:
                 request_serializer=allmende_dot_v1_dot_allmende__pb2.ReleaseWorkRequest.SerializeToString,
                 response_deserializer=allmende_dot_v1_dot_allmende__pb2.ReleaseWorkResponse.FromString,
                 _registered_method=True)
+        self.GetVerdicts = channel.unary_unary(
+                '/allmende.v1.VolunteerService/GetVerdicts',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.GetVerdictsRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.GetVerdictsResponse.FromString,
+                _registered_method=True)
 
 
 class VolunteerServiceServicer:
@@ -105,6 +110,12 @@ class VolunteerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVerdicts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VolunteerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +148,11 @@ def add_VolunteerServiceServicer_to_server(servicer, server):
                     servicer.ReleaseWork,
                     request_deserializer=allmende_dot_v1_dot_allmende__pb2.ReleaseWorkRequest.FromString,
                     response_serializer=allmende_dot_v1_dot_allmende__pb2.ReleaseWorkResponse.SerializeToString,
+            ),
+            'GetVerdicts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVerdicts,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.GetVerdictsRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.GetVerdictsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +317,33 @@ class VolunteerService:
             '/allmende.v1.VolunteerService/ReleaseWork',
             allmende_dot_v1_dot_allmende__pb2.ReleaseWorkRequest.SerializeToString,
             allmende_dot_v1_dot_allmende__pb2.ReleaseWorkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVerdicts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.VolunteerService/GetVerdicts',
+            allmende_dot_v1_dot_allmende__pb2.GetVerdictsRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.GetVerdictsResponse.FromString,
             options,
             channel_credentials,
             insecure,

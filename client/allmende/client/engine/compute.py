@@ -16,6 +16,7 @@ import numpy as np
 
 from allmende.client.engine import events as ev
 from allmende.client.engine.config import EngineConfig
+from allmende.client.engine.control import Cancelled
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.wire import WorkUnit
 
@@ -68,9 +69,11 @@ def compute_unit(
     total = len(unit.texts)
     last_report = started
     paused_s = 0.0  # paused time within the unit computing now
+    rows_done = 0
 
     def progress(done: int) -> None:
-        nonlocal last_report, paused_s
+        nonlocal last_report, paused_s, rows_done
+        rows_done = done
         now = time.perf_counter()
         if now - last_report >= PROGRESS_INTERVAL_S or done >= total:
             last_report = now
@@ -81,7 +84,12 @@ def compute_unit(
             paused_s += wait_while_paused()
 
     compute: Any = computer.compute
-    matrix = compute(unit, progress=progress)
+    try:
+        matrix = compute(unit, progress=progress)
+    except Cancelled as cancelled:
+        cancelled.done = rows_done
+        cancelled.seconds = time.perf_counter() - started - paused_s
+        raise
     return matrix, time.perf_counter() - started - paused_s
 
 

@@ -31,6 +31,7 @@ class EngineConfig:
     idle_cpu_percent: float = 25.0
     pause_on_battery: bool = False
     max_gpu_temp_c: float = 0.0
+    max_cpu_temp_c: float = 0.0
     schedule: str = ""
     # How often the monitor samples the hardware probe.
     sample_interval_s: float = 2.0
@@ -42,6 +43,7 @@ class EngineConfig:
             idle_cpu_percent=self.idle_cpu_percent,
             pause_on_battery=self.pause_on_battery,
             max_gpu_temp_c=self.max_gpu_temp_c,
+            max_cpu_temp_c=self.max_cpu_temp_c,
             schedule=self.schedule,
         )
 

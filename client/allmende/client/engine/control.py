@@ -27,7 +27,13 @@ PAUSED_BY_YOU = "paused by you"
 
 
 class Cancelled(Exception):
-    """Raised inside a computer's progress callback when the volunteer quits."""
+    """Raised inside a computer's progress callback when the volunteer quits.
+
+    `compute_unit` fills in the work the unit had got so far (rows done, seconds spent), so
+    that handing it back can say what was given up."""
+
+    done: int = 0
+    seconds: float = 0.0
 
 
 def default_probe() -> HardwareProbe | None:

@@ -103,6 +103,11 @@ class UnitReleased(Event):
     name: ClassVar[str] = "unit.released"
     unit_id: str
     reason: str
+    # The work given up with it: rows computed of `items`, and the seconds spent on them
+    # (0 for a unit handed back before it was started).
+    done: int = 0
+    items: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,36 @@ class ResultSubmitted(Event):
     resent: bool = False
     # Rows in the result (the unit's distinct inputs).
     items: int = 0
+
+
+@dataclass(frozen=True)
+class ResultVerdict(Event):
+    """The coordinator's final word on a result: valid (with the credit granted), invalid
+    (with the reason), outvoted (the quorum agreed on other results) or cancelled."""
+
+    name: ClassVar[str] = "result.verdict"
+    unit_id: str
+    job_id: str
+    verdict: str
+    reason: str
+    credit: int
+    items: int
+
+
+@dataclass(frozen=True)
+class CreditTotals(Event):
+    """This volunteer's lifetime record at the coordinator, as `volunteers list` shows it.
+
+    `remembered`: read from disk at start, before the coordinator answered."""
+
+    name: ClassVar[str] = "credit"
+    results_valid: int
+    results_invalid: int
+    results_pending: int
+    credit: int
+    items_valid: int
+    waiting: int = 0  # results this volunteer still waits to hear about
+    remembered: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,3 +228,8 @@ class Stopped(Event):
     items: int
     # Finished results left on disk, to be sent on the next start.
     spooled: int = 0
+    # Units handed back uncomputed or part-computed when stopping, and the work they had
+    # got (rows computed, seconds spent), given up with them.
+    handed_back: int = 0
+    handed_back_rows: int = 0
+    handed_back_s: float = 0.0

@@ -67,7 +67,8 @@ class CoordinatorLink:
                 if limit is not None and time.monotonic() - started > limit:
                     raise Stop(
                         EXIT_UNREACHABLE,
-                        f"coordinator {self._settings().coordinator} unreachable: {exc.details}",
+                        f"coordinator {self._settings().coordinator} unreachable; gave up "
+                        f"after {limit:.0f} s of retrying: {exc.details}",
                     ) from None
                 wait = random.uniform(0.5, 1.0) * delay
                 self._on_event(ev.Retrying(exc.details, wait))

@@ -1,4 +1,5 @@
-"""When the volunteer's machine may compute: schedule, idle-only, battery and GPU temperature.
+"""When the volunteer's machine may compute: schedule, idle-only, battery, CPU and GPU
+temperature.
 
 `Policy.check` looks at one hardware sample and the local time and says why to pause (a
 sentence for the volunteer) or None. Temperature and idleness use hysteresis so the engine
@@ -65,6 +66,7 @@ class Limits:
     pause_on_battery: bool = False
     max_gpu_temp_c: float = 0.0
     schedule: str = ""
+    max_cpu_temp_c: float = 0.0
 
 
 class Policy:
@@ -74,13 +76,15 @@ class Policy:
         self.limits = limits
         self.windows = parse_schedule(limits.schedule)
         self._hot = False
+        self._cpu_hot = False
         self._busy = False
 
     def check(self, sample: HardwareSample | None, now: daytime) -> str | None:
         limits = self.limits
         if self.windows and not any(w.contains(now) for w in self.windows):
             spans = ", ".join(str(w) for w in self.windows)
-            return f"outside the schedule ({spans})"
+            resume = next_start(self.windows, now)
+            return f"outside the schedule ({spans}); resuming at {resume:%H:%M}"
         if sample is None:
             return None
         if limits.pause_on_battery and sample.on_battery:
@@ -96,6 +100,15 @@ class Policy:
                         f"GPU {gpu.index} at {gpu.temperature_c:.0f} °C, above the "
                         f"{limit:.0f} °C limit; resuming below {resume_below:.0f} °C"
                     )
+        if limits.max_cpu_temp_c > 0 and sample.cpu_temperature_c is not None:
+            limit, celsius = limits.max_cpu_temp_c, sample.cpu_temperature_c
+            resume_below = limit - TEMPERATURE_HYSTERESIS_C
+            self._cpu_hot = celsius > (resume_below if self._cpu_hot else limit)
+            if self._cpu_hot:
+                return (
+                    f"CPU at {celsius:.0f} °C, above the {limit:.0f} °C limit; "
+                    f"resuming below {resume_below:.0f} °C"
+                )
         if limits.idle_only:
             others = sample.cpu_others_percent
             if others is not None:
@@ -105,3 +118,13 @@ class Policy:
                 if self._busy:
                     return f"machine in use (other programs at {others:.0f}% CPU)"
         return None
+
+
+def next_start(windows: tuple[Window, ...], now: daytime) -> daytime:
+    """The start of the window that opens next after `now` (local time of day)."""
+
+    def minutes_until(t: daytime) -> int:
+        delta = (t.hour * 60 + t.minute) - (now.hour * 60 + now.minute)
+        return delta if delta > 0 else delta + 24 * 60
+
+    return min((w.start for w in windows), key=minutes_until)

@@ -41,6 +41,7 @@ from allmende.client.engine.compute import (
 )
 from allmende.client.engine.config import COMPUTE_FIELDS, RESTART_FIELDS, EngineConfig
 from allmende.client.engine.control import PAUSED_BY_YOU, Cancelled, Controls, default_probe
+from allmende.client.engine.energy import EnergyMeter, PerThousand
 from allmende.client.engine.exits import (
     EXIT_ERROR,
     EXIT_OK,
@@ -53,6 +54,7 @@ from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.policy import Policy
 from allmende.client.engine.spool import Spool
 from allmende.client.engine.submission import Submitter
+from allmende.client.engine.verdicts import VerdictBook
 from allmende.client.engine.verify import check_unit, unit_id_hint
 from allmende.client.probes import HardwareProbe
 from allmende.protocol.errors import AllmendeError
@@ -110,8 +112,19 @@ class VolunteerEngine:
         self._rebuild_computer = False  # guarded by self._control.state, as the settings are
         self._link: CoordinatorLink | None = None
         self._submitter: Submitter | None = None
+        # Units handed back on the way out, and the rows and seconds given up with them.
+        self._handed_back = (0, 0, 0.0)
+        # Energy of the compute device while it computes, reported with each result.
+        self._energy = EnergyMeter(config.device)
+        self._per_thousand = PerThousand(self._energy)
+        self._computing = False
 
     def _emit(self, event: ev.Event) -> None:
+        if isinstance(event, ev.HardwareSampled):
+            self._energy.add(event.sample, self._computing)
+        if isinstance(event, ev.UnitReleased) and event.reason.startswith("stopping"):
+            units, rows, seconds = self._handed_back
+            self._handed_back = (units + 1, rows + event.done, seconds + event.seconds)
         self.on_event(event)
 
     # ------------------------------------------------------------------ control
@@ -197,6 +210,8 @@ class VolunteerEngine:
             self._emit,
         )
         submitter: Submitter | None = None
+        verdicts = VerdictBook(self.config.home / "verdicts", pinned, self._emit)
+        verdicts.announce()  # lifetime totals from the last run, before the coordinator answers
         control.sample()  # the pause rules hold from the first lease on
         monitor = threading.Thread(
             target=control.monitor,
@@ -205,11 +220,15 @@ class VolunteerEngine:
             daemon=True,
         )
         monitor.start()
+        code, reason = EXIT_ERROR, "interrupted"
         try:
             coordinator_key = connect(link, self.config, pinned, self._emit)
             spool = Spool(self.config.home / "spool", pinned)
-            submitter = self._submitter = Submitter(link, spool, control.stop_requested, self._emit)
+            submitter = self._submitter = Submitter(
+                link, spool, control.stop_requested, self._emit, verdicts
+            )
             submitter.resend_spooled()
+            submitter.poll_verdicts()
             self._current_computer()  # load the model before leasing
             submitter.start()
             self._work(link, submitter, coordinator_key)
@@ -227,6 +246,8 @@ class VolunteerEngine:
         finally:
             if submitter is not None:
                 submitter.close()
+                if code == EXIT_OK and submitter.error is None:
+                    submitter.poll_verdicts()  # the last word on what was sent
             control.stop_monitor()
             monitor.join()
             link.close()
@@ -235,7 +256,19 @@ class VolunteerEngine:
         return self._finish(code, reason)
 
     def _finish(self, code: int, reason: str) -> int:
-        self.on_event(ev.Stopped(code, reason, self.units_done, self.items_done, self.spooled))
+        units, rows, seconds = self._handed_back
+        self.on_event(
+            ev.Stopped(
+                code,
+                reason,
+                self.units_done,
+                self.items_done,
+                self.spooled,
+                units,
+                rows,
+                round(seconds, 3),
+            )
+        )
         return code
 
     def _current_computer(self) -> Computer:
@@ -279,6 +312,7 @@ class VolunteerEngine:
                             return
                         wait = max(response.retry_after_ms, 200) / 1000
                         self.on_event(ev.Idle(response.work_remaining, wait, response.notice[:300]))
+                        submitter.poll_verdicts(only_if_due=True)
                         control.sleep(wait)
                         continue
                     held.extend([response.lease, *response.more_leases])
@@ -310,6 +344,8 @@ class VolunteerEngine:
                 )
                 if not held and not control.stop_requested.is_set():
                     ahead = fetcher.submit(link.lease, want)
+                self._energy.device = computer.device
+                self._computing = True
                 try:
                     matrix, seconds = compute_unit(
                         computer,
@@ -318,14 +354,25 @@ class VolunteerEngine:
                         self._emit,
                         lambda: control.wait_while_paused(in_unit=True),
                     )
-                except Cancelled:
+                except Cancelled as cancelled:
                     reason = "stopping: the volunteer quit before the unit was finished"
                     link.release_quietly(lease.lease_id, reason)
-                    self.on_event(ev.UnitReleased(unit.unit_id, reason))
+                    self._emit(
+                        ev.UnitReleased(
+                            unit.unit_id,
+                            reason,
+                            cancelled.done,
+                            len(unit.texts),
+                            round(cancelled.seconds, 3),
+                        )
+                    )
                     return
+                finally:
+                    self._computing = False
                 rate = len(unit.texts) / seconds if seconds > 0 else 0.0
                 self.on_event(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds, rate))
-                submitter.put((lease, unit, matrix, computer.device, seconds))
+                energy = self._per_thousand.unit_done(len(unit.texts))
+                submitter.put((lease, unit, matrix, computer.device, seconds, energy))
                 want = units_wanted(seconds)
         finally:  # units leased but never started go back
             self._hand_back(link, held, ahead, "stopping: not started")
@@ -345,7 +392,7 @@ class VolunteerEngine:
         while held:
             lease = held.popleft()
             link.release_quietly(lease.lease_id, why)
-            self.on_event(ev.UnitReleased(unit_id_hint(lease), why))
+            self._emit(ev.UnitReleased(unit_id_hint(lease), why))
 
 
 def units_wanted(unit_seconds: float) -> int:

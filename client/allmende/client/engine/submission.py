@@ -28,16 +28,24 @@ from allmende.client.engine import events as ev
 from allmende.client.engine.exits import EXIT_OK, Stop
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.spool import Spool
+from allmende.client.engine.verdicts import VerdictBook
 from allmende.protocol import codec
 from allmende.protocol.limits import MAX_SUBMIT_BYTES
 from allmende.protocol.tasks import claimed_tokens
-from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, sign_envelope
+from allmende.protocol.wire import (
+    CODEC,
+    MAX_ENERGY_WH_PER_1000,
+    ResultEnvelope,
+    WorkUnit,
+    sign_envelope,
+)
 from allmende.v1 import allmende_pb2 as pb
 
 log = logging.getLogger("allmende.volunteer")
 
-# What the compute loop hands the submit thread: lease, unit, rows, device, seconds.
-Computed = tuple[pb.Lease, WorkUnit, np.ndarray, str, float]
+# What the compute loop hands the submit thread: lease, unit, rows, device, seconds, and
+# (Wh per 1,000 items, estimated) of the device (0: not known yet).
+Computed = tuple[pb.Lease, WorkUnit, np.ndarray, str, float, tuple[float, bool]]
 # Results sent in one call at most (the coordinator takes up to 32).
 BATCH = 16
 # What one result adds to a SubmitResults request beside its bytes (field tags, lengths).
@@ -89,8 +97,10 @@ class Submitter:
         spool: Spool,
         stop_requested: threading.Event,
         on_event: Callable[[ev.Event], None],
+        verdicts: VerdictBook | None = None,
     ) -> None:
         self._link = link
+        self._verdicts = verdicts
         self._spool = spool
         self._stop = stop_requested
         self._on_event = on_event
@@ -163,6 +173,7 @@ class Submitter:
             try:
                 if computed:
                     self._send_all([self._sealed(*item) for item in computed])
+                    self.poll_verdicts(only_if_due=True)
             except Exception:  # keep draining: a stuck queue would hang the compute loop
                 log.exception("submitting a result failed")
             finally:
@@ -172,7 +183,13 @@ class Submitter:
                 return
 
     def _seal(
-        self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str, seconds: float
+        self,
+        lease: pb.Lease,
+        unit: WorkUnit,
+        matrix: np.ndarray,
+        device: str,
+        seconds: float,
+        energy: tuple[float, bool] = (0.0, False),
     ) -> tuple[bytes, bytes, bytes]:
         key = self._link.key
         assert key is not None  # units are leased only after the handshake registered it
@@ -192,14 +209,22 @@ class Submitter:
             compute_ms=int(seconds * 1000),
             created_ms=int(time.time() * 1000),
             claimed_tokens=claimed_tokens(unit.texts),
+            energy_wh_per_1000=min(max(energy[0], 0.0), MAX_ENERGY_WH_PER_1000),
+            energy_estimated=energy[1] and energy[0] > 0,
         )
         blob, signature = sign_envelope(key, envelope)
         return blob, signature, encoded.payload
 
     def _sealed(
-        self, lease: pb.Lease, unit: WorkUnit, matrix: np.ndarray, device: str, seconds: float
+        self,
+        lease: pb.Lease,
+        unit: WorkUnit,
+        matrix: np.ndarray,
+        device: str,
+        seconds: float,
+        energy: tuple[float, bool] = (0.0, False),
     ) -> Sealed:
-        envelope, signature, payload = self._seal(lease, unit, matrix, device, seconds)
+        envelope, signature, payload = self._seal(lease, unit, matrix, device, seconds, energy)
         path = None
         try:
             path = self._spool.put(envelope, signature, payload)
@@ -260,10 +285,19 @@ class Submitter:
         assert isinstance(response, pb.SubmitResultResponse)
         self._answered(sealed, response.status, response.reason)
 
+    def poll_verdicts(self, only_if_due: bool = False) -> None:
+        """Ask the coordinator what became of results sent earlier (see verdicts.py)."""
+        book = self._verdicts
+        if book is None or (only_if_due and not book.due()):
+            return
+        book.poll(self._link.client, self._link.volunteer_id)
+
     def _answered(self, sealed: Sealed, status: str, reason: str) -> None:
         self._unspool(sealed.path)
         self.units_done += 1
         self.items_done += sealed.items
+        if self._verdicts is not None and status in ("pending", "accepted"):
+            self._verdicts.note(sealed.unit_id, sealed.items)
         self._report(sealed, status, reason)
 
     def _report(self, sealed: Sealed, status: str, reason: str) -> None:

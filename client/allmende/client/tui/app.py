@@ -111,7 +111,8 @@ class Dashboard(Screen[None]):
         title.append(" · ")
         title.append(word, style=style)
         if state.paused and state.paused != word:
-            title.append(f": {state.paused}", style="yellow")
+            # without the "; resuming ..." tail, which the unit panel shows in full
+            title.append(f": {state.paused.split(';')[0]}", style="yellow")
         self.query_one("#title", Static).update(title)
         banner = self.query_one("#banner", Static)
         problem = render.banner(state)

@@ -98,9 +98,13 @@ def hardware(state: ViewState, wide: bool) -> Text:
         return text
     text.append("CPU ", style="bold")
     text.append(f"{_percent(sample.cpu_percent):>4}")
+    if sample.cpu_temperature_c is not None:
+        text.append(f" {sample.cpu_temperature_c:.0f}°C")
     if sample.cpu_ours_percent is not None:
         text.append(f"  ours {_percent(sample.cpu_ours_percent)}", style="green")
         text.append(f" · others {_percent(sample.cpu_others_percent)}", style="dim")
+    if sample.cpu_temperature_c is None and wide:
+        text.append(" · temperature: no sensor", style="dim")
     text.append("\nRAM ", style="bold")
     text.append(pair(sample.memory_used_bytes, sample.memory_total_bytes))
     if sample.memory_ours_bytes is not None:
@@ -196,29 +200,31 @@ def throughput_label(state: ViewState) -> Text:
 
 def contribution(state: ViewState) -> Text:
     text = Text()
-    text.append("accepted ", style="dim")
-    text.append(str(state.accepted), style="bold green")
+    # Once the coordinator has answered: its verdicts, lifetime (as `volunteers list`).
+    text.append("valid " if state.totals else "accepted ", style="dim")
+    text.append(f"{state.accepted:,}", style="bold green")
     text.append(" · pending ", style="dim")
-    text.append(str(state.pending), style="bold")
-    text.append(" · rejected ", style="dim")
-    text.append(str(state.rejected), style="bold red" if state.rejected else "bold")
+    text.append(f"{state.pending:,}", style="bold")
+    text.append(" · invalid " if state.totals else " · rejected ", style="dim")
+    text.append(f"{state.rejected:,}", style="bold red" if state.rejected else "bold")
     if state.refused or state.errors:
         text.append(f"\nunits refused {state.refused} · results failed {state.errors}", style="red")
     text.append("\nitems ", style="dim")
     text.append(f"{state.items_sent:,}")
     text.append(" · credit ", style="dim")
     text.append(f"{state.credit:,}", style="bold")
-    if state.credit_pending:
-        text.append(f" +{state.credit_pending:,} pending", style="dim")
+    if state.totals is not None and state.totals.remembered:
+        text.append(" (last run)", style="dim")
     text.append("\nenergy ", style="dim")
     if state.energy_measured is None:
         text.append("-")
     elif state.energy_measured:
         text.append(f"{state.energy_wh:.2f} Wh", style="bold")
-        text.append(", measured (GPU power)", style="dim")
-    else:
+        text.append(", measured (GPU counter)", style="dim")
+    else:  # power times time: an estimate, and said to be ("est.": fits 80 columns)
+        sources = " + ".join(sorted(state.energy.sources - {"GPU energy counter"}))
         text.append(f"≈{state.energy_wh:.2f} Wh", style="bold")
-        text.append(", estimated from CPU time", style="dim")
+        text.append(f", est. ({sources})", style="dim")
     if state.spooled:
         text.append(f"\n{state.spooled} result(s) on disk, to send later", style="yellow")
     return text

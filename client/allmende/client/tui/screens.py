@@ -251,6 +251,7 @@ _FIELDS = (
     ("threads", "CPU threads", "0: all"),
     ("gpu_memory_gb", "GPU memory cap, GiB", "0: no cap"),
     ("max_gpu_temp_c", "Pause above GPU °C", "0: no limit"),
+    ("max_cpu_temp_c", "Pause above CPU °C", "0: no limit"),
     ("pause_on_battery", "Pause on battery", ""),
     ("idle_only", "Only while the machine is idle", ""),
     ("idle_cpu_percent", "Idle: others' CPU below %", ""),

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from allmende.client.engine import events as ev
+from allmende.client.engine.energy import EnergyMeter
 from allmende.client.probes import GpuSample, HardwareSample
 
 # Throughput history: items/s in buckets of this many seconds, this many buckets kept.
 BUCKET_S = 10.0
 BUCKETS = 30  # five minutes
-# Without a power sensor, energy is estimated from CPU time at this many watts per busy
-# logical CPU (a typical desktop core under load, including its share of uncore power).
-CPU_WATTS_PER_BUSY_THREAD = 7.5
 LOG_LINES = 200
 
 
@@ -73,18 +71,19 @@ class ViewState:
         self.unit: UnitView | None = None
         self.last_rate: float | None = None
         self._buckets: deque[tuple[int, float]] = deque()
-        # contribution
+        # contribution: counted from this session's answers until the coordinator's lifetime
+        # totals arrive (CreditTotals), then those totals, the figures `volunteers list` shows
         self.accepted = 0
         self.pending = 0
         self.rejected = 0
         self.errors = 0
         self.refused = 0
         self.items_sent = 0
-        self.credit = 0
-        self.credit_pending = 0
+        self.credit = 0  # granted, in the coordinator's credit unit
+        self.totals: ev.CreditTotals | None = None
+        self.verdicts: dict[str, int] = {}  # this session's verdicts by kind
         self.spooled = 0
-        self.energy_wh = 0.0
-        self.energy_measured: bool | None = None  # None until anything was counted
+        self.energy = EnergyMeter(device)
         # hardware
         self.sample: HardwareSample | None = None
         self.log: deque[LogLine] = deque(maxlen=LOG_LINES)
@@ -244,7 +243,8 @@ class ViewState:
     def _on_UnitReleased(self, e: ev.UnitReleased) -> None:
         if self.unit is not None and self.unit.unit_id == e.unit_id:
             self.unit = None
-        self.note(f"unit {short_unit(e.unit_id)} handed back ({e.reason})")
+        work = f"; {work_given_up(e.done, e.items, e.seconds)}" if e.done else ""
+        self.note(f"unit {short_unit(e.unit_id)} handed back ({e.reason}){work}")
 
     def _on_ResultSubmitted(self, e: ev.ResultSubmitted) -> None:
         self._connected()
@@ -254,12 +254,10 @@ class ViewState:
         again = " (from disk)" if e.resent else ""
         if e.status == "accepted":
             self.accepted += 1
-            self.credit += e.items
             self.items_sent += e.items
             self.note(f"result {unit}{again} accepted by quorum", "good")
         elif e.status == "pending":
             self.pending += 1
-            self.credit_pending += e.items
             self.items_sent += e.items
             why = f": {e.reason}" if e.reason else ""
             self.note(f"result {unit}{again} sent, pending validation{why}")
@@ -271,6 +269,32 @@ class ViewState:
             self.note(f"result {unit}{again} not accepted: {e.reason}", "bad")
         if e.resent:
             self.spooled = max(0, self.spooled - 1)
+
+    def _on_ResultVerdict(self, e: ev.ResultVerdict) -> None:
+        self.verdicts[e.verdict] = self.verdicts.get(e.verdict, 0) + 1
+        unit = short_unit(e.unit_id)
+        if e.verdict == "valid":
+            self.note(f"result {unit} valid: +{e.credit:,} credit", "good")
+        elif e.verdict == "cancelled":
+            self.note(f"result {unit} cancelled: {e.reason}", "warn")
+        else:
+            self.note(f"result {unit} {e.verdict}: {e.reason or 'no reason given'}", "bad")
+
+    def _on_CreditTotals(self, e: ev.CreditTotals) -> None:
+        first = self.totals is None
+        self.totals = e
+        self.accepted, self.pending, self.rejected = (
+            e.results_valid,
+            e.results_pending,
+            e.results_invalid,
+        )
+        self.credit = e.credit
+        if first:
+            source = "remembered from the last run" if e.remembered else "at the coordinator"
+            self.note(
+                f"lifetime {source}: {e.results_valid:,} valid, {e.results_invalid:,} invalid, "
+                f"{e.results_pending:,} pending; credit {e.credit:,}"
+            )
 
     def _on_ResultSpooled(self, e: ev.ResultSpooled) -> None:
         self.spooled = e.waiting
@@ -292,23 +316,18 @@ class ViewState:
     def _on_SettingsApplied(self, e: ev.SettingsApplied) -> None:
         self.note(f"settings applied: {e.changes}")
 
+    @property
+    def energy_wh(self) -> float:
+        return self.energy.wh
+
+    @property
+    def energy_measured(self) -> bool | None:
+        """True: the GPU's energy counter; False: estimated; None: nothing counted yet."""
+        return self.energy.measured
+
     def _on_HardwareSampled(self, e: ev.HardwareSampled) -> None:
-        previous, self.sample = self.sample, e.sample
-        if previous is None or not self.computing:
-            return
-        seconds = max(0.0, e.sample.at - previous.at)
-        gpu = self.gpu_in_use()
-        if gpu is not None and gpu.power_w is not None:
-            watts, measured = gpu.power_w, True
-        elif e.sample.cpu_ours_percent is not None:
-            busy_threads = e.sample.cpu_ours_percent / 100 * e.sample.cpu_count
-            watts, measured = busy_threads * CPU_WATTS_PER_BUSY_THREAD, False
-        else:
-            return
-        self.energy_wh += watts * seconds / 3600
-        self.energy_measured = (
-            measured if self.energy_measured is None else (self.energy_measured and measured)
-        )
+        self.sample = e.sample
+        self.energy.add(e.sample, self.computing)
 
     def _on_Stopped(self, e: ev.Stopped) -> None:
         self.stopped = e
@@ -327,7 +346,23 @@ class ViewState:
         self.retry_at = None
         kept = f"; {e.spooled} result(s) kept on disk for next time" if e.spooled else ""
         level = "bad" if e.exit_code else "info"
-        self.note(f"stopped ({e.reason}){kept}", level)
+        self.note(f"stopped ({e.reason}){kept}{handed_back(e)}", level)
+
+
+def work_given_up(done: int, items: int, seconds: float) -> str:
+    """ "120 of 600 rows computed in 4.2 s, given up" """
+    of = f" of {items:,}" if items else ""
+    return f"{done:,}{of} rows computed in {seconds:.1f} s, given up"
+
+
+def handed_back(e: ev.Stopped) -> str:
+    """What a stop handed back to the coordinator, for a summary ('' when nothing)."""
+    if not e.handed_back:
+        return ""
+    text = f"; {e.handed_back} unit(s) handed back to the coordinator"
+    if e.handed_back_rows:
+        text += f" ({e.handed_back_rows:,} rows computed in {e.handed_back_s:.1f} s, given up)"
+    return text
 
 
 def short_unit(unit_id: str) -> str:

@@ -9,7 +9,7 @@ pinned an earlier coordinator key can verify it offline.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import JobRecord
 from allmende.protocol import codec
+from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -31,7 +32,7 @@ from allmende.protocol.manifest import (
 )
 from allmende.protocol.rotation import CHAIN_NAME, encode_chain
 from allmende.protocol.signing import SigningKey
-from allmende.protocol.wire import decode_unit
+from allmende.protocol.wire import decode_envelope, decode_unit
 
 ROWS_PER_SHARD = 100_000
 
@@ -181,6 +182,7 @@ def assimilate(
         "min_agreement": min_agreement if rows else 0.0,
         "coordinator_fingerprint": key.fingerprint,
         "created_ms": now_ms,
+        "energy": job_energy(store.result_envelopes(job.job_id), rows),
     }
     manifest_bytes = encode_manifest(manifest)
     signature = sign_manifest(key, manifest_bytes)
@@ -192,3 +194,30 @@ def assimilate(
     staging.rename(target)
     store.complete_job(job.job_id, manifest_bytes, signature, now_ms)
     return target
+
+
+def job_energy(envelopes: Iterable[bytes], rows: int) -> dict[str, Any]:
+    """What computing the job cost, as its volunteers reported it with their results
+    (energy per 1,000 items times the result's rows), every replica counted: the total in Wh,
+    per 1,000 dataset rows, how many results reported it, and whether any figure was an
+    estimate (power times time) rather than a GPU's own energy counter."""
+    total = 0.0
+    results = reporting = 0
+    estimated = False
+    for blob in envelopes:
+        results += 1
+        try:
+            envelope = decode_envelope(blob)
+        except InvalidArgument:  # checked when it arrived; never fail a dataset over it
+            continue
+        if envelope.energy_wh_per_1000 > 0:
+            reporting += 1
+            total += envelope.energy_wh_per_1000 * envelope.rows / 1000
+            estimated = estimated or envelope.energy_estimated
+    return {
+        "wh": round(total, 6),
+        "wh_per_1000_rows": round(total / rows * 1000, 6) if rows else 0.0,
+        "results": results,
+        "results_reporting": reporting,
+        "estimated": estimated,
+    }

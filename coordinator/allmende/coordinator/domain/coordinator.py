@@ -31,6 +31,7 @@ from allmende.coordinator.domain.nonces import RequestNonces
 from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE, Submissions
 from allmende.coordinator.domain.trust import TrustPolicy
+from allmende.coordinator.domain.verdicts import Verdicts
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import (
     JobCounts,
@@ -72,7 +73,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Coordinator(Leasing, Submissions):
+class Coordinator(Leasing, Submissions, Verdicts):
     def __init__(
         self,
         store: Store,

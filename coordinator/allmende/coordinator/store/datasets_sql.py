@@ -91,6 +91,19 @@ class DatasetQueries(JobQueries):
             for row in conn.execute(query):
                 yield DatasetUnit(*row)
 
+    def result_envelopes(self, job_id: str) -> Iterator[bytes]:
+        """The signed envelope of every result the job received, replicas and outvoted ones
+        included: what the job cost (energy) counts them all."""
+        u, r = t.units, t.results
+        query = (
+            select(r.c.envelope)
+            .select_from(r.join(u, u.c.unit_id == r.c.unit_id))
+            .where(u.c.job_id == job_id)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield bytes(row[0])
+
     def dataset_items(self, job_id: str) -> Iterator[DatasetItem]:
         i, u = t.items, t.units
         query = (

@@ -21,9 +21,10 @@ reference (a unit's job, for one), and FOR UPDATE would conflict with those.
 
 The store is `SqlStore`, composed of one mixin per concern over `SqlBase` (sql_base.py:
 transactions, reads, events): jobs_sql.py, volunteers_sql.py, leasing_sql.py, results_sql.py,
-datasets_sql.py (assimilation), admin_sql.py, lookup_sql.py (ids by prefix), trust_sql.py
-and nonces_sql.py (signed requests' nonces). The data path's statements are built once in
-statements.py; engines and their SQLite settings are made in engine.py.
+datasets_sql.py (assimilation), admin_sql.py, lookup_sql.py (ids by prefix), trust_sql.py,
+nonces_sql.py (signed requests' nonces) and verdicts_sql.py (what volunteers are told of
+their results). The data path's statements are built once in statements.py; engines and
+their SQLite settings are made in engine.py.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from allmende.coordinator.store.lookup_sql import LookupQueries
 from allmende.coordinator.store.nonces_sql import NonceQueries
 from allmende.coordinator.store.results_sql import ResultQueries
 from allmende.coordinator.store.trust_sql import TrustQueries
+from allmende.coordinator.store.verdicts_sql import VerdictQueries
 from allmende.coordinator.store.volunteers_sql import VolunteerQueries
 from allmende.protocol.errors import FailedPrecondition
 
@@ -64,6 +66,7 @@ class SqlStore(
     LookupQueries,
     TrustQueries,
     NonceQueries,
+    VerdictQueries,
 ):
     """`Store` over SQLAlchemy Core. Each public method is one transaction."""
 

@@ -216,6 +216,33 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         self.c.release_work(request.volunteer_id, request.lease_id, request.reason)
         return pb.ReleaseWorkResponse()
 
+    @unary
+    def GetVerdicts(
+        self, request: pb.GetVerdictsRequest, context: grpc.ServicerContext
+    ) -> pb.GetVerdictsResponse:
+        report = self.c.verdicts(request.volunteer_id, list(request.unit_ids))
+        t = report.totals
+        return pb.GetVerdictsResponse(
+            verdicts=[
+                pb.ResultVerdict(
+                    unit_id=v.unit_id,
+                    job_id=v.job_id,
+                    verdict=v.verdict,
+                    reason=v.reason,
+                    credit=v.credit,
+                    rows=v.rows,
+                )
+                for v in report.verdicts
+            ],
+            totals=pb.VerdictTotals(
+                results_valid=t.results_valid,
+                results_invalid=t.results_invalid,
+                results_pending=t.results_pending,
+                credit=t.credit,
+                items_valid=t.items_valid,
+            ),
+        )
+
 
 class JobServicer(rpc.JobServiceServicer):
     def __init__(
