@@ -144,6 +144,9 @@ class NewResult:
     received_ms: int
     claimed_tokens: int = 0  # already capped at what the composed unit can hold
     gold_checked: bool = False  # it carried gold rows, and they matched
+    # It may vouch for its quorum on its own: it passed gold rows, or came from a volunteer
+    # the operator trusts (see TrustPolicy.proven_streak).
+    vouched: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,8 @@ class ResultRecord:
     state: str  # pending, valid, invalid
     received_ms: int
     claimed_tokens: int = 0
+    vouched: bool = False  # see NewResult.vouched
+    streak: int = 0  # its volunteer's consecutive valid results (task kind of the unit), now
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,9 @@ class Verdict:
     new_target: int = 0  # raise the replica target to this (0 = unchanged)
     agreement: float = 0.0  # lowest row cosine among the agreeing results
     canonical: str = ""
+    # The published rows (in the job's dtype): the normalised mean of the agreeing results;
+    # empty when one result decided alone (its payload is published as it is).
+    canonical_payload: bytes = b""
     new_quorum: int = 0  # raise the unit's quorum to this (0 = unchanged)
     credit: int = 0  # granted to each valid result: the lowest claim among them
     outvoted: tuple[str, ...] = ()  # volunteers whose results the quorum overruled

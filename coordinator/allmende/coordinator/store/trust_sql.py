@@ -344,7 +344,13 @@ class TrustQueries(SqlBase):
                     conn.execute(
                         u.update()
                         .where(u.c.unit_id == unit_id)
-                        .values(canonical_result_id=left[0], replicas=len(left))
+                        # The remaining first result's rows, not a mean that counted the
+                        # quarantined one.
+                        .values(
+                            canonical_result_id=left[0],
+                            canonical_payload=None,
+                            replicas=len(left),
+                        )
                     )
                     continue
                 conn.execute(
@@ -355,6 +361,7 @@ class TrustQueries(SqlBase):
                         target=needed,
                         quorum=needed,
                         canonical_result_id=None,
+                        canonical_payload=None,
                         replicas=0,
                         reason=f"re-verifying: volunteer {volunteer_id[:12]} was quarantined",
                         updated_ms=now_ms,
