@@ -118,6 +118,7 @@ def serve(args: argparse.Namespace) -> int:
             daily_quota=args.daily_quota,
             quota_per_valid=args.quota_per_valid,
             distinct_addresses=not args.any_address,
+            trust_local=args.trust_local or TrustPolicy().trust_local,
         ),
         gold_computer=ModelGold() if args.gold_compute else None,
         private=args.private,

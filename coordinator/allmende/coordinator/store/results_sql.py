@@ -49,8 +49,8 @@ class ResultQueries(TrustQueries):
                 raise PermissionDenied(
                     f"unit {result.unit_id!r} is not leased to volunteer {result.volunteer_id[:12]}"
                 )
-            # A lease past its deadline may still deliver while its unit is open: the work is
-            # done, and another replica's slot was already freed for someone else.
+            # A lease past its deadline may still deliver while its unit is open and nobody
+            # was given the unit since (checked below).
             if lease.state not in ("active", "expired"):
                 why = {
                     "submitted": "a result was already submitted on it",
@@ -62,6 +62,25 @@ class ResultQueries(TrustQueries):
                 raise FailedPrecondition(f"unit {result.unit_id} is already {unit_row.state}")
             if lease.answered:
                 raise AlreadyExists(f"volunteer already submitted a result for {result.unit_id}")
+            # Past its deadline and the unit leased again since: the replica slot went to
+            # someone else, so this result would only crowd the quorum (and an attacker could
+            # let leases lapse to pick its partners). Refused; the unit is left as it is.
+            if lease.deadline_ms < result.received_ms and (
+                conn.execute(
+                    Q.leased_again,
+                    {
+                        "unit_id": result.unit_id,
+                        "lease_id": result.lease_id,
+                        "deadline_ms": lease.deadline_ms,
+                    },
+                ).first()
+                is not None
+            ):
+                raise FailedPrecondition(
+                    f"lease {result.lease_id} expired and unit {result.unit_id} was leased "
+                    "again since; a result after the deadline counts only while nobody else "
+                    "was given the unit"
+                )
             conn.defer(
                 Q.add_result,
                 {
