@@ -13,16 +13,39 @@ housekeeping thread, and then the periodic and `grew()` reloads happen there ins
 the lease that happens to find the pool due. (A reload is a few hundred rows. Reloading
 after every accepted unit while a job's pool filled, in whichever lease came next, made
 those leases the slowest of their second.)
+
+Per volunteer, the pool also remembers what it has seen (`viewer()`, `saw()`): the units it
+leased (read from the store every `refresh_s`, plus those this process leased to it since),
+the gold rows it was given lately, and a few ordinary texts of its leases to repeat as
+decoys. A process keeps this for the `VIEWERS` volunteers it served last; what another
+process or a restart forgets only makes a repeated gold row a little likelier, never a gold
+row from a unit the volunteer leased (that part comes from the store).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+from allmende.coordinator.domain.compose import Viewer
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import GoldRow
+
+# Volunteers whose views a process keeps, gold rows and decoy texts kept per volunteer.
+VIEWERS = 10_000
+GIVEN = 512
+DECOYS = 64
+
+
+@dataclass
+class _View:
+    loaded: float  # clock time of the store read
+    units: set[str]
+    given: deque[int] = field(default_factory=lambda: deque(maxlen=GIVEN))
+    decoys: deque[str] = field(default_factory=lambda: deque(maxlen=DECOYS))
 
 
 class GoldPool:
@@ -48,6 +71,8 @@ class GoldPool:
         self._expiries = 0
         self._growths = 0
         self._kept = False  # a housekeeping thread calls keep()
+        self._views: OrderedDict[str, _View] = OrderedDict()
+        self._views_lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> None:
         """Reload the pools of running jobs when a reload is due (every lease calls this).
@@ -133,3 +158,38 @@ class GoldPool:
         if missing:
             found.update((row.gold_id, row) for row in self.store.gold_by_ids(missing))
         return found
+
+    # ------------------------------------------------------------------ per volunteer
+
+    def viewer(self, volunteer_id: str) -> Viewer:
+        """What `volunteer_id` has seen, for composing its next leases (see compose.Viewer).
+        Reads the units it leased that gold rows came from when the copy is older than
+        `refresh_s` (outside any transaction, once per lease call at most)."""
+        now = self.clock()
+        with self._views_lock:
+            view = self._views.get(volunteer_id)
+        if view is None or now - view.loaded >= self.refresh_s:
+            units = self.store.gold_sources_leased(volunteer_id)
+            with self._views_lock:
+                view = self._views.get(volunteer_id) or _View(now, set())
+                # The store now knows every lease this process noted before the read.
+                view.units = units
+                view.loaded = now
+                self._views[volunteer_id] = view
+                self._views.move_to_end(volunteer_id)
+                while len(self._views) > VIEWERS:
+                    self._views.popitem(last=False)
+        with self._views_lock:
+            return Viewer(frozenset(view.units), frozenset(view.given), tuple(view.decoys))
+
+    def saw(
+        self, volunteer_id: str, unit_id: str, gold_ids: Sequence[int], texts: Sequence[str]
+    ) -> None:
+        """Note a lease composed for `volunteer_id`: its unit, gold rows and some texts."""
+        with self._views_lock:
+            view = self._views.get(volunteer_id)
+            if view is None:
+                return
+            view.units.add(unit_id)
+            view.given.extend(gold_ids)
+            view.decoys.extend(texts)

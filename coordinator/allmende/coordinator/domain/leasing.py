@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from allmende.coordinator.domain.compose import compose, new_rng
+from allmende.coordinator.domain.compose import Viewer, compose, new_rng
 from allmende.coordinator.domain.part import CoordinatorPart
 from allmende.coordinator.domain.trust import DAY_MS, utc_day
 from allmende.coordinator.store.records import (
@@ -63,6 +63,7 @@ class _Admission:
     refusal: LeaseOffer | None = None
     allowed: int = 0
     reputation: Mapping[str, Reputation] = field(default_factory=dict)
+    viewer: Viewer | None = None  # what the volunteer has seen (gold rows it must not get)
 
     def __call__(self, record: VolunteerRecord | None, reputation: dict[str, Reputation]) -> bool:
         leasing, now = self.leasing, self.now
@@ -107,6 +108,7 @@ class Leasing(CoordinatorPart):
         now = self.clock()
         admission = _Admission(self, volunteer_id, count, now, utc_day(now))
         self.gold.refresh()
+        admission.viewer = self.gold.viewer(volunteer_id)
         grants: list[LeaseGrant] = []
         with self.store.batch():  # one commit (SQLite)
             grant = self._lease_one(admission, address, admit=True)
@@ -139,11 +141,19 @@ class Leasing(CoordinatorPart):
                 rng,
                 now,
                 earlier=self.gold.cached(candidate.gold_ids),
+                viewer=admission.viewer,
             )
+            self.gold.saw(admission.volunteer_id, candidate.unit_id, c.gold_ids, c.sample)
             reputation = admission.reputation.get(candidate.kind)
             alone = bool(c.gold_ids) and self.policy.goes_alone(reputation, rng)
             return LeasePlan(
-                c.blob, c.signature, c.unit_sha256, c.composition, c.gold_ids, solo=alone
+                c.blob,
+                c.signature,
+                c.unit_sha256,
+                c.composition,
+                c.gold_ids,
+                solo=alone,
+                shared=c.shared,
             )
 
         return self.store.lease_unit(

@@ -249,14 +249,18 @@ class LeasePlan:
     composition: bytes
     gold_ids: tuple[int, ...]
     solo: bool  # adaptive replication: this volunteer's result alone may decide the unit
+    # The first `shared` of gold_ids are the unit's (every replica gets them); the rest are
+    # this lease's own. -1: all are shared.
+    shared: int = -1
 
 
 @dataclass(frozen=True)
 class GoldRow:
     gold_id: int
-    job_id: str
+    job_id: str  # the job whose pool holds it (rows of one model serve all its jobs)
     text: str
     answer: bytes  # float32 row
+    unit_id: str = ""  # the unit its text came from ('' for none): its holders saw it
 
 
 @dataclass(frozen=True)
