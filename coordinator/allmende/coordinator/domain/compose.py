@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -54,6 +55,14 @@ class Viewer:
 
     def may_see(self, row: GoldRow) -> bool:
         return not row.unit_id or row.unit_id not in self.seen_units
+
+    def after(self, unit_id: str, gold_ids: Sequence[int], texts: Sequence[str]) -> Viewer:
+        """The view once a lease of `unit_id` with these gold rows was composed."""
+        return Viewer(
+            self.seen_units | {unit_id},
+            self.given | set(gold_ids),
+            (*self.decoys, *texts),
+        )
 
 
 def new_rng() -> np.random.Generator:

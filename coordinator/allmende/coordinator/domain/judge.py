@@ -63,8 +63,9 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
             new_target=max(wanted, len(results)),
             new_quorum=wanted,
         )
-    if len(results) < unit.target:
-        return Verdict("pending", f"waiting for {unit.target - len(results)} more replica(s)")
+    waiting = Verdict("pending", f"waiting for {unit.target - len(results)} more replica(s)")
+    if len(results) < min(unit.target, unit.needed):
+        return waiting
     matrices = [
         arrival.matrix
         if r.result_id == arrival.result_id
@@ -74,6 +75,13 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
     vouching = [proven(r, arrival.proven_streak) for r in results]
     outcome = quorum.decide(matrices, s.tau, unit.needed, vouching)
     ids = [r.result_id for r in results]
+    # Short of the target, decide only when every result in hand agrees in a proven group
+    # that reaches the quorum: the target was raised for results since invalidated (their
+    # volunteer quarantined), which nobody else will replace.
+    if len(results) < unit.target and not (
+        outcome.reached and outcome.vouched and len(outcome.group) == len(results)
+    ):
+        return waiting
     if outcome.reached and not outcome.vouched:
         return Verdict(
             "pending",

@@ -144,6 +144,8 @@ class Leasing(CoordinatorPart):
                 viewer=admission.viewer,
             )
             self.gold.saw(admission.volunteer_id, candidate.unit_id, c.gold_ids, c.sample)
+            if admission.viewer is not None:  # the next unit of this call knows this one
+                admission.viewer = admission.viewer.after(candidate.unit_id, c.gold_ids, c.sample)
             reputation = admission.reputation.get(candidate.kind)
             alone = bool(c.gold_ids) and self.policy.goes_alone(reputation, rng)
             return LeasePlan(
