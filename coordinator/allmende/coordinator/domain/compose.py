@@ -89,6 +89,7 @@ def compose(
     now_ms: int,
     earlier: dict[int, GoldRow] | None = None,
     viewer: Viewer | None = None,
+    own_row: bool = True,
 ) -> Composed:
     """`earlier`: the gold rows the unit's earlier leases got, reused when all still exist,
     so that replicas of a unit cannot find gold rows by comparing their copies.
@@ -98,7 +99,9 @@ def compose(
     in another lease. A copier that re-orders a partner's honest rows has no answer for the
     own row; a volunteer answering only texts it has seen before misses it; and a text seen
     twice may be a decoy as well as a gold row. No gold row is a text from a unit the
-    volunteer leased."""
+    volunteer leased, and the unit's gold rows too are ones it was not given lately where
+    the pool allows. Without `own_row` (a unit that goes out alone: no partner to copy)
+    the lease gets no row of its own; with a decoy only every other lease, at random."""
     unit = decode_unit(candidate.blob)
     own_texts = set(unit.texts)
     if pool:  # a text twice in one unit would give its gold copy away
@@ -108,17 +111,20 @@ def compose(
     if earlier and all(i in earlier for i in candidate.gold_ids):
         shared = [earlier[i] for i in candidate.gold_ids]
     else:
-        shared = _pick(pool, gold_count(candidate.rows, candidate.gold_fraction, len(pool)), rng)
+        k = gold_count(candidate.rows, candidate.gold_fraction, len(pool))
+        unseen = [g for g in pool if viewer is None or g.gold_id not in viewer.given]
+        shared = _pick(unseen, k, rng) if len(unseen) >= k else _pick(pool, k, rng)
     own: list[GoldRow] = []
     decoys: list[str] = []
     if viewer is not None and candidate.gold_fraction > 0:
         taken = {g.gold_id for g in shared} | {g.text for g in shared}
         left = [g for g in pool if g.gold_id not in taken and g.text not in taken]
         fresh = [g for g in left if g.gold_id not in viewer.given] or left
-        own = _pick(fresh, min(1, len(fresh)), rng)
+        own = _pick(fresh, min(1, len(fresh)), rng) if own_row else []
         repeats = [t for t in dict.fromkeys(viewer.decoys) if t not in own_texts]
         repeats = [t for t in repeats if t not in taken and all(t != g.text for g in own)]
-        decoys = [repeats[i] for i in rng.choice(len(repeats), size=min(1, len(repeats)))]
+        if repeats and rng.random() < 0.5:
+            decoys = [repeats[int(rng.integers(len(repeats)))]]
     sample = min(2, len(unit.texts)) if viewer is not None else 0
     gold = shared + own
     k = len(gold)

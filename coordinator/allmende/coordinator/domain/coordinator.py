@@ -174,6 +174,8 @@ class Coordinator(Leasing, Submissions):
         self.store.create_job(job, units, items)
         if settings.gold_fraction > 0 and self.gold_computer is not None:
             self._seed_gold(job_id, settings, records, units)
+        else:  # its first leases draw on the pool of its model (earlier jobs' rows)
+            self.gold.expire()
         log.info(
             "job created job=%s items=%d unique=%d units=%d",
             job_id,

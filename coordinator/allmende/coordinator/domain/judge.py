@@ -21,6 +21,9 @@ from allmende.coordinator.store.records import ResultRecord, UnitRecord, Verdict
 from allmende.protocol import codec
 from allmende.protocol.wire import decode_unit
 
+# Gold rows taken from each unit a proven quorum accepted, while the pool wants more.
+HARVEST_ROWS = 4
+
 
 @dataclass(frozen=True)
 class Arrival:
@@ -135,7 +138,11 @@ def _harvest(
     """Rows of a unit that distinct volunteers agreed on, to serve as gold rows."""
     if not wanted or agreeing < 2 or unit.settings.gold_fraction <= 0:
         return ()
-    k = gold_count(unit.rows, unit.settings.gold_fraction, unit.rows)
+    # A few rows more than one unit's share: a volunteer never gets rows from units it
+    # leased, so the pool must hold rows of many units before everyone has fresh ones.
+    k = min(
+        unit.rows, max(HARVEST_ROWS, gold_count(unit.rows, unit.settings.gold_fraction, unit.rows))
+    )
     texts = decode_unit(unit.blob).texts
     rows = new_rng().choice(unit.rows, size=k, replace=False).tolist()
     return tuple(

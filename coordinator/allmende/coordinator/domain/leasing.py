@@ -133,6 +133,9 @@ class Leasing(CoordinatorPart):
 
         def plan(candidate: LeaseCandidate) -> LeasePlan:
             rng = new_rng()
+            # Adaptive replication: only the unit's first lease may send it out alone.
+            reputation = admission.reputation.get(candidate.kind)
+            wants_alone = candidate.busy == 0 and self.policy.goes_alone(reputation, rng)
             c = compose(
                 self.key,
                 candidate,
@@ -142,12 +145,12 @@ class Leasing(CoordinatorPart):
                 now,
                 earlier=self.gold.cached(candidate.gold_ids),
                 viewer=admission.viewer,
+                own_row=not wants_alone,
             )
             self.gold.saw(admission.volunteer_id, candidate.unit_id, c.gold_ids, c.sample)
             if admission.viewer is not None:  # the next unit of this call knows this one
                 admission.viewer = admission.viewer.after(candidate.unit_id, c.gold_ids, c.sample)
-            reputation = admission.reputation.get(candidate.kind)
-            alone = bool(c.gold_ids) and self.policy.goes_alone(reputation, rng)
+            alone = bool(c.gold_ids) and wants_alone
             return LeasePlan(
                 c.blob,
                 c.signature,
