@@ -40,10 +40,10 @@ def test_units_are_composed_per_lease_and_gold_rows_never_reach_the_dataset(
         assert a.submit(la).status == "pending"
         assert b.submit(lb).status == "accepted"
 
-        # two volunteers agreed on unit 0: it yields a gold row, hidden in later leases of
+        # two volunteers agreed on unit 0: it yields gold rows, hidden in later leases of
         # volunteers that never saw its text; A and B saw it as an ordinary row, so they
         # never get it as a gold row (issue 15), only repeats of texts they saw as decoys
-        assert net.store.gold_count(job) == 1
+        assert net.store.gold_count(job) == 4  # HARVEST_ROWS
         second = net.planned_texts(units[1])
         lease = a.lease()
         assert lease is not None
@@ -51,18 +51,22 @@ def test_units_are_composed_per_lease_and_gold_rows_never_reach_the_dataset(
         assert unit.unit_id == units[1]
         assert net.lease_record(lease.lease_id).gold_ids == ()
         extra = [text for text in unit.texts if text not in second]
-        assert len(unit.texts) == 16 + 1 and len(extra) == 1 and extra[0] in planned  # a decoy
+        decoys = net.decoy_positions(lease.lease_id)  # every other lease, at random
+        assert len(unit.texts) == 16 + len(decoys) and len(extra) == len(decoys) <= 1
+        assert all(text in planned for text in extra)
         assert a.submit(lease).status == "pending"
         c = net.volunteer()
         other = c.lease()
         assert other is not None
         unit = unit_of(other)
         assert unit.unit_id == units[1]
-        assert len(unit.texts) == 16 + 1  # the unit's rows plus k = ceil(16 * 0.02) gold
+        # the unit's rows, k = ceil(16 * 0.02) gold rows for every replica and one of C's own
+        # (C has seen no other lease: no decoy)
+        assert len(unit.texts) == 16 + 2
         extra = [text for text in unit.texts if text not in second]
-        assert len(extra) == 1 and extra[0] in planned
+        assert len(extra) == 2 and all(text in planned for text in extra)
         record = net.lease_record(other.lease_id)
-        assert len(record.gold_ids) == 1
+        assert len(record.gold_ids) == 2
         assert [unit.texts[i] for i in net.gold_positions(other.lease_id)] == extra
         assert sorted(t for t in unit.texts if t in second) == sorted(second)
         assert c.submit(other).status == "accepted"
@@ -214,8 +218,8 @@ def test_two_new_accounts_agreeing_cannot_plant_gold_rows(
             assert a.submit(la).status == "pending"
             assert b.submit(lb).status == "accepted"
             counts.append(net.store.gold_count(job))
-        # streaks before each unit: 0, 1, 2, 3; one gold row per unit of 4 at 2 %
-        assert counts == [0, 0, 1, 2]
+        # streaks before each unit: 0, 1, 2, 3; 4 gold rows per unit (HARVEST_ROWS)
+        assert counts == [0, 0, 4, 8]
 
 
 def test_replicas_of_a_unit_get_the_same_gold_rows_in_their_own_order(

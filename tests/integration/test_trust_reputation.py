@@ -172,13 +172,13 @@ def test_no_unit_goes_alone_before_the_job_has_gold_rows(coordinator_home: Coord
         assert other is not None
         trusted.submit(first)
         assert partner.submit(other).status == "accepted"
-        assert net.store.gold_count(job) == 1  # two volunteers agreed: the first gold row
+        assert net.store.gold_count(job) == 2  # two volunteers agreed: the first gold rows
         # ... but both saw its text as an ordinary row, so neither ever gets it as gold
         # (issue 15): gold rows from a unit two others computed reach them
         assert lockstep(net, trusted, partner, units=2) == []
         c, d = net.volunteer(), net.volunteer()
         lockstep(net, c, d, units=1)
-        assert net.store.gold_count(job) == 4  # one row from each unit agreed on
+        assert net.store.gold_count(job) == 8  # both rows of each unit agreed on
         solo = lockstep(net, trusted, partner)
         assert solo, "gold rows arrived, yet no unit went alone"
         for unit_id in solo:
