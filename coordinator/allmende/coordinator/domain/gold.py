@@ -15,11 +15,12 @@ after every accepted unit while a job's pool filled, in whichever lease came nex
 those leases the slowest of their second.)
 
 Per volunteer, the pool also remembers what it has seen (`viewer()`, `saw()`): the units it
-leased (read from the store every `refresh_s`, plus those this process leased to it since),
+leased (read from the store every minute, plus those this process leased to it since),
 the gold rows it was given lately, and a few ordinary texts of its leases to repeat as
-decoys. A process keeps this for the `VIEWERS` volunteers it served last; what another
-process or a restart forgets only makes a repeated gold row a little likelier, never a gold
-row from a unit the volunteer leased (that part comes from the store).
+decoys. A process keeps this for the `VIEWERS` volunteers it served last. What a restart
+forgets only makes a repeated gold row a little likelier; the units come from the store,
+except those another coordinator replica leased to the volunteer within the last minute
+(whose rows rarely become gold that soon: a unit yields gold rows once it is accepted).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import GoldRow
 
 # Volunteers whose views a process keeps, gold rows and decoy texts kept per volunteer.
+# A view is read again from the store after VIEW_REFRESH_S: a query per volunteer and
+# minute, not per lease (this process adds its own leases to the view at once).
+VIEW_REFRESH_S = 60.0
 VIEWERS = 10_000
 GIVEN = 512
 DECOYS = 64
@@ -164,11 +168,11 @@ class GoldPool:
     def viewer(self, volunteer_id: str) -> Viewer:
         """What `volunteer_id` has seen, for composing its next leases (see compose.Viewer).
         Reads the units it leased that gold rows came from when the copy is older than
-        `refresh_s` (outside any transaction, once per lease call at most)."""
+        VIEW_REFRESH_S (outside any transaction, once per lease call at most)."""
         now = self.clock()
         with self._views_lock:
             view = self._views.get(volunteer_id)
-        if view is None or now - view.loaded >= self.refresh_s:
+        if view is None or now - view.loaded >= VIEW_REFRESH_S:
             units = self.store.gold_sources_leased(volunteer_id)
             with self._views_lock:
                 view = self._views.get(volunteer_id) or _View(now, set())
