@@ -1,5 +1,6 @@
-"""Adversary simulation: cheaters caught, units until caught, honest false positives, and
-the verification overhead of plain quorum 2 and of adaptive replication.
+"""Adversary simulation under the default trust policy: fabricated rows published, cheaters
+caught, honest false positives, and the verification overhead of plain quorum 2 and of
+adaptive replication.
 
     python bench/adversary.py [--cheater-items 2000] [--items 4000] [--warmup 2000]
                               [--unit-size 32] [--honest 4] [--adaptive-after 10]
@@ -12,26 +13,38 @@ integration test (tests/integration/test_adversary.py). Honest volunteers run th
 all-MiniLM-L6-v2 on unique STS-B sentences (`--model hash`: a hash of each text instead, to
 check the protocol quickly); the coordinator's gold computer runs the same model.
 
+Every run uses the policy `coordinator serve` has by default (no --trust-local): a unit is
+accepted only with a result from a proven volunteer (a record of valid results, or gold rows
+passed). A fresh coordinator with neither gold rows nor proven volunteers publishes nothing,
+so each run starts one of two documented ways: "coordinator gold" (`serve --gold-compute`,
+every volunteer new) or "history": the operator's own volunteers (the honest ones) first
+compute a warm-up job while the coordinator trusts loopback (`--trust-local`), then it runs
+on with the default policy; the honest volunteers then have a record and the model has gold
+rows from that job (the cross-job pool), the cheaters are new.
+
 1. Cheaters. One job (--cheater-items), honest volunteers plus one cheater of each kind:
    random vectors, honest rows plus noise (cosine 0.99), another model (the first three
    words of each text), a replayed old result, a copied result, a forged signature, and a
-   10 % cheater that turns to random rows once it is trusted. Run twice: with gold rows the
-   coordinator computed at job creation, and with gold rows only from units a quorum
-   accepted. Printed per cheater: caught or not, units it leased until quarantine (of them
+   10 % cheater that turns to random rows once it is trusted. Run twice: with coordinator
+   gold, and with history (gold rows only from units proven quorums accepted). Printed per
+   cheater: caught or not, units it leased until quarantine (of them
    dishonest), the reason; then the honest volunteers quarantined (false positives), the
-   accepted units that rest only on a cheater (checked in the database), gold rows with a
-   wrong answer, and dataset rows unlike the honest model's. Goal: all caught, all zero.
+   fabricated rows published (rows of accepted units whose published values are not the
+   honest model's), gold rows with a wrong answer, and dataset rows unlike the honest
+   model's. Goal: all caught, all zero.
 2. A colluding pair that compares its two copies of a unit to find the gold rows (texts
-   only one of them got) and agrees on a lie for the rest. Replicas of a unit share their
-   gold rows, so nothing stands out and the lie covers gold rows too. Printed as in 1.;
-   goal: both quarantined, no lie accepted, no wrong gold or dataset rows.
+   only one of them got: each lease's own gold row and decoy) and agrees on a lie for the
+   rest. Replicas of a unit share their other gold rows, so the lie covers them too.
+   Printed as in 1.; goal: no fabricated row published, no honest volunteer quarantined.
+   (Under the old default, quorum-only gold, this pair got 32 wrong rows shipped.)
 3. Verification overhead = compute per accepted item = (rows volunteers computed, gold rows
    and refused results included, plus gold rows the coordinator computed) / unique items.
    Baseline: plain quorum 2 (TrustPolicy(adaptive=False)), just over 2.0. Adaptive
    replication: a job (--items) created after a warm-up job (--warmup) the same honest
-   volunteers completed, so they start it trusted (under the default policy a unit is
-   replicated with chance max(1 / consecutive valid results, 5 %)). Goal: <= 1.15, printed
-   also as a ratio to the baseline of the same run. Every figure is a count, not a timing.
+   volunteers completed (by the operator's trust under "history"), so they start it
+   trusted (a unit is then replicated with chance max(1 / consecutive valid results,
+   5 %)). Goal: <= 1.15, printed also as a ratio to the baseline of the same run. Every
+   figure is a count, not a timing.
 
 Exits non-zero when a goal is missed.
 """
@@ -54,12 +67,12 @@ from tests.integration.adversary import (
     JobRun,
     Model,
     Volunteer,
-    audit,
     cast,
     collusion_cast,
     dataset_rows,
     hash_model,
     poisoned_gold,
+    published_wrong,
     real_model,
     row_cosines,
     simulation,
@@ -69,6 +82,12 @@ GOAL = 1.15
 TAU = 0.999  # the job default
 
 
+def default_policy(**changes: object) -> TrustPolicy:
+    """The policy of `coordinator serve` without trust flags (whatever ALLMENDE_TRUST_LOCAL
+    says in this shell)."""
+    return TrustPolicy(trust_local=False, **changes)  # type: ignore[arg-type]
+
+
 def cheaters_run(
     root: Path,
     model: Model,
@@ -76,24 +95,27 @@ def cheaters_run(
     args: argparse.Namespace,
     gold: bool,
     volunteers: list[Volunteer],
+    history: list[str],
     idle_s: float = 30.0,
 ) -> tuple[JobRun, int, int, int]:
-    """One job with these volunteers; returns the run (state 'stalled' if it stopped
-    getting anywhere), the accepted units resting only on a cheater, the gold rows whose
-    answer is wrong, and the dataset rows that differ from the honest model's."""
-    policy = TrustPolicy(adaptive_after=args.adaptive_after)
+    """One job with these volunteers (after the operator's warm-up job over `history`,
+    when not `gold`); returns the run (state 'stalled' if it stopped getting anywhere), the
+    fabricated rows published, the gold rows whose answer is wrong, and the dataset rows
+    that differ from the honest model's."""
+    policy = default_policy(adaptive_after=args.adaptive_after)
     with simulation(root, model, volunteers, policy, gold=gold) as sim:
+        if not gold:
+            sim.operator_warm_up(history, unit_size=args.unit_size, redundancy=2)
         job_id = sim.create_job(texts, unit_size=args.unit_size, redundancy=2)
         run = sim.run(job_id, idle_s=idle_s, stall_ok=True)
-        honest = {v.volunteer_id for v in volunteers if v.honest}
         db = root / "coordinator.db"
-        resting = len(audit(db, job_id, honest))
+        fabricated = published_wrong(db, job_id, model, TAU)
         poisoned = poisoned_gold(db, job_id, model, TAU)
         wrong = 0
         if run.state == "complete":
             rows_texts, embeddings = dataset_rows(root / "datasets" / job_id)
             wrong = int((row_cosines(embeddings, model(rows_texts)) < TAU).sum())
-    return run, resting, poisoned, wrong
+    return run, fabricated, poisoned, wrong
 
 
 def overhead_run(
@@ -105,9 +127,11 @@ def overhead_run(
     adaptive: bool,
     gold: bool,
 ) -> JobRun:
-    policy = TrustPolicy(adaptive=adaptive, adaptive_after=args.adaptive_after)
+    policy = default_policy(adaptive=adaptive, adaptive_after=args.adaptive_after)
     with simulation(root, model, cast(args.honest, ()), policy, gold=gold) as sim:
-        if warmup:
+        if not gold:  # plain quorum too: a fresh coordinator needs proven volunteers
+            sim.operator_warm_up(warmup, unit_size=args.unit_size)
+        elif warmup:
             sim.run(sim.create_job(warmup, unit_size=args.unit_size))
         return sim.run(sim.create_job(texts, unit_size=args.unit_size))
 
@@ -129,6 +153,7 @@ def main() -> None:
     texts = stsb_texts(args.items + args.warmup)
     measured, warmup = texts[: args.items], texts[args.items :]
     sample = measured[: args.cheater_items]
+    history = warmup[: max(args.cheater_items // 2, 1)]
     failures: list[str] = []
 
     print(
@@ -143,12 +168,18 @@ def main() -> None:
         casts = {gold: cast(args.honest, trusted_after=trusted) for gold in (1, 0)}
         runs = {
             gold: cheaters_run(
-                Path(tmp) / f"cheaters-{gold}", model, sample, args, bool(gold), casts[gold]
+                Path(tmp) / f"cheaters-{gold}",
+                model,
+                sample,
+                args,
+                bool(gold),
+                casts[gold],
+                history,
             )
             for gold in (1, 0)
         }
         print("\n1. Cheaters: units each leased until quarantined (dishonest units among them)")
-        print(f"{'cheater':<28} {'coordinator gold rows':<34} {'gold rows from quorum only':<34}")
+        print(f"{'cheater':<28} {'coordinator gold rows':<34} {'history (operator warm-up)':<34}")
         by_kind = {gold: [v for v in casts[gold] if not v.honest] for gold in (1, 0)}
         for with_gold, without in zip(by_kind[1], by_kind[0], strict=True):
             cells = []
@@ -163,45 +194,58 @@ def main() -> None:
                     failures.append(f"{v.kind} not caught")
             print(f"{with_gold.kind:<28} {cells[0]:<34} {cells[1]:<34}")
         for gold in (1, 0):
-            run, resting, poisoned, wrong = runs[gold]
+            run, fabricated, poisoned, wrong = runs[gold]
             honest = [v for v in casts[gold] if v.honest]
             false_positives = sum(v.quarantined for v in honest)
-            label = "coordinator gold" if gold else "quorum gold only"
+            label = "coordinator gold" if gold else "history"
             print(
-                f"{label}: job {run.state}; honest volunteers quarantined {false_positives} of "
-                f"{len(honest)}; accepted units resting only on a cheater {resting}; wrong "
-                f"gold rows {poisoned}; wrong dataset rows {wrong}; compute per accepted item "
+                f"{label}: job {run.state}; fabricated rows published {fabricated}; honest "
+                f"volunteers quarantined {false_positives} of {len(honest)}; wrong gold rows "
+                f"{poisoned}; wrong dataset rows {wrong}; compute per accepted item "
                 f"{run.overhead:.3f}"
             )
-            if run.state != "complete" or false_positives or resting or poisoned or wrong:
+            if run.state != "complete" or false_positives or fabricated or poisoned or wrong:
                 failures.append(f"{label}: a cheater's rows or a false positive")
 
         print("\n2. A colluding pair that compares its copies of each unit it holds twice")
         for gold in (1, 0):
             pair_cast = collusion_cast(args.honest)
-            run, resting, poisoned, wrong = cheaters_run(
-                Path(tmp) / f"collusion-{gold}", model, sample, args, bool(gold), pair_cast, 5
+            run, fabricated, poisoned, wrong = cheaters_run(
+                Path(tmp) / f"collusion-{gold}",
+                model,
+                sample,
+                args,
+                bool(gold),
+                pair_cast,
+                history,
+                5,
             )
             pair = [v for v in pair_cast if not v.honest]
             honest = [v for v in pair_cast if v.honest]
-            label = "coordinator gold" if gold else "quorum gold only"
+            false_positives = sum(v.quarantined for v in honest)
+            label = "coordinator gold" if gold else "history"
             print(
-                f"{label}: job {run.state}; the pair lied on {sum(v.dishonest for v in pair)} "
-                f"unit answer(s), {sum(v.quarantined for v in pair)} of 2 quarantined; honest "
-                f"volunteers quarantined {sum(v.quarantined for v in honest)} of {len(honest)}; "
-                f"accepted units resting only on the pair {resting}; wrong gold rows "
-                f"{poisoned}; wrong dataset rows {wrong}"
+                f"{label}: job {run.state}; fabricated rows published {fabricated}; the pair "
+                f"lied on {sum(v.dishonest for v in pair)} unit answer(s), "
+                f"{sum(v.quarantined for v in pair)} of 2 quarantined; honest volunteers "
+                f"quarantined {false_positives} of {len(honest)}; wrong gold rows {poisoned}; "
+                f"wrong dataset rows {wrong}"
             )
-            caught = all(v.quarantined for v in pair) or not any(v.dishonest for v in pair)
-            if run.state != "complete" or not caught or resting or poisoned or wrong:
+            if run.state != "complete" or fabricated or false_positives or poisoned or wrong:
                 failures.append(f"colluding pair, {label}: not caught, or its rows shipped")
 
         print("\n3. Verification overhead: compute per accepted item (honest volunteers only)")
-        print(f"{'':<44} {'coordinator gold':>17} {'quorum gold only':>17}")
+        print(f"{'':<44} {'coordinator gold':>17} {'history':>17}")
         figures: dict[str, dict[int, JobRun]] = {"plain": {}, "adaptive": {}}
         for gold in (1, 0):
             figures["plain"][gold] = overhead_run(
-                Path(tmp) / f"plain-{gold}", model, measured, [], args, False, bool(gold)
+                Path(tmp) / f"plain-{gold}",
+                model,
+                measured,
+                [] if gold else warmup,
+                args,
+                False,
+                bool(gold),
             )
             figures["adaptive"][gold] = overhead_run(
                 Path(tmp) / f"adaptive-{gold}", model, measured, warmup, args, True, bool(gold)
@@ -222,7 +266,7 @@ def main() -> None:
                 f"coordinator for {run.unique_items} items"
             )
             verdict = "PASS" if run.overhead <= GOAL else "FAIL"
-            label = "coordinator gold" if gold else "quorum gold only"
+            label = "coordinator gold" if gold else "history"
             print(f"adaptive, {label}: {run.overhead:.3f} (goal <= {GOAL}) {verdict}; {detail}")
             if run.overhead > GOAL:
                 failures.append(f"adaptive overhead {run.overhead:.3f} > {GOAL} ({label})")
@@ -232,7 +276,7 @@ def main() -> None:
         print("FAIL: " + "; ".join(failures))
         sys.exit(1)
     print(
-        "PASS: every cheater caught, no false positive, no row resting on a cheater, "
+        "PASS: no fabricated row published, every cheater caught, no false positive, "
         f"adaptive overhead <= {GOAL}"
     )
 

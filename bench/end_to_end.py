@@ -35,7 +35,10 @@ def _start_coordinator(data: Path) -> tuple[subprocess.Popen[str], str, str]:
                           capture_output=True, text=True)
     fingerprint = init.stdout.strip().splitlines()[-1]
     server = subprocess.Popen(
-        [*command, "coordinator", "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
+        # --trust-local: the one volunteer here is the operator's own; on a fresh coordinator
+        # without gold rows nobody else could vouch for its units.
+        [*command, "coordinator", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
+         "--trust-local"],
         stdout=subprocess.PIPE, text=True,
     )
     assert server.stdout is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,13 @@ from allmende.v1 import allmende_pb2 as pb
 
 # The throwaway PostgreSQL cluster fixtures (postgres_cluster, postgres_url).
 pytest_plugins = ["tests.postgres"]
+
+# The suite's volunteers all run on this machine, as the operator's own do: their results
+# count as proven (`serve --trust-local`), so that tests of other features need no gold
+# rows or warm-up before a unit can be accepted. Set before any coordinator starts, so that
+# CLI subprocesses inherit it too. Tests of the proven-quorum rule itself pass
+# `TrustPolicy(trust_local=False)` (tests/integration/test_adversary.py, test_proven.py).
+os.environ.setdefault("ALLMENDE_TRUST_LOCAL", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 # The STS-B train and dev splits travel with the repository (tests/data/stsb/, licence beside).

@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol import codec
+from allmende.protocol.wire import decode_unit
 from allmende.v1 import allmende_pb2 as pb
 from tests.integration.adversary_cast import (  # noqa: F401 - re-exported
     DIMS,
@@ -142,6 +143,20 @@ class Simulation:
         after = self.gold_model.rows if self.gold_model else 0
         self.rows[f"coordinator:{job_id}"] = after - before
         return str(job_id)
+
+    def operator_warm_up(self, texts: Sequence[str], **spec: object) -> JobRun:
+        """A job the operator's own volunteers (the honest ones) compute while the
+        coordinator trusts loopback (`serve --trust-local`), as a fresh coordinator without
+        gold rows is bootstrapped; then the coordinator runs on with the policy it had. It
+        leaves honest volunteers with a record and the model with gold rows for later jobs."""
+        coordinator = self.running.coordinator
+        policy, everyone = coordinator.policy, self.volunteers
+        coordinator.policy = replace(policy, trust_local=True)
+        self.volunteers = [v for v in everyone if v.honest]
+        try:
+            return self.run(self.create_job(texts, **spec))
+        finally:
+            coordinator.policy, self.volunteers = policy, everyone
 
     def _check_quarantine(self) -> None:
         store = self.running.coordinator.store
@@ -264,6 +279,27 @@ def audit(db: Path, job_id: str, honest_ids: set[str]) -> list[str]:
             ):
                 problems.append(f"{unit_id}: rests only on {volunteer[:12]}'s result")
     return problems
+
+
+def published_wrong(db: Path, job_id: str, model: Model, tau: float) -> int:
+    """Rows of a job's accepted units whose published values are not the honest model's
+    (cosine < tau): what its dataset holds, or would hold once written."""
+    wrong = 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        dims, dtype = conn.execute(
+            "SELECT dims, result_dtype FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        units = conn.execute(
+            "SELECT u.blob, u.rows, COALESCE(u.canonical_payload, r.payload) FROM units u"
+            " JOIN results r ON r.result_id = u.canonical_result_id"
+            " WHERE u.job_id = ? AND u.state = 'accepted'",
+            (job_id,),
+        ).fetchall()
+    for blob, rows, payload in units:
+        texts = decode_unit(blob).texts
+        published = codec.decode(payload, dtype, rows, dims)
+        wrong += int((row_cosines(published, model(texts)) < tau).sum())
+    return wrong
 
 
 def poisoned_gold(db: Path, job_id: str, model: Model, tau: float) -> int:

@@ -40,26 +40,39 @@ def test_units_are_composed_per_lease_and_gold_rows_never_reach_the_dataset(
         assert a.submit(la).status == "pending"
         assert b.submit(lb).status == "accepted"
 
-        # two volunteers agreed on unit 0: it yields a gold row, hidden in later leases
-        assert net.store.gold_count(job) == 1
+        # two volunteers agreed on unit 0: it yields gold rows, hidden in later leases of
+        # volunteers that never saw its text; A and B saw it as an ordinary row, so they
+        # never get it as a gold row (issue 15), only repeats of texts they saw as decoys
+        assert net.store.gold_count(job) == 4  # HARVEST_ROWS
         second = net.planned_texts(units[1])
-        later = [a.lease(), b.lease()]
-        for lease in later:
-            assert lease is not None
-            unit = unit_of(lease)
-            assert unit.unit_id == units[1]
-            assert len(unit.texts) == 16 + 1  # the unit's rows plus k = ceil(16 * 0.02) gold
-            extra = [text for text in unit.texts if text not in second]
-            assert len(extra) == 1 and extra[0] in planned
-            record = net.lease_record(lease.lease_id)
-            assert len(record.gold_ids) == 1
-            assert [unit.texts[i] for i in net.gold_positions(lease.lease_id)] == extra
-            assert sorted(t for t in unit.texts if t in second) == sorted(second)
-        assert a.submit(later[0]).status == "pending"  # type: ignore[arg-type]
-        assert b.submit(later[1]).status == "accepted"  # type: ignore[arg-type]
-        for volunteer in (a, b):
+        lease = a.lease()
+        assert lease is not None
+        unit = unit_of(lease)
+        assert unit.unit_id == units[1]
+        assert net.lease_record(lease.lease_id).gold_ids == ()
+        extra = [text for text in unit.texts if text not in second]
+        decoys = net.decoy_positions(lease.lease_id)  # every other lease, at random
+        assert len(unit.texts) == 16 + len(decoys) and len(extra) == len(decoys) <= 1
+        assert all(text in planned for text in extra)
+        assert a.submit(lease).status == "pending"
+        c = net.volunteer()
+        other = c.lease()
+        assert other is not None
+        unit = unit_of(other)
+        assert unit.unit_id == units[1]
+        # the unit's rows, k = ceil(16 * 0.02) gold rows for every replica and one of C's own
+        # (C has seen no other lease: no decoy)
+        assert len(unit.texts) == 16 + 2
+        extra = [text for text in unit.texts if text not in second]
+        assert len(extra) == 2 and all(text in planned for text in extra)
+        record = net.lease_record(other.lease_id)
+        assert len(record.gold_ids) == 2
+        assert [unit.texts[i] for i in net.gold_positions(other.lease_id)] == extra
+        assert sorted(t for t in unit.texts if t in second) == sorted(second)
+        assert c.submit(other).status == "accepted"
+        for volunteer, checked in ((a, 0), (b, 0), (c, 1)):
             rep = net.store.get_reputation(volunteer.id)[KIND]
-            assert (rep.valid, rep.gold_checked, rep.gold_missed) == (2, 1, 0)
+            assert (rep.gold_checked, rep.gold_missed) == (checked, 0)
 
         assert net.wait_state(job, "complete") == "complete"
         data = net.dataset(job)
@@ -79,7 +92,8 @@ def test_a_copied_result_is_refused_and_counted(coordinator_home: CoordinatorHom
         la, lb = a.lease(), b.lease()
         assert la is not None and lb is not None
         assert unit_of(la).unit_id == unit_of(lb).unit_id
-        assert len(unit_of(lb).texts) == 8 + 4  # k = ceil(8 * 0.5) hidden gold rows
+        # k = ceil(8 * 0.5) hidden gold rows shared by the replicas, and one of its own
+        assert len(unit_of(lb).texts) == 8 + 4 + 1
         assert a.submit(la).status == "pending"
         copied = a.honest(la)  # A's rows, in the order of A's lease
 
@@ -204,8 +218,8 @@ def test_two_new_accounts_agreeing_cannot_plant_gold_rows(
             assert a.submit(la).status == "pending"
             assert b.submit(lb).status == "accepted"
             counts.append(net.store.gold_count(job))
-        # streaks before each unit: 0, 1, 2, 3; one gold row per unit of 4 at 2 %
-        assert counts == [0, 0, 1, 2]
+        # streaks before each unit: 0, 1, 2, 3; 4 gold rows per unit (HARVEST_ROWS)
+        assert counts == [0, 0, 4, 8]
 
 
 def test_replicas_of_a_unit_get_the_same_gold_rows_in_their_own_order(
@@ -220,7 +234,12 @@ def test_replicas_of_a_unit_get_the_same_gold_rows_in_their_own_order(
         assert len(units) == 3 and len({u.unit_id for u in units}) == 1
         assert units[0].unit_id == net.units(job)[0]
         records = [net.lease_record(lease.lease_id) for lease in leases if lease is not None]
-        assert len(records[0].gold_ids) == 4  # 16 rows at 25 %
-        assert records[0].gold_ids == records[1].gold_ids == records[2].gold_ids
-        assert sorted(units[0].texts) == sorted(units[1].texts) == sorted(units[2].texts)
+        # 16 rows at 25 % shared by every replica, and one more of each lease's own (issue
+        # 15: a copier re-ordering a partner's rows has no answer for it)
+        assert [len(r.gold_ids) for r in records] == [5, 5, 5]
+        shared = records[0].gold_ids[:4]
+        assert records[1].gold_ids[:4] == records[2].gold_ids[:4] == shared
+        assert all(r.gold_ids[4] not in shared for r in records)
+        common = set(units[0].texts) & set(units[1].texts) & set(units[2].texts)
+        assert len(common) == 16 + 4
         assert len({u.texts for u in units}) == 3  # each in an order of its own

@@ -34,13 +34,14 @@ def test_a_volunteer_that_misses_a_gold_row_is_rejected_and_quarantined(
         assert lease is not None
         unit = unit_of(lease)
         positions = net.gold_positions(lease.lease_id)
-        assert len(unit.texts) == 10 and len(positions) == 2
+        # 2 shared gold rows and 1 of its own (the first lease: nothing seen to repeat)
+        assert len(unit.texts) == 11 and len(positions) == 3
         # honest everywhere except one of the two hidden gold rows
         matrix = cheat.honest(lease)
         matrix[positions[0]] = random_rows(1, unit.dims, seed=5)[0]
         response = cheat.submit(lease, matrix)
         assert response.status == "rejected"
-        assert "missed 1 of 2 hidden gold row(s)" in response.reason
+        assert "missed 1 of 3 hidden gold row(s)" in response.reason
 
         assert net.lease_record(lease.lease_id).state == "rejected"
         assert net.results(unit.unit_id) == []  # nothing of it was stored
@@ -62,7 +63,9 @@ def test_a_volunteer_that_misses_a_gold_row_is_rejected_and_quarantined(
         assert net.wait_state(job, "complete") == "complete"
         for honest in (a, b):
             rep = net.store.get_reputation(honest.id)[KIND]
-            assert (rep.valid, rep.gold_checked, rep.gold_missed, rep.faults) == (3, 3, 0, 0)
+            # gold rows on its first two units; the third has none left: every text of
+            # this job sat in a unit it leased, and none reaches it as a gold row (issue 15)
+            assert (rep.valid, rep.gold_checked, rep.gold_missed, rep.faults) == (3, 2, 0, 0)
             assert not net.store.get_volunteer(honest.id).quarantined  # type: ignore[union-attr]
         status = RawAdmin(net.running.address).get_job(job)
         assert status.results_rejected == 0 and status.units_accepted == 3

@@ -52,7 +52,10 @@ def test_a_long_trusted_volunteer_gets_solo_units_and_a_newcomer_never_does(
                 solo.append(unit.unit_id)
                 (result,) = net.results(unit.unit_id)
                 assert result.state == "valid"
-                assert result.credit == claimed_tokens(unit.texts)  # its own claim, capped
+                # its own claim, capped at the unit's and gold rows (decoys are not credited)
+                decoys = set(net.decoy_positions(lease.lease_id))
+                worked = [t for i, t in enumerate(unit.texts) if i not in decoys]
+                assert result.credit == claimed_tokens(worked)
                 continue
             assert row.quorum == 2
             other = partner.lease()
@@ -170,7 +173,13 @@ def test_no_unit_goes_alone_before_the_job_has_gold_rows(coordinator_home: Coord
         assert other is not None
         trusted.submit(first)
         assert partner.submit(other).status == "accepted"
-        assert net.store.gold_count(job) == 1  # two volunteers agreed: the first gold row
+        assert net.store.gold_count(job) == 2  # two volunteers agreed: the first gold rows
+        # ... but both saw its text as an ordinary row, so neither ever gets it as gold
+        # (issue 15): gold rows from a unit two others computed reach them
+        assert lockstep(net, trusted, partner, units=2) == []
+        c, d = net.volunteer(), net.volunteer()
+        lockstep(net, c, d, units=1)
+        assert net.store.gold_count(job) == 8  # both rows of each unit agreed on
         solo = lockstep(net, trusted, partner)
         assert solo, "gold rows arrived, yet no unit went alone"
         for unit_id in solo:
@@ -216,7 +225,7 @@ def test_a_lone_claim_is_capped_at_the_coordinators_count(
         lease = v.lease()
         assert lease is not None
         texts = unit_of(lease).texts
-        assert len(texts) == 10  # gold rows are work too, and count
+        assert len(texts) == 11  # gold rows are work too, and count (2 shared, 1 its own)
         assert v.submit(lease, claimed_tokens=10**12).status == "accepted"
         (result,) = net.results(net.units(job)[0])
         assert result.claimed_tokens == result.credit == claimed_tokens(texts)

@@ -138,7 +138,15 @@ class Net:
         record = self.lease_record(lease_id)
         rows = self.unit(record.unit_id).rows
         order = np.frombuffer(record.composition, dtype="<u2")
-        return [i for i, source in enumerate(order.tolist()) if source >= rows]
+        gold = rows + len(record.gold_ids)
+        return [i for i, source in enumerate(order.tolist()) if rows <= source < gold]
+
+    def decoy_positions(self, lease_id: str) -> list[int]:
+        """Where the decoys (texts the volunteer saw in other leases) sit in its unit."""
+        record = self.lease_record(lease_id)
+        gold = self.unit(record.unit_id).rows + len(record.gold_ids)
+        order = np.frombuffer(record.composition, dtype="<u2")
+        return [i for i, source in enumerate(order.tolist()) if source >= gold]
 
     def results(self, unit_id: str) -> list[Any]:
         r = t.results

@@ -27,10 +27,10 @@ ADDED_COLUMNS = {("units", "busy")} | {
     (table, column)
     for table, columns in {
         "jobs": ("gold_fraction",),
-        "units": ("quorum",),
+        "units": ("quorum", "canonical_payload"),
         "volunteers": ("quarantined", "quarantine_reason", "quota_day", "leased_today"),
         "leases": ("address", "unit_sha256", "composition", "gold_ids"),
-        "results": ("claimed_tokens", "credit"),
+        "results": ("claimed_tokens", "credit", "vouched"),
     }.items()
     for column in columns
 }

@@ -436,7 +436,11 @@ def test_priority_then_age_decides_which_job_is_leased(store: SqlStore) -> None:
     assert [g[1] for g in got if g] == [*urgent_units, old_units[0]]
 
 
-def test_an_expired_lease_is_swept_and_may_still_deliver(store: SqlStore) -> None:
+def test_an_expired_lease_is_swept_and_refused_once_its_unit_was_leased_again(
+    store: SqlStore,
+) -> None:
+    """Issue 15: a result after the deadline, once the unit went to someone else, is
+    refused and leaves the unit as it was (it used to count while the unit was open)."""
     units = make_job(store, texts=2, unit_size=2, redundancy=2)
     late = lease(store, "v1")
     assert late is not None
@@ -447,13 +451,27 @@ def test_an_expired_lease_is_swept_and_may_still_deliver(store: SqlStore) -> Non
     record = store.get_lease(late[0])
     assert record is not None and record.state == "expired"
     assert lease(store, "v4", now=after) is None  # v2 and v3 hold both slots
-    # v1 finished after all: its result counts while the unit is open
-    assert submit(store, late[0], late[1], "v1", now=after + 1).status == "pending"
-    assert submit(store, other[0], other[1], "v2", now=after + 2).status == "accepted"
+    with pytest.raises(FailedPrecondition, match="leased again"):
+        submit(store, late[0], late[1], "v1", now=after + 1)
+    assert store.get_lease(late[0]).state == "expired"  # type: ignore[union-attr]
+    assert submit(store, other[0], other[1], "v2", now=after + 2).status == "pending"
+    assert submit(store, fresh[0], fresh[1], "v3", now=after + 3).status == "accepted"
     unit = store.get_unit(units[0])
     assert unit is not None and unit.state == "accepted"
-    cancelled = store.get_lease(fresh[0])
-    assert cancelled is not None and cancelled.state == "cancelled"
+    assert slots_out_of_step(store) == {}
+
+
+def test_an_expired_lease_may_still_deliver_while_nobody_else_got_its_unit(
+    store: SqlStore,
+) -> None:
+    make_job(store, texts=2, unit_size=2, redundancy=2)
+    late = lease(store, "v1")
+    other = lease(store, "v2")
+    assert late is not None and other is not None
+    after = T0 + LEASE_S * 1000 + 1
+    assert submit(store, other[0], other[1], "v2", now=T0 + 5).status == "pending"
+    assert lease(store, "v3", now=T0 + 6) is None  # both slots taken, none expired yet
+    assert submit(store, late[0], late[1], "v1", now=after).status == "accepted"
     assert slots_out_of_step(store) == {}
 
 

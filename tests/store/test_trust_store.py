@@ -200,7 +200,9 @@ def test_a_result_that_carried_gold_rows_counts_as_gold_checked(store: SqlStore)
 # ------------------------------------------------------------------ gold rows
 
 
-def test_gold_rows_per_job_newest_first(store: SqlStore) -> None:
+def test_gold_rows_per_model_newest_first_across_jobs(store: SqlStore) -> None:
+    """Issue 15: a job draws gold rows from every job of its model (both jobs here use the
+    default model), so a new job has gold rows before any of its own units is accepted."""
     make_job(store, "job-a")
     make_job(store, "job-b")
     store.add_gold("job-a", [(f"a{i}", bytes([i]) * 8) for i in range(5)], "coordinator", T0)
@@ -209,15 +211,16 @@ def test_gold_rows_per_job_newest_first(store: SqlStore) -> None:
     assert store.gold_count("job-none") == 0
     rows = store.gold_rows(["job-a", "job-b"], 3)
     assert [(g.job_id, g.text) for g in rows] == [
+        ("job-a", "b1"),
+        ("job-a", "b0"),
         ("job-a", "a4"),
-        ("job-a", "a3"),
-        ("job-a", "a2"),
         ("job-b", "b1"),
         ("job-b", "b0"),
+        ("job-b", "a4"),
     ]
-    assert rows[0].answer == bytes([4]) * 8
-    picked = store.gold_by_ids([rows[1].gold_id, rows[4].gold_id, 10**9])
-    assert sorted(g.text for g in picked) == ["a3", "b0"]
+    assert rows[2].answer == bytes([4]) * 8
+    picked = store.gold_by_ids([rows[1].gold_id, rows[2].gold_id, 10**9])
+    assert sorted(g.text for g in picked) == ["a4", "b0"]
     assert store.gold_by_ids([]) == []
     assert store.gold_rows([], 3) == []
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allmende.coordinator.domain.quorum import Comparison, compare, decide, row_cosines
+from allmende.coordinator.domain.quorum import (
+    Comparison,
+    compare,
+    consensus,
+    decide,
+    row_cosines,
+)
 from allmende.protocol import codec
 
 
@@ -198,3 +204,35 @@ def test_fp16_noise_from_batch_differences_still_agrees_at_default_tau() -> None
     out = decide(replicas, tau=0.999, quorum=2)
     assert out.reached
     assert out.agreement > 0.9999
+
+
+# ------------------------------------------------------------------ issue 15
+
+
+def test_a_group_without_a_proven_result_is_returned_but_not_vouched() -> None:
+    fake = unit_rows(seed=11)
+    outcome = decide([fake, fake.copy()], 0.999, 2, proven=[False, False])
+    assert outcome.group == (0, 1) and outcome.reached and not outcome.vouched
+
+
+def test_a_proven_group_of_the_quorum_beats_a_larger_unproven_one() -> None:
+    honest = unit_rows()
+    fake = unit_rows(seed=11)
+    matrices = [fake, fake.copy(), fake.copy(), honest, honest.copy()]
+    outcome = decide(matrices, 0.999, 2, proven=[False, False, False, True, False])
+    assert outcome.group == (3, 4) and outcome.reached and outcome.vouched
+    # below the quorum a proven result alone does not win
+    outcome = decide(matrices[:4], 0.999, 2, proven=[False, False, False, True])
+    assert outcome.group == (0, 1, 2) and not outcome.vouched
+
+
+def test_consensus_is_the_normalised_mean_not_the_first_result() -> None:
+    honest = unit_rows()
+    turned = honest.copy()
+    turned[:, 0] += 0.04
+    turned /= np.linalg.norm(turned, axis=1, keepdims=True)
+    mean = consensus([turned, honest], normalise=True)
+    assert np.allclose(np.linalg.norm(mean, axis=1), 1.0, atol=1e-6)
+    assert (row_cosines(mean, honest) > row_cosines(turned, honest)).all()
+    assert not np.allclose(mean, turned)
+    assert np.allclose(consensus([honest, honest], normalise=True), honest, atol=1e-6)

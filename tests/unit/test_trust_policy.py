@@ -157,3 +157,20 @@ def test_an_ipv4_and_its_mapped_ipv6_form_are_one_address() -> None:
 
 def test_peer_addresses_fit_the_column() -> None:
     assert len(peer_address("ipv6:%5B" + "a" * 100 + "::1%5D:1")) <= 64
+
+
+def test_trust_local_follows_the_environment_and_refuses_a_bad_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ALLMENDE_TRUST_LOCAL", "0")
+    assert TrustPolicy().trust_local is False
+    monkeypatch.setenv("ALLMENDE_TRUST_LOCAL", "true")
+    assert TrustPolicy().trust_local is True
+    assert TrustPolicy(trust_local=False).trust_local is False  # an explicit value wins
+    monkeypatch.setenv("ALLMENDE_TRUST_LOCAL", "maybe")
+    with pytest.raises(InvalidArgument) as err:
+        TrustPolicy()
+    assert err.value.field == "ALLMENDE_TRUST_LOCAL"
+    monkeypatch.delenv("ALLMENDE_TRUST_LOCAL")
+    assert TrustPolicy().trust_local is False  # the default: loopback earns no trust
+    assert TrustPolicy().proven_streak == 10

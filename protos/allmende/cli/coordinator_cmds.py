@@ -121,6 +121,7 @@ def serve(args: argparse.Namespace) -> int:
             quota_per_valid=args.quota_per_valid,
             distinct_addresses=not args.any_address,
             **limit_settings(args),
+            trust_local=args.trust_local or TrustPolicy().trust_local,
         ),
         gold_computer=ModelGold() if args.gold_compute else None,
         private=args.private,

@@ -192,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="let replicas of one unit go to volunteers in the same address block",
     )
     add_limit_flags(trust)
+    trust.add_argument(
+        "--trust-local",
+        action="store_true",
+        help="count results from volunteers on this machine (loopback) as proven, so that "
+        "they can get units accepted before anyone has a record (the operator's own "
+        "volunteers; also ALLMENDE_TRUST_LOCAL=1). Off by default: a unit is accepted only "
+        "with a result that passed gold rows or comes from a volunteer with a record",
+    )
     add_log_flags(p, sub=True)
     p.set_defaults(handler="coordinator_cmds:serve")
     p = csub.add_parser("fingerprint", help="print the coordinator key's fingerprint")

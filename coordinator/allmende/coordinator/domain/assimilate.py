@@ -170,8 +170,8 @@ def assimilate(
         "columns": {
             "id": "input id (string)",
             "text": "the input text",
-            "embedding": f"fixed_size_list<float32>[{s.dims}], unit-normalised; "
-            f"values are exactly the {s.result_dtype} results volunteers sent",
+            "embedding": f"fixed_size_list<float32>[{s.dims}], unit-normalised; the "
+            f"normalised mean of the agreeing replicas' rows, stored as {s.result_dtype}",
             "content_sha256": "sha256 of the text (UTF-8), hex",
             "unit_id": "the work unit that computed the row",
             "replicas": "how many independent volunteer results agreed on the row",

@@ -1,7 +1,7 @@
 """Units composed for one lease, and results taken apart again.
 
 Every lease gets its own copy of a unit: the unit's rows in a fresh random order with a few
-gold rows (known answers) mixed in, signed for that lease alone. A volunteer cannot tell
+gold rows (known answers) and a decoy mixed in, signed for that lease alone. A volunteer cannot tell
 gold rows from the others, cannot reuse another volunteer's result (other order, other
 gold rows, other lease id), and cannot replay an old one. On submission the coordinator
 checks the gold rows, then puts the unit's rows back in unit order.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -32,7 +33,36 @@ class Composed:
     signature: bytes
     unit_sha256: bytes
     composition: bytes
-    gold_ids: tuple[int, ...]
+    gold_ids: tuple[int, ...]  # the unit's shared gold rows, then this lease's own
+    shared: int = -1  # how many of gold_ids are shared (-1: all)
+    decoys: tuple[str, ...] = ()  # texts repeated as decoys
+    sample: tuple[str, ...] = ()  # ordinary texts of this unit, for later leases' decoys
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """What the volunteer a unit is composed for has seen, so that gold rows never repeat
+    a text it saw as an ordinary row, and repeats stop meaning "gold".
+
+    `seen_units`: units it leased (a gold row taken from one of them is a text it
+    computed); `given`: gold rows it got recently (its own extra row is one it has not);
+    `decoys`: ordinary texts it got in other leases, repeated once per lease like a gold
+    row, with their answers ignored."""
+
+    seen_units: frozenset[str] = frozenset()
+    given: frozenset[int] = frozenset()
+    decoys: tuple[str, ...] = ()
+
+    def may_see(self, row: GoldRow) -> bool:
+        return not row.unit_id or row.unit_id not in self.seen_units
+
+    def after(self, unit_id: str, gold_ids: Sequence[int], texts: Sequence[str]) -> Viewer:
+        """The view once a lease of `unit_id` with these gold rows was composed."""
+        return Viewer(
+            self.seen_units | {unit_id},
+            self.given | set(gold_ids),
+            (*self.decoys, *texts),
+        )
 
 
 def new_rng() -> np.random.Generator:
@@ -46,6 +76,10 @@ def gold_count(rows: int, fraction: float, available: int) -> int:
     return min(available, max(1, math.ceil(rows * fraction)), MAX_COMPOSED_ROWS - rows)
 
 
+def _pick(pool: list[GoldRow], k: int, rng: np.random.Generator) -> list[GoldRow]:
+    return [pool[i] for i in rng.choice(len(pool), size=k, replace=False)] if k else []
+
+
 def compose(
     key: SigningKey,
     candidate: LeaseCandidate,
@@ -54,22 +88,57 @@ def compose(
     rng: np.random.Generator,
     now_ms: int,
     earlier: dict[int, GoldRow] | None = None,
+    viewer: Viewer | None = None,
+    own_row: bool = True,
 ) -> Composed:
     """`earlier`: the gold rows the unit's earlier leases got, reused when all still exist,
-    so that replicas of a unit cannot find gold rows by comparing their copies."""
+    so that replicas of a unit cannot find gold rows by comparing their copies.
+
+    With a `viewer` (the volunteer it is for), each lease also gets one gold row of its own
+    that this volunteer has not been given recently, and one decoy: an ordinary text it got
+    in another lease. A copier that re-orders a partner's honest rows has no answer for the
+    own row; a volunteer answering only texts it has seen before misses it; and a text seen
+    twice may be a decoy as well as a gold row. No gold row is a text from a unit the
+    volunteer leased, and the unit's gold rows too are ones it was not given lately where
+    the pool allows. Without `own_row` (a unit that goes out alone: no partner to copy)
+    the lease gets no row of its own; with a decoy only every other lease, at random."""
     unit = decode_unit(candidate.blob)
+    own_texts = set(unit.texts)
+    if pool:  # a text twice in one unit would give its gold copy away
+        pool = [g for g in pool if g.text not in own_texts]
+    if viewer is not None:
+        pool = [g for g in pool if viewer.may_see(g)]
     if earlier and all(i in earlier for i in candidate.gold_ids):
-        gold = [earlier[i] for i in candidate.gold_ids]
+        shared = [earlier[i] for i in candidate.gold_ids]
     else:
-        if pool:  # a text twice in one unit would give its gold copy away
-            own = set(unit.texts)
-            pool = [g for g in pool if g.text not in own]
         k = gold_count(candidate.rows, candidate.gold_fraction, len(pool))
-        gold = [pool[i] for i in rng.choice(len(pool), size=k, replace=False)] if k else []
+        unseen = [g for g in pool if viewer is None or g.gold_id not in viewer.given]
+        shared = _pick(unseen, k, rng) if len(unseen) >= k else _pick(pool, k, rng)
+    own: list[GoldRow] = []
+    decoys: list[str] = []
+    if viewer is not None and candidate.gold_fraction > 0:
+        taken = {g.gold_id for g in shared} | {g.text for g in shared}
+        left = [g for g in pool if g.gold_id not in taken and g.text not in taken]
+        fresh = [g for g in left if g.gold_id not in viewer.given] or left
+        own = _pick(fresh, min(1, len(fresh)), rng) if own_row else []
+        repeats = [t for t in dict.fromkeys(viewer.decoys) if t not in own_texts]
+        repeats = [t for t in repeats if t not in taken and all(t != g.text for g in own)]
+        if repeats and rng.random() < 0.5:
+            decoys = [repeats[int(rng.integers(len(repeats)))]]
+    sample = min(2, len(unit.texts)) if viewer is not None else 0
+    gold = shared + own
     k = len(gold)
-    order = rng.permutation(candidate.rows + k).astype("<u2")
+    extra = k + len(decoys)
+    if candidate.rows + extra > MAX_COMPOSED_ROWS:
+        gold, decoys, own = shared, [], []
+        k = extra = len(shared)
+    order = rng.permutation(candidate.rows + extra).astype("<u2")
     texts = tuple(
-        unit.texts[i] if i < candidate.rows else gold[i - candidate.rows].text
+        unit.texts[i]
+        if i < candidate.rows
+        else gold[i - candidate.rows].text
+        if i < candidate.rows + k
+        else decoys[i - candidate.rows - k]
         for i in order.tolist()
     )
     blob, signature = sign_unit(
@@ -81,6 +150,9 @@ def compose(
         hashlib.sha256(blob).digest(),
         order.tobytes(),
         tuple(g.gold_id for g in gold),
+        len(shared),
+        tuple(decoys),
+        tuple(unit.texts[i] for i in rng.choice(len(unit.texts), size=sample, replace=False)),
     )
 
 
@@ -109,7 +181,8 @@ def open_result(
     order = np.frombuffer(lease.composition, dtype="<u2").astype(np.int64)
     if matrix.shape[0] != order.size:
         raise InvalidArgument("envelope.rows", f"{order.size} (the rows leased), got {len(matrix)}")
-    is_gold = order >= unit_rows
+    is_unit = order < unit_rows
+    is_gold = ~is_unit & (order < unit_rows + len(lease.gold_ids))  # beyond: decoys, ignored
     answers = []
     for source in order[is_gold].tolist():
         row = gold.get(lease.gold_ids[source - unit_rows])
@@ -123,5 +196,5 @@ def open_result(
         missed = int((cos < tau).sum())
         lowest = float(cos.min())
     unit_matrix = np.empty((unit_rows, matrix.shape[1]), dtype=matrix.dtype)
-    unit_matrix[order[~is_gold]] = matrix[~is_gold]
+    unit_matrix[order[is_unit]] = matrix[is_unit]
     return Opened(unit_matrix, len(known), missed, lowest)

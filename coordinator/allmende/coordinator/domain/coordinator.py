@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from allmende.coordinator.store.records import (
     JobCounts,
     JobRecord,
     JobSettings,
+    NewUnit,
     VolunteerRecord,
 )
 from allmende.protocol import codec
@@ -52,6 +53,7 @@ from allmende.protocol.errors import (
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import CTX_REGISTER, SigningKey, fingerprint, verify
 from allmende.protocol.tasks import TASK_KINDS
+from allmende.protocol.wire import decode_unit
 
 log = logging.getLogger("allmende.coordinator")
 
@@ -190,7 +192,9 @@ class Coordinator(Leasing, Submissions, Verdicts):
         job, units, items = plan_job(job_id, req, settings, records, self.key, self.clock())
         self.store.create_job(job, units, items)
         if settings.gold_fraction > 0 and self.gold_computer is not None:
-            self._seed_gold(job_id, settings, records)
+            self._seed_gold(job_id, settings, records, units)
+        else:  # its first leases draw on the pool of its model (earlier jobs' rows)
+            self.gold.expire()
         log.info(
             "job created job=%s items=%d unique=%d units=%d",
             job_id,
@@ -200,10 +204,20 @@ class Coordinator(Leasing, Submissions, Verdicts):
         )
         return job_id, job.items, job.unique_items, len(units)
 
-    def _seed_gold(self, job_id: str, settings: JobSettings, records: list[InputRecord]) -> None:
+    def _seed_gold(
+        self,
+        job_id: str,
+        settings: JobSettings,
+        records: list[InputRecord],
+        units: Sequence[NewUnit],
+    ) -> None:
+        """Gold rows computed here for some of the job's texts, each noted with the unit
+        that holds its text: whoever leases that unit sees the text as an ordinary row and
+        so never gets it as a gold row (see compose.Viewer)."""
         assert self.gold_computer is not None
         texts = list(dict.fromkeys(r.text for r in records))
         picked = [texts[i] for i in new_rng().permutation(len(texts))[:SEED_GOLD_ROWS]]
+        home = {text: u.unit_id for u in units for text in decode_unit(u.blob).texts}
         rows = self.gold_computer(settings, picked)
         answers = codec.decode(
             codec.encode(rows, settings.result_dtype).payload,
@@ -216,6 +230,7 @@ class Coordinator(Leasing, Submissions, Verdicts):
             [(t, a.astype("<f4").tobytes()) for t, a in zip(picked, answers, strict=True)],
             "coordinator",
             self.clock(),
+            unit_ids=[home.get(t, "") for t in picked],
         )
         self.gold.expire()
         log.info("gold rows computed job=%s rows=%d", job_id, len(picked))

@@ -13,16 +13,43 @@ housekeeping thread, and then the periodic and `grew()` reloads happen there ins
 the lease that happens to find the pool due. (A reload is a few hundred rows. Reloading
 after every accepted unit while a job's pool filled, in whichever lease came next, made
 those leases the slowest of their second.)
+
+Per volunteer, the pool also remembers what it has seen (`viewer()`, `saw()`): the units it
+leased (read from the store every minute, plus those this process leased to it since),
+the gold rows it was given lately, and a few ordinary texts of its leases to repeat as
+decoys. A process keeps this for the `VIEWERS` volunteers it served last. What a restart
+forgets only makes a repeated gold row a little likelier; the units come from the store,
+except those another coordinator replica leased to the volunteer within the last minute
+(whose rows rarely become gold that soon: a unit yields gold rows once it is accepted).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+from allmende.coordinator.domain.compose import Viewer
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import GoldRow
+
+# Volunteers whose views a process keeps, gold rows and decoy texts kept per volunteer.
+# A view is read again from the store after VIEW_REFRESH_S: a query per volunteer and
+# minute, not per lease (this process adds its own leases to the view at once).
+VIEW_REFRESH_S = 60.0
+VIEWERS = 10_000
+GIVEN = 512
+DECOYS = 64
+
+
+@dataclass
+class _View:
+    loaded: float  # clock time of the store read
+    units: set[str]
+    given: deque[int] = field(default_factory=lambda: deque(maxlen=GIVEN))
+    decoys: deque[str] = field(default_factory=lambda: deque(maxlen=DECOYS))
 
 
 class GoldPool:
@@ -48,6 +75,8 @@ class GoldPool:
         self._expiries = 0
         self._growths = 0
         self._kept = False  # a housekeeping thread calls keep()
+        self._views: OrderedDict[str, _View] = OrderedDict()
+        self._views_lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> None:
         """Reload the pools of running jobs when a reload is due (every lease calls this).
@@ -133,3 +162,38 @@ class GoldPool:
         if missing:
             found.update((row.gold_id, row) for row in self.store.gold_by_ids(missing))
         return found
+
+    # ------------------------------------------------------------------ per volunteer
+
+    def viewer(self, volunteer_id: str) -> Viewer:
+        """What `volunteer_id` has seen, for composing its next leases (see compose.Viewer).
+        Reads the units it leased that gold rows came from when the copy is older than
+        VIEW_REFRESH_S (outside any transaction, once per lease call at most)."""
+        now = self.clock()
+        with self._views_lock:
+            view = self._views.get(volunteer_id)
+        if view is None or now - view.loaded >= VIEW_REFRESH_S:
+            units = self.store.gold_sources_leased(volunteer_id)
+            with self._views_lock:
+                view = self._views.get(volunteer_id) or _View(now, set())
+                # The store now knows every lease this process noted before the read.
+                view.units = units
+                view.loaded = now
+                self._views[volunteer_id] = view
+                self._views.move_to_end(volunteer_id)
+                while len(self._views) > VIEWERS:
+                    self._views.popitem(last=False)
+        with self._views_lock:
+            return Viewer(frozenset(view.units), frozenset(view.given), tuple(view.decoys))
+
+    def saw(
+        self, volunteer_id: str, unit_id: str, gold_ids: Sequence[int], texts: Sequence[str]
+    ) -> None:
+        """Note a lease composed for `volunteer_id`: its unit, gold rows and some texts."""
+        with self._views_lock:
+            view = self._views.get(volunteer_id)
+            if view is None:
+                return
+            view.units.add(unit_id)
+            view.given.extend(gold_ids)
+            view.decoys.extend(texts)

@@ -2,6 +2,11 @@
 gold rows an accepted unit yields.
 
 Runs inside the store's submit transaction (see `Store.submit_result`), once per result.
+
+A group that agrees is accepted only if one of its results is *proven* (see
+`TrustPolicy.proven_streak`): otherwise the unit stays open for one more replica, until a
+proven volunteer's result joins the group. Two new accounts agreeing on invented rows thus
+publish nothing. What is published is the normalised mean of the group (quorum.consensus).
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from allmende.coordinator.store.records import ResultRecord, UnitRecord, Verdict
 from allmende.protocol import codec
 from allmende.protocol.wire import decode_unit
 
+# Gold rows taken from each unit a proven quorum accepted, while the pool wants more.
+HARVEST_ROWS = 4
+
 
 @dataclass(frozen=True)
 class Arrival:
@@ -26,6 +34,13 @@ class Arrival:
     opened: Opened
     gold_wanted: bool  # the job still wants gold rows from accepted units
     gold_streak: int = 0  # see Verdict.gold_streak
+    proven_streak: int = 0  # see TrustPolicy.proven_streak (0: every result is proven)
+    normalise: bool = True  # the kind's rows are unit-normalised
+
+
+def proven(result: ResultRecord, streak: int) -> bool:
+    """The result may vouch for its quorum (see TrustPolicy.proven_streak)."""
+    return streak == 0 or result.vouched or result.streak >= streak
 
 
 def suspicious(unit: UnitRecord, arrival: Arrival) -> str:
@@ -51,17 +66,35 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
             new_target=max(wanted, len(results)),
             new_quorum=wanted,
         )
-    if len(results) < unit.target:
-        return Verdict("pending", f"waiting for {unit.target - len(results)} more replica(s)")
+    waiting = Verdict("pending", f"waiting for {unit.target - len(results)} more replica(s)")
+    if len(results) < min(unit.target, unit.needed):
+        return waiting
     matrices = [
         arrival.matrix
         if r.result_id == arrival.result_id
         else codec.decode(r.payload, s.result_dtype, unit.rows, s.dims)
         for r in results
     ]
-    outcome = quorum.decide(matrices, s.tau, unit.needed)
+    vouching = [proven(r, arrival.proven_streak) for r in results]
+    outcome = quorum.decide(matrices, s.tau, unit.needed, vouching)
     ids = [r.result_id for r in results]
+    # Short of the target, decide only when every result in hand agrees in a proven group
+    # that reaches the quorum: the target was raised for results since invalidated (their
+    # volunteer quarantined), which nobody else will replace.
+    if len(results) < unit.target and not (
+        outcome.reached and outcome.vouched and len(outcome.group) == len(results)
+    ):
+        return waiting
+    if outcome.reached and not outcome.vouched:
+        return Verdict(
+            "pending",
+            f"{len(outcome.group)} result(s) agree, but none from a proven volunteer (gold "
+            "rows passed, or a record of valid results); waiting for one more replica",
+            new_target=len(results) + 1,
+        )
     if outcome.reached:
+        group = [matrices[i] for i in outcome.group]
+        published = quorum.consensus(group, arrival.normalise) if len(group) > 1 else group[0]
         valid = tuple(ids[i] for i in outcome.group)
         invalid = tuple(i for i in ids if i not in valid)
         claims = [results[i].claimed_tokens for i in outcome.group]
@@ -72,9 +105,12 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
             invalid=invalid,
             agreement=outcome.agreement,
             canonical=valid[0],
+            canonical_payload=(
+                codec.encode(published, s.result_dtype).payload if len(group) > 1 else b""
+            ),
             credit=min(claims),
             outvoted=tuple(r.volunteer_id for r in results if r.result_id in invalid),
-            gold=_harvest(unit, matrices[outcome.group[0]], len(valid), arrival.gold_wanted),
+            gold=_harvest(unit, published, len(valid), arrival.gold_wanted),
             gold_streak=arrival.gold_streak,
         )
     worst = outcome.worst
@@ -102,7 +138,11 @@ def _harvest(
     """Rows of a unit that distinct volunteers agreed on, to serve as gold rows."""
     if not wanted or agreeing < 2 or unit.settings.gold_fraction <= 0:
         return ()
-    k = gold_count(unit.rows, unit.settings.gold_fraction, unit.rows)
+    # A few rows more than one unit's share: a volunteer never gets rows from units it
+    # leased, so the pool must hold rows of many units before everyone has fresh ones.
+    k = min(
+        unit.rows, max(HARVEST_ROWS, gold_count(unit.rows, unit.settings.gold_fraction, unit.rows))
+    )
     texts = decode_unit(unit.blob).texts
     rows = new_rng().choice(unit.rows, size=k, replace=False).tolist()
     return tuple(

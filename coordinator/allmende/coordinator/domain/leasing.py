@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from allmende.coordinator.domain.compose import compose, new_rng
+from allmende.coordinator.domain.compose import Viewer, compose, new_rng
 from allmende.coordinator.domain.part import CoordinatorPart
 from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.trust import DAY_MS, utc_day
@@ -67,6 +67,7 @@ class _Admission:
     allowed: int = 0
     cap: int = 0  # unexpired leases the volunteer may hold at once
     reputation: Mapping[str, Reputation] = field(default_factory=dict)
+    viewer: Viewer | None = None  # what the volunteer has seen (gold rows it must not get)
 
     def __call__(self, record: VolunteerRecord | None, reputation: dict[str, Reputation]) -> bool:
         leasing, now = self.leasing, self.now
@@ -131,6 +132,7 @@ class Leasing(CoordinatorPart):
                 raise refuse("lease calls", block, self.lease_calls, wait)
         admission = _Admission(self, volunteer_id, count, now, utc_day(now))
         self.gold.refresh()
+        admission.viewer = self.gold.viewer(volunteer_id)
         grants: list[LeaseGrant] = []
         with self.store.batch():  # one commit (SQLite)
             grant = self._lease_one(admission, block, admit=True)
@@ -156,6 +158,9 @@ class Leasing(CoordinatorPart):
 
         def plan(candidate: LeaseCandidate) -> LeasePlan:
             rng = new_rng()
+            # Adaptive replication: only the unit's first lease may send it out alone.
+            reputation = admission.reputation.get(candidate.kind)
+            wants_alone = candidate.busy == 0 and self.policy.goes_alone(reputation, rng)
             c = compose(
                 self.key,
                 candidate,
@@ -164,11 +169,21 @@ class Leasing(CoordinatorPart):
                 rng,
                 now,
                 earlier=self.gold.cached(candidate.gold_ids),
+                viewer=admission.viewer,
+                own_row=not wants_alone,
             )
-            reputation = admission.reputation.get(candidate.kind)
-            alone = bool(c.gold_ids) and self.policy.goes_alone(reputation, rng)
+            self.gold.saw(admission.volunteer_id, candidate.unit_id, c.gold_ids, c.sample)
+            if admission.viewer is not None:  # the next unit of this call knows this one
+                admission.viewer = admission.viewer.after(candidate.unit_id, c.gold_ids, c.sample)
+            alone = bool(c.gold_ids) and wants_alone
             return LeasePlan(
-                c.blob, c.signature, c.unit_sha256, c.composition, c.gold_ids, solo=alone
+                c.blob,
+                c.signature,
+                c.unit_sha256,
+                c.composition,
+                c.gold_ids,
+                solo=alone,
+                shared=c.shared,
             )
 
         return self.store.lease_unit(

@@ -1,12 +1,14 @@
 """Row-by-row comparison of replica results, and the quorum decision built on it.
 
 GPUs do not agree bit for bit, so two results agree when every row's cosine similarity is
-at least tau. The canonical result is the earliest of the largest group of results that all
-agree with each other; the group must reach the job's quorum.
+at least tau. The deciding group is the largest group of results that all agree with each
+other (the earliest such group on ties); it must reach the job's quorum, and what is
+published is its consensus (the normalised mean), not any one member's rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -49,24 +51,57 @@ class QuorumOutcome:
     agreement: float  # lowest row cosine within the group (1.0 for a group of one)
     reached: bool
     worst: Comparison | None  # the worst pairwise comparison overall, for messages
+    vouched: bool = True  # the group holds a proven result (see `decide`)
 
 
-def decide(matrices: list[np.ndarray], tau: float, quorum: int) -> QuorumOutcome:
+def decide(
+    matrices: list[np.ndarray],
+    tau: float,
+    quorum: int,
+    proven: Sequence[bool] | None = None,
+) -> QuorumOutcome:
     """Find the largest group of results that pairwise agree within tau.
 
     `matrices` are in arrival order; ties between groups of the same size go to the group
     whose members arrived first. The number of replicas is small (bounded by the job's
     maximum), so trying every group is cheap and exact.
+
+    `proven` (one flag per result): the largest group of at least `quorum` results that
+    holds a proven result wins over larger groups without one (new accounts cannot outvote
+    a proven volunteer by numbers alone). Without such a group the largest group is
+    returned with `vouched` False.
     """
     n = len(matrices)
     pair: dict[tuple[int, int], Comparison] = {}
     for i, j in combinations(range(n), 2):
         pair[(i, j)] = compare(matrices[i], matrices[j])
     worst = min(pair.values(), key=lambda c: c.min_cosine) if pair else None
+    largest: QuorumOutcome | None = None
     for size in range(n, 0, -1):
         for group in combinations(range(n), size):
             pairs = [pair[p] for p in combinations(group, 2)]
-            if all(c.agrees(tau) for c in pairs):
-                agreement = min((c.min_cosine for c in pairs), default=1.0)
+            if not all(c.agrees(tau) for c in pairs):
+                continue
+            agreement = min((c.min_cosine for c in pairs), default=1.0)
+            vouched = proven is None or any(proven[i] for i in group)
+            if vouched and (size >= quorum or largest is None):
                 return QuorumOutcome(group, agreement, size >= quorum, worst)
-    return QuorumOutcome((), 0.0, False, worst)  # only when n == 0
+            if largest is None:
+                largest = QuorumOutcome(group, agreement, size >= quorum, worst, vouched)
+        if largest is not None and size <= quorum:
+            break  # a proven group now would be smaller than the quorum
+    return largest or QuorumOutcome((), 0.0, False, worst)  # () only when n == 0
+
+
+def consensus(matrices: list[np.ndarray], normalise: bool) -> np.ndarray:
+    """The rows to publish for a group of agreeing results: their element-wise mean, each
+    row scaled back to unit length when the kind's rows are unit-normalised.
+
+    Not the first result's values: a replica whose rows are slightly rotated still agrees
+    within tau, and must not decide alone what is published. With two replicas the mean
+    halves such a deviation; with more, each replica's weight shrinks."""
+    mean = np.mean(np.stack([m.astype(np.float64, copy=False) for m in matrices]), axis=0)
+    if normalise:
+        norms = np.linalg.norm(mean, axis=1, keepdims=True)
+        mean = mean / np.where(norms > 0, norms, 1.0)
+    return np.asarray(mean, dtype=np.float32)

@@ -31,7 +31,7 @@ from allmende.protocol.errors import (
     shown,
 )
 from allmende.protocol.signing import CTX_RESULT, verify
-from allmende.protocol.tasks import NORM_TOLERANCE, claimed_tokens, get_task_kind
+from allmende.protocol.tasks import claimed_tokens, get_task_kind, norm_tolerance
 from allmende.protocol.wire import ResultEnvelope, check_payload, decode_envelope, decode_unit
 
 log = logging.getLogger("allmende.coordinator")
@@ -60,10 +60,15 @@ class Submissions(CoordinatorPart):
     validating: threading.BoundedSemaphore  # VALIDATING_AT_ONCE; taken before any store lock
 
     def submit_results(
-        self, volunteer_id: str, results: Sequence[tuple[bytes, bytes, bytes]], most: int
+        self,
+        volunteer_id: str,
+        results: Sequence[tuple[bytes, bytes, bytes]],
+        most: int,
+        address: str | None = None,
     ) -> list[SubmitOutcome | AllmendeError]:
         """Several results of one volunteer, each (envelope, signature, payload) judged on
         its own: the answer holds an outcome, or the error that refused it, per result.
+        `address`: the sender's network address ('' for loopback; None when unknown).
 
         The call as a whole is refused, changing nothing, only when it is malformed: no
         results, more than `most`, an envelope that does not decode or is not
@@ -94,7 +99,9 @@ class Submissions(CoordinatorPart):
             for env, (blob, signature, payload) in zip(envelopes, results, strict=True):
                 try:
                     with nullcontext() if whole else self.validating:
-                        outcome = self._submit(env, blob, signature, payload, volunteer)
+                        outcome = self._submit(
+                            env, blob, signature, payload, volunteer, address
+                        )
                 except AllmendeError as exc:
                     answers.append(exc)
                     volunteer = None  # a fault may have quarantined it: read it again
@@ -107,11 +114,11 @@ class Submissions(CoordinatorPart):
         return answers
 
     def submit_result(
-        self, envelope_bytes: bytes, signature: bytes, payload: bytes
+        self, envelope_bytes: bytes, signature: bytes, payload: bytes, address: str | None = None
     ) -> SubmitOutcome:
         env = decode_envelope(envelope_bytes)
         with self.validating:
-            return self._submit(env, envelope_bytes, signature, payload)
+            return self._submit(env, envelope_bytes, signature, payload, address=address)
 
     def _submit(
         self,
@@ -120,6 +127,7 @@ class Submissions(CoordinatorPart):
         signature: bytes,
         payload: bytes,
         volunteer: VolunteerRecord | None = None,
+        address: str | None = None,
     ) -> SubmitOutcome:
         if volunteer is None:  # one call: both in one read
             if not env.volunteer_id:
@@ -179,7 +187,12 @@ class Submissions(CoordinatorPart):
             opened,
             gold_wanted=len(self.gold.rows(unit.job_id)) < self.policy.gold_pool,
             gold_streak=self.policy.gold_streak,
+            proven_streak=self.policy.proven_streak,
+            normalise=get_task_kind(kind).unit_norm,
         )
+        # Gold rows passed (none missed, or it was refused above), or the operator's own
+        # machine when it trusts it: this result may vouch for its quorum.
+        vouched = opened.gold_checked > 0 or (self.policy.trust_local and address == "")
         verdict = self.store.submit_result(
             NewResult(
                 result_id,
@@ -192,6 +205,7 @@ class Submissions(CoordinatorPart):
                 now,
                 claimed_tokens=min(env.claimed_tokens, claimed_tokens(texts)),
                 gold_checked=opened.gold_checked > 0,
+                vouched=vouched,
             ),
             lambda u, results: judge(u, results, arrival),
         )
@@ -247,12 +261,17 @@ class Submissions(CoordinatorPart):
             )
         matrix = codec.decode(payload, env.dtype, rows, env.dims)
         if get_task_kind(s.kind).unit_norm:
-            norms = np.linalg.norm(matrix, axis=1)
-            off = np.abs(norms - 1.0) > NORM_TOLERANCE
+            # fp16 rows are within 0.002 of unit norm; int8 as its rounding allows. A scaled
+            # row would otherwise agree with honest ones (cosine ignores scale).
+            tolerance = norm_tolerance(s.result_dtype, s.dims)
+            norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+            off = np.abs(norms - 1.0) > tolerance
             if off.any():
                 row = int(np.argmax(off))
                 raise InvalidArgument(
-                    "payload", f"unit-normalised rows; row {row} has norm {norms[row]:.4f}"
+                    "payload",
+                    f"unit-normalised rows (|norm - 1| <= {tolerance:.4f} for {s.result_dtype}); "
+                    f"row {row} has norm {norms[row]:.4f}",
                 )
         return matrix
 

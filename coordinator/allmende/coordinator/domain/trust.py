@@ -13,12 +13,21 @@ one block are rate-limited (token buckets, domain/ratelimit.py), replicas of a u
 distinct blocks, and one block may hold only a share of a job's replica slots at once. A
 volunteer without validated results may hold only a few unexpired leases; the number grows
 with its record. Loopback peers (the local demo, tests) are exempt unless told otherwise.
+
+No unit is accepted on the word of volunteers none of whom has earned trust: the agreeing
+results must include one that is *proven* (see `Arrival` in judge.py): its volunteer has
+`proven_streak` consecutive valid results, or the result passed hidden gold rows (answers
+the coordinator computed, or that proven quorums agreed on), or it came from the
+coordinator's own machine when the operator said so (`trust_local`, `serve --trust-local`).
+A fresh coordinator therefore needs one of: `--gold-compute`, gold rows earlier jobs of the
+same model left, or `--trust-local` for the operator's volunteers on loopback.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import numpy as np
@@ -62,6 +71,15 @@ class TrustPolicy:
     # many consecutive valid results: colluding new accounts cannot plant false gold rows
     # (which would get honest volunteers quarantined). 0 trusts any quorum.
     gold_streak: int = 10
+    # A quorum is accepted only if one of its results is proven: its volunteer has this many
+    # consecutive valid results, or the result passed gold rows, or it is local and
+    # `trust_local` holds. 0 turns the rule off (any agreeing quorum is accepted).
+    proven_streak: int = 10
+    # Results sent from loopback (the coordinator's own machine) count as proven: the
+    # operator vouches for its own volunteers. Off by default: anyone who can reach the
+    # coordinator through a local proxy or from the same host would be trusted too. The
+    # default follows ALLMENDE_TRUST_LOCAL=1 (as `serve --trust-local` does).
+    trust_local: bool = field(default_factory=lambda: _env_flag("ALLMENDE_TRUST_LOCAL"))
 
     def __post_init__(self) -> None:
         checks = (
@@ -83,6 +101,7 @@ class TrustPolicy:
             ("block_share", 0.0 < self.block_share <= 1.0, "in (0, 1]"),
             ("unproven_leases", self.unproven_leases >= 1, "at least 1"),
             ("leases_per_valid", self.leases_per_valid >= 0, "0 or more"),
+            ("proven_streak", self.proven_streak >= 0, "0 or more"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -134,6 +153,15 @@ class TrustPolicy:
         if rep.disagreements >= self.disagreement_limit:
             return f"outvoted by the quorum {rep.disagreements} times ({rep.kind})"
         return ""
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidArgument(name, f"1 or 0 (true or false), got {value[:20]!r}")
 
 
 def utc_day(now_ms: int) -> int:

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import and_, select, text
+from sqlalchemy import and_, func, select, text
 
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.jobs_sql import JobQueries
@@ -77,7 +77,12 @@ class DatasetQueries(JobQueries):
         u, r, j = t.units, t.results, t.jobs
         query = (
             select(
-                u.c.unit_id, u.c.blob, r.c.payload, j.c.result_dtype, u.c.replicas, u.c.agreement
+                u.c.unit_id,
+                u.c.blob,
+                func.coalesce(u.c.canonical_payload, r.c.payload),
+                j.c.result_dtype,
+                u.c.replicas,
+                u.c.agreement,
             )
             .select_from(
                 u.join(r, r.c.result_id == u.c.canonical_result_id).join(

@@ -45,8 +45,16 @@ def _lease_record(row: Any, state: str) -> LeaseRecord:
         row.deadline_ms,
         row.unit_sha256,
         row.composition or b"",
-        tuple(int(g) for g in row.gold_ids.split(",")) if row.gold_ids else (),
+        _gold_ids(row.gold_ids or ""),
     )
+
+
+def _gold_ids(stored: str, shared_only: bool = False) -> tuple[int, ...]:
+    """A lease's gold row ids as stored: the unit's shared ones, then after ';' the lease's
+    own (see LeasePlan.shared)."""
+    shared, _, own = stored.partition(";")
+    ids = shared if shared_only else f"{shared},{own}"
+    return tuple(int(g) for g in ids.split(",") if g)
 
 
 def _sweep_due(jobs: list[Any], now_ms: int) -> bool:
@@ -95,7 +103,7 @@ def _plan(row: Any, job: Any, now_ms: int, compose: Compose | None) -> tuple[Lea
         redundancy=job.redundancy,
         gold_fraction=job.gold_fraction,
         deadline_ms=deadline,
-        gold_ids=tuple(int(g) for g in row.gold_ids.split(",")) if row.gold_ids else (),
+        gold_ids=_gold_ids(row.gold_ids or "", shared_only=True),
     )
     return compose(candidate), deadline
 
@@ -105,8 +113,15 @@ def _lease_values(address: str, plan: LeasePlan | None) -> dict[str, Any]:
         "address": address,
         "unit_sha256": plan.unit_sha256 if plan else None,
         "composition": plan.composition if plan else None,
-        "gold_ids": ",".join(map(str, plan.gold_ids)) if plan else "",
+        "gold_ids": _stored_gold_ids(plan) if plan else "",
     }
+
+
+def _stored_gold_ids(plan: LeasePlan) -> str:
+    shared = len(plan.gold_ids) if plan.shared < 0 else plan.shared
+    text = ",".join(map(str, plan.gold_ids[:shared]))
+    own = plan.gold_ids[shared:]
+    return f"{text};{','.join(map(str, own))}" if own else text
 
 
 def _grant(lease_id: str, row: Any, deadline: int, plan: LeasePlan | None) -> LeaseGrant:

@@ -146,6 +146,9 @@ class NewResult:
     received_ms: int
     claimed_tokens: int = 0  # already capped at what the composed unit can hold
     gold_checked: bool = False  # it carried gold rows, and they matched
+    # It may vouch for its quorum on its own: it passed gold rows, or came from a volunteer
+    # the operator trusts (see TrustPolicy.proven_streak).
+    vouched: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ class ResultRecord:
     state: str  # pending, valid, invalid
     received_ms: int
     claimed_tokens: int = 0
+    vouched: bool = False  # see NewResult.vouched
+    streak: int = 0  # its volunteer's consecutive valid results (task kind of the unit), now
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,9 @@ class Verdict:
     new_target: int = 0  # raise the replica target to this (0 = unchanged)
     agreement: float = 0.0  # lowest row cosine among the agreeing results
     canonical: str = ""
+    # The published rows (in the job's dtype): the normalised mean of the agreeing results;
+    # empty when one result decided alone (its payload is published as it is).
+    canonical_payload: bytes = b""
     new_quorum: int = 0  # raise the unit's quorum to this (0 = unchanged)
     credit: int = 0  # granted to each valid result: the lowest claim among them
     outvoted: tuple[str, ...] = ()  # volunteers whose results the quorum overruled
@@ -243,14 +251,18 @@ class LeasePlan:
     composition: bytes
     gold_ids: tuple[int, ...]
     solo: bool  # adaptive replication: this volunteer's result alone may decide the unit
+    # The first `shared` of gold_ids are the unit's (every replica gets them); the rest are
+    # this lease's own. -1: all are shared.
+    shared: int = -1
 
 
 @dataclass(frozen=True)
 class GoldRow:
     gold_id: int
-    job_id: str
+    job_id: str  # the job whose pool holds it (rows of one model serve all its jobs)
     text: str
     answer: bytes  # float32 row
+    unit_id: str = ""  # the unit its text came from ('' for none): its holders saw it
 
 
 @dataclass(frozen=True)

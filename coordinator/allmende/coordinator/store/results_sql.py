@@ -30,22 +30,27 @@ class ResultQueries(TrustQueries):
             # The unit first: results for it are judged one at a time, across coordinators.
             # The lease and the unit's results are read after the lock is granted (one
             # round trip for the three).
-            unit_rows, lease_rows, counted = conn.execute_all(
+            unit_rows, lease_rows, counted, streak_rows = conn.execute_all(
                 [
                     (Q.unit_locked if self.postgres else Q.unit, {"unit_id": result.unit_id}),
                     (Q.lease_answered, {"lease_id": result.lease_id}),
                     (Q.counted, {"unit_id": result.unit_id}),
+                    (
+                        Q.streak_of,
+                        {"unit_id": result.unit_id, "volunteer_id": result.volunteer_id},
+                    ),
                 ]
             )
             unit_row, lease = unit_rows.first(), lease_rows.first()
+            streak = streak_rows.scalar() or 0
             if lease is None:
                 raise NotFound(f"lease {result.lease_id!r} does not exist")
             if lease.volunteer_id != result.volunteer_id or lease.unit_id != result.unit_id:
                 raise PermissionDenied(
                     f"unit {result.unit_id!r} is not leased to volunteer {result.volunteer_id[:12]}"
                 )
-            # A lease past its deadline may still deliver while its unit is open: the work is
-            # done, and another replica's slot was already freed for someone else.
+            # A lease past its deadline may still deliver while its unit is open and nobody
+            # was given the unit since (checked below).
             if lease.state not in ("active", "expired"):
                 why = {
                     "submitted": "a result was already submitted on it",
@@ -57,6 +62,25 @@ class ResultQueries(TrustQueries):
                 raise FailedPrecondition(f"unit {result.unit_id} is already {unit_row.state}")
             if lease.answered:
                 raise AlreadyExists(f"volunteer already submitted a result for {result.unit_id}")
+            # Past its deadline and the unit leased again since: the replica slot went to
+            # someone else, so this result would only crowd the quorum (and an attacker could
+            # let leases lapse to pick its partners). Refused; the unit is left as it is.
+            if lease.deadline_ms < result.received_ms and (
+                conn.execute(
+                    Q.leased_again,
+                    {
+                        "unit_id": result.unit_id,
+                        "lease_id": result.lease_id,
+                        "deadline_ms": lease.deadline_ms,
+                    },
+                ).first()
+                is not None
+            ):
+                raise FailedPrecondition(
+                    f"lease {result.lease_id} expired and unit {result.unit_id} was leased "
+                    "again since; a result after the deadline counts only while nobody else "
+                    "was given the unit"
+                )
             conn.defer(
                 Q.add_result,
                 {
@@ -72,6 +96,7 @@ class ResultQueries(TrustQueries):
                     "reason": "",
                     "claimed_tokens": result.claimed_tokens,
                     "credit": 0,
+                    "vouched": int(result.vouched),
                 },
             )
             conn.defer(Q.lease_submitted, {"b_lease": result.lease_id})
@@ -83,10 +108,12 @@ class ResultQueries(TrustQueries):
                 "pending",
                 result.received_ms,
                 result.claimed_tokens,
+                result.vouched,
+                streak,
             )
             # In Q.counted's order, with this result among them.
             stored = sorted(
-                [*(ResultRecord(*row) for row in counted.all()), mine],
+                [*(_stored(row) for row in counted.all()), mine],
                 key=lambda r: (r.received_ms, r.result_id),
             )
             verdict = judge(unit, stored)
@@ -119,6 +146,7 @@ class ResultQueries(TrustQueries):
             changes.update(
                 state="accepted",
                 canonical_result_id=v.canonical,
+                canonical_payload=v.canonical_payload or None,
                 agreement=v.agreement,
                 replicas=len(v.valid),
             )
@@ -177,3 +205,18 @@ class ResultQueries(TrustQueries):
         conn.execute(Q.update_job, {"b_job": unit.job_id, "state": "assimilating"})
         self._event(conn, now, "job.validated", "every unit accepted", job_id=unit.job_id)
         return True
+
+
+def _stored(row: Any) -> ResultRecord:
+    """A row of Q.counted (its last two columns: vouched, the volunteer's streak)."""
+    result_id, volunteer_id, payload, state, received_ms, claimed, vouched, streak = row
+    return ResultRecord(
+        result_id,
+        volunteer_id,
+        payload,
+        state,
+        received_ms,
+        claimed,
+        vouched=bool(vouched),
+        streak=int(streak or 0),
+    )

@@ -27,7 +27,7 @@ from sqlalchemy import (
 REVISION = "0006"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -92,6 +92,10 @@ units = Table(
     # Results that must agree to accept the unit: the job's redundancy, 1 when adaptive
     # replication trusts the one volunteer holding it, more once a result looked suspicious.
     Column("quorum", Integer, nullable=False, default=0, server_default="0"),
+    # The rows published for an accepted unit: the normalised mean of its agreeing results,
+    # in the job's dtype, encoded as results are; NULL when one result decided alone (its
+    # payload is published). Migration 0005.
+    Column("canonical_payload", LargeBinary, nullable=True),
     UniqueConstraint("job_id", "seq"),
 )
 Index("ix_units_open", units.c.state, units.c.job_id, units.c.seq)
@@ -184,6 +188,9 @@ results = Table(
     # Tokens the volunteer claimed, and the credit granted once the result was validated.
     Column("claimed_tokens", BigInteger, nullable=False, default=0, server_default="0"),
     Column("credit", BigInteger, nullable=False, default=0, server_default="0"),
+    # 1: the result may vouch for its quorum (passed gold rows, or a trusted volunteer's).
+    # Migration 0005.
+    Column("vouched", Integer, nullable=False, default=0, server_default="0"),
     # One result per volunteer per unit: replicas must come from distinct volunteers.
     UniqueConstraint("unit_id", "volunteer_id"),
 )

@@ -263,7 +263,25 @@ class Q:
         .label("answered"),
     ).where(le.c.lease_id == _b("lease_id"))
     add_result = r.insert()
+    # Another lease of the unit granted after this lease's deadline: its slot went to
+    # someone else (see ResultQueries.submit_result).
+    _other = le.alias("other")
+    leased_again = (
+        select(_other.c.lease_id)
+        .where(
+            _other.c.unit_id == _b("unit_id"),
+            _other.c.lease_id != _b("lease_id"),
+            _other.c.created_ms >= _b("deadline_ms"),
+        )
+        .limit(1)
+    )
     lease_submitted = le.update().where(le.c.lease_id == _b("b_lease")).values(state="submitted")
+    # The task kind of the unit a result is for, and a volunteer's streak in it.
+    _kind = select(j.c.kind).where(j.c.job_id == u.c.job_id, u.c.unit_id == _b("unit_id"))
+    streak_of = select(t.reputation.c.consecutive_valid).where(
+        t.reputation.c.volunteer_id == _b("volunteer_id"),
+        t.reputation.c.kind == _kind.scalar_subquery(),
+    )
     counted = (
         select(
             r.c.result_id,
@@ -272,6 +290,16 @@ class Q:
             r.c.state,
             r.c.received_ms,
             r.c.claimed_tokens,
+            r.c.vouched,
+            func.coalesce(
+                select(t.reputation.c.consecutive_valid)
+                .where(
+                    t.reputation.c.volunteer_id == r.c.volunteer_id,
+                    t.reputation.c.kind == _kind.scalar_subquery(),
+                )
+                .scalar_subquery(),
+                0,
+            ),
         )
         .where(r.c.unit_id == _b("unit_id"), r.c.state != "invalid")
         .order_by(r.c.received_ms, r.c.result_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.fastsql import Conn
@@ -199,25 +199,51 @@ class TrustQueries(SqlBase):
                 )
                 .returning(t.gold.c.gold_id)
             ).scalar_one()
-            kept.append(GoldRow(int(gold_id), unit.job_id, text, answer))
+            kept.append(GoldRow(int(gold_id), unit.job_id, text, answer, unit.unit_id))
         return kept
 
     # ------------------------------------------------------------------ gold rows
 
     def gold_rows(self, job_ids: Sequence[str], per_job: int) -> list[GoldRow]:
-        """Up to `per_job` gold rows of each job, newest first."""
-        g = t.gold
+        """Up to `per_job` gold rows for each job, newest first, drawn from every job of
+        the same model (task kind, weights, dims and result dtype): a new job has gold rows
+        from its first lease when earlier jobs of its model left some. Each row comes back
+        under the job whose pool it serves (`GoldRow.job_id`), once per such job."""
+        g, src, want = t.gold, t.jobs.alias("src"), t.jobs.alias("want")
+        same_model = and_(
+            src.c.kind == want.c.kind,
+            src.c.model_sha256 == want.c.model_sha256,
+            src.c.dims == want.c.dims,
+            src.c.result_dtype == want.c.result_dtype,
+        )
         out: list[GoldRow] = []
         with self._read() as conn:
             for job_id in job_ids:
                 rows = conn.execute(
-                    select(g.c.gold_id, g.c.job_id, g.c.text, g.c.answer)
-                    .where(g.c.job_id == job_id)
+                    select(g.c.gold_id, g.c.text, g.c.answer, g.c.unit_id)
+                    .select_from(
+                        g.join(src, src.c.job_id == g.c.job_id).join(want, same_model)
+                    )
+                    .where(want.c.job_id == job_id)
                     .order_by(g.c.gold_id.desc())
                     .limit(per_job)
                 ).all()
-                out.extend(GoldRow(*row) for row in rows)
+                out.extend(GoldRow(row[0], job_id, row[1], row[2], row[3]) for row in rows)
         return out
+
+    def gold_sources_leased(self, volunteer_id: str) -> set[str]:
+        """The units gold rows were taken from that this volunteer leased: it saw their
+        texts as ordinary rows, so they must never reach it as gold rows."""
+        g, le = t.gold, t.leases
+        with self._read() as conn:
+            return set(
+                conn.execute(
+                    select(g.c.unit_id)
+                    .distinct()
+                    .select_from(g.join(le, le.c.unit_id == g.c.unit_id))
+                    .where(le.c.volunteer_id == volunteer_id, g.c.unit_id != "")
+                ).scalars()
+            )
 
     def gold_by_ids(self, gold_ids: Sequence[int]) -> list[GoldRow]:
         g = t.gold
@@ -225,15 +251,22 @@ class TrustQueries(SqlBase):
             return []
         with self._read() as conn:
             rows = conn.execute(
-                select(g.c.gold_id, g.c.job_id, g.c.text, g.c.answer).where(
+                select(g.c.gold_id, g.c.job_id, g.c.text, g.c.answer, g.c.unit_id).where(
                     g.c.gold_id.in_(list(gold_ids))
                 )
             ).all()
         return [GoldRow(*row) for row in rows]
 
     def add_gold(
-        self, job_id: str, rows: Sequence[tuple[str, bytes]], source: str, now_ms: int
+        self,
+        job_id: str,
+        rows: Sequence[tuple[str, bytes]],
+        source: str,
+        now_ms: int,
+        unit_ids: Sequence[str] = (),
     ) -> None:
+        """`unit_ids`: the unit of the job each row's text is in ('' or none: none)."""
+        units = list(unit_ids) + [""] * (len(rows) - len(unit_ids))
         with self._tx() as conn:
             conn.execute(
                 t.gold.insert(),
@@ -243,10 +276,10 @@ class TrustQueries(SqlBase):
                         "text": text,
                         "answer": answer,
                         "source": source,
-                        "unit_id": "",
+                        "unit_id": unit_id,
                         "created_ms": now_ms,
                     }
-                    for text, answer in rows
+                    for (text, answer), unit_id in zip(rows, units, strict=True)
                 ],
             )
 
@@ -344,7 +377,13 @@ class TrustQueries(SqlBase):
                     conn.execute(
                         u.update()
                         .where(u.c.unit_id == unit_id)
-                        .values(canonical_result_id=left[0], replicas=len(left))
+                        # The remaining first result's rows, not a mean that counted the
+                        # quarantined one.
+                        .values(
+                            canonical_result_id=left[0],
+                            canonical_payload=None,
+                            replicas=len(left),
+                        )
                     )
                     continue
                 conn.execute(
@@ -355,6 +394,7 @@ class TrustQueries(SqlBase):
                         target=needed,
                         quorum=needed,
                         canonical_result_id=None,
+                        canonical_payload=None,
                         replicas=0,
                         reason=f"re-verifying: volunteer {volunteer_id[:12]} was quarantined",
                         updated_ms=now_ms,
@@ -363,7 +403,12 @@ class TrustQueries(SqlBase):
                 reopened.append(unit_id)
                 jobs.add(unit.job_id)
             if reopened:
-                conn.execute(t.gold.delete().where(t.gold.c.unit_id.in_(reopened)))
+                # Rows the quorum of a reopened unit yielded; the coordinator's own stay.
+                conn.execute(
+                    t.gold.delete().where(
+                        t.gold.c.unit_id.in_(reopened), t.gold.c.source == "quorum"
+                    )
+                )
             moved = sorted(jobs)
             if moved:
                 conn.execute(

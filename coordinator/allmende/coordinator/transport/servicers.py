@@ -177,7 +177,9 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         self, request: pb.SubmitResultRequest, context: grpc.ServicerContext
     ) -> pb.SubmitResultResponse:
         started = time.perf_counter()
-        outcome = self.c.submit_result(request.envelope, request.signature, request.payload)
+        outcome = self.c.submit_result(
+            request.envelope, request.signature, request.payload, peer_address(context.peer())
+        )
         if self.metrics is not None:
             self.metrics.submit_latency.observe(time.perf_counter() - started)
         self._count(outcome)
@@ -192,6 +194,7 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
             request.volunteer_id,
             [(r.envelope, r.signature, r.payload) for r in request.results],
             MAX_LEASE_UNITS,
+            peer_address(context.peer()),
         )
         response = pb.SubmitResultsResponse()
         for answer in answers:
