@@ -18,6 +18,7 @@ from pathlib import Path
 from allmende.cli.common import EXIT_FAILED, EXIT_OK, CliError, err, out
 from allmende.cli.inputs import read_items
 from allmende.cli.job_cmds import _requests
+from allmende.cli.volunteer_cmds import quiet_progress_bars
 from allmende.client.connection import CoordinatorClient
 from allmende.client.dataset import pull
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
@@ -32,6 +33,7 @@ def demo(args: argparse.Namespace) -> int:
     from allmende.coordinator.home import CoordinatorHome
     from allmende.coordinator.transport.server import serve
 
+    quiet_progress_bars()  # the demo's volunteers load the model in this process
     root = Path(args.dir).resolve()
     source = Path(args.input) if args.input else CORPUS
     items = read_items(source)
