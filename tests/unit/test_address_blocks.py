@@ -155,3 +155,22 @@ def test_serve_flags_set_the_limits() -> None:
     assert not policy.loopback_exempt
     defaults = build_parser().parse_args(["coordinator", "serve", "--data", "unused"])
     assert TrustPolicy(**limit_settings(defaults)) == TrustPolicy()
+
+
+@pytest.mark.parametrize(
+    ("listen", "exempt"),
+    [
+        ("127.0.0.1:50051", True),
+        ("[::1]:0", True),
+        ("localhost:7000", True),
+        ("0.0.0.0:50051", False),
+        ("[::]:50051", False),
+        ("192.0.2.10:50051", False),
+        ("coordinator.example.org:50051", False),
+    ],
+)
+def test_loopback_is_exempt_only_while_serving_loopback_alone(listen: str, exempt: bool) -> None:
+    """Default `serve` reachable from the network: 127.0.0.1 is one more address block, so a
+    client on the coordinator's own host (or behind a local proxy) gets no free identities."""
+    args = build_parser().parse_args(["coordinator", "serve", "--data", "x", "--listen", listen])
+    assert TrustPolicy(**limit_settings(args)).loopback_exempt is exempt

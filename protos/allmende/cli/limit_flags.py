@@ -5,6 +5,7 @@ volunteer may hold at once (TrustPolicy in coordinator/domain/trust.py; README: 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -84,7 +85,8 @@ def add_limit_flags(group: Any) -> None:
     group.add_argument(
         "--no-loopback-exempt",
         action="store_true",
-        help="count loopback peers as an address block too (for tests of these limits)",
+        help="count loopback peers as an address block even while listening on loopback "
+        "alone (they always count once the coordinator listens on any other address)",
     )
 
 
@@ -97,5 +99,20 @@ def limit_settings(args: argparse.Namespace) -> dict[str, Any]:
         "leases_per_second": args.leases_per_second,
         "block_share": args.block_share,
         "unproven_leases": args.unproven_leases,
-        "loopback_exempt": not args.no_loopback_exempt,
+        "loopback_exempt": not args.no_loopback_exempt and listens_on_loopback_only(args.listen),
     }
+
+
+def listens_on_loopback_only(listen: str) -> bool:
+    """Whether HOST:PORT is a loopback address, so that only this machine can connect.
+
+    Loopback peers are exempt from the address-block limits only then (the local demo, one
+    machine's own volunteers). A coordinator the network can reach might be reached through a
+    local proxy or by another user of its own host: there 127.0.0.1 is one more block."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard other than loopback

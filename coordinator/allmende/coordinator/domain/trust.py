@@ -12,7 +12,8 @@ an IPv6 /64 by default: one host, one customer network): registrations and lease
 one block are rate-limited (token buckets, domain/ratelimit.py), replicas of a unit go to
 distinct blocks, and one block may hold only a share of a job's replica slots at once. A
 volunteer without validated results may hold only a few unexpired leases; the number grows
-with its record. Loopback peers (the local demo, tests) are exempt unless told otherwise.
+with its record. Loopback peers (the local demo, tests) are exempt unless told otherwise;
+the CLI tells it so whenever the coordinator listens on anything but loopback.
 
 No unit is accepted on the word of volunteers none of whom has earned trust: the agreeing
 results must include one that is *proven* (see `Arrival` in judge.py): its volunteer has
