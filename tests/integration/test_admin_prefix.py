@@ -8,25 +8,17 @@ from __future__ import annotations
 import pytest
 
 from allmende.cli.main import main
-from allmende.client.connection import CoordinatorClient, RemoteError
+from allmende.client.connection import CoordinatorClient
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store.records import VolunteerRecord
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.v1 import allmende_pb2 as pb
 from tests.conftest import job_requests
+from tests.integration.test_admin import refused
 from tests.store.helpers import make_job
 
 TWINS = ["1a2b3c" + "0" * 58, "1a2b3c" + "f" * 58]  # share 6 characters
 LONER = "9f8e7d6c" + "5" * 56
-
-
-def refused(call: object, code: str, *needles: str) -> str:
-    with pytest.raises(RemoteError) as info:
-        call()  # type: ignore[operator]
-    assert info.value.code == code, info.value
-    for needle in needles:
-        assert needle in info.value.details, info.value.details
-    return info.value.details
 
 
 @pytest.fixture
