@@ -83,6 +83,18 @@ def test_a_one_character_volunteer_prefix_bans_nobody(
     assert banned(admin) == set()
 
 
+@pytest.mark.parametrize("kind", ["job", "volunteer"])
+def test_an_id_longer_than_any_id_is_refused_before_it_is_looked_up(
+    admin: CoordinatorClient, volunteers: list[str], kind: str,
+) -> None:
+    # 60,000 characters: past SQLite's longest LIKE pattern (50,000 bytes), which answered
+    # INTERNAL; the fuzz test found it.
+    call = admin.ban_volunteer if kind == "volunteer" else admin.cancel_job
+    args = ("x" * 60_000, "r") if kind == "volunteer" else ("x" * 60_000,)
+    refused(lambda: call(*args), "INVALID_ARGUMENT", f"{kind}_id", "at most 128 characters")
+    assert banned(admin) == set()
+
+
 def test_an_unambiguous_volunteer_prefix_bans_that_volunteer(
     admin: CoordinatorClient, volunteers: list[str],
 ) -> None:

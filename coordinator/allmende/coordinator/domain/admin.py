@@ -25,6 +25,9 @@ MIN_PREFIX = 6
 # How many matches an ambiguous prefix's error lists.
 SHOWN_MATCHES = 8
 JOB_TAG = "job-"
+# Longer than any id the coordinator makes (volunteer ids are 64 hex digits, job ids far
+# shorter): anything longer is no id, and is refused before it reaches a LIKE pattern.
+MAX_ID_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Admin:
         if not given:
             listing = "job list" if kind == "job" else "volunteers list"
             raise InvalidArgument(field, f"a {kind} id (see `allmende {listing}`)")
+        if len(given) > MAX_ID_CHARS:
+            raise InvalidArgument(field, f"at most {MAX_ID_CHARS} characters, got {len(given)}")
         if self.store.ids_with_prefix(kind, given, 1) == [given]:
             return given  # a whole id: no length rule for ids the store itself holds
         significant = given.removeprefix(JOB_TAG) if kind == "job" else given
