@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
+from sqlalchemy import select
+
+from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.records import LeaseCandidate, LeasePlan
 from allmende.coordinator.store.sql import SqlStore
 from tests.store.helpers import LEASE_S, T0, lease, make_job, submit
@@ -45,3 +48,9 @@ def test_held_leases_return_the_units_as_handed_out_and_only_live_ones(store: Sq
     assert store.held_leases("v3", T0 + 12) == []
     # Past their deadlines: nothing, swept or not.
     assert store.held_leases("v1", T0 + 3 + LEASE_S * 1000) == []
+    # A lease that is no longer live keeps no copy of its unit; a live one does.
+    store.lease_unit("v3", "L9", T0 + 2 * LEASE_S * 1000, composed)  # sweeps the expired
+    le = t.leases
+    with store.engine.connect() as conn:
+        kept = dict(conn.execute(select(le.c.lease_id, le.c.unit_blob)).all())
+    assert {lease_id for lease_id, blob in kept.items() if blob is not None} == {"L9"}

@@ -161,6 +161,9 @@ leases = Table(
     Column("unit_blob", LargeBinary, nullable=True),
     Column("unit_signature", LargeBinary, nullable=True),
 )
+# What a lease leaving 'active' drops: its unit, needed only while the lease is live
+# (ListLeases), so that the table keeps no copy of every unit ever handed out.
+LEASE_CLOSED: dict[str, None] = {"unit_blob": None, "unit_signature": None}
 Index("ix_leases_unit", leases.c.unit_id, leases.c.state)
 Index("ix_leases_volunteer", leases.c.volunteer_id, leases.c.state)
 # Live leases by deadline, for the sweep that expires them (partial, so lookups of one

@@ -172,7 +172,7 @@ class Q:
             le.c.state == "active",
             le.c.deadline_ms <= _b("now"),
         )
-        .values(state="expired", reason="the deadline passed")
+        .values(state="expired", reason="the deadline passed", **t.LEASE_CLOSED)
     )
     # The jobs to lease from, in order, each row also saying when the first live lease
     # falls due (one index lookup), so a lease sweeps only when something has expired.
@@ -276,7 +276,7 @@ class Q:
     release = (
         le.update()
         .where(le.c.lease_id == _b("b_lease"), le.c.state == "active")
-        .values(state="released", reason=_b("b_reason"))
+        .values(state="released", reason=_b("b_reason"), **t.LEASE_CLOSED)
     )
 
     # results
@@ -301,7 +301,11 @@ class Q:
         )
         .limit(1)
     )
-    lease_submitted = le.update().where(le.c.lease_id == _b("b_lease")).values(state="submitted")
+    lease_submitted = (
+        le.update()
+        .where(le.c.lease_id == _b("b_lease"))
+        .values(state="submitted", **t.LEASE_CLOSED)
+    )
     # The task kind of the unit a result is for, and a volunteer's streak in it.
     _kind = select(j.c.kind).where(j.c.job_id == u.c.job_id, u.c.unit_id == _b("unit_id"))
     streak_of = select(t.reputation.c.consecutive_valid).where(
@@ -335,7 +339,7 @@ class Q:
     cancel_leases = (
         le.update()
         .where(le.c.unit_id == _b("b_unit"), le.c.state == "active")
-        .values(state="cancelled", reason=_b("b_reason"))
+        .values(state="cancelled", reason=_b("b_reason"), **t.LEASE_CLOSED)
     )
     # Whether a job still has an open unit: one index probe, where counting them would
     # walk every open unit of the job each time one is decided.
