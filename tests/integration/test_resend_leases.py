@@ -25,9 +25,10 @@ from allmende.client.engine.identity import KEY_NAME
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.recover import recover_leases
 from allmende.client.engine.spool import Spool
+from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import schema as t
-from allmende.coordinator.transport import server
+from allmende.coordinator.transport import bridge, server
 from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol.signing import fingerprint
 from allmende.protocol.wire import decode_unit, open_unit
@@ -35,6 +36,7 @@ from allmende.v1 import allmende_pb2 as pb
 from tests.conftest import job_requests
 from tests.engine.helpers import Running, SlowComputer, start
 from tests.integration.fleet import wait_for_state
+from tests.integration.trusthelp import launch, sentences
 from tests.integration.volunteers import RawVolunteer, text_vector
 
 TEXTS = [f"sentence {i} about lost and found leases" for i in range(16)]
@@ -205,10 +207,9 @@ def older_coordinator(
 ) -> Iterator[RunningCoordinator]:
     """A coordinator from before ListLeases: the method is not served, so grpc answers
     UNIMPLEMENTED."""
-    collect = server.collect
 
     def older(*registrations: Callable[[Any], None]) -> dict[str, grpc.RpcMethodHandler]:
-        handlers = collect(*registrations)
+        handlers = bridge.collect(*registrations)
         del handlers["/allmende.v1.VolunteerService/ListLeases"]
         return handlers
 
@@ -231,3 +232,31 @@ def test_an_older_coordinator_without_list_leases_is_worked_for_as_before(
     running = start(_config(older_coordinator, tmp_path / "home"), SlowComputer(delay_s=0.0))
     assert _finished(running) == 0
     assert wait_for_state([older_coordinator], job_id, ("complete", "failed"), 30) == "complete"
+
+
+def test_units_with_gold_rows_and_decoys_come_back_byte_for_byte(
+    coordinator_home: CoordinatorHome,
+) -> None:
+    policy = TrustPolicy(gold_streak=0, unproven_leases=12)  # 12 leases in hand at once
+    with launch(coordinator_home, policy, gold=True) as net:
+        net.create(sentences(48), redundancy=2, unit_size=4, gold_fraction=0.25)
+        volunteer = net.volunteer()
+        given: list[pb.Lease] = []
+        while len(given) < 12 and not any(net.decoy_positions(x.lease_id) for x in given):
+            lease = volunteer.lease()
+            if lease is None:
+                break
+            given.append(lease)
+        assert all(net.gold_positions(x.lease_id) for x in given)  # hidden gold rows in each
+        # A decoy comes with every other lease at random from the second on: 12 leases
+        # leave 1 chance in 2,048 of none.
+        assert any(net.decoy_positions(x.lease_id) for x in given)
+        with CoordinatorClient(net.running.address, signer=volunteer.raw.key) as again:
+            listed = {x.lease_id: x for x in again.held_leases(volunteer.id)}
+        assert set(listed) == _ids(given)
+        for lease in given:
+            assert listed[lease.lease_id].unit == lease.unit  # rows, gold rows, decoys, signature
+        # Answered as given back, the gold rows check out: the composition is the one stored.
+        for lease in given:
+            response = volunteer.submit(listed[lease.lease_id])
+            assert response.status in ("accepted", "pending"), response.reason
