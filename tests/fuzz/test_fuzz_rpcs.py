@@ -86,7 +86,14 @@ SERVICES = ("VolunteerService", "JobService", "DatasetService", "AdminService")
 METHODS: list[MethodDescriptor] = [
     method for name in SERVICES for method in pb.DESCRIPTOR.services_by_name[name].methods
 ]
-VOLUNTEER_SIGNED = {"LeaseWork", "SubmitResult", "SubmitResults", "ReleaseWork", "GetVerdicts"}
+VOLUNTEER_SIGNED = {
+    "LeaseWork",
+    "SubmitResult",
+    "SubmitResults",
+    "ReleaseWork",
+    "GetVerdicts",
+    "ListLeases",
+}
 # Calls that change a job or a volunteer: fuzzing only aims them at the spare ones.
 JOB_CHANGES = {"PauseJob", "ResumeJob", "CancelJob", "UpdateJob"}
 VOLUNTEER_CHANGES = {"BanVolunteer", "UnbanVolunteer"}
@@ -600,6 +607,12 @@ def record(world: World, method: MethodDescriptor, request: Any, outcome: Outcom
         for lease in leases:
             assert decode_unit(lease.unit.unit).job_id in world.job_ids
             world.lease_ids.append(lease.lease_id)
+    elif method.name == "ListLeases":  # only the signer's own leases, each once
+        held = [lease.lease_id for lease in response.leases]
+        assert len(set(held)) == len(held)
+        assert set(held) <= set(world.lease_ids), held
+        for lease in response.leases:
+            assert decode_unit(lease.unit.unit).lease_id == lease.lease_id
     elif method.name == "RegisterVolunteer":
         assert response.volunteer_id == fingerprint(request.public_key)
         world.volunteer_ids.append(response.volunteer_id)
@@ -626,7 +639,7 @@ UNARY_IN = [m for m in METHODS if not m.client_streaming]
 
 def test_every_rpc_of_the_four_services_is_fuzzed() -> None:
     names = {method_id(m) for m in METHODS}
-    assert len(names) == 20
+    assert len(names) == 21
     assert {m.containing_service.name for m in METHODS} == set(SERVICES)
     assert [m.name for m in METHODS if m.client_streaming] == ["CreateJob"]
 

@@ -11,6 +11,7 @@ import grpc
 
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.limits import (
+    MAX_LIST_LEASES_REQUEST_BYTES,
     MAX_REQUEST_BYTES,
     MAX_SMALL_REQUEST_BYTES,
     MAX_SUBMIT_BYTES,
@@ -34,6 +35,14 @@ def test_a_small_call_over_its_limit_is_refused_naming_the_limit(
     body = pb.LeaseWorkRequest(volunteer_id="x" * MAX_SMALL_REQUEST_BYTES).SerializeToString()
     expect_error(lambda: raw_call(coordinator, "LeaseWork", body), Code.RESOURCE_EXHAUSTED,
                  f"at most {MAX_SMALL_REQUEST_BYTES} bytes for LeaseWork", str(len(body)))
+
+
+def test_a_list_leases_call_has_a_limit_of_its_own(coordinator: RunningCoordinator) -> None:
+    request = pb.ListLeasesRequest(volunteer_id="x" * MAX_LIST_LEASES_REQUEST_BYTES)
+    body = request.SerializeToString()
+    assert len(body) < MAX_SMALL_REQUEST_BYTES  # what any other small call may carry
+    expect_error(lambda: raw_call(coordinator, "ListLeases", body), Code.RESOURCE_EXHAUSTED,
+                 f"at most {MAX_LIST_LEASES_REQUEST_BYTES} bytes for ListLeases", str(len(body)))
 
 
 def test_a_result_over_the_result_limit_is_refused_by_grpc_itself(

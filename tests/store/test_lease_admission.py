@@ -195,6 +195,8 @@ def commit_with_writes_of(
                             "unit_sha256": None,
                             "composition": None,
                             "gold_ids": "",
+                            "unit_blob": None,
+                            "unit_signature": None,
                         },
                     ),
                     (

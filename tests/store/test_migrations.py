@@ -29,7 +29,14 @@ ADDED_COLUMNS = {("units", "busy")} | {
         "jobs": ("gold_fraction",),
         "units": ("quorum", "canonical_payload"),
         "volunteers": ("quarantined", "quarantine_reason", "quota_day", "leased_today"),
-        "leases": ("address", "unit_sha256", "composition", "gold_ids"),
+        "leases": (
+            "address",
+            "unit_sha256",
+            "composition",
+            "gold_ids",
+            "unit_blob",
+            "unit_signature",
+        ),
         "results": ("claimed_tokens", "credit", "vouched"),
     }.items()
     for column in columns

@@ -199,6 +199,11 @@ class CoordinatorClient:
         )
         self._signed("ReleaseWork", self.volunteers.ReleaseWork, request)
 
+    def held_leases(self, volunteer_id: str) -> list[pb.Lease]:
+        """The unexpired leases this volunteer holds, each with its unit as handed out."""
+        request = pb.ListLeasesRequest(volunteer_id=volunteer_id)
+        return list(self._signed("ListLeases", self.volunteers.ListLeases, request).leases)
+
     def verdicts(self, volunteer_id: str, unit_ids: Sequence[str]) -> pb.GetVerdictsResponse:
         """The final verdicts on this volunteer's results for `unit_ids` (undecided ones are
         left out), and its lifetime totals."""

@@ -14,6 +14,7 @@ after. The figures come from what honest calls carry:
   characters). 64 KiB is many times that.
 - a CreateJob upload message: the CLI sends chunks of at most 4 MiB of text (2,000 items),
   one text being at most 256 KiB; the limit is that of a result, 10 MiB.
+- a ListLeases request: a volunteer id (64 hex characters) and nothing else; 1 KiB.
 
 The largest of these is also grpc's own limit on what the coordinator reads
 (`MAX_REQUEST_BYTES`), so a larger request is refused by grpc as it arrives, before Python
@@ -39,6 +40,8 @@ MAX_SUBMIT_BYTES = 10 * 1024 * 1024
 MAX_SUBMIT_RESULTS = 32
 # Any request not named in REQUEST_LIMITS.
 MAX_SMALL_REQUEST_BYTES = 64 * 1024
+# A ListLeases request: a volunteer id, nothing else.
+MAX_LIST_LEASES_REQUEST_BYTES = 1024
 # A free-text reason a volunteer or an administrator sends (release, ban).
 MAX_REASON_CHARS = 500
 
@@ -47,6 +50,7 @@ REQUEST_LIMITS: dict[str, int] = {
     f"{_VOLUNTEERS}SubmitResult": MAX_SUBMIT_BYTES,
     f"{_VOLUNTEERS}SubmitResults": MAX_SUBMIT_BYTES,
     "/allmende.v1.JobService/CreateJob": MAX_SUBMIT_BYTES,
+    f"{_VOLUNTEERS}ListLeases": MAX_LIST_LEASES_REQUEST_BYTES,
 }
 # The largest request the coordinator reads at all.
 MAX_REQUEST_BYTES = max(REQUEST_LIMITS.values())

@@ -120,6 +120,18 @@ class Lease(_message.Message):
     unit: SignedWorkUnit
     def __init__(self, lease_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., unit: _Optional[_Union[SignedWorkUnit, _Mapping]] = ...) -> None: ...
 
+class ListLeasesRequest(_message.Message):
+    __slots__ = ("volunteer_id",)
+    VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
+    volunteer_id: str
+    def __init__(self, volunteer_id: _Optional[str] = ...) -> None: ...
+
+class ListLeasesResponse(_message.Message):
+    __slots__ = ("leases",)
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+
 class LeaseWorkResponse(_message.Message):
     __slots__ = ("lease", "work_remaining", "retry_after_ms", "notice", "more_leases")
     LEASE_FIELD_NUMBER: _ClassVar[int]

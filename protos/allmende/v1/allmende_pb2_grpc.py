@@ -69,6 +69,11 @@ class VolunteerServiceStub:
                 request_serializer=allmende_dot_v1_dot_allmende__pb2.GetVerdictsRequest.SerializeToString,
                 response_deserializer=allmende_dot_v1_dot_allmende__pb2.GetVerdictsResponse.FromString,
                 _registered_method=True)
+        self.ListLeases = channel.unary_unary(
+                '/allmende.v1.VolunteerService/ListLeases',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.ListLeasesRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.ListLeasesResponse.FromString,
+                _registered_method=True)
 
 
 class VolunteerServiceServicer:
@@ -116,6 +121,12 @@ class VolunteerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLeases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VolunteerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +164,11 @@ def add_VolunteerServiceServicer_to_server(servicer, server):
                     servicer.GetVerdicts,
                     request_deserializer=allmende_dot_v1_dot_allmende__pb2.GetVerdictsRequest.FromString,
                     response_serializer=allmende_dot_v1_dot_allmende__pb2.GetVerdictsResponse.SerializeToString,
+            ),
+            'ListLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLeases,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.ListLeasesRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.ListLeasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +360,33 @@ class VolunteerService:
             '/allmende.v1.VolunteerService/GetVerdicts',
             allmende_dot_v1_dot_allmende__pb2.GetVerdictsRequest.SerializeToString,
             allmende_dot_v1_dot_allmende__pb2.GetVerdictsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.VolunteerService/ListLeases',
+            allmende_dot_v1_dot_allmende__pb2.ListLeasesRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.ListLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

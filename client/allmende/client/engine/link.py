@@ -89,6 +89,12 @@ class CoordinatorLink:
 
         return self.retrying(call)
 
+    def held_leases(self) -> list[pb.Lease]:
+        """The unexpired leases this volunteer holds (recover.py)."""
+        held = self.retrying(lambda: self.client.held_leases(self.volunteer_id))
+        assert isinstance(held, list)
+        return held
+
     def release(self, lease_id: str, reason: str) -> None:
         self.retrying(lambda: self.client.release(self.volunteer_id, lease_id, reason))
 

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from datetime import time as daytime
@@ -52,6 +52,7 @@ from allmende.client.engine.exits import (
 from allmende.client.engine.handshake import CLIENT_VERSION, connect
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.policy import Policy
+from allmende.client.engine.recover import recover_leases
 from allmende.client.engine.spool import Spool
 from allmende.client.engine.submission import Submitter
 from allmende.client.engine.verdicts import VerdictBook
@@ -229,9 +230,10 @@ class VolunteerEngine:
             )
             submitter.resend_spooled()
             submitter.poll_verdicts()
+            recovered = recover_leases(link, spool)  # leases held from before, first
             self._current_computer()  # load the model before leasing
             submitter.start()
-            self._work(link, submitter, coordinator_key)
+            self._work(link, submitter, coordinator_key, recovered)
             stopped = control.stop_requested.is_set()
             code, reason = EXIT_OK, "stopped" if stopped else "no work left"
         except Stop as stop:
@@ -279,8 +281,15 @@ class VolunteerEngine:
             self._computer = default_computer(self.registry, self.config)
         return self._computer
 
-    def _work(self, link: CoordinatorLink, submitter: Submitter, coordinator_key: bytes) -> None:
-        """Lease, verify and compute units until idle or stopped.
+    def _work(
+        self,
+        link: CoordinatorLink,
+        submitter: Submitter,
+        coordinator_key: bytes,
+        recovered: Sequence[pb.Lease] = (),
+    ) -> None:
+        """Lease, verify and compute units until idle or stopped; `recovered` leases (held
+        from an earlier run, recover.py) come first.
 
         Units are leased a few at a time, about `BUFFER_S` of this volunteer's compute (one
         at a time on a slow machine, up to `MAX_BUFFER` on a fast GPU), and the next lease
@@ -291,7 +300,7 @@ class VolunteerEngine:
         refusals = 0
         fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         ahead: Future[object] | None = None
-        held: deque[pb.Lease] = deque()  # leased, not started
+        held: deque[pb.Lease] = deque(recovered)  # leased, not started
         want = 1
         try:
             while not control.stop_requested.is_set():

@@ -10,6 +10,7 @@ a job's replica slots.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import uuid
@@ -28,6 +29,7 @@ from allmende.coordinator.store.records import (
     VolunteerRecord,
 )
 from allmende.protocol.errors import InvalidArgument, NotFound, PermissionDenied, shown
+from allmende.protocol.limits import MAX_MESSAGE_BYTES
 from allmende.protocol.signing import SigningKey
 
 log = logging.getLogger("allmende.coordinator")
@@ -37,6 +39,8 @@ SEEN_EVERY_MS = 10_000
 WAIT_RETRY_MS = 1000
 # Units one LeaseWork call may ask for (and results one SubmitResults call may carry).
 MAX_LEASE_UNITS = 32
+# Unit bytes one ListLeases answer carries at most: a message's limit, less room for framing.
+MAX_HELD_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,35 @@ class Leasing(CoordinatorPart):
         """Volunteers that asked this process for work recently."""
         now = self.clock()
         return sum(1 for seen in list(self._last_seen.values()) if now - seen < window_ms)
+
+    def held_leases(
+        self, volunteer_id: str, budget: int = MAX_HELD_BYTES
+    ) -> tuple[LeaseGrant, ...]:
+        """BOINC's "resend lost results": the unexpired leases `volunteer_id` holds on open
+        units, oldest first, each as the very unit it was handed (the same signed bytes, so
+        its signature and the lease's `unit_sha256` still match), for a volunteer that lost
+        its local state. Units up to `budget` bytes in all; the rest, and a lease whose unit
+        the store lacks (from before migration 0007) or whose bytes no longer match its
+        sha256, are left to expire as before. Changes nothing but the last-seen time."""
+        self._volunteer(volunteer_id)
+        now = self.clock()
+        self._seen(volunteer_id, now)
+        grants: list[LeaseGrant] = []
+        for held in self.store.held_leases(volunteer_id, now):
+            if held.blob is None or held.signature is None:
+                continue
+            if held.unit_sha256 is not None and hashlib.sha256(held.blob).digest() != bytes(
+                held.unit_sha256
+            ):
+                log.warning("lease %s: stored unit does not match its sha256", held.lease_id)
+                continue
+            budget -= len(held.blob) + len(held.signature)
+            if budget < 0:
+                break
+            grants.append(
+                LeaseGrant(held.lease_id, held.unit_id, held.deadline_ms, held.blob, held.signature)
+            )
+        return tuple(grants)
 
     def release_work(self, volunteer_id: str, lease_id: str, reason: str) -> None:
         self._volunteer(volunteer_id)

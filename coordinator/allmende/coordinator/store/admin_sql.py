@@ -93,7 +93,9 @@ class AdminQueries(SqlBase):
                 conn.execute(
                     t.leases.update()
                     .where(t.leases.c.unit_id.in_(units), t.leases.c.state == "active")
-                    .values(state="cancelled", reason=f"job {job_id} was cancelled")
+                    .values(
+                        state="cancelled", reason=f"job {job_id} was cancelled", **t.LEASE_CLOSED
+                    )
                 )
             conn.execute(j.update().where(j.c.job_id == job_id).values(**values))
             self._event(conn, now_ms, f"job.{state}", f"{row.state} -> {state}", job_id=job_id)
@@ -210,7 +212,7 @@ class AdminQueries(SqlBase):
                 conn.execute(
                     t.leases.update()
                     .where(t.leases.c.volunteer_id == volunteer_id, t.leases.c.state == "active")
-                    .values(state="cancelled", reason="volunteer banned")
+                    .values(state="cancelled", reason="volunteer banned", **t.LEASE_CLOSED)
                 )
             self._event(
                 conn,

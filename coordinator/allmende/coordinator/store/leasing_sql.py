@@ -12,6 +12,7 @@ from typing import Any
 from allmende.coordinator.store.base import Admit, Compose
 from allmende.coordinator.store.fastsql import Conn
 from allmende.coordinator.store.records import (
+    HeldLease,
     LeaseCandidate,
     LeaseGrant,
     LeasePlan,
@@ -47,6 +48,19 @@ def _lease_record(row: Any, state: str) -> LeaseRecord:
         row.composition or b"",
         _gold_ids(row.gold_ids or ""),
     )
+
+
+def _held(row: Any) -> HeldLease:
+    blob: bytes | None
+    signature: bytes | None
+    if row.unit_blob is not None:
+        blob, signature = bytes(row.unit_blob), bytes(row.unit_signature or b"")
+    elif row.unit_sha256 is None:  # handed out as the unit itself, uncomposed
+        blob, signature = bytes(row.plain_blob), bytes(row.plain_signature)
+    else:
+        blob = signature = None
+    sha = None if row.unit_sha256 is None else bytes(row.unit_sha256)
+    return HeldLease(row.lease_id, row.unit_id, row.deadline_ms, sha, blob, signature)
 
 
 def _gold_ids(stored: str, shared_only: bool = False) -> tuple[int, ...]:
@@ -114,6 +128,8 @@ def _lease_values(address: str, plan: LeasePlan | None) -> dict[str, Any]:
         "unit_sha256": plan.unit_sha256 if plan else None,
         "composition": plan.composition if plan else None,
         "gold_ids": _stored_gold_ids(plan) if plan else "",
+        "unit_blob": plan.blob if plan else None,
+        "unit_signature": plan.signature if plan else None,
     }
 
 
@@ -308,6 +324,13 @@ class LeaseQueries(TrustQueries):
         with self._read() as conn:
             params = {"volunteer": volunteer_id, "now": now_ms}
             return conn.execute(Q.any_work, params).first() is not None
+
+    def held_leases(self, volunteer_id: str, now_ms: int) -> list[HeldLease]:
+        """The volunteer's unexpired active leases of open units, oldest first, each with
+        the unit as signed for it (None for a composed lease from before migration 0007)."""
+        with self._read() as conn:
+            rows = conn.execute(Q.held_leases, {"volunteer_id": volunteer_id, "now": now_ms}).all()
+        return [_held(row) for row in rows]
 
     def get_lease(self, lease_id: str) -> LeaseRecord | None:
         with self._read() as conn:

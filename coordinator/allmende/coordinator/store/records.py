@@ -106,6 +106,20 @@ class LeaseGrant:
 
 
 @dataclass(frozen=True)
+class HeldLease:
+    """An unexpired lease a volunteer holds, with the unit exactly as it was handed out
+    (`blob`, `signature`; None where the store does not have it), and the sha256 the lease
+    recorded of it (None: the unit went out uncomposed)."""
+
+    lease_id: str
+    unit_id: str
+    deadline_ms: int
+    unit_sha256: bytes | None
+    blob: bytes | None
+    signature: bytes | None
+
+
+@dataclass(frozen=True)
 class LeaseRecord:
     lease_id: str
     unit_id: str

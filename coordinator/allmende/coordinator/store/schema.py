@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0006"
+REVISION = "0007"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
 SCHEMA_VERSION = 5
@@ -156,7 +156,14 @@ leases = Table(
     Column("unit_sha256", LargeBinary, nullable=True),
     Column("composition", LargeBinary, nullable=True),
     Column("gold_ids", Text, nullable=False, default="", server_default=""),
+    # The unit exactly as signed for this lease, so that a volunteer that lost its state
+    # gets it back (ListLeases); NULL for leases from before migration 0007.
+    Column("unit_blob", LargeBinary, nullable=True),
+    Column("unit_signature", LargeBinary, nullable=True),
 )
+# What a lease leaving 'active' drops: its unit, needed only while the lease is live
+# (ListLeases), so that the table keeps no copy of every unit ever handed out.
+LEASE_CLOSED: dict[str, None] = {"unit_blob": None, "unit_signature": None}
 Index("ix_leases_unit", leases.c.unit_id, leases.c.state)
 Index("ix_leases_volunteer", leases.c.volunteer_id, leases.c.state)
 # Live leases by deadline, for the sweep that expires them (partial, so lookups of one

@@ -172,7 +172,7 @@ class Q:
             le.c.state == "active",
             le.c.deadline_ms <= _b("now"),
         )
-        .values(state="expired", reason="the deadline passed")
+        .values(state="expired", reason="the deadline passed", **t.LEASE_CLOSED)
     )
     # The jobs to lease from, in order, each row also saying when the first live lease
     # falls due (one index lookup), so a lease sweeps only when something has expired.
@@ -221,6 +221,8 @@ class Q:
                 "unit_sha256",
                 "composition",
                 "gold_ids",
+                "unit_blob",
+                "unit_signature",
             ],
             select(
                 bindparam("lease_id", type_=String),
@@ -234,6 +236,8 @@ class Q:
                 bindparam("unit_sha256", type_=LargeBinary),
                 bindparam("composition", type_=LargeBinary),
                 bindparam("gold_ids", type_=String),
+                bindparam("unit_blob", type_=LargeBinary),
+                bindparam("unit_signature", type_=LargeBinary),
             ).where(
                 u.c.unit_id == _b("unit_id"), u.c.state == "open", u.c.busy < u.c.target, *not_mine
             ),
@@ -247,10 +251,32 @@ class Q:
         .limit(1)
     )
     add_lease = le.insert()
+    # A volunteer's unexpired leases of open units, with the unit as signed for each (and
+    # the unit's own bytes, for a lease handed out uncomposed): ListLeases.
+    held_leases = (
+        select(
+            le.c.lease_id,
+            le.c.unit_id,
+            le.c.deadline_ms,
+            le.c.unit_sha256,
+            le.c.unit_blob,
+            le.c.unit_signature,
+            u.c.blob.label("plain_blob"),
+            u.c.signature.label("plain_signature"),
+        )
+        .join(u, u.c.unit_id == le.c.unit_id)
+        .where(
+            le.c.volunteer_id == _b("volunteer_id"),
+            le.c.state == _ACTIVE,
+            le.c.deadline_ms > _b("now"),
+            u.c.state == "open",
+        )
+        .order_by(le.c.created_ms, le.c.lease_id)
+    )
     release = (
         le.update()
         .where(le.c.lease_id == _b("b_lease"), le.c.state == "active")
-        .values(state="released", reason=_b("b_reason"))
+        .values(state="released", reason=_b("b_reason"), **t.LEASE_CLOSED)
     )
 
     # results
@@ -275,7 +301,11 @@ class Q:
         )
         .limit(1)
     )
-    lease_submitted = le.update().where(le.c.lease_id == _b("b_lease")).values(state="submitted")
+    lease_submitted = (
+        le.update()
+        .where(le.c.lease_id == _b("b_lease"))
+        .values(state="submitted", **t.LEASE_CLOSED)
+    )
     # The task kind of the unit a result is for, and a volunteer's streak in it.
     _kind = select(j.c.kind).where(j.c.job_id == u.c.job_id, u.c.unit_id == _b("unit_id"))
     streak_of = select(t.reputation.c.consecutive_valid).where(
@@ -309,7 +339,7 @@ class Q:
     cancel_leases = (
         le.update()
         .where(le.c.unit_id == _b("b_unit"), le.c.state == "active")
-        .values(state="cancelled", reason=_b("b_reason"))
+        .values(state="cancelled", reason=_b("b_reason"), **t.LEASE_CLOSED)
     )
     # Whether a job still has an open unit: one index probe, where counting them would
     # walk every open unit of the job each time one is decided.

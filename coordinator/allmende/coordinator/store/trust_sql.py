@@ -127,7 +127,7 @@ class TrustQueries(SqlBase):
             conn.execute(
                 le.update()
                 .where(le.c.lease_id == lease_id, le.c.state.in_(("active", "expired")))
-                .values(state="rejected", reason=reason[:500])
+                .values(state="rejected", reason=reason[:500], **t.LEASE_CLOSED)
             )
 
     # ------------------------------------------------------------------ results
@@ -335,7 +335,7 @@ class TrustQueries(SqlBase):
             conn.execute(
                 le.update()
                 .where(le.c.volunteer_id == volunteer_id, le.c.state == "active")
-                .values(state="cancelled", reason="volunteer quarantined")
+                .values(state="cancelled", reason="volunteer quarantined", **t.LEASE_CLOSED)
             )
             # Credit granted to the results now voided is withdrawn, per task kind.
             granted = conn.execute(

@@ -1,7 +1,8 @@
 """The server interceptor that authenticates volunteer calls (see protocol/requests.py).
 
-LeaseWork, SubmitResult, SubmitResults, ReleaseWork and GetVerdicts must carry a valid request
-signature by a registered, unbanned volunteer, and may only act for that volunteer.
+LeaseWork, SubmitResult, SubmitResults, ReleaseWork, GetVerdicts and ListLeases must carry a
+valid request signature by a registered, unbanned volunteer, and may only act for that
+volunteer.
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ def _claimed_volunteer(request: Any) -> str:
 class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     PROTECTED = frozenset(
         f"{SERVICE}{m}"
-        for m in ("LeaseWork", "SubmitResult", "SubmitResults", "ReleaseWork", "GetVerdicts")
+        for m in (
+            "LeaseWork",
+            "SubmitResult",
+            "SubmitResults",
+            "ReleaseWork",
+            "GetVerdicts",
+            "ListLeases",
+        )
     )
 
     # Public keys remembered per process. A volunteer id is the fingerprint of its key, so

@@ -220,6 +220,22 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         return pb.ReleaseWorkResponse()
 
     @unary
+    def ListLeases(
+        self, request: pb.ListLeasesRequest, context: grpc.ServicerContext
+    ) -> pb.ListLeasesResponse:
+        grants = self.c.held_leases(request.volunteer_id)
+        return pb.ListLeasesResponse(
+            leases=[
+                pb.Lease(
+                    lease_id=g.lease_id,
+                    deadline_unix_ms=g.deadline_ms,
+                    unit=pb.SignedWorkUnit(unit=g.blob, signature=g.signature),
+                )
+                for g in grants
+            ]
+        )
+
+    @unary
     def GetVerdicts(
         self, request: pb.GetVerdictsRequest, context: grpc.ServicerContext
     ) -> pb.GetVerdictsResponse:
