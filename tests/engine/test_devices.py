@@ -206,3 +206,22 @@ def test_a_hot_gpu_pauses_its_own_lane_only(
 def test_one_device_reads_as_before() -> None:
     line = ev.UnitComputed("u1", 8, 0.5, 16.0).as_line()
     assert "device" not in line and "device" not in ev.Paused("paused by you").as_dict()
+
+
+def test_all_with_one_gpu_is_one_device_judged_by_its_own_temperature(
+    coordinator: RunningCoordinator, admin: CoordinatorClient, tmp_path: Path
+) -> None:
+    create(admin, units=4, per_unit=8)
+    hot = HardwareSample(at=0, cpu_count=4, gpus=(GpuSample(0, "Fake A", temperature_c=95),))
+    probe = FakeProbe([hot], device_choices=(("cpu", "CPU"), ("cuda:0", "GPU 0: Fake A")))
+    run = start(
+        make_config(coordinator, tmp_path / "v", device="all", max_gpu_temp_c=80),
+        SlowComputer(),
+        probe=probe,
+    )
+    paused = run.wait_for(ev.Paused)
+    assert run.engine.devices == ["cuda:0"]
+    assert "GPU 0 at 95 °C" in paused.reason  # type: ignore[attr-defined]
+    assert paused.device == "" and "device" not in paused.as_line()  # type: ignore[attr-defined]
+    run.engine.quit()
+    assert run.finish().exit_code == 0

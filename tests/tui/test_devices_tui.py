@@ -65,8 +65,8 @@ def two_device_app(
         engine_factory=engine,
         settings_file=SettingsFile(tmp_path / "volunteer.toml"),
         probe=probe,
-        engine_extra={"sample_interval_s": 0.1, "give_up_after_s": 30},
-        tick_s=0.2,
+        engine_extra={"sample_interval_s": 0.5, "give_up_after_s": 30},
+        tick_s=0.5,
     )
     return app, computers, engines
 

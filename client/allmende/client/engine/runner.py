@@ -106,8 +106,7 @@ class VolunteerEngine:
         self.config = config
         self.on_event = on_event
         self.registry = registry or ModelRegistry()
-        probe = probe if probe is not None else default_probe()
-        self._control = Controls(Policy(config.limits()), self._emit, probe, local_time)
+        probe = self._probe = probe if probe is not None else default_probe()
         self._device_error = ""
         try:
             devices = parse_devices(config.device, probe)
@@ -125,8 +124,9 @@ class VolunteerEngine:
             )
             for d in devices
         ]
+        self._control = Controls(self._policy(config), self._emit, probe, local_time)
         if len(devices) > 1:
-            self._control.set_lanes(devices, Policy(config.limits()))
+            self._control.set_lanes(devices, self._policy(config))
         self._link: CoordinatorLink | None = None
         self._submitter: Submitter | None = None
         # Units handed back on the way out, and the rows and seconds given up with them.
@@ -135,6 +135,14 @@ class VolunteerEngine:
         # With several devices it follows the first; the others' energy is not measured.
         self._energy = EnergyMeter(devices[0])
         self._per_thousand = PerThousand(self._energy)
+
+    def _policy(self, config: EngineConfig) -> Policy:
+        """The pause rules, with one device's GPU rule judged for the device it resolved to
+        ("all" on a machine with one GPU is that GPU)."""
+        limits = config.limits()
+        if len(self._lanes) == 1:
+            limits = dataclasses.replace(limits, device=self._lanes[0].device)
+        return Policy(limits)
 
     @property
     def devices(self) -> list[str]:
@@ -199,7 +207,8 @@ class VolunteerEngine:
         """
         # Lanes are fixed for a run: with several devices, a new device list needs a restart.
         several = len(self._lanes) > 1 or (
-            config.device != self.config.device and len(parse_devices(config.device)) > 1
+            config.device != self.config.device
+            and len(parse_devices(config.device, self._probe)) > 1
         )
         fixed = RESTART_FIELDS + (("device",) if several else ())
         changed = [
@@ -213,7 +222,9 @@ class VolunteerEngine:
         with self._control.state:
             kept = {name: getattr(self.config, name) for name in fixed}
             self.config = dataclasses.replace(config, **kept)
-            self._control.set_policy(Policy(self.config.limits()))
+            if "device" in changed:  # one device, moved (several are fixed, above)
+                self._lanes[0].device = parse_devices(self.config.device, self._probe)[0]
+            self._control.set_policy(self._policy(self.config))
             if any(name in COMPUTE_FIELDS for name in changed):
                 for lane in self._lanes:
                     lane.rebuild = True
@@ -336,7 +347,7 @@ class VolunteerEngine:
             rebuild, lane.rebuild = lane.rebuild, False
             config = self.config
         if lane.computer is None or (rebuild and lane.owns_computer):
-            if lane.name is not None:
+            if config.device != lane.device:  # a lane of several, or "all" with one GPU
                 config = dataclasses.replace(config, device=lane.device)
             lane.computer = default_computer(self.registry, config)
         return lane.computer

@@ -22,6 +22,7 @@ class DeviceTable(DataTable[str]):
     def __init__(self, board: DeviceBoard) -> None:
         super().__init__(id="devices", cursor_type="row", zebra_stripes=False)
         self.board = board
+        self._drawn: dict[str, tuple[str, str, str, str]] = {}
 
     def on_mount(self) -> None:
         self.add_columns("Device", "State", "Temp", "Items/s")
@@ -30,9 +31,14 @@ class DeviceTable(DataTable[str]):
         self.styles.height = len(self.board.rows) + 3
 
     def redraw(self) -> None:
+        """Update the cells that changed (the dashboard redraws on every engine event)."""
         columns = list(self.columns)
         for device, row in self.board.rows.items():
-            for column, value in zip(columns, self.board.cells(row), strict=True):
+            cells = self.board.cells(row)
+            if self._drawn.get(device) == cells:
+                continue
+            self._drawn[device] = cells
+            for column, value in zip(columns, cells, strict=True):
                 self.update_cell(device, column, value)
 
     @property
