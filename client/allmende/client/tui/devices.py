@@ -20,7 +20,7 @@ class DeviceTable(DataTable[str]):
     ]
 
     def __init__(self, board: DeviceBoard) -> None:
-        super().__init__(id="devices", cursor_type="row", zebra_stripes=False)
+        super().__init__(id="devices", cursor_type="row", zebra_stripes=False, classes="panel")
         self.board = board
         self._drawn: dict[str, tuple[str, str, str, str]] = {}
 
@@ -28,7 +28,8 @@ class DeviceTable(DataTable[str]):
         self.add_columns("Device", "State", "Temp", "Items/s")
         for device, row in self.board.rows.items():
             self.add_row(*self.board.cells(row), key=device)
-        self.styles.height = len(self.board.rows) + 3
+        self.styles.height = len(self.board.rows) + 3  # header and border
+        self.border_title = "Devices (Tab selects one for p and f; Escape: all)"
 
     def redraw(self) -> None:
         """Update the cells that changed (the dashboard redraws on every engine event)."""
@@ -39,7 +40,7 @@ class DeviceTable(DataTable[str]):
                 continue
             self._drawn[device] = cells
             for column, value in zip(columns, cells, strict=True):
-                self.update_cell(device, column, value)
+                self.update_cell(device, column, value, update_width=True)
 
     @property
     def selected(self) -> str | None:
