@@ -9,15 +9,12 @@ one device has one lane named None, whose events carry no device, so it reads as
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from allmende.client.engine import events as ev
 from allmende.client.engine.compute import Computer
-
-log = logging.getLogger("allmende.volunteer")
 
 
 @dataclass
