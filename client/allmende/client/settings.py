@@ -31,7 +31,12 @@ if TYPE_CHECKING:
 CONFIG_NAME = "volunteer.toml"
 ENV_PREFIX = "ALLMENDE_"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
+
+
+def _check_devices(value: str) -> str | None:
+    from allmende.client.engine.devices import check_devices  # the engine loads lazily here
+
+    return check_devices(value)
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,8 @@ KEYS: tuple[Key, ...] = (
         "device",
         str,
         "--device",
-        "auto, cpu or cuda:N (default auto)",
-        lambda v: None if _DEVICE.match(v) else "auto, cpu or cuda:N",
+        "auto, cpu, cuda:N, several (cuda:0,cuda:1) or all (default auto)",
+        lambda v: _check_devices(v),
     ),
     Key(
         "batch_size",

@@ -127,7 +127,7 @@ class HeadlessLog:
     def __init__(self, json_lines: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.json_lines = json_lines
         self.clock = clock
-        self._last_idle: tuple[tuple[bool, str], float] | None = None
+        self._last_idle: dict[str, tuple[tuple[bool, str], float]] = {}
         self._hardware_said = False
 
     def _write(self, name: str, fields: dict[str, str]) -> None:
@@ -144,16 +144,16 @@ class HeadlessLog:
             return
         if event.telemetry:
             return
+        device: str = getattr(event, "device", "")  # each of several devices idles on its own
         if isinstance(event, Idle):
             key = (event.work_remaining, event.notice)
             now = self.clock()
-            if self._last_idle is not None:
-                last_key, at = self._last_idle
-                if last_key == key and now - at < self.IDLE_EVERY_S:
-                    return
-            self._last_idle = (key, now)
+            last = self._last_idle.get(device)
+            if last is not None and last[0] == key and now - last[1] < self.IDLE_EVERY_S:
+                return
+            self._last_idle[device] = (key, now)
         else:
-            self._last_idle = None  # the next idle spell is news again
+            self._last_idle.pop(device, None)  # the next idle spell is news again
         stamp = iso_now()
         if self.json_lines:
             out(json.dumps({"ts": stamp, **event.as_dict()}, sort_keys=True))

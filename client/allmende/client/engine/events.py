@@ -20,12 +20,17 @@ class Event:
     telemetry: ClassVar[bool] = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"event": self.name, **asdict(self)}
+        values = asdict(self)
+        if values.get("device", None) == "":
+            del values["device"]  # one device: the record reads as it did before lanes
+        return {"event": self.name, **values}
 
     def as_line(self) -> str:
         parts = [f"event={self.name}"]
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "device" and value == "":
+                continue
             text = f"{value:.3f}" if isinstance(value, float) else str(value)
             if " " in text or not text:
                 text = '"' + text.replace('"', "'") + '"'
@@ -84,6 +89,8 @@ class UnitLeased(Event):
     # True when the computer reports progress within the unit (UnitProgress events follow);
     # otherwise a UI can only estimate it from earlier units' rates.
     measured_progress: bool = False
+    # The lane's device when the engine drives several ("" with one).
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,8 @@ class UnitProgress(Event):
     done: int
     total: int
     items_per_s: float
+    # The lane's device when the engine drives several ("" with one).
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class UnitReleased(Event):
     done: int = 0
     items: int = 0
     seconds: float = 0.0
+    # The lane's device when the engine drives several ("" with one).
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,8 @@ class UnitComputed(Event):
     items: int
     seconds: float
     items_per_s: float
+    # The lane's device when the engine drives several ("" with one).
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,11 +196,15 @@ class ResultSpooled(Event):
 class Paused(Event):
     name: ClassVar[str] = "paused"
     reason: str
+    # The lane's device when the engine drives several ("" with one).
+    device: str = ""
 
 
 @dataclass(frozen=True)
 class Resumed(Event):
     name: ClassVar[str] = "resumed"
+    # The lane's device when the engine drives several ("" with one).
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,6 +213,17 @@ class Stopping(Event):
 
     name: ClassVar[str] = "stopping"
     how: str
+    # The lane's device when the engine drives several ("" with one).
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceStopped(Event):
+    """One lane of several stopped (finished as asked, idle, or failed); the others go on."""
+
+    name: ClassVar[str] = "device.stopped"
+    device: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -217,6 +245,8 @@ class Idle(Event):
     work_remaining: bool
     retry_s: float
     notice: str = ""  # the coordinator's reason, e.g. a daily quota reached
+    # The lane's device when the engine drives several ("" with one).
+    device: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from datetime import time as daytime
@@ -41,6 +41,7 @@ from allmende.client.engine.compute import (
 )
 from allmende.client.engine.config import COMPUTE_FIELDS, RESTART_FIELDS, EngineConfig
 from allmende.client.engine.control import PAUSED_BY_YOU, Cancelled, Controls, default_probe
+from allmende.client.engine.devices import parse_devices
 from allmende.client.engine.energy import EnergyMeter, PerThousand
 from allmende.client.engine.exits import (
     EXIT_ERROR,
@@ -50,6 +51,8 @@ from allmende.client.engine.exits import (
     Stop,
 )
 from allmende.client.engine.handshake import CLIENT_VERSION, connect
+from allmende.client.engine.lanes import Lane, run_lanes
+from allmende.client.engine.leasing import BUFFER_S, MAX_BUFFER, hand_back, units_wanted
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.policy import Policy
 from allmende.client.engine.recover import recover_leases
@@ -65,11 +68,13 @@ from allmende.v1 import allmende_pb2 as pb
 
 # Names that lived here before the engine was split into modules; importers keep working.
 __all__ = [
+    "BUFFER_S",
     "CLIENT_VERSION",
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_UNREACHABLE",
+    "MAX_BUFFER",
     "PAUSED_BY_YOU",
     "PROGRESS_INTERVAL_S",
     "RESTART_FIELDS",
@@ -78,14 +83,10 @@ __all__ = [
     "EngineConfig",
     "Stop",
     "VolunteerEngine",
+    "units_wanted",
 ]
 
 log = logging.getLogger("allmende.volunteer")
-
-# Units in hand: about this many seconds of compute, at most MAX_BUFFER units (BOINC's work
-# buffer, kept short: a unit in hand is a unit nobody else can compute).
-BUFFER_S = 5.0
-MAX_BUFFER = 8
 
 
 class VolunteerEngine:
@@ -98,31 +99,60 @@ class VolunteerEngine:
         *,
         probe: HardwareProbe | None = None,
         local_time: Callable[[], daytime] = lambda: datetime.now().time(),
+        computers: Mapping[str, Computer] | None = None,
     ) -> None:
+        """`computer` is the computer of a one-device engine; `computers` gives one per
+        device by name (the lanes of --device cuda:0,cuda:1). Devices without one get the
+        engine's own computer (torch)."""
         self.config = config
         self.on_event = on_event
         self.registry = registry or ModelRegistry()
-        self._computer = computer
-        self._owns_computer = computer is None
-        self._control = Controls(
-            Policy(config.limits()),
-            self._emit,
-            probe if probe is not None else default_probe(),
-            local_time,
-        )
-        self._rebuild_computer = False  # guarded by self._control.state, as the settings are
+        probe = self._probe = probe if probe is not None else default_probe()
+        self._device_error = ""
+        try:
+            devices = parse_devices(config.device, probe)
+        except AllmendeError as exc:
+            devices, self._device_error = [config.device], exc.message
+        given = dict(computers or {})
+        if computer is not None and len(devices) == 1:
+            given.setdefault(devices[0], computer)
+        self._lanes = [
+            Lane(
+                d if len(devices) > 1 else None,
+                d,
+                given.get(d),
+                d not in given,
+            )
+            for d in devices
+        ]
+        self._control = Controls(self._policy(config), self._emit, probe, local_time)
+        if len(devices) > 1:
+            self._control.set_lanes(devices, self._policy(config))
         self._link: CoordinatorLink | None = None
         self._submitter: Submitter | None = None
         # Units handed back on the way out, and the rows and seconds given up with them.
         self._handed_back = (0, 0, 0.0)
         # Energy of the compute device while it computes, reported with each result.
-        self._energy = EnergyMeter(config.device)
+        # With several devices it follows the first; the others' energy is not measured.
+        self._energy = EnergyMeter(devices[0])
         self._per_thousand = PerThousand(self._energy)
-        self._computing = False
+
+    def _policy(self, config: EngineConfig) -> Policy:
+        """The pause rules, with one device's GPU rule judged for the device it resolved to
+        ("all" on a machine with one GPU is that GPU)."""
+        limits = config.limits()
+        if len(self._lanes) == 1:
+            limits = dataclasses.replace(limits, device=self._lanes[0].device)
+        return Policy(limits)
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices this engine computes on, one lane each."""
+        return [lane.device for lane in self._lanes]
 
     def _emit(self, event: ev.Event) -> None:
         if isinstance(event, ev.HardwareSampled):
-            self._energy.add(event.sample, self._computing)
+            self._energy.add(event.sample, self._lanes[0].computing)
         if isinstance(event, ev.UnitReleased) and event.reason.startswith("stopping"):
             units, rows, seconds = self._handed_back
             self._handed_back = (units + 1, rows + event.done, seconds + event.seconds)
@@ -130,25 +160,44 @@ class VolunteerEngine:
 
     # ------------------------------------------------------------------ control
 
-    def stop(self) -> None:
-        """Ask the engine to stop after the current unit (its result is still sent)."""
-        self._control.stop()
+    def stop(self, device: str | None = None) -> None:
+        """Ask the engine (or one device's lane) to stop after the current unit (its result
+        is still sent). A lane that stops leaves the others computing."""
+        if device is None or len(self._lanes) == 1:
+            self._control.stop()
+        else:
+            self._control.finish(device)
 
     def quit(self) -> None:
         """Stop now: a unit in compute is cancelled where the computer allows it, units not
         started are handed back, finished results are sent or kept in the spool."""
         self._control.quit()
 
-    def pause(self) -> None:
-        self._control.pause()
+    def pause(self, device: str | None = None) -> None:
+        """Pause all devices, or one of several."""
+        self._control.pause(device if len(self._lanes) > 1 else None)
 
-    def resume(self) -> None:
-        self._control.resume()
+    def resume(self, device: str | None = None) -> None:
+        """Resume all devices (each lane's own pause too), or one of several."""
+        self._control.resume(device if len(self._lanes) > 1 else None)
 
     @property
     def pause_reason(self) -> str | None:
         """Why work is paused now (the volunteer, or a policy), or None."""
         return self._control.pause_reason
+
+    def device_state(self, device: str) -> str:
+        """One device's state in words: "paused: <why>", "finishing", "stopped: <how>" or
+        "running"."""
+        lane = next((lane for lane in self._lanes if lane.device == device), None)
+        if lane is None:
+            raise AllmendeError(f"no device {device!r} in this engine ({', '.join(self.devices)})")
+        if lane.ended:
+            return f"stopped: {lane.ended}"
+        if self._control.finishing(lane.name):
+            return "finishing"
+        reason = self._control.lane_reason(lane.name)
+        return f"paused: {reason}" if reason is not None else "running"
 
     def apply(self, config: EngineConfig) -> list[str]:
         """Take new settings live; returns the names of the fields that changed.
@@ -157,21 +206,29 @@ class VolunteerEngine:
         from the next unit (a computer the engine made is rebuilt for them). Fields in
         RESTART_FIELDS are ignored here: they need a new engine.
         """
+        # Lanes are fixed for a run: with several devices, a new device list needs a restart.
+        several = len(self._lanes) > 1 or (
+            config.device != self.config.device
+            and len(parse_devices(config.device, self._probe)) > 1
+        )
+        fixed = RESTART_FIELDS + (("device",) if several else ())
         changed = [
             f.name
             for f in dataclasses.fields(config)
-            if f.name not in RESTART_FIELDS
-            and getattr(config, f.name) != getattr(self.config, f.name)
+            if f.name not in fixed and getattr(config, f.name) != getattr(self.config, f.name)
         ]
         if not changed:
             return []
         Policy(config.limits())  # a bad schedule raises here, before anything changes
         with self._control.state:
-            kept = {name: getattr(self.config, name) for name in RESTART_FIELDS}
+            kept = {name: getattr(self.config, name) for name in fixed}
             self.config = dataclasses.replace(config, **kept)
-            self._control.set_policy(Policy(self.config.limits()))
+            if "device" in changed:  # one device, moved (several are fixed, above)
+                self._lanes[0].device = parse_devices(self.config.device, self._probe)[0]
+            self._control.set_policy(self._policy(self.config))
             if any(name in COMPUTE_FIELDS for name in changed):
-                self._rebuild_computer = True
+                for lane in self._lanes:
+                    lane.rebuild = True
         self.on_event(ev.SettingsApplied(", ".join(changed)))
         return changed
 
@@ -199,6 +256,8 @@ class VolunteerEngine:
 
     def run(self) -> int:
         """Run until idle (with exit_when_idle), stopped, or refused. Returns an exit code."""
+        if self._device_error:
+            return self._finish(EXIT_ERROR, self._device_error)
         try:
             pinned = normalise_fingerprint(self.config.fingerprint)
         except AllmendeError as exc:
@@ -231,9 +290,26 @@ class VolunteerEngine:
             submitter.resend_spooled()
             submitter.poll_verdicts()
             recovered = recover_leases(link, spool)  # leases held from before, first
-            self._current_computer()  # load the model before leasing
+            for lane in self._lanes:
+                self._current_computer(lane)  # load the model before leasing
             submitter.start()
-            self._work(link, submitter, coordinator_key, recovered)
+
+            def stop_all() -> None:
+                control.stop_requested.set()
+                control.wake()
+
+            run_lanes(
+                self._lanes,
+                lambda lane: self._work(
+                    link,
+                    submitter,
+                    coordinator_key,
+                    lane,
+                    recovered if lane is self._lanes[0] else (),  # one lane takes them
+                ),
+                stop_all,
+                self._emit,
+            )
             stopped = control.stop_requested.is_set()
             code, reason = EXIT_OK, "stopped" if stopped else "no work left"
         except Stop as stop:
@@ -273,23 +349,27 @@ class VolunteerEngine:
         )
         return code
 
-    def _current_computer(self) -> Computer:
-        """The computer for the next unit, rebuilt when its settings changed."""
+    def _current_computer(self, lane: Lane) -> Computer:
+        """The lane's computer for the next unit, rebuilt when its settings changed."""
         with self._control.state:
-            rebuild, self._rebuild_computer = self._rebuild_computer, False
-        if self._computer is None or (rebuild and self._owns_computer):
-            self._computer = default_computer(self.registry, self.config)
-        return self._computer
+            rebuild, lane.rebuild = lane.rebuild, False
+            config = self.config
+        if lane.computer is None or (rebuild and lane.owns_computer):
+            if config.device != lane.device:  # a lane of several, or "all" with one GPU
+                config = dataclasses.replace(config, device=lane.device)
+            lane.computer = default_computer(self.registry, config)
+        return lane.computer
 
     def _work(
         self,
         link: CoordinatorLink,
         submitter: Submitter,
         coordinator_key: bytes,
+        lane: Lane,
         recovered: Sequence[pb.Lease] = (),
     ) -> None:
-        """Lease, verify and compute units until idle or stopped; `recovered` leases (held
-        from an earlier run, recover.py) come first.
+        """Lease, verify and compute units on `lane` until idle or stopped; `recovered`
+        leases (held from an earlier run, recover.py) come first.
 
         Units are leased a few at a time, about `BUFFER_S` of this volunteer's compute (one
         at a time on a slow machine, up to `MAX_BUFFER` on a fast GPU), and the next lease
@@ -297,19 +377,20 @@ class VolunteerEngine:
         on the submit thread, so the compute device rarely waits.
         """
         control = self._control
+        emit = lane.tag(self._emit)
         refusals = 0
         fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         ahead: Future[object] | None = None
         held: deque[pb.Lease] = deque(recovered)  # leased, not started
         want = 1
         try:
-            while not control.stop_requested.is_set():
+            while not control.finishing(lane.name):
                 if submitter.error is not None:
                     raise submitter.error
-                if control.pause_reason is not None:
-                    self._hand_back(link, held, ahead, "paused: not started")  # do not sit on units
+                if control.lane_reason(lane.name) is not None:
+                    hand_back(link, held, ahead, "paused: not started", emit)  # keep none
                     ahead = None
-                    control.wait_while_paused(in_unit=False)
+                    control.wait_while_paused(in_unit=False, device=lane.name)
                     continue
                 if not held:
                     response = ahead.result() if ahead else link.lease(want)
@@ -318,9 +399,10 @@ class VolunteerEngine:
                     if not response.HasField("lease"):
                         if self.config.exit_when_idle and not response.work_remaining:
                             submitter.wait_idle()  # nothing left in flight
+                            lane.ended = "no work left"
                             return
                         wait = max(response.retry_after_ms, 200) / 1000
-                        self.on_event(ev.Idle(response.work_remaining, wait, response.notice[:300]))
+                        emit(ev.Idle(response.work_remaining, wait, response.notice[:300]))
                         submitter.poll_verdicts(only_if_due=True)
                         control.sleep(wait)
                         continue
@@ -339,9 +421,9 @@ class VolunteerEngine:
                         ) from None
                     continue
                 refusals = 0
-                computer = self._current_computer()
+                computer = self._current_computer(lane)
                 measured = takes_progress(computer)
-                self.on_event(
+                emit(
                     ev.UnitLeased(
                         unit.unit_id,
                         unit.job_id,
@@ -351,22 +433,23 @@ class VolunteerEngine:
                         measured,
                     )
                 )
-                if not held and not control.stop_requested.is_set():
+                if not held and not control.finishing(lane.name):
                     ahead = fetcher.submit(link.lease, want)
-                self._energy.device = computer.device
-                self._computing = True
+                if lane is self._lanes[0]:
+                    self._energy.device = computer.device
+                lane.computing = True
                 try:
                     matrix, seconds = compute_unit(
                         computer,
                         unit,
                         measured,
-                        self._emit,
-                        lambda: control.wait_while_paused(in_unit=True),
+                        emit,
+                        lambda: control.wait_while_paused(in_unit=True, device=lane.name),
                     )
                 except Cancelled as cancelled:
                     reason = "stopping: the volunteer quit before the unit was finished"
                     link.release_quietly(lease.lease_id, reason)
-                    self._emit(
+                    emit(
                         ev.UnitReleased(
                             unit.unit_id,
                             reason,
@@ -377,35 +460,16 @@ class VolunteerEngine:
                     )
                     return
                 finally:
-                    self._computing = False
+                    lane.computing = False
                 rate = len(unit.texts) / seconds if seconds > 0 else 0.0
-                self.on_event(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds, rate))
-                energy = self._per_thousand.unit_done(len(unit.texts))
+                emit(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds, rate))
+                energy = (  # the meter follows the first device only
+                    self._per_thousand.unit_done(len(unit.texts))
+                    if lane is self._lanes[0]
+                    else (0.0, True)
+                )
                 submitter.put((lease, unit, matrix, computer.device, seconds, energy))
                 want = units_wanted(seconds)
         finally:  # units leased but never started go back
-            self._hand_back(link, held, ahead, "stopping: not started")
+            hand_back(link, held, ahead, "stopping: not started", emit)
             fetcher.shutdown(wait=True)
-
-    def _hand_back(
-        self, link: CoordinatorLink, held: deque[pb.Lease], ahead: Future[object] | None, why: str
-    ) -> None:
-        """Hand back the leases in hand and those of a lease call still under way."""
-        if ahead is not None:
-            try:
-                response = ahead.result()
-            except (RemoteError, Stop):
-                response = None
-            if isinstance(response, pb.LeaseWorkResponse) and response.HasField("lease"):
-                held.extend([response.lease, *response.more_leases])
-        while held:
-            lease = held.popleft()
-            link.release_quietly(lease.lease_id, why)
-            self._emit(ev.UnitReleased(unit_id_hint(lease), why))
-
-
-def units_wanted(unit_seconds: float) -> int:
-    """Units to lease per call for a volunteer whose last unit took `unit_seconds`."""
-    if unit_seconds <= 0:
-        return MAX_BUFFER
-    return max(1, min(MAX_BUFFER, int(BUFFER_S / unit_seconds)))

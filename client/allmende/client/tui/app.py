@@ -27,12 +27,16 @@ from allmende.client.engine.runner import EngineConfig
 from allmende.client.probes import HardwareProbe
 from allmende.client.settings import SettingsFile, VolunteerSettings
 from allmende.client.tui import render
+from allmende.client.tui.device_rows import DeviceBoard, lanes_of
+from allmende.client.tui.devices import DeviceTable
 from allmende.client.tui.messages import EngineEvent
 from allmende.client.tui.screens import SettingsScreen, WelcomeScreen
 from allmende.client.tui.state import ViewState
 
 # From this many columns on, panels show GPU names and the whole fingerprint.
 WIDE = 120
+# Controls that act on the selected device, when one is.
+PER_DEVICE = ("pause", "resume", "finish")
 # The keys the first-run screen sets; all saved, even those that came from flags.
 WELCOME_KEYS = ("coordinator", "fingerprint", "display_name", "device", "threads", "batch_size")
 
@@ -41,10 +45,10 @@ class EngineHandle(Protocol):
     """What the UI needs of an engine (VolunteerEngine, or a fake in tests)."""
 
     def run(self) -> int: ...
-    def stop(self) -> None: ...
+    def stop(self, device: str | None = None) -> None: ...
     def quit(self) -> None: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
+    def pause(self, device: str | None = None) -> None: ...
+    def resume(self, device: str | None = None) -> None: ...
     def apply(self, config: EngineConfig) -> list[str]: ...
 
 
@@ -53,6 +57,8 @@ EngineFactory = Callable[[EngineConfig, Callable[[Event], None]], EngineHandle]
 
 class Dashboard(Screen[None]):
     # Its CSS lives in VolunteerApp.CSS: the default screen does not load its own.
+    # The log, as before devices had a table: no device is selected at first, p and f act on all.
+    AUTO_FOCUS: ClassVar[str | None] = "#log"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "pause", "Pause"),
@@ -70,6 +76,8 @@ class Dashboard(Screen[None]):
             yield Static(id="connection", classes="panel")
             yield Static(id="hardware", classes="panel")
         yield Static(id="unit", classes="panel")
+        if self.volunteer.state.board is not None:
+            yield DeviceTable(self.volunteer.state.board)
         with Horizontal(id="middle"):
             with Vertical(id="throughput-panel", classes="panel"):
                 yield Sparkline([], id="sparkline")
@@ -135,6 +143,8 @@ class Dashboard(Screen[None]):
         self.query_one("#sparkline", Sparkline).data = state.throughput()
         self.query_one("#throughput", Static).update(render.throughput_label(state))
         self.query_one("#contribution", Static).update(render.contribution(state))
+        for table in self.query(DeviceTable):
+            table.redraw()
         log = self.query_one("#log", RichLog)
         for line in state.take_new_lines():
             text = Text(f"{line.at} ", style="dim")
@@ -146,9 +156,22 @@ class Dashboard(Screen[None]):
         self.query_one("#sparkline").styles.height = 4 if self.size.height >= 40 else 2
         self.update_view()
 
+    @property
+    def selected_device(self) -> str | None:
+        """The device row selected in the devices table, or None: all devices."""
+        for table in self.query(DeviceTable):
+            return table.selected
+        return None
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         app = self.volunteer
         running = app.engine_running
+        device = self.selected_device
+        if device is not None and app.state.board is not None and action in PER_DEVICE:
+            row = app.state.board.rows[device]
+            if action == "finish":
+                return running and not row.finished
+            return running and not row.finished and row.paused_by_you == (action == "resume")
         if action == "pause":
             return running and not app.user_paused
         if action == "resume":
@@ -160,13 +183,13 @@ class Dashboard(Screen[None]):
         return True
 
     def action_pause(self) -> None:
-        self.volunteer.pause()
+        self.volunteer.pause(self.selected_device)
 
     def action_resume(self) -> None:
-        self.volunteer.resume()
+        self.volunteer.resume(self.selected_device)
 
     def action_finish(self) -> None:
-        self.volunteer.finish()
+        self.volunteer.finish(self.selected_device)
 
     def action_restart(self) -> None:
         self.volunteer.start_engine()
@@ -234,6 +257,9 @@ class VolunteerApp(App[int]):
         self.first_run = (not settings.configured) if first_run is None else first_run
         self.tick_s = tick_s
         self.state = ViewState(clock, wall, settings.device)
+        devices = lanes_of(settings.device, probe)
+        if len(devices) > 1:  # lanes are fixed for the app's life: the table is composed once
+            self.state.board = DeviceBoard(devices)
         self.engine: EngineHandle | None = None
         self.engine_thread: threading.Thread | None = None
         self.user_paused = False
@@ -286,6 +312,8 @@ class VolunteerApp(App[int]):
         self.state.connection = "connecting"
         self.state.device = self.settings.device
         self.user_paused = False
+        if self.state.board is not None:
+            self.state.board.reset()
         self.engine = self.engine_factory(config, self._from_engine)
         self.engine_thread = threading.Thread(target=self.engine.run, name="engine", daemon=True)
         self.engine_thread.start()
@@ -313,23 +341,43 @@ class VolunteerApp(App[int]):
 
     # ------------------------------------------------------------------ controls
 
-    def pause(self) -> None:
-        if self.engine is not None:
+    def pause(self, device: str | None = None) -> None:
+        """Pause all devices, or the one given (of several)."""
+        if self.engine is None:
+            return
+        if device is not None and self.state.board is not None:
+            self.state.board.rows[device].paused_by_you = True
+            self.engine.pause(device)
+        else:
             self.user_paused = True
             self.state.pause_requested = True
             self.engine.pause()
-            self._refresh()
+        self._refresh()
 
-    def resume(self) -> None:
-        if self.engine is not None:
+    def resume(self, device: str | None = None) -> None:
+        """Resume all devices (each one's own pause too), or the one given."""
+        if self.engine is None:
+            return
+        if device is not None and self.state.board is not None:
+            self.state.board.rows[device].paused_by_you = False
+            self.engine.resume(device)
+        else:
             self.user_paused = False
             self.state.pause_requested = False
+            if self.state.board is not None:
+                for row in self.state.board.rows.values():
+                    row.paused_by_you = False
             self.engine.resume()
-            self._refresh()
+        self._refresh()
 
-    def finish(self) -> None:
+    def finish(self, device: str | None = None) -> None:
+        """Finish the current unit, then stop: all devices, or the one given."""
         if self.engine_running and self.engine is not None:
-            self.engine.stop()
+            if device is not None and self.state.board is not None:
+                self.engine.stop(device)
+            else:
+                self.engine.stop()
+            self._refresh()
 
     def action_quit_engine(self) -> None:
         """Quit: hand back units not finished, keep unsent results on disk, then exit.

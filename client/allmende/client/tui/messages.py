@@ -2,8 +2,8 @@
 
 The engine calls back on its own threads; `EngineEvent` carries one event into Textual's
 message queue (posting is thread-safe). Telemetry (progress, hardware samples, round trips)
-is merged: a queued telemetry event is replaced by a newer one of the same kind, so a fast
-GPU cannot flood the UI.
+is merged: a queued telemetry event is replaced by a newer one of the same kind (and device),
+so a fast GPU cannot flood the UI.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class EngineEvent(Message):
             self.event.telemetry
             and isinstance(message, EngineEvent)
             and type(message.event) is type(self.event)
+            # several devices: each one's progress is its own
+            and getattr(message.event, "device", "") == getattr(self.event, "device", "")
         )
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from allmende.client.engine import events as ev
 from allmende.client.engine.energy import EnergyMeter
 from allmende.client.probes import GpuSample, HardwareSample
+from allmende.client.tui.device_rows import DeviceBoard
 
 # Throughput history: items/s in buckets of this many seconds, this many buckets kept.
 BUCKET_S = 10.0
@@ -88,6 +89,9 @@ class ViewState:
         self.sample: HardwareSample | None = None
         self.log: deque[LogLine] = deque(maxlen=LOG_LINES)
         self.new_lines: list[LogLine] = []
+        # Several devices: a row each, and the unit each computes (None with one device).
+        self.board: DeviceBoard | None = None
+        self.lane_units: dict[str, UnitView] = {}
 
     # ------------------------------------------------------------------ derived
 
@@ -162,6 +166,19 @@ class ViewState:
         return lines
 
     def apply(self, event: ev.Event) -> None:
+        if self.board is not None:
+            line = self.board.apply(event)
+            device: str = getattr(event, "device", "")
+            lanes = (ev.Paused, ev.Resumed, ev.Stopping, ev.DeviceStopped)
+            if device and isinstance(event, lanes):
+                # one device of several: the engine as a whole goes on
+                if isinstance(event, ev.Paused):
+                    self.pause_requested = False
+                self.paused = self.board.all_paused()
+                if line is not None:
+                    level = "info" if isinstance(event, ev.Resumed) else "warn"
+                    self.note(line, level)
+                return
         handler = getattr(self, "_on_" + type(event).__name__, None)
         if handler is not None:
             handler(event)
@@ -219,16 +236,22 @@ class ViewState:
         self.unit = UnitView(
             e.unit_id, e.job_id, e.kind, e.model, e.items, e.measured_progress, self.clock()
         )
+        if e.device:
+            self.lane_units[e.device] = self.unit
+
+    def _unit_of(self, device: str) -> UnitView | None:
+        """The unit an event is about: its device's with several, else the current one."""
+        return self.lane_units.get(device) if device else self.unit
 
     def _on_UnitProgress(self, e: ev.UnitProgress) -> None:
-        unit = self.unit
+        unit = self._unit_of(e.device)
         if unit is None or unit.unit_id != e.unit_id:
             return
         self._count(max(0, e.done - unit.done))
         unit.done, unit.rate = e.done, e.items_per_s
 
     def _on_UnitComputed(self, e: ev.UnitComputed) -> None:
-        unit = self.unit
+        unit = self._unit_of(e.device)
         if unit is not None and unit.unit_id == e.unit_id:
             self._count(max(0, e.items - unit.done))
             unit.done, unit.computed = e.items, True
