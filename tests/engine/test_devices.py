@@ -18,7 +18,7 @@ from allmende.client.probes import FakeProbe, GpuSample, HardwareSample
 from allmende.client.settings import load_settings
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.errors import InvalidArgument
-from tests.engine.helpers import SlowComputer, start
+from tests.engine.helpers import Running, SlowComputer, start
 from tests.engine.test_controls import QUIET, create, make_config
 
 TWO = "cuda:0,cuda:1"
@@ -31,6 +31,24 @@ def two_computers(delay_s: float = 0.02) -> dict[str, SlowComputer]:
         computer.device = name
         computers[name] = computer
     return computers
+
+
+def start_two(
+    coordinator: RunningCoordinator,
+    tmp_path: Path,
+    delay_s: float = 0.02,
+    probe: FakeProbe | None = None,
+    **config: object,
+) -> tuple[Running, dict[str, SlowComputer]]:
+    """An engine on two fake devices (cuda:0, cuda:1) against the real coordinator."""
+    computers = two_computers(delay_s)
+    run = start(
+        make_config(coordinator, tmp_path / "v", device=TWO, **config),
+        None,
+        computers=computers,
+        probe=probe or FakeProbe([QUIET]),
+    )
+    return run, computers
 
 
 def gpus(first_c: float, second_c: float) -> HardwareSample:
@@ -75,13 +93,7 @@ def test_two_devices_compute_on_their_own_lanes_with_one_identity(
     coordinator: RunningCoordinator, admin: CoordinatorClient, tmp_path: Path
 ) -> None:
     create(admin, units=8, per_unit=8)
-    computers = two_computers()
-    run = start(
-        make_config(coordinator, tmp_path / "v", device=TWO, exit_when_idle=True),
-        None,
-        computers=computers,
-        probe=FakeProbe([QUIET]),
-    )
+    run, computers = start_two(coordinator, tmp_path, exit_when_idle=True)
     stopped = run.finish()
     assert stopped.exit_code == 0 and stopped.units == 8, stopped
     assert run.engine.devices == ["cuda:0", "cuda:1"]
@@ -105,13 +117,7 @@ def test_one_device_pauses_and_resumes_while_the_other_computes(
     coordinator: RunningCoordinator, admin: CoordinatorClient, tmp_path: Path
 ) -> None:
     create(admin, units=40, per_unit=16)
-    computers = two_computers(delay_s=0.03)
-    run = start(
-        make_config(coordinator, tmp_path / "v", device=TWO),
-        None,
-        computers=computers,
-        probe=FakeProbe([QUIET]),
-    )
+    run, computers = start_two(coordinator, tmp_path, delay_s=0.03)
     run.wait_for(ev.UnitProgress, where=lambda e: e.device == "cuda:0")  # type: ignore[attr-defined]
     run.engine.pause("cuda:0")
     paused = run.wait_for(ev.Paused)
@@ -145,13 +151,7 @@ def test_finishing_one_device_leaves_the_other_computing(
     coordinator: RunningCoordinator, admin: CoordinatorClient, tmp_path: Path
 ) -> None:
     create(admin, units=40, per_unit=8)
-    computers = two_computers(delay_s=0.03)
-    run = start(
-        make_config(coordinator, tmp_path / "v", device=TWO),
-        None,
-        computers=computers,
-        probe=FakeProbe([QUIET]),
-    )
+    run, computers = start_two(coordinator, tmp_path, delay_s=0.03)
     run.wait_for(ev.UnitProgress, where=lambda e: e.device == "cuda:1")  # type: ignore[attr-defined]
     run.engine.stop("cuda:1")
     stopping = run.wait_for(ev.Stopping)
@@ -177,14 +177,8 @@ def test_a_hot_gpu_pauses_its_own_lane_only(
     coordinator: RunningCoordinator, admin: CoordinatorClient, tmp_path: Path
 ) -> None:
     create(admin, units=30, per_unit=8)
-    computers = two_computers()
     probe = FakeProbe([gpus(first_c=60, second_c=60)])
-    run = start(
-        make_config(coordinator, tmp_path / "v", device=TWO, max_gpu_temp_c=80),
-        None,
-        computers=computers,
-        probe=probe,
-    )
+    run, computers = start_two(coordinator, tmp_path, probe=probe, max_gpu_temp_c=80)
     run.wait_for(ev.UnitComputed, where=lambda e: e.device == "cuda:1")  # type: ignore[attr-defined]
     probe.push(gpus(first_c=60, second_c=90))
     paused = run.wait_for(ev.Paused)

@@ -7,6 +7,7 @@ stores (as coordinator replicas) at once still keep the block's share."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from sqlalchemy import select
 
@@ -115,22 +116,20 @@ def test_a_refusing_admit_leases_nothing(store: SqlStore) -> None:
     assert record is not None and record.live_leases == 1
 
 
-def test_replicas_leasing_from_one_block_at_once_keep_its_share(
-    pg_store: SqlStore, postgres_url: str
-) -> None:
-    """Several stores (coordinator replicas) lease for one block's volunteers at once; the
-    advisory lock on the block makes each count what the one before it committed."""
-    add_volunteers(pg_store, MANY)
-    units = make_job(pg_store, texts=32, unit_size=2, redundancy=1)  # 16 slots
+def at_once(
+    postgres_url: str, calls: int, call: Callable[[SqlStore, int], str | None]
+) -> list[str | None]:
+    """`call(store, n)` for n in range(calls), all released at once from threads spread over
+    four stores on one database (coordinator replicas); what each returned."""
     replicas = [open_store(postgres_url) for _ in range(4)]
     got: list[str | None] = []
-    barrier = threading.Barrier(len(MANY))
+    barrier = threading.Barrier(calls)
 
     def run(n: int) -> None:
         barrier.wait()
-        got.append(grant(replicas[n % len(replicas)], MANY[n], BLOCK, 0.25))
+        got.append(call(replicas[n % len(replicas)], n))
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(MANY))]
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(calls)]
     try:
         for thread in threads:
             thread.start()
@@ -139,6 +138,17 @@ def test_replicas_leasing_from_one_block_at_once_keep_its_share(
     finally:
         for replica in replicas:
             replica.close()
+    return got
+
+
+def test_replicas_leasing_from_one_block_at_once_keep_its_share(
+    pg_store: SqlStore, postgres_url: str
+) -> None:
+    """Several stores (coordinator replicas) lease for one block's volunteers at once; the
+    advisory lock on the block makes each count what the one before it committed."""
+    add_volunteers(pg_store, MANY)
+    units = make_job(pg_store, texts=32, unit_size=2, redundancy=1)  # 16 slots
+    got = at_once(postgres_url, len(MANY), lambda store, n: grant(store, MANY[n], BLOCK, 0.25))
     assert len(got) == len(MANY)
     leased = [g for g in got if g]
     assert len(leased) == 4 and set(leased) <= set(units)
@@ -160,22 +170,10 @@ def test_one_volunteer_leasing_through_replicas_at_once_keeps_its_cap(
     """The same volunteer's leases through four stores at once: the advisory lock on the
     volunteer makes each count the leases committed before it."""
     make_job(pg_store, texts=64, unit_size=2, redundancy=1)
-    replicas = [open_store(postgres_url) for _ in range(4)]
-    got: list[str | None] = []
-    barrier = threading.Barrier(16)
 
-    def run(n: int) -> None:
-        barrier.wait()
-        lease = replicas[n % 4].lease_unit("v1", f"L{n}", T0, held_cap=5)
-        got.append(None if lease is None else lease.unit_id)
+    def lease(store: SqlStore, n: int) -> str | None:
+        got = store.lease_unit("v1", f"L{n}", T0, held_cap=5)
+        return None if got is None else got.unit_id
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(16)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        for replica in replicas:
-            replica.close()
+    got = at_once(postgres_url, 16, lease)
     assert len([g for g in got if g]) == 5
