@@ -117,6 +117,7 @@ class FakeCompute:
 
 def _sealed(key: Any, volunteer_id: str, lease: Any, compute: FakeCompute, compute_s: float) -> Any:
     """A result for one lease, as the real client seals it."""
+    from allmende.protocol.kinds.columns import Layout
     from allmende.protocol.wire import CODEC, ResultEnvelope, decode_unit, sign_envelope
     from allmende.v1 import allmende_pb2 as pb
 
@@ -126,9 +127,8 @@ def _sealed(key: Any, volunteer_id: str, lease: Any, compute: FakeCompute, compu
         unit_id=unit.unit_id,
         lease_id=lease.lease_id,
         volunteer_id=volunteer_id,
-        dtype=encoded.dtype,
         rows=encoded.rows,
-        dims=encoded.dims,
+        columns=(Layout("embedding", encoded.dtype, encoded.dims),),
         codec=CODEC,
         payload_sha256=hashlib.sha256(encoded.payload).digest(),
         unit_sha256=hashlib.sha256(lease.unit.unit).digest(),

@@ -28,6 +28,7 @@ def main() -> None:
 
     from allmende.client.tasks.computer import TaskComputer
     from allmende.protocol import codec
+    from allmende.protocol.kinds.columns import Layout
     from allmende.protocol.models import DEFAULT_MODEL, ModelRegistry
     from allmende.protocol.signing import SigningKey
     from allmende.protocol.wire import CODEC, ResultEnvelope, sign_envelope
@@ -48,9 +49,8 @@ def main() -> None:
                 unit_id=f"job-0123456789ab-u{start:06d}",
                 lease_id="f" * 32,
                 volunteer_id=key.fingerprint,
-                dtype=dtype,
                 rows=len(rows),
-                dims=dims,
+                columns=(Layout("embedding", dtype, dims),),
                 codec=CODEC,
                 payload_sha256=hashlib.sha256(encoded.payload).digest(),
                 unit_sha256=hashlib.sha256(b"unit").digest(),

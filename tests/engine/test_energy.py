@@ -17,6 +17,7 @@ from allmende.client.probes import FakeProbe, GpuSample, HardwareSample
 from allmende.coordinator.domain.assimilate import job_energy
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.wire import ResultEnvelope, decode_envelope, encode_envelope
 from tests.conftest import job_requests
 from tests.engine.helpers import SlowComputer, start
@@ -58,9 +59,8 @@ def envelope(**energy: object) -> ResultEnvelope:
         unit_id="u",
         lease_id="l",
         volunteer_id="v",
-        dtype="float16",
         rows=500,
-        dims=4,
+        columns=(Layout("embedding", "float16", 4),),
         codec="shuffle+zstd",
         payload_sha256=hashlib.sha256(b"").digest(),
         unit_sha256=b"",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from allmende.client.engine.spool import Spool
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import ResultEnvelope, encode_envelope
 
@@ -15,9 +16,8 @@ def envelope(unit_id: str, rows: int = 3) -> bytes:
             unit_id=unit_id,
             lease_id="lease-1",
             volunteer_id="v" * 64,
-            dtype="float16",
             rows=rows,
-            dims=4,
+            columns=(Layout("embedding", "float16", 4),),
             codec="shuffle+zstd",
             payload_sha256=b"\0" * 32,
             unit_sha256=b"\1" * 32,

@@ -174,10 +174,17 @@ def test_decode_inverts_encode_for_finite_rows(
         matrix = np.clip(matrix, -60000.0, 60000.0)
     elif dtype == "int8":
         matrix = np.clip(matrix, -1.0, 1.0)
+    elif dtype == "label":  # indices into a model's labels
+        matrix = np.abs(np.rint(matrix)) % 65536
     out = codec.decode(codec.encode(matrix, dtype).payload, dtype, rows, dims)
     assert out.shape == (rows, dims) and out.dtype == np.float32
     # float16 keeps 11 significant bits (6e-8 apart near zero); int8 steps are 1/127.
-    rtol, atol = {"float32": (0.0, 0.0), "float16": (1e-3, 6e-8), "int8": (0.0, 0.51 / 127)}[dtype]
+    rtol, atol = {
+        "float32": (0.0, 0.0),
+        "float16": (1e-3, 6e-8),
+        "int8": (0.0, 0.51 / 127),
+        "label": (0.0, 0.0),
+    }[dtype]
     np.testing.assert_allclose(out, matrix, rtol=rtol, atol=atol)
 
 
@@ -253,9 +260,16 @@ def _envelopes() -> st.SearchStrategy[pb.ResultEnvelope]:
         unit_id=ids,
         lease_id=ids,
         volunteer_id=ids,
-        dtype=st.one_of(st.sampled_from(VALID_DTYPES), TEXT),
         rows=UINT32,
-        dims=UINT32,
+        columns=st.lists(
+            st.builds(
+                pb.ResultColumn,
+                name=TEXT,
+                dtype=st.one_of(st.sampled_from(VALID_DTYPES), TEXT),
+                width=UINT32,
+            ),
+            max_size=3,
+        ),
         codec=_mostly(st.just(wire.CODEC), TEXT),
         payload_sha256=_mostly(st.binary(min_size=32, max_size=32), st.binary(max_size=40)),
         unit_sha256=st.binary(max_size=40),
@@ -339,7 +353,9 @@ def test_decode_envelope_returns_a_checked_envelope_or_invalid_argument(blob: by
     assert env.unit_id and env.lease_id and env.volunteer_id
     assert env.codec == wire.CODEC
     assert len(env.payload_sha256) == 32
-    assert 0 <= env.rows < 2**32 and 0 <= env.dims < 2**32
+    assert 0 <= env.rows < 2**32
+    assert 1 <= len(env.columns) <= wire.MAX_RESULT_COLUMNS
+    assert all(c.name and 1 <= c.width <= wire.MAX_COLUMN_WIDTH for c in env.columns)
     assert wire.decode_envelope(wire.encode_envelope(env)) == env
 
 

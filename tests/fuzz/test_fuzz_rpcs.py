@@ -39,6 +39,8 @@ from hypothesis import strategies as st
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol import codec, manifest
+from allmende.protocol.kinds import KINDS as TASK_KINDS
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.requests import TIME_HEADER, sign_request
 from allmende.protocol.signing import (
@@ -49,7 +51,6 @@ from allmende.protocol.signing import (
     fingerprint,
     verify,
 )
-from allmende.protocol.tasks import TASK_KINDS
 from allmende.protocol.wire import CODEC, decode_envelope, decode_unit
 from allmende.v1 import allmende_pb2 as pb
 from tests.integration.rawclient import RawAdmin, RawVolunteer, channel, job_stream, text_rows
@@ -372,11 +373,8 @@ def assert_state_is_sane(world: World) -> None:
             # its own row order); the coordinator stores the unit's rows in unit order.
             lease = leases[row["lease_id"]]
             composed = len(lease["composition"]) // 2 if lease["composition"] else unit["rows"]
-            assert (env.rows, env.dims, env.dtype) == (
-                composed,
-                job["dims"],
-                job["result_dtype"],
-            ), where
+            assert env.rows == composed, where
+            assert env.columns == (Layout("embedding", job["result_dtype"], job["dims"]),), where
             if not lease["composition"]:
                 assert hashlib.sha256(row["payload"]).digest() == env.payload_sha256, where
             public_key = volunteers[row["volunteer_id"]]["public_key"]
@@ -488,6 +486,13 @@ def messages(
         value = only[f.name] if f.name in only else _field_strategy(f, depth)
         if f.name in mixed and f.name not in only:
             value = st.one_of(mixed[f.name], value)
+        entry = f.message_type
+        if entry is not None and entry.GetOptions().map_entry:  # a map<K, V> field
+            key, item = entry.fields_by_name["key"], entry.fields_by_name["value"]
+            fields[f.name] = st.dictionaries(
+                _field_strategy(key, depth), _field_strategy(item, depth), max_size=3
+            )
+            continue
         if f.is_repeated:
             value = st.lists(value, max_size=4 if depth == 0 else 2)
         elif f.has_presence:
@@ -930,9 +935,14 @@ def submissions(
         volunteer_id=holder.volunteer_id
         if own
         else right_or(holder.volunteer_id, st.one_of(_known(world.volunteer_ids), STRINGS)),
-        dtype=right_or(unit.result_dtype, _pick(sorted(codec.DTYPES), STRINGS)),
         rows=right_or(rows, SCALARS[FieldDescriptor.CPPTYPE_UINT32]),
-        dims=right_or(unit.dims, SCALARS[FieldDescriptor.CPPTYPE_UINT32]),
+        columns=[
+            pb.ResultColumn(
+                name=right_or("embedding", _pick(["language", ""], STRINGS)),
+                dtype=right_or(unit.result_dtype, _pick(sorted(codec.DTYPES), STRINGS)),
+                width=right_or(unit.dims, SCALARS[FieldDescriptor.CPPTYPE_UINT32]),
+            )
+        ],
         codec=right_or(CODEC, STRINGS),
         payload_sha256=right_or(hashlib.sha256(payload).digest(), BYTES),
         unit_sha256=right_or(hashlib.sha256(lease.unit.unit).digest(), BYTES),

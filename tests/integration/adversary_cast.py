@@ -16,8 +16,9 @@ import numpy as np
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.coordinator.store.records import JobSettings
 from allmende.protocol import codec
+from allmende.protocol.kinds.base import claimed_tokens
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.signing import CTX_REGISTER, SigningKey
-from allmende.protocol.tasks import claimed_tokens
 from allmende.protocol.wire import (
     CODEC,
     ResultEnvelope,
@@ -171,9 +172,8 @@ class Volunteer:
             unit_id=unit.unit_id,
             lease_id=lease.lease_id,
             volunteer_id=self.volunteer_id,
-            dtype=unit.result_dtype,
             rows=rows,
-            dims=unit.dims,
+            columns=(Layout("embedding", unit.result_dtype, unit.dims),),
             codec=CODEC,
             payload_sha256=hashlib.sha256(payload).digest(),
             unit_sha256=hashlib.sha256(lease.unit.unit).digest(),

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from allmende.protocol import codec
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.requests import sign_request
 from allmende.protocol.signing import CTX_REGISTER, SigningKey
 from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, decode_unit, sign_envelope
@@ -143,7 +144,7 @@ class RawVolunteer:
         unit = decode_unit(lease.unit.unit)
         env = ResultEnvelope(
             unit_id=unit.unit_id, lease_id=lease.lease_id, volunteer_id=self.volunteer_id,
-            dtype=unit.result_dtype, rows=rows, dims=dims, codec=CODEC,
+            rows=rows, columns=(Layout("embedding", unit.result_dtype, dims),), codec=CODEC,
             payload_sha256=hashlib.sha256(payload).digest(),
             unit_sha256=hashlib.sha256(lease.unit.unit).digest(),
             model_sha256=unit.model_sha256, device="cpu", compute_ms=1,

@@ -27,6 +27,7 @@ from allmende.client.engine import events as ev
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol import codec
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.signing import CTX_REGISTER, CTX_WORK_UNIT, SigningKey
 from allmende.protocol.wire import WorkUnit, decode_unit, sign_unit
 from allmende.v1 import allmende_pb2 as pb
@@ -438,11 +439,12 @@ SUBMIT_CASES = [
                  Code.INVALID_ARGUMENT, ("envelope.unit_id",), id="empty-unit-id"),
     pytest.param(_other_unit, Code.PERMISSION_DENIED, ("not leased",), id="unit-not-leased"),
     pytest.param(lambda v, o, le: v.result(le, matrix=unit_rows(_rows(le), DIMS - 1)),
-                 Code.INVALID_ARGUMENT, ("envelope.shape", f"x{DIMS - 1}"), id="wrong-dims"),
+                 Code.INVALID_ARGUMENT, ("envelope.columns", f"float16 x {DIMS - 1}, not"),
+                 id="wrong-dims"),
     pytest.param(lambda v, o, le: v.result(le, matrix=unit_rows(_rows(le) - 1, DIMS)),
-                 Code.INVALID_ARGUMENT, ("envelope.shape", "rows"), id="wrong-rows"),
+                 Code.INVALID_ARGUMENT, ("envelope.rows", "rows leased"), id="wrong-rows"),
     pytest.param(lambda v, o, le: v.result(le, matrix=unit_rows(_rows(le) + 1, DIMS)),
-                 Code.INVALID_ARGUMENT, ("envelope.shape",), id="extra-row"),
+                 Code.INVALID_ARGUMENT, ("envelope.rows",), id="extra-row"),
     pytest.param(_payload_shape_disagrees, Code.INVALID_ARGUMENT,
                  ("payload", "bytes once decompressed"), id="payload-shape-disagrees"),
     pytest.param(_bad_row(float("nan")), Code.INVALID_ARGUMENT, ("payload", "NaN", "row 1"),
@@ -458,8 +460,20 @@ SUBMIT_CASES = [
                  Code.INVALID_ARGUMENT, ("envelope.unit_sha256",), id="unit-sha256"),
     pytest.param(lambda v, o, le: v.result(le, model_sha256="0" * 64),
                  Code.INVALID_ARGUMENT, ("envelope.model_sha256",), id="model-sha256"),
-    pytest.param(lambda v, o, le: v.result(le, dtype="int8"),
-                 Code.INVALID_ARGUMENT, ("envelope.dtype", "int8"), id="wrong-dtype"),
+    pytest.param(lambda v, o, le: v.result(le, columns=(Layout("embedding", "int8", DIMS),)),
+                 Code.INVALID_ARGUMENT, ("envelope.columns", "'embedding' is int8"),
+                 id="wrong-dtype"),
+    pytest.param(lambda v, o, le: v.result(le, columns=()),
+                 Code.INVALID_ARGUMENT, ("envelope.columns", "1 to 16"), id="no-columns"),
+    pytest.param(lambda v, o, le: v.result(le, columns=(Layout("vector", "float16", DIMS),)),
+                 Code.INVALID_ARGUMENT, ("envelope.columns", "'embedding' is missing"),
+                 id="column-missing"),
+    pytest.param(lambda v, o, le: v.result(le, columns=(
+                     Layout("embedding", "float16", DIMS), Layout("score", "float32", 1))),
+                 Code.INVALID_ARGUMENT, ("envelope.columns", "'score' is not one"),
+                 id="column-extra"),
+    pytest.param(lambda v, o, le: v.result(le, columns=(Layout("embedding", "float16", 0),)),
+                 Code.INVALID_ARGUMENT, ("envelope.columns[0]", "wide"), id="column-no-width"),
 ]
 
 

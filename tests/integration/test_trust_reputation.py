@@ -11,7 +11,7 @@ from sqlalchemy import delete
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import schema as t
-from allmende.protocol.tasks import claimed_tokens
+from allmende.protocol.kinds.base import claimed_tokens
 from allmende.v1 import allmende_pb2 as pb
 from tests.integration.trusthelp import (
     Net,

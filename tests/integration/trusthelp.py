@@ -23,7 +23,7 @@ from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.records import JobSettings, LeaseRecord
 from allmende.coordinator.store.sql import SqlStore
 from allmende.coordinator.transport.server import RunningCoordinator, serve
-from allmende.protocol.tasks import claimed_tokens
+from allmende.protocol.kinds.base import claimed_tokens
 from allmende.protocol.wire import WorkUnit, decode_unit
 from allmende.v1 import allmende_pb2 as pb
 from tests.integration.rawclient import RawAdmin, RawVolunteer, job_stream, text_rows

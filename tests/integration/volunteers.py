@@ -9,6 +9,7 @@ import numpy as np
 
 from allmende.client.connection import CoordinatorClient
 from allmende.protocol import codec
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.signing import CTX_REGISTER, SigningKey
 from allmende.protocol.wire import CODEC, ResultEnvelope, WorkUnit, decode_unit, sign_envelope
 from allmende.v1 import allmende_pb2 as pb
@@ -73,7 +74,8 @@ class RawVolunteer:
         encoded = codec.encode(matrix, unit.result_dtype)
         envelope = ResultEnvelope(
             unit_id=unit.unit_id, lease_id=lease.lease_id, volunteer_id=self.volunteer_id,
-            dtype=encoded.dtype, rows=encoded.rows, dims=encoded.dims, codec=CODEC,
+            rows=encoded.rows, columns=(Layout("embedding", encoded.dtype, encoded.dims),),
+            codec=CODEC,
             payload_sha256=hashlib.sha256(encoded.payload).digest(),
             unit_sha256=hashlib.sha256(lease.unit.unit).digest(),
             model_sha256=unit.model_sha256, device="cpu", compute_ms=1, created_ms=0,

@@ -26,7 +26,7 @@ from tests.postgres import PostgresCluster
 ADDED_COLUMNS = {("units", "busy")} | {
     (table, column)
     for table, columns in {
-        "jobs": ("gold_fraction",),
+        "jobs": ("gold_fraction", "rule"),
         "units": ("quorum", "canonical_payload"),
         "volunteers": ("quarantined", "quarantine_reason", "quota_day", "leased_today"),
         "leases": (

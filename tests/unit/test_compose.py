@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from allmende.coordinator.domain.compose import (
 )
 from allmende.coordinator.store.records import GoldRow, LeaseCandidate, LeaseRecord
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds.embed_text import EMBED_TEXT
+from allmende.protocol.models import DEFAULT_MODEL, ModelRegistry
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import WorkUnit, decode_unit, open_unit, sign_unit
 from tests.integration.rawclient import text_rows
@@ -24,6 +27,8 @@ from tests.integration.rawclient import text_rows
 KEY = SigningKey.generate()
 DIMS = 16
 TAU = 0.999
+# embed-text's result for a 16-dimensional model
+SHAPE = EMBED_TEXT.shape(replace(ModelRegistry().get(DEFAULT_MODEL), dims=DIMS), "float16")
 UNIT_TEXTS = tuple(f"unit text {i}" for i in range(10))
 GOLD_TEXTS = [f"gold text {i}" for i in range(6)]
 
@@ -158,7 +163,7 @@ def gold_positions(lease: LeaseRecord, rows: int) -> list[int]:
 
 def test_open_result_puts_rows_back_in_unit_order_and_checks_every_gold_row() -> None:
     unit, lease = leased(seed=3)
-    opened = open_result(lease, len(UNIT_TEXTS), honest(unit), by_id(), TAU)
+    opened = open_result(lease, len(UNIT_TEXTS), honest(unit), by_id(), SHAPE, TAU)
     assert opened.gold_checked == 2
     assert opened.gold_missed == 0
     assert opened.gold_min == pytest.approx(1.0, abs=1e-6)
@@ -171,11 +176,11 @@ def test_open_result_counts_gold_misses_and_reports_the_lowest_cosine() -> None:
     matrix = honest(unit)
     first, second = gold_positions(lease, len(UNIT_TEXTS))
     matrix[first] = text_rows(["something else"], DIMS)[0]
-    opened = open_result(lease, len(UNIT_TEXTS), matrix, by_id(), TAU)
+    opened = open_result(lease, len(UNIT_TEXTS), matrix, by_id(), SHAPE, TAU)
     assert (opened.gold_checked, opened.gold_missed) == (2, 1)
     assert opened.gold_min < 0.5
     matrix[second] = -matrix[second]
-    opened = open_result(lease, len(UNIT_TEXTS), matrix, by_id(), TAU)
+    opened = open_result(lease, len(UNIT_TEXTS), matrix, by_id(), SHAPE, TAU)
     assert (opened.gold_checked, opened.gold_missed) == (2, 2)
     assert opened.gold_min == pytest.approx(-1.0, abs=1e-6)
     # the unit's own rows are still put back in order
@@ -192,7 +197,7 @@ def test_a_gold_row_close_to_tau_passes_and_one_just_below_misses() -> None:
     other /= np.linalg.norm(other)
     for cosine, missed in ((0.9992, 0), (0.9985, 1)):
         matrix[position] = (cosine * row + np.sqrt(1 - cosine**2) * other).astype(np.float32)
-        opened = open_result(lease, len(UNIT_TEXTS), matrix, by_id(), TAU)
+        opened = open_result(lease, len(UNIT_TEXTS), matrix, by_id(), SHAPE, TAU)
         assert opened.gold_missed == missed
         assert opened.gold_min == pytest.approx(cosine, abs=1e-5)
 
@@ -203,9 +208,9 @@ def test_gold_rows_no_longer_known_are_not_checked() -> None:
     for position in gold_positions(lease, len(UNIT_TEXTS)):
         matrix[position] = -matrix[position]  # wrong, but nobody can tell any more
     known = {i: g for i, g in by_id().items() if i != lease.gold_ids[0]}
-    opened = open_result(lease, len(UNIT_TEXTS), matrix, known, TAU)
+    opened = open_result(lease, len(UNIT_TEXTS), matrix, known, SHAPE, TAU)
     assert (opened.gold_checked, opened.gold_missed) == (1, 1)
-    opened = open_result(lease, len(UNIT_TEXTS), matrix, {}, TAU)
+    opened = open_result(lease, len(UNIT_TEXTS), matrix, {}, SHAPE, TAU)
     assert (opened.gold_checked, opened.gold_missed, opened.gold_min) == (0, 0, 1.0)
     np.testing.assert_allclose(opened.matrix, text_rows(UNIT_TEXTS, DIMS), atol=1e-6)
 
@@ -213,7 +218,7 @@ def test_gold_rows_no_longer_known_are_not_checked() -> None:
 def test_a_result_in_another_leases_order_comes_out_wrong() -> None:
     unit_a, _ = leased(seed=7)
     _, lease_b = leased(seed=8)
-    opened = open_result(lease_b, len(UNIT_TEXTS), honest(unit_a), by_id(), TAU)
+    opened = open_result(lease_b, len(UNIT_TEXTS), honest(unit_a), by_id(), SHAPE, TAU)
     wrong_rows = (np.einsum("ij,ij->i", opened.matrix, text_rows(UNIT_TEXTS, DIMS)) < TAU).sum()
     assert wrong_rows > 0  # (seeds 7 and 8 put the unit's rows in different places)
 
@@ -225,7 +230,7 @@ def test_a_result_with_the_wrong_row_count_is_invalid(delta: int) -> None:
     rows = matrix.shape[0] + delta
     wrong = matrix[:rows] if delta < 0 else np.vstack([matrix, matrix[:delta]])
     with pytest.raises(InvalidArgument) as info:
-        open_result(lease, len(UNIT_TEXTS), wrong, by_id(), TAU)
+        open_result(lease, len(UNIT_TEXTS), wrong, by_id(), SHAPE, TAU)
     assert info.value.field == "envelope.rows"
     assert f"{matrix.shape[0]} (the rows leased), got {rows}" in info.value.message
 
@@ -233,7 +238,7 @@ def test_a_result_with_the_wrong_row_count_is_invalid(delta: int) -> None:
 def test_a_lease_without_composition_is_taken_as_it_is() -> None:
     lease = LeaseRecord("lease-x", "unit-1", "v1", "active", 1)
     matrix = text_rows(UNIT_TEXTS, DIMS)
-    opened = open_result(lease, len(UNIT_TEXTS), matrix, by_id(), TAU)
+    opened = open_result(lease, len(UNIT_TEXTS), matrix, by_id(), SHAPE, TAU)
     assert opened.matrix is matrix
     assert (opened.gold_checked, opened.gold_missed, opened.gold_min) == (0, 0, 1.0)
     assert composed_rows(lease, len(UNIT_TEXTS)) == len(UNIT_TEXTS)

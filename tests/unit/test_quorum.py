@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from allmende.coordinator.domain.quorum import (
-    Comparison,
-    compare,
-    consensus,
-    decide,
-    row_cosines,
-)
+from allmende.coordinator.domain.quorum import QuorumOutcome
+from allmende.coordinator.domain.quorum import decide as quorum_decide
 from allmende.protocol import codec
+from allmende.protocol.kinds import ResultShape
+from allmende.protocol.kinds.base import Comparison
+from allmende.protocol.kinds.columns import row_cosines
+from allmende.protocol.kinds.embed_text import EMBED_TEXT
+from allmende.protocol.models import DEFAULT_MODEL, ModelRegistry
+
+
+def shape(dims: int) -> ResultShape:
+    """embed-text's result for a model of `dims` dimensions."""
+    return EMBED_TEXT.shape(replace(ModelRegistry().get(DEFAULT_MODEL), dims=dims), "float16")
+
+
+def compare(a: np.ndarray, b: np.ndarray, tau: float = 0.999) -> Comparison:
+    return shape(a.shape[1]).compare(a, b, tau)
+
+
+def decide(
+    matrices: list[np.ndarray], tau: float, quorum: int, proven: list[bool] | None = None
+) -> QuorumOutcome:
+    dims = matrices[0].shape[1] if matrices else 384
+    return quorum_decide(matrices, shape(dims), tau, quorum, proven)
+
+
+def consensus(matrices: list[np.ndarray]) -> np.ndarray:
+    return shape(matrices[0].shape[1]).combine(matrices)
 
 
 def unit_rows(rows: int = 64, dims: int = 384, seed: int = 3) -> np.ndarray:
@@ -55,7 +77,7 @@ def test_zero_vector_rows_give_zero_not_nan() -> None:
         cos = row_cosines(a, b)
     np.testing.assert_array_equal(cos, [0.0, 0.0])
     # so an all-zero answer never agrees with anything, itself included
-    assert not compare(a, b).agrees(0.5)
+    assert not compare(a, b, 0.5).agrees
 
 
 def test_row_cosines_refuses_different_shapes() -> None:
@@ -70,22 +92,25 @@ def test_compare_names_the_worst_row() -> None:
     b = corrupt_row(a, 13)
     c = compare(a, b)
     assert c.worst_row == 13
-    assert c.min_cosine < 0.5
-    assert compare(a, a).min_cosine == pytest.approx(1.0, abs=1e-12)
+    assert c.agreement < 0.5
+    assert compare(a, a).agreement == pytest.approx(1.0, abs=1e-12)
 
 
 def test_compare_of_zero_rows_agrees_trivially() -> None:
     empty = np.zeros((0, 384), dtype=np.float32)
-    c = compare(empty, empty)
-    assert c == Comparison(1.0, -1)
-    assert c.agrees(1.0)
+    c = compare(empty, empty, 1.0)
+    assert c == Comparison(1.0, -1, True, "", "agreement")
+    assert c.agrees
 
 
 def test_agrees_is_inclusive_at_tau() -> None:
-    c = Comparison(0.999, 0)
-    assert c.agrees(0.999)
-    assert not c.agrees(float(np.nextafter(0.999, 1.0)))
-    assert c.agrees(float(np.nextafter(0.999, 0.0)))
+    a = unit_rows(4, 8, seed=5)
+    b = a.copy()
+    b[1] = a[1] + 0.05 * unit_rows(1, 8, seed=6)[0]
+    exact = compare(a, b).agreement
+    assert compare(a, b, exact).agrees
+    assert not compare(a, b, float(np.nextafter(exact, 2.0))).agrees
+    assert compare(a, b, float(np.nextafter(exact, 0.0))).agrees
 
 
 # ------------------------------------------------------------------ decide
@@ -97,7 +122,7 @@ def test_two_agreeing_results_reach_quorum() -> None:
     assert out.reached
     assert out.group == (0, 1)
     assert out.agreement == pytest.approx(1.0, abs=1e-9)
-    assert out.worst is not None and out.worst.min_cosine == out.agreement
+    assert out.worst is not None and out.worst.agreement == out.agreement
 
 
 def test_one_corrupted_row_breaks_agreement() -> None:
@@ -144,8 +169,8 @@ def test_group_must_agree_pairwise_not_just_with_one_member() -> None:
     b = np.array([[np.cos(theta), np.sin(theta)]])
     c = np.array([[np.cos(2 * theta), np.sin(2 * theta)]])
     out = decide([a, b, c], tau=0.999, quorum=3)
-    assert compare(a, b).agrees(0.999) and compare(b, c).agrees(0.999)
-    assert not compare(a, c).agrees(0.999)
+    assert compare(a, b, 0.999).agrees and compare(b, c, 0.999).agrees
+    assert not compare(a, c, 0.999).agrees
     assert not out.reached
     assert out.group == (0, 1)
 
@@ -183,7 +208,7 @@ def test_tau_boundary_in_decide() -> None:
     a = unit_rows(4, 8, seed=5)
     b = a.copy()
     b[2] = a[2] + 0.03 * unit_rows(1, 8, seed=6)[0]
-    exact = compare(a, b).min_cosine
+    exact = compare(a, b).agreement
     assert 0.99 < exact < 1.0
     assert decide([a, b], tau=exact, quorum=2).reached
     assert not decide([a, b], tau=float(np.nextafter(exact, 2.0)), quorum=2).reached
@@ -231,8 +256,8 @@ def test_consensus_is_the_normalised_mean_not_the_first_result() -> None:
     turned = honest.copy()
     turned[:, 0] += 0.04
     turned /= np.linalg.norm(turned, axis=1, keepdims=True)
-    mean = consensus([turned, honest], normalise=True)
+    mean = consensus([turned, honest])
     assert np.allclose(np.linalg.norm(mean, axis=1), 1.0, atol=1e-6)
     assert (row_cosines(mean, honest) > row_cosines(turned, honest)).all()
     assert not np.allclose(mean, turned)
-    assert np.allclose(consensus([honest, honest], normalise=True), honest, atol=1e-6)
+    assert np.allclose(consensus([honest, honest]), honest, atol=1e-6)

@@ -8,6 +8,7 @@ import hashlib
 import pytest
 
 from allmende.protocol.errors import IntegrityError, InvalidArgument
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.signing import CTX_RESULT, CTX_WORK_UNIT, SigningKey, verify
 from allmende.protocol.wire import (
     CODEC,
@@ -32,8 +33,9 @@ UNIT = WorkUnit(
 PAYLOAD = b"\x28\xb5\x2f\xfd compressed rows"
 
 ENVELOPE = ResultEnvelope(
-    unit_id=UNIT.unit_id, lease_id="lease-1", volunteer_id="v" * 64, dtype="float16",
-    rows=4, dims=384, codec=CODEC, payload_sha256=hashlib.sha256(PAYLOAD).digest(),
+    unit_id=UNIT.unit_id, lease_id="lease-1", volunteer_id="v" * 64, rows=4,
+    columns=(Layout("embedding", "float16", 384),), codec=CODEC,
+    payload_sha256=hashlib.sha256(PAYLOAD).digest(),
     unit_sha256=hashlib.sha256(b"unit").digest(), model_sha256="ab" * 32, device="cpu",
     compute_ms=1234, created_ms=1_700_000_000_999,
 )

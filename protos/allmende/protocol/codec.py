@@ -7,6 +7,7 @@ and refuses wrong sizes, NaN and infinity.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ DTYPES: dict[str, np.dtype[np.generic]] = {
     "float16": np.dtype("<f2"),
     "float32": np.dtype("<f4"),
     "int8": np.dtype("i1"),
+    # An index into the model's labels (see protocol/kinds/columns.py).
+    "label": np.dtype("<u2"),
 }
 # The scale for int8: unit-normalised embeddings have every component in [-1, 1].
 INT8_SCALE = 127.0
@@ -59,20 +62,47 @@ def _unshuffle(data: bytes, itemsize: int) -> bytes:
     return np.frombuffer(data, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
 
 
+def _raw(values: np.ndarray, dtype: str) -> bytes:
+    """A column's values (rows x width, float) as the bytes of its wire dtype."""
+    if dtype == "int8":
+        return bytes(np.clip(np.rint(values * INT8_SCALE), -127, 127).astype(np.int8).tobytes())
+    if dtype == "label":
+        return bytes(np.rint(values).astype("<u2").tobytes())
+    return bytes(np.ascontiguousarray(values, dtype=DTYPES[dtype]).tobytes())
+
+
 def encode(matrix: np.ndarray, dtype: str = "float16", level: int = ZSTD_LEVEL) -> Encoded:
-    """Encode a (rows, dims) float matrix for the wire."""
+    """Encode a (rows, dims) float matrix for the wire: one column of `dtype`."""
     if matrix.ndim != 2:
         raise InvalidArgument("matrix", f"2 dimensions (rows, dims), got {matrix.ndim}")
-    if dtype not in DTYPES:
-        raise InvalidArgument("dtype", f"one of {sorted(DTYPES)}, got {dtype!r}")
-    if dtype == "int8":
-        quantised = np.clip(np.rint(matrix * INT8_SCALE), -127, 127).astype(np.int8)
-        raw = quantised.tobytes()
-    else:
-        raw = np.ascontiguousarray(matrix, dtype=DTYPES[dtype]).tobytes()
-    itemsize = DTYPES[dtype].itemsize
-    payload = zstandard.ZstdCompressor(level=level).compress(_shuffle(raw, itemsize))
-    return Encoded(payload, dtype, matrix.shape[0], matrix.shape[1], len(raw))
+    payload, raw_bytes = encode_columns(matrix, [(dtype, matrix.shape[1])], level)
+    return Encoded(payload, dtype, matrix.shape[0], matrix.shape[1], raw_bytes)
+
+
+def encode_columns(
+    matrix: np.ndarray, columns: Sequence[tuple[str, int]], level: int = ZSTD_LEVEL
+) -> tuple[bytes, int]:
+    """Encode a result whose columns (dtype, width) sit side by side in `matrix`: each
+    column in its dtype, byte-shuffled on its own, all in one zstd frame. Returns the
+    payload and the raw size. With one float16 column this is the float16 format above."""
+    if matrix.ndim != 2:
+        raise InvalidArgument("matrix", f"2 dimensions (rows, dims), got {matrix.ndim}")
+    if sum(width for _, width in columns) != matrix.shape[1]:
+        raise InvalidArgument(
+            "matrix", f"{sum(w for _, w in columns)} columns, got {matrix.shape[1]}"
+        )
+    parts = []
+    raw_bytes = 0
+    start = 0
+    for dtype, width in columns:
+        if dtype not in DTYPES:
+            raise InvalidArgument("dtype", f"one of {sorted(DTYPES)}, got {dtype!r}")
+        raw = _raw(matrix[:, start : start + width], dtype)
+        start += width
+        raw_bytes += len(raw)
+        parts.append(_shuffle(raw, DTYPES[dtype].itemsize))
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    return zstandard.ZstdCompressor(level=level).compress(body), raw_bytes
 
 
 def decode(payload: bytes, dtype: str, rows: int, dims: int) -> np.ndarray:
@@ -80,16 +110,44 @@ def decode(payload: bytes, dtype: str, rows: int, dims: int) -> np.ndarray:
 
     Raises InvalidArgument naming what is wrong; never allocates more than the declared size.
     """
-    if dtype not in DTYPES:
-        raise InvalidArgument("dtype", f"one of {sorted(DTYPES)}, got {dtype!r}")
-    if rows <= 0 or dims <= 0:
-        raise InvalidArgument("shape", f"positive rows and dims, got {rows}x{dims}")
-    itemsize = DTYPES[dtype].itemsize
-    expected = rows * dims * itemsize
+    return decode_columns(payload, [("", dtype, dims)], rows)
+
+
+def decode_columns(
+    payload: bytes, columns: Sequence[tuple[str, str, int]], rows: int
+) -> np.ndarray:
+    """Decode a result of `columns` (name, dtype, width) into one float32 matrix, rows by
+    the sum of the widths, refusing anything but exactly that shape, NaN and infinity
+    (errors name the column when it has a name)."""
+    for _, dtype, _ in columns:
+        if dtype not in DTYPES:
+            raise InvalidArgument("dtype", f"one of {sorted(DTYPES)}, got {dtype!r}")
+    dims = sum(width for _, _, width in columns)
+    shown = "+".join(dtype for _, dtype, _ in columns)
+    if rows <= 0 or dims <= 0 or any(width <= 0 for _, _, width in columns):
+        raise InvalidArgument("shape", f"positive rows and widths, got {rows}x{dims}")
+    sizes = [rows * width * DTYPES[dtype].itemsize for _, dtype, width in columns]
+    expected = sum(sizes)
     if expected > MAX_DECODED_BYTES:
         raise InvalidArgument(
-            "shape", f"at most {MAX_DECODED_BYTES} bytes of rows, got {rows}x{dims} {dtype}"
+            "shape", f"at most {MAX_DECODED_BYTES} bytes of rows, got {rows}x{dims} {shown}"
         )
+    data = _inflate(payload, expected, f"{rows}x{dims} {shown}")
+    if len(columns) == 1:
+        _, dtype, width = columns[0]
+        return _values(columns[0][0], data, dtype, rows, width)
+    out = np.empty((rows, dims), dtype=np.float32)
+    offset = start = 0
+    for (name, dtype, width), size in zip(columns, sizes, strict=True):
+        out[:, start : start + width] = _values(
+            name, data[offset : offset + size], dtype, rows, width
+        )
+        offset += size
+        start += width
+    return out
+
+
+def _inflate(payload: bytes, expected: int, shown: str) -> bytes:
     try:
         # Stream in chunks with a hard cap: read at most one byte past the declared size, so
         # a decompression bomb costs us `expected + 1` bytes and no more, and a small frame
@@ -107,19 +165,22 @@ def decode(payload: bytes, dtype: str, rows: int, dims: int) -> np.ndarray:
     except zstandard.ZstdError as exc:
         raise InvalidArgument("payload", f"a valid zstd frame ({exc})") from None
     if len(data) > expected:
-        raise InvalidArgument(
-            "payload", f"at most {expected} bytes once decompressed ({rows}x{dims} {dtype})"
-        )
+        raise InvalidArgument("payload", f"at most {expected} bytes once decompressed ({shown})")
     if len(data) != expected:
         raise InvalidArgument(
-            "payload",
-            f"{expected} bytes once decompressed ({rows}x{dims} {dtype}), got {len(data)}",
+            "payload", f"{expected} bytes once decompressed ({shown}), got {len(data)}"
         )
-    values = np.frombuffer(_unshuffle(data, itemsize), dtype=DTYPES[dtype]).reshape(rows, dims)
+    return data
+
+
+def _values(name: str, data: bytes, dtype: str, rows: int, width: int) -> np.ndarray:
+    itemsize = DTYPES[dtype].itemsize
+    values = np.frombuffer(_unshuffle(data, itemsize), dtype=DTYPES[dtype]).reshape(rows, width)
     if dtype == "int8":
         return values.astype(np.float32) / INT8_SCALE
     out = values.astype(np.float32)
-    if not np.isfinite(out).all():
+    if dtype != "label" and not np.isfinite(out).all():
         bad_row = int(np.argwhere(~np.isfinite(out))[0][0])
-        raise InvalidArgument("payload", f"finite values only, row {bad_row} has NaN or inf")
+        where = f"column {name!r} row {bad_row}" if name else f"row {bad_row}"
+        raise InvalidArgument("payload", f"finite values only, {where} has NaN or inf")
     return out

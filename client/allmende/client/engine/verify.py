@@ -8,8 +8,8 @@ that fails is handed back with the reason.
 from __future__ import annotations
 
 from allmende.protocol.errors import IntegrityError
+from allmende.protocol.kinds import KINDS, VECTOR_DTYPES
 from allmende.protocol.models import ModelRegistry
-from allmende.protocol.tasks import RESULT_DTYPES, TASK_KINDS
 from allmende.protocol.wire import WorkUnit, open_unit
 from allmende.v1 import allmende_pb2 as pb
 
@@ -20,7 +20,8 @@ def check_unit(lease: pb.Lease, coordinator_key: bytes, registry: ModelRegistry)
     unit = open_unit(blob, lease.unit.signature, coordinator_key)
     if unit.lease_id and unit.lease_id != lease.lease_id:
         raise IntegrityError(f"unit was signed for lease {unit.lease_id[:16]}, not this one")
-    if unit.kind not in TASK_KINDS:
+    kind = KINDS.get(unit.kind)
+    if kind is None:
         raise IntegrityError(f"unknown task kind {unit.kind!r}")
     spec = registry.get(unit.model)
     if unit.model_sha256 != spec.weights_sha256:
@@ -28,9 +29,9 @@ def check_unit(lease: pb.Lease, coordinator_key: bytes, registry: ModelRegistry)
             f"model {unit.model} weights hash {unit.model_sha256[:16]}… is not the pinned "
             f"{spec.weights_sha256[:16]}…"
         )
-    if unit.kind not in spec.task_kinds or unit.dims != spec.dims:
+    if unit.kind not in spec.task_kinds or unit.dims != kind.vector_dims(spec):
         raise IntegrityError(f"model {unit.model} does not produce {unit.dims}-d {unit.kind}")
-    if unit.result_dtype not in RESULT_DTYPES:
+    if unit.result_dtype not in VECTOR_DTYPES:
         raise IntegrityError(f"unsupported result dtype {unit.result_dtype!r}")
     if not unit.texts:
         raise IntegrityError("unit has no inputs")

@@ -1,23 +1,20 @@
-"""Dispatch a verified work unit to the compute code of its task kind.
-
-Models load once per process and are checked against their pinned weights hash first.
-"""
+"""Dispatch a verified work unit to the compute class of its task kind, on this machine's
+chosen device (protocol/kinds/compute.py loads and checks the models)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from allmende.client.tasks.embed_text import TextEmbedder, resolve_model_dir, verify_weights
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds.compute import Computers
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.wire import WorkUnit
 
-# Model loading is serialised process-wide: transformers' lazy imports are not thread-safe,
-# and two engines in one process (the demo, tests) may load at the same moment.
-_LOAD_LOCK = threading.Lock()
+if TYPE_CHECKING:
+    from allmende.client.tasks.embed_text import TextEmbedder
 
 
 def pick_device(device: str) -> str:
@@ -38,7 +35,7 @@ def pick_device(device: str) -> str:
     raise InvalidArgument("--device", f"auto, cpu or cuda:N, got {device!r}")
 
 
-class TaskComputer:
+class TaskComputer(Computers):
     def __init__(
         self,
         registry: ModelRegistry,
@@ -46,33 +43,17 @@ class TaskComputer:
         batch_size: int = 64,
         threads: int | None = None,
     ) -> None:
-        self.registry = registry
-        self.device = pick_device(device)
-        self.batch_size = batch_size
-        self.threads = threads
-        self._models: dict[str, TextEmbedder] = {}
+        super().__init__(registry, pick_device(device), batch_size, threads)
 
     def embedder(self, model: str) -> TextEmbedder:
-        with _LOAD_LOCK:
-            if model not in self._models:
-                spec = self.registry.get(model)
-                model_dir = resolve_model_dir(spec)
-                verify_weights(model_dir, spec.weights_sha256)
-                self._models[model] = TextEmbedder(
-                    model_dir,
-                    device=self.device,
-                    batch_size=self.batch_size,
-                    max_seq_length=spec.max_seq_length,
-                    threads=self.threads,
-                )
-            return self._models[model]
+        """The text embedder behind `embed-text` with `model` (for benches and tests)."""
+        from allmende.client.tasks.embed_text import EmbedText
 
-    def warm_up(self, model: str) -> None:
-        self.embedder(model).embed(["warm up"])
+        computer = self.loaded("embed-text", model)
+        assert isinstance(computer, EmbedText)
+        return computer.embedder
 
     def compute(self, unit: WorkUnit, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """`progress`, when given, is called with the rows done after each batch; an
         exception it raises (the engine's cancellation) ends the computation."""
-        if unit.kind == "embed-text":
-            return self.embedder(unit.model).embed(list(unit.texts), progress=progress)
-        raise InvalidArgument("kind", f"a task kind this client computes, got {unit.kind!r}")
+        return self.run(unit.kind, unit.model, list(unit.texts), progress)

@@ -12,10 +12,7 @@ text, and results are written straight into one output array in the caller's ord
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import json
-import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -25,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from allmende.protocol.errors import FailedPrecondition, IntegrityError, InvalidArgument
+from allmende.protocol.errors import FailedPrecondition, InvalidArgument
 from allmende.protocol.models import ModelSpec
+from allmende.protocol.weights import WEIGHTS_FILE, resolve_model_dir, verify_weights
 
 __all__ = [
     "POOLING_MODES",
@@ -36,8 +34,6 @@ __all__ = [
     "verify_weights",
 ]
 
-WEIGHTS_FILE: Final = "model.safetensors"
-"""The file whose sha256 the model registry pins."""
 
 POOLING_MODES: Final = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 """Pooling modes understood, in the order Sentence-Transformers concatenates them."""
@@ -50,77 +46,6 @@ _LEGACY_POOLING_KEYS: Final = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-_PACKAGE_PREFIX: Final = "package:"
-_CHUNK: Final = 1 << 20
-
-# (resolved path, st_dev, st_ino, st_mtime_ns, st_size) -> sha256 hex digest of that file.
-_digests: dict[tuple[str, int, int, int, int], str] = {}
-_digests_lock = threading.Lock()
-
-
-def resolve_model_dir(spec: ModelSpec) -> Path:
-    """Return the local directory holding the weights of ``spec``.
-
-    ``spec.source`` is either ``"package:<module>"`` (weights shipped in a Python package whose
-    module offers ``get_model_path()``) or a directory path.
-    """
-    source = spec.source
-    if not source.startswith(_PACKAGE_PREFIX):
-        return Path(source)
-    module_name = source[len(_PACKAGE_PREFIX) :]
-    if not module_name:
-        raise InvalidArgument(
-            "source", f"'package:<module>' for model {spec.name!r}, got {source!r}"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise FailedPrecondition(
-            f"model {spec.name!r} needs the Python package providing module {module_name!r}, "
-            f"which is not installed ({exc})"
-        ) from exc
-    get_model_path = getattr(module, "get_model_path", None)
-    if not callable(get_model_path):
-        raise FailedPrecondition(
-            f"module {module_name!r} (source of model {spec.name!r}) has no get_model_path()"
-        )
-    return Path(get_model_path())
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify_weights(model_dir: Path, expected_sha256: str) -> None:
-    """Check that ``model_dir/model.safetensors`` has the sha256 ``expected_sha256``.
-
-    Raises :class:`IntegrityError` naming the file and both hashes when it differs, and
-    :class:`FailedPrecondition` when the file is missing. A file's digest is remembered for this
-    process under its path, inode, mtime and size, so checking an unchanged file again is free.
-    """
-    path = Path(model_dir) / WEIGHTS_FILE
-    try:
-        resolved = path.resolve(strict=True)
-        st = resolved.stat()
-    except OSError as exc:
-        raise FailedPrecondition(f"model weights {path} cannot be read: {exc}") from exc
-    key = (str(resolved), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-    with _digests_lock:
-        actual = _digests.get(key)
-    if actual is None:
-        actual = _sha256_file(resolved)
-        with _digests_lock:
-            _digests[key] = actual
-    expected = expected_sha256.strip().lower()
-    if actual != expected:
-        raise IntegrityError(
-            f"model weights {path} do not match the registry: "
-            f"expected sha256 {expected}, got {actual}"
-        )
 
 
 def _read_json(path: Path) -> Any:
@@ -414,3 +339,26 @@ class TextEmbedder:
                 last = attention_mask.sum(dim=1) - 1
                 vectors.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
         return vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
+
+
+class EmbedText:
+    """The compute class of the ``embed-text`` kind (see protocol/kinds/base.py)."""
+
+    def __init__(
+        self, model_dir: Path, spec: ModelSpec, device: str, batch_size: int, threads: int | None
+    ) -> None:
+        self.embedder = TextEmbedder(
+            model_dir,
+            device=device,
+            batch_size=batch_size,
+            max_seq_length=spec.max_seq_length,
+            threads=threads,
+        )
+
+    def compute(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> npt.NDArray[np.float32]:
+        return self.embedder.embed(list(texts), progress=progress)
+
+    def warm_up(self) -> None:
+        self.embedder.embed(["warm up"])

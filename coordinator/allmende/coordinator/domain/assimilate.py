@@ -8,8 +8,9 @@ pinned an earlier coordinator key can verify it offline.
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from allmende.coordinator.domain.jobs import job_rule
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import JobRecord
-from allmende.protocol import codec
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds import ResultShape, get_kind
+from allmende.protocol.kinds.columns import LabelColumn, Layout, ResultColumn, VectorColumn
 from allmende.protocol.manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -30,6 +33,7 @@ from allmende.protocol.manifest import (
     sha256_file,
     sign_manifest,
 )
+from allmende.protocol.models import ModelRegistry
 from allmende.protocol.rotation import CHAIN_NAME, encode_chain
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import decode_envelope, decode_unit
@@ -37,34 +41,56 @@ from allmende.protocol.wire import decode_envelope, decode_unit
 ROWS_PER_SHARD = 100_000
 
 
-def _schema(dims: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("text", pa.string(), nullable=False),
-            pa.field("embedding", pa.list_(pa.float32(), dims), nullable=False),
-            pa.field("content_sha256", pa.string(), nullable=False),
-            pa.field("unit_id", pa.string(), nullable=False),
-            pa.field("replicas", pa.int16(), nullable=False),
-            pa.field("agreement", pa.float32(), nullable=False),
-        ]
-    )
+def _arrow_type(column: ResultColumn, layout: Layout) -> pa.DataType:
+    if isinstance(column, VectorColumn):
+        return pa.list_(pa.float32(), layout.width)
+    if isinstance(column, LabelColumn):
+        return pa.string()
+    return pa.float32()
+
+
+def _schema(shape: ResultShape, keep: bool) -> pa.Schema:
+    fields = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        *(
+            pa.field(column.name, _arrow_type(column, layout), nullable=False)
+            for column, layout, _ in shape.columns
+        ),
+    ]
+    if keep:
+        fields.append(pa.field("keep", pa.bool_(), nullable=False))
+    fields += [
+        pa.field("content_sha256", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("replicas", pa.int16(), nullable=False),
+        pa.field("agreement", pa.float32(), nullable=False),
+    ]
+    return pa.schema(fields)
 
 
 class _ShardWriter:
-    def __init__(self, folder: Path, dims: int) -> None:
+    """Rows of the dataset, written in shards of ROWS_PER_SHARD: the inputs, the result
+    columns as the kind declares them, `keep` where the kind has a rule (applied here, to
+    the agreed values), and provenance."""
+
+    def __init__(
+        self, folder: Path, shape: ResultShape, keep: Callable[..., np.ndarray] | None
+    ) -> None:
         self.folder = folder
-        self.dims = dims
-        self.schema = _schema(dims)
+        self.shape = shape
+        self.keep = keep
+        self.schema = _schema(shape, keep is not None)
         self.shards: list[dict[str, Any]] = []
-        self._columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
-        self._vectors: list[np.ndarray] = []
+        self.kept = 0
+        self._columns: dict[str, list[Any]] = {name: [] for name in _ROW_FIELDS}
+        self._rows: list[np.ndarray] = []
 
     def add(
         self,
         item_id: str,
         text: str,
-        vector: np.ndarray,
+        row: np.ndarray,
         content: bytes,
         unit_id: str,
         replicas: int,
@@ -77,7 +103,7 @@ class _ShardWriter:
         c["unit_id"].append(unit_id)
         c["replicas"].append(replicas)
         c["agreement"].append(agreement)
-        self._vectors.append(vector)
+        self._rows.append(row)
         if len(c["id"]) >= ROWS_PER_SHARD:
             self.flush()
 
@@ -85,11 +111,23 @@ class _ShardWriter:
         c = self._columns
         if not c["id"]:
             return
-        flat = pa.array(np.stack(self._vectors).astype(np.float32).ravel(), type=pa.float32())
-        arrays = [
-            pa.array(c["id"], pa.string()),
-            pa.array(c["text"], pa.string()),
-            pa.FixedSizeListArray.from_arrays(flat, self.dims),
+        matrix = np.stack(self._rows).astype(np.float32)
+        values = self.shape.split(matrix)
+        arrays = [pa.array(c["id"], pa.string()), pa.array(c["text"], pa.string())]
+        for column, layout, _ in self.shape.columns:
+            got = values[column.name]
+            if isinstance(column, VectorColumn):
+                flat = pa.array(np.ascontiguousarray(got).ravel(), type=pa.float32())
+                arrays.append(pa.FixedSizeListArray.from_arrays(flat, layout.width))
+            else:
+                arrays.append(
+                    pa.array(column.show(got, self.shape.model), _arrow_type(column, layout))
+                )
+        if self.keep is not None:
+            kept = np.asarray(self.keep(c["text"], values), dtype=bool)
+            self.kept += int(kept.sum())
+            arrays.append(pa.array(kept, pa.bool_()))
+        arrays += [
             pa.array(c["content_sha256"], pa.string()),
             pa.array(c["unit_id"], pa.string()),
             pa.array(c["replicas"], pa.int16()),
@@ -107,8 +145,11 @@ class _ShardWriter:
                 "sha256": sha256_file(path),
             }
         )
-        self._columns = {name: [] for name in self.schema.names}
-        self._vectors = []
+        self._columns = {name: [] for name in _ROW_FIELDS}
+        self._rows = []
+
+
+_ROW_FIELDS = ("id", "text", "content_sha256", "unit_id", "replicas", "agreement")
 
 
 def assimilate(
@@ -118,11 +159,18 @@ def assimilate(
     datasets_dir: Path,
     now_ms: int,
     key_chain: Sequence[tuple[bytes, bytes]] = (),
+    registry: ModelRegistry | None = None,
 ) -> Path:
     """Write the dataset of a validated job and mark it complete. Returns its folder.
 
     `key_chain` is the rotation chain that leads to `key` (empty before any rotation)."""
     s = job.settings
+    kind = get_kind(s.kind)
+    model = (registry or ModelRegistry()).get(s.model)
+    shape = kind.shape(model, s.result_dtype)
+    rule = job_rule(s)
+    keep = kind.keep
+    keeper = None if keep is None else (lambda texts, values: keep(rule, texts, values, model))
     target = datasets_dir / job.job_id
     staging = datasets_dir / f".{job.job_id}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -130,9 +178,9 @@ def assimilate(
     units: dict[str, tuple[tuple[str, ...], np.ndarray, int, float]] = {}
     for unit in store.dataset_units(job.job_id):
         content = decode_unit(unit.blob)
-        matrix = codec.decode(unit.payload, unit.dtype, len(content.texts), s.dims)
+        matrix = shape.decode(unit.payload, len(content.texts))
         units[unit.unit_id] = (content.texts, matrix, unit.replicas, unit.agreement)
-    writer = _ShardWriter(staging, s.dims)
+    writer = _ShardWriter(staging, shape, keeper)
     rows = 0
     min_agreement = 1.0
     for item in store.dataset_items(job.job_id):
@@ -162,21 +210,14 @@ def assimilate(
             "tau": s.tau,
             "max_replicas": s.max_replicas,
             "result_dtype": s.result_dtype,
+            **({"rule": rule} if kind.rule else {}),
         },
         "model": {"name": s.model, "weights_sha256": s.model_sha256, "dims": s.dims},
         "rows": rows,
+        **({"rows_kept": writer.kept} if keep is not None else {}),
         "unique_items": job.unique_items,
         "units": len(units),
-        "columns": {
-            "id": "input id (string)",
-            "text": "the input text",
-            "embedding": f"fixed_size_list<float32>[{s.dims}], unit-normalised; the "
-            f"normalised mean of the agreeing replicas' rows, stored as {s.result_dtype}",
-            "content_sha256": "sha256 of the text (UTF-8), hex",
-            "unit_id": "the work unit that computed the row",
-            "replicas": "how many independent volunteer results agreed on the row",
-            "agreement": "lowest cosine between agreeing replicas of the unit",
-        },
+        "columns": _column_notes(shape, keep is not None, rule),
         "shards": writer.shards,
         "merkle_root": merkle_root([shard["sha256"] for shard in writer.shards]),
         "min_agreement": min_agreement if rows else 0.0,
@@ -194,6 +235,35 @@ def assimilate(
     staging.rename(target)
     store.complete_job(job.job_id, manifest_bytes, signature, now_ms)
     return target
+
+
+def _column_notes(shape: ResultShape, keep: bool, rule: Mapping[str, Any]) -> dict[str, str]:
+    """What each dataset column holds, from the kind's declaration."""
+    notes = {"id": "input id (string)", "text": "the input text"}
+    for column, layout, _ in shape.columns:
+        if isinstance(column, VectorColumn):
+            kind = f"fixed_size_list<float32>[{layout.width}]"
+            stored = f", stored as {layout.dtype}"
+        elif isinstance(column, LabelColumn):
+            kind, stored = "string", f", one of the model's {len(shape.model.labels)} labels"
+        else:
+            kind, stored = "float32", ""
+        notes[column.name] = f"{kind}; {column.description}{stored}"
+    if keep:
+        notes["keep"] = (
+            "bool; the job's rule applied by the coordinator to the agreed values "
+            f"({json.dumps(dict(rule), sort_keys=True)}); every input row is kept in the "
+            "dataset, filter on this column"
+        )
+    agreed = dict((c.name, c) for c, _, _ in shape.columns)[shape.agreement]
+    notes |= {
+        "content_sha256": "sha256 of the text (UTF-8), hex",
+        "unit_id": "the work unit that computed the row",
+        "replicas": "how many independent volunteer results agreed on the row",
+        "agreement": f"lowest {agreed.measure_name} ({shape.agreement}) between agreeing "
+        "replicas of the unit",
+    }
+    return notes
 
 
 def job_energy(envelopes: Iterable[bytes], rows: int) -> dict[str, Any]:

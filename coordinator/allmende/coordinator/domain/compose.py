@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from allmende.coordinator.domain.quorum import row_cosines
 from allmende.coordinator.store.records import GoldRow, LeaseCandidate, LeaseRecord
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds import ResultShape
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import decode_unit, sign_unit
 
@@ -160,8 +160,11 @@ def compose(
 class Opened:
     matrix: np.ndarray  # the unit's rows, in unit order
     gold_checked: int  # gold rows compared
-    gold_missed: int  # of those, rows below tau
-    gold_min: float  # the lowest gold row cosine (1.0 when none)
+    gold_missed: int  # of those, rows that disagree with their answer
+    gold_min: float  # the lowest agreement of a gold row (cosine for embeddings; 1.0: none)
+    # Every gold row agrees with room to spare: half-way from the threshold to identical
+    # on every column (for embeddings: cosine >= (1 + tau) / 2).
+    gold_close: bool = True
 
 
 def composed_rows(lease: LeaseRecord, unit_rows: int) -> int:
@@ -173,6 +176,7 @@ def open_result(
     unit_rows: int,
     matrix: np.ndarray,
     gold: dict[int, GoldRow],
+    shape: ResultShape,
     tau: float,
 ) -> Opened:
     """Check a composed result's gold rows and return the unit's rows in unit order."""
@@ -186,15 +190,18 @@ def open_result(
     answers = []
     for source in order[is_gold].tolist():
         row = gold.get(lease.gold_ids[source - unit_rows])
-        answers.append(None if row is None else np.frombuffer(row.answer, dtype="<f4"))
+        answer = None if row is None else np.frombuffer(row.answer, dtype="<f4")
+        # A row of another shape (a pool shared across jobs of one model) is not an answer.
+        answers.append(answer if answer is not None and answer.size == shape.width else None)
     known = [i for i, a in enumerate(answers) if a is not None]
-    missed, lowest = 0, 1.0
+    missed, lowest, close = 0, 1.0, True
     if known:
         expected = np.stack([answers[i] for i in known])  # type: ignore[misc]
         got = matrix[is_gold][known]
-        cos = row_cosines(got, expected)
-        missed = int((cos < tau).sum())
-        lowest = float(cos.min())
+        ok, slack = shape.measures(got, expected, tau)
+        missed = int((~ok).sum())
+        lowest = shape.compare(got, expected, tau).agreement
+        close = bool((slack >= 0.5).all())
     unit_matrix = np.empty((unit_rows, matrix.shape[1]), dtype=matrix.dtype)
     unit_matrix[order[is_unit]] = matrix[is_unit]
-    return Opened(unit_matrix, len(known), missed, lowest)
+    return Opened(unit_matrix, len(known), missed, lowest, close)

@@ -25,6 +25,7 @@ from allmende.coordinator.domain.jobs import (
     new_job_id,
     plan_job,
     resolve_settings,
+    result_shape,
 )
 from allmende.coordinator.domain.leasing import Leasing
 from allmende.coordinator.domain.nonces import RequestNonces
@@ -40,7 +41,6 @@ from allmende.coordinator.store.records import (
     NewUnit,
     VolunteerRecord,
 )
-from allmende.protocol import codec
 from allmende.protocol.errors import (
     FailedPrecondition,
     IntegrityError,
@@ -50,9 +50,9 @@ from allmende.protocol.errors import (
     Unauthenticated,
     shown,
 )
+from allmende.protocol.kinds import KINDS
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import CTX_REGISTER, SigningKey, fingerprint, verify
-from allmende.protocol.tasks import TASK_KINDS
 from allmende.protocol.wire import decode_unit
 
 log = logging.getLogger("allmende.coordinator")
@@ -124,7 +124,7 @@ class Coordinator(Leasing, Submissions, Verdicts):
             self.key.fingerprint,
             VERSION,
             self.registry.names(),
-            sorted(TASK_KINDS),
+            sorted(KINDS),
         )
 
     def register_volunteer(
@@ -219,12 +219,7 @@ class Coordinator(Leasing, Submissions, Verdicts):
         picked = [texts[i] for i in new_rng().permutation(len(texts))[:SEED_GOLD_ROWS]]
         home = {text: u.unit_id for u in units for text in decode_unit(u.blob).texts}
         rows = self.gold_computer(settings, picked)
-        answers = codec.decode(
-            codec.encode(rows, settings.result_dtype).payload,
-            settings.result_dtype,
-            len(picked),
-            settings.dims,
-        )
+        answers = result_shape(settings, self.registry).rounded(rows)
         self.store.add_gold(
             job_id,
             [(t, a.astype("<f4").tobytes()) for t, a in zip(picked, answers, strict=True)],
@@ -284,7 +279,13 @@ class Coordinator(Leasing, Submissions, Verdicts):
                 if job is None:
                     continue
                 folder = assimilate(
-                    self.store, self.key, job, self.datasets_dir, self.clock(), self.key_chain
+                    self.store,
+                    self.key,
+                    job,
+                    self.datasets_dir,
+                    self.clock(),
+                    self.key_chain,
+                    self.registry,
                 )
             log.info("dataset written job=%s folder=%s", job_id, folder)
             done.append(job_id)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from allmende.coordinator.store.records import JobSettings, NewItem, NewJob, NewUnit
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds import (
+    DEFAULT_KIND,
+    VECTOR_DTYPES,
+    ResultShape,
+    check_model_for_kind,
+    get_kind,
+)
+from allmende.protocol.kinds.base import estimate_tokens
 from allmende.protocol.limits import MAX_ID_CHARS, MAX_TEXT_BYTES
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import SigningKey
-from allmende.protocol.tasks import (
-    RESULT_DTYPES,
-    check_model_for_kind,
-    estimate_tokens,
-    get_task_kind,
-)
 from allmende.protocol.wire import WorkUnit, sign_unit
 
 DEFAULT_REDUNDANCY = 2
@@ -37,7 +41,7 @@ MAX_NAME_CHARS = 200
 @dataclass(frozen=True)
 class JobRequest:
     name: str = ""
-    kind: str = "embed-text"
+    kind: str = DEFAULT_KIND
     model: str = ""
     redundancy: int = 0
     unit_size: int = 0
@@ -47,6 +51,9 @@ class JobRequest:
     result_dtype: str = ""
     source_name: str = ""
     gold_fraction: float | None = None  # None: the default
+    # The keep rule's parameters as given (e.g. {"keep_languages": "de,en"}), checked
+    # against the kind's declaration.
+    rule: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class InputRecord:
 
 def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
     """Fill defaults and validate every field of a job request."""
-    kind = get_task_kind(req.kind)
+    kind = get_kind(req.kind)
     if not req.model:
         raise InvalidArgument("model", "a model name")
     model = registry.get(req.model)
@@ -81,18 +88,19 @@ def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
     if not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
         raise InvalidArgument("lease_seconds", f"1 to {MAX_LEASE_SECONDS}, got {lease_seconds}")
     dtype = req.result_dtype or "float16"
-    if dtype not in RESULT_DTYPES:
-        raise InvalidArgument("result_dtype", f"one of {list(RESULT_DTYPES)}, got {dtype!r}")
+    if dtype not in VECTOR_DTYPES:
+        raise InvalidArgument("result_dtype", f"one of {list(VECTOR_DTYPES)}, got {dtype!r}")
     gold = DEFAULT_GOLD_FRACTION if req.gold_fraction is None else req.gold_fraction
     if not 0.0 <= gold <= MAX_GOLD_FRACTION:
         raise InvalidArgument("gold_fraction", f"0 to {MAX_GOLD_FRACTION}, got {gold}")
     if len(req.name) > MAX_NAME_CHARS:
         raise InvalidArgument("name", f"at most {MAX_NAME_CHARS} characters")
+    rule = kind.parse_rule(req.rule, model)
     return JobSettings(
         kind=kind.name,
         model=model.name,
         model_sha256=model.weights_sha256,
-        dims=kind.result_dims(model),
+        dims=kind.vector_dims(model),
         redundancy=redundancy,
         unit_size=unit_size,
         tau=tau,
@@ -100,7 +108,19 @@ def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
         lease_seconds=lease_seconds,
         result_dtype=dtype,
         gold_fraction=gold,
+        rule=json.dumps(rule, sort_keys=True, separators=(",", ":")) if rule else "",
     )
+
+
+def result_shape(settings: JobSettings, registry: ModelRegistry) -> ResultShape:
+    """The result columns of a job, as its kind declares them for its model and dtype."""
+    return get_kind(settings.kind).shape(registry.get(settings.model), settings.result_dtype)
+
+
+def job_rule(settings: JobSettings) -> dict[str, object]:
+    """The job's parsed keep rule ({} for none)."""
+    loaded: dict[str, object] = json.loads(settings.rule) if settings.rule else {}
+    return loaded
 
 
 def check_items(records: list[InputRecord]) -> None:

@@ -6,7 +6,8 @@ Runs inside the store's submit transaction (see `Store.submit_result`), once per
 A group that agrees is accepted only if one of its results is *proven* (see
 `TrustPolicy.proven_streak`): otherwise the unit stays open for one more replica, until a
 proven volunteer's result joins the group. Two new accounts agreeing on invented rows thus
-publish nothing. What is published is the normalised mean of the group (quorum.consensus).
+publish nothing. What is published is the group's consensus (ResultShape.combine: for
+embeddings the normalised mean).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from allmende.coordinator.domain import quorum
 from allmende.coordinator.domain.compose import Opened, gold_count, new_rng
 from allmende.coordinator.store.records import ResultRecord, UnitRecord, Verdict
-from allmende.protocol import codec
+from allmende.protocol.kinds import ResultShape
 from allmende.protocol.wire import decode_unit
 
 # Gold rows taken from each unit a proven quorum accepted, while the pool wants more.
@@ -32,10 +33,10 @@ class Arrival:
     result_id: str
     matrix: np.ndarray  # in unit order, gold rows removed
     opened: Opened
+    shape: ResultShape  # the job's result columns
     gold_wanted: bool  # the job still wants gold rows from accepted units
     gold_streak: int = 0  # see Verdict.gold_streak
     proven_streak: int = 0  # see TrustPolicy.proven_streak (0: every result is proven)
-    normalise: bool = True  # the kind's rows are unit-normalised
 
 
 def proven(result: ResultRecord, streak: int) -> bool:
@@ -49,8 +50,7 @@ def suspicious(unit: UnitRecord, arrival: Arrival) -> str:
         return ""  # replicated anyway, or the job itself asks for one result per unit
     if arrival.opened.gold_checked == 0:
         return "a lone result without gold rows to check it"
-    margin = (1.0 + unit.settings.tau) / 2
-    if arrival.opened.gold_min < margin:
+    if not arrival.opened.gold_close:
         return f"a lone result whose gold rows agree only to {arrival.opened.gold_min:.6f}"
     return ""
 
@@ -72,11 +72,11 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
     matrices = [
         arrival.matrix
         if r.result_id == arrival.result_id
-        else codec.decode(r.payload, s.result_dtype, unit.rows, s.dims)
+        else arrival.shape.decode(r.payload, unit.rows)
         for r in results
     ]
     vouching = [proven(r, arrival.proven_streak) for r in results]
-    outcome = quorum.decide(matrices, s.tau, unit.needed, vouching)
+    outcome = quorum.decide(matrices, arrival.shape, s.tau, unit.needed, vouching)
     ids = [r.result_id for r in results]
     # Short of the target, decide only when every result in hand agrees in a proven group
     # that reaches the quorum: the target was raised for results since invalidated (their
@@ -94,7 +94,7 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
         )
     if outcome.reached:
         group = [matrices[i] for i in outcome.group]
-        published = quorum.consensus(group, arrival.normalise) if len(group) > 1 else group[0]
+        published = arrival.shape.combine(group)
         valid = tuple(ids[i] for i in outcome.group)
         invalid = tuple(i for i in ids if i not in valid)
         claims = [results[i].claimed_tokens for i in outcome.group]
@@ -105,20 +105,14 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
             invalid=invalid,
             agreement=outcome.agreement,
             canonical=valid[0],
-            canonical_payload=(
-                codec.encode(published, s.result_dtype).payload if len(group) > 1 else b""
-            ),
+            canonical_payload=arrival.shape.encode(published) if len(group) > 1 else b"",
             credit=min(claims),
             outvoted=tuple(r.volunteer_id for r in results if r.result_id in invalid),
             gold=_harvest(unit, published, len(valid), arrival.gold_wanted),
             gold_streak=arrival.gold_streak,
         )
     worst = outcome.worst
-    detail = (
-        f"lowest row cosine {worst.min_cosine:.6f} at row {worst.worst_row} (tau {s.tau})"
-        if worst
-        else ""
-    )
+    detail = f"{worst.describe()} (tau {s.tau})" if worst else ""
     if len(results) < s.max_replicas:
         return Verdict(
             "pending",

@@ -9,12 +9,14 @@ from allmende.coordinator.domain.gold import GoldPool
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import VolunteerRecord
+from allmende.protocol.models import ModelRegistry
 
 
 class CoordinatorPart:
     store: Store
     policy: TrustPolicy
     gold: GoldPool
+    registry: ModelRegistry
     clock: Callable[[], int]
 
     def _volunteer(self, volunteer_id: str) -> VolunteerRecord:  # pragma: no cover

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from allmende.coordinator.domain.compose import composed_rows, open_result
+from allmende.coordinator.domain.jobs import result_shape
 from allmende.coordinator.domain.judge import Arrival, judge
 from allmende.coordinator.domain.part import CoordinatorPart
 from allmende.coordinator.store.records import LeaseRecord, NewResult, UnitRecord, VolunteerRecord
-from allmende.protocol import codec
 from allmende.protocol.errors import (
     AllmendeError,
     IntegrityError,
@@ -30,8 +30,9 @@ from allmende.protocol.errors import (
     PermissionDenied,
     shown,
 )
+from allmende.protocol.kinds import ResultShape, get_kind
+from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.signing import CTX_RESULT, verify
-from allmende.protocol.tasks import claimed_tokens, get_task_kind, norm_tolerance
 from allmende.protocol.wire import ResultEnvelope, check_payload, decode_envelope, decode_unit
 
 log = logging.getLogger("allmende.coordinator")
@@ -99,9 +100,7 @@ class Submissions(CoordinatorPart):
             for env, (blob, signature, payload) in zip(envelopes, results, strict=True):
                 try:
                     with nullcontext() if whole else self.validating:
-                        outcome = self._submit(
-                            env, blob, signature, payload, volunteer, address
-                        )
+                        outcome = self._submit(env, blob, signature, payload, volunteer, address)
                 except AllmendeError as exc:
                     answers.append(exc)
                     volunteer = None  # a fault may have quarantined it: read it again
@@ -156,9 +155,10 @@ class Submissions(CoordinatorPart):
                 raise PermissionDenied(
                     f"unit {shown(env.unit_id)} is not leased to volunteer {env.volunteer_id[:16]}"
                 )
-            matrix = self._check_result(unit, lease.unit_sha256, env, payload, lease)
+            shape = result_shape(unit.settings, self.registry)
+            matrix = self._check_result(unit, shape, lease.unit_sha256, env, payload, lease)
             gold = self.gold.get(lease.gold_ids)
-            opened = open_result(lease, unit.rows, matrix, gold, unit.settings.tau)
+            opened = open_result(lease, unit.rows, matrix, gold, shape, unit.settings.tau)
         except (InvalidArgument, PermissionDenied) as exc:
             self._fault(env.volunteer_id, kind, exc.message)
             raise
@@ -174,21 +174,17 @@ class Submissions(CoordinatorPart):
                 "gold miss unit=%s volunteer=%s %s", unit.unit_id, env.volunteer_id[:12], reason
             )
             return SubmitOutcome("rejected", reason, unit_status="pending", rows=unit.rows)
-        stored = (
-            codec.encode(opened.matrix, unit.settings.result_dtype).payload
-            if lease.composition
-            else payload
-        )
+        stored = shape.encode(opened.matrix) if lease.composition else payload
         texts = list(decode_unit(unit.blob).texts) + [g.text for g in gold.values()]
         result_id = uuid.uuid4().hex
         arrival = Arrival(
             result_id,
             opened.matrix,
             opened,
+            shape,
             gold_wanted=len(self.gold.rows(unit.job_id)) < self.policy.gold_pool,
             gold_streak=self.policy.gold_streak,
             proven_streak=self.policy.proven_streak,
-            normalise=get_task_kind(kind).unit_norm,
         )
         # Gold rows passed (none missed, or it was refused above), or the operator's own
         # machine when it trusts it: this result may vouch for its quorum.
@@ -203,7 +199,7 @@ class Submissions(CoordinatorPart):
                 signature,
                 stored,
                 now,
-                claimed_tokens=min(env.claimed_tokens, claimed_tokens(texts)),
+                claimed_tokens=min(env.claimed_tokens, get_kind(kind).credit(texts)),
                 gold_checked=opened.gold_checked > 0,
                 vouched=vouched,
             ),
@@ -241,38 +237,28 @@ class Submissions(CoordinatorPart):
     def _check_result(
         self,
         unit: UnitRecord,
+        shape: ResultShape,
         leased_sha256: bytes | None,
         env: ResultEnvelope,
         payload: bytes,
         lease: LeaseRecord,
     ) -> np.ndarray:
+        """The result's rows, decoded and checked against what the job's kind declares:
+        its columns (name, dtype, width), the rows leased, and each column's row checks."""
         s = unit.settings
         expected = leased_sha256 or hashlib.sha256(unit.blob).digest()
         if env.unit_sha256 != expected:
             raise InvalidArgument("envelope.unit_sha256", "the sha256 of the unit as leased")
         if env.model_sha256 != s.model_sha256:
             raise InvalidArgument("envelope.model_sha256", f"{s.model_sha256} (the job's model)")
-        if env.dtype != s.result_dtype:
-            raise InvalidArgument("envelope.dtype", f"{s.result_dtype!r}, got {env.dtype!r}")
+        want = shape.layouts
+        if env.columns != want:
+            raise InvalidArgument("envelope.columns", _columns_wanted(want, env.columns))
         rows = composed_rows(lease, unit.rows)
-        if env.rows != rows or env.dims != s.dims:
-            raise InvalidArgument(
-                "envelope.shape", f"{rows}x{s.dims} (rows x dims), got {env.rows}x{env.dims}"
-            )
-        matrix = codec.decode(payload, env.dtype, rows, env.dims)
-        if get_task_kind(s.kind).unit_norm:
-            # fp16 rows are within 0.002 of unit norm; int8 as its rounding allows. A scaled
-            # row would otherwise agree with honest ones (cosine ignores scale).
-            tolerance = norm_tolerance(s.result_dtype, s.dims)
-            norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
-            off = np.abs(norms - 1.0) > tolerance
-            if off.any():
-                row = int(np.argmax(off))
-                raise InvalidArgument(
-                    "payload",
-                    f"unit-normalised rows (|norm - 1| <= {tolerance:.4f} for {s.result_dtype}); "
-                    f"row {row} has norm {norms[row]:.4f}",
-                )
+        if env.rows != rows:
+            raise InvalidArgument("envelope.rows", f"{rows} (the rows leased), got {env.rows}")
+        matrix = shape.decode(payload, rows)
+        shape.check(matrix)
         return matrix
 
     # ------------------------------------------------------------------ reputation
@@ -300,3 +286,22 @@ class Submissions(CoordinatorPart):
             len(repair.units_reopened),
             ",".join(repair.jobs_reopened),
         )
+
+
+def _columns_wanted(want: Sequence[Layout], got: Sequence[Layout]) -> str:
+    """What the job's result columns are, and the first way `got` differs from them."""
+    shown = ", ".join(f"{c.name} {c.dtype} x {c.width}" for c in want)
+    names = [c.name for c in got]
+    for column in want:
+        if column.name not in names:
+            return f"the job's result columns ({shown}); column {column.name!r} is missing"
+    for column in got:
+        match = next((c for c in want if c.name == column.name), None)
+        if match is None:
+            return f"the job's result columns ({shown}); column {column.name!r} is not one"
+        if match != column:
+            return (
+                f"the job's result columns ({shown}); column {column.name!r} is "
+                f"{column.dtype} x {column.width}, not {match.dtype} x {match.width}"
+            )
+    return f"the job's result columns in this order: {shown}"

@@ -41,6 +41,7 @@ class JobQueries(SqlBase):
                     lease_seconds=s.lease_seconds,
                     result_dtype=s.result_dtype,
                     gold_fraction=s.gold_fraction,
+                    rule=s.rule,
                     source_name=job.source_name,
                     items=job.items,
                     unique_items=job.unique_items,

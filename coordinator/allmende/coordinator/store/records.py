@@ -18,6 +18,7 @@ class JobSettings:
     lease_seconds: int
     result_dtype: str
     gold_fraction: float = 0.0
+    rule: str = ""  # the kind's keep rule, parsed and as canonical JSON ('' for none)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0007"
+REVISION = "0008"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -67,6 +67,8 @@ jobs = Table(
     Column("manifest_sig", LargeBinary, nullable=True),
     # Share of each composed unit's rows that are hidden gold rows (migration 0003).
     Column("gold_fraction", Float, nullable=False, default=0.0, server_default="0"),
+    # The kind's keep rule, canonical JSON ('' for none) (migration 0008).
+    Column("rule", Text, nullable=False, default="", server_default=""),
 )
 
 units = Table(

@@ -312,6 +312,7 @@ def _settings(row: Any) -> JobSettings:
         lease_seconds=row.lease_seconds,
         result_dtype=row.result_dtype,
         gold_fraction=row.gold_fraction,
+        rule=row.rule,
     )
 
 

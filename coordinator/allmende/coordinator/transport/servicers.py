@@ -9,13 +9,14 @@ from collections.abc import Iterator
 import grpc
 
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
-from allmende.coordinator.domain.jobs import InputRecord, JobRequest
+from allmende.coordinator.domain.jobs import InputRecord, JobRequest, job_rule
 from allmende.coordinator.domain.leasing import MAX_LEASE_UNITS
 from allmende.coordinator.domain.submit import SubmitOutcome
 from allmende.coordinator.domain.trust import peer_address
 from allmende.coordinator.metrics import Metrics
 from allmende.coordinator.transport.errors import MAX_DETAILS, STATUS, streaming, unary
 from allmende.protocol.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+from allmende.protocol.kinds.base import rule_text
 from allmende.protocol.limits import MAX_JOB_BYTES, MAX_JOB_ITEMS
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc
@@ -73,6 +74,7 @@ def job_status_pb(view: JobView, items_per_s: float = 0.0) -> pb.JobStatus:
             lease_seconds=s.lease_seconds,
             result_dtype=s.result_dtype,
             gold_fraction=s.gold_fraction,
+            rule=rule_text(job_rule(s)),
         ),
         items=job.items,
         unique_items=job.unique_items,
@@ -316,6 +318,7 @@ class JobServicer(rpc.JobServiceServicer):
             result_dtype=spec.result_dtype,
             source_name=source[:500],
             gold_fraction=spec.gold_fraction if spec.HasField("gold_fraction") else None,
+            rule=dict(spec.rule),
         )
         job_id, items, unique, units = self.c.create_job(req, records)
         return pb.CreateJobResponse(job_id=job_id, items=items, unique_items=unique, units=units)

@@ -1,0 +1,236 @@
+"""What a task kind declares, and the result shape both sides derive from it.
+
+A kind is data: one `KindSpec` in a module of its own under `protocol/kinds/`, torch-free.
+The coordinator's jobs, quorum, gold rows, result checks and dataset writer read it and never
+name a kind; the volunteer imports the compute class it names, lazily
+(`allmende.protocol.kinds.compute`).
+
+A compute class is constructed as ``cls(model_dir, spec, device, batch_size, threads)`` once
+the model's files were checked against the registry, and offers ``compute(texts, progress)``
+returning one float32 matrix, rows by `ResultShape.width`, its columns in the kind's order
+(labels as their indices), and ``warm_up()``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from allmende.protocol import codec
+from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds.columns import Layout, ResultColumn, VectorColumn
+from allmende.protocol.models import ModelSpec
+
+# A rule's parameters after parsing: JSON values (lists, numbers, strings).
+Rule = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RuleParam:
+    """One parameter of a kind's keep rule: `job create --<name with dashes>`, and a key of
+    JobSpec.rule on the wire. `parse` validates the text given and returns a JSON value
+    (InvalidArgument naming what was expected)."""
+
+    name: str
+    help: str
+    parse: Callable[[str, ModelSpec], Any]
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two results compared row by row on every column."""
+
+    agreement: float  # lowest measure of the kind's agreement column (cosine for vectors)
+    worst_row: int  # the first row that disagrees, else the row of `agreement` (-1: none)
+    agrees: bool  # every row agrees on every column
+    column: str = ""  # the column that disagrees first ('' when all agree)
+    measure: str = "agreement"  # what `agreement` measures, e.g. "row cosine"
+
+    def describe(self) -> str:
+        if self.agrees or not self.column:
+            return f"lowest {self.measure} {self.agreement:.6f} at row {self.worst_row}"
+        return f"column {self.column!r} disagrees at row {self.worst_row}"
+
+
+@dataclass(frozen=True)
+class ResultShape:
+    """A kind's result for one job: its columns side by side in one float32 matrix."""
+
+    columns: tuple[tuple[ResultColumn, Layout, slice], ...]
+    agreement: str
+    model: ModelSpec
+
+    @property
+    def width(self) -> int:
+        return sum(layout.width for _, layout, _ in self.columns)
+
+    @property
+    def layouts(self) -> tuple[Layout, ...]:
+        return tuple(layout for _, layout, _ in self.columns)
+
+    def wire(self) -> list[tuple[str, str, int]]:
+        """(name, dtype, width) per column, for codec.decode_columns."""
+        return [(lay.name, lay.dtype, lay.width) for lay in self.layouts]
+
+    def encoding(self) -> list[tuple[str, int]]:
+        """(dtype, width) per column, for codec.encode_columns."""
+        return [(lay.dtype, lay.width) for lay in self.layouts]
+
+    def encode(self, matrix: np.ndarray) -> bytes:
+        return codec.encode_columns(matrix, self.encoding())[0]
+
+    def decode(self, payload: bytes, rows: int) -> np.ndarray:
+        return codec.decode_columns(payload, self.wire(), rows)
+
+    def rounded(self, matrix: np.ndarray) -> np.ndarray:
+        """`matrix` as it is after a trip over the wire (fp16 or int8 rounding)."""
+        return self.decode(self.encode(matrix), matrix.shape[0])
+
+    def split(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        return {col.name: matrix[:, part] for col, _, part in self.columns}
+
+    def check(self, matrix: np.ndarray) -> None:
+        for col, layout, part in self.columns:
+            col.check(matrix[:, part], self.model, layout)
+
+    def measures(self, a: np.ndarray, b: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: does it agree on every column, and how close to 1 it comes relative to
+        the thresholds (1: identical, 0: just agrees, below 0: disagrees)."""
+        if a.shape != b.shape:
+            raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+        ok = np.ones(a.shape[0], dtype=bool)
+        slack = np.ones(a.shape[0], dtype=np.float64)
+        for col, _, part in self.columns:
+            measure = col.measure(a[:, part], b[:, part])
+            limit = col.threshold(tau)
+            ok &= measure >= limit
+            room = 1.0 - limit
+            slack = np.minimum(
+                slack, (measure - limit) / room if room > 0 else np.where(measure >= 1, 1.0, -1.0)
+            )
+        return ok, slack
+
+    def compare(self, a: np.ndarray, b: np.ndarray, tau: float) -> Comparison:
+        if a.shape != b.shape:
+            raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+        if a.shape[0] == 0:
+            return Comparison(1.0, -1, True)
+        agreement, named = np.ones(a.shape[0]), "agreement"
+        first_bad, bad_column = a.shape[0], ""
+        for col, _, part in self.columns:
+            measure = col.measure(a[:, part], b[:, part])
+            if col.name == self.agreement:
+                agreement, named = measure, col.measure_name
+            bad = np.flatnonzero(measure < col.threshold(tau))
+            if bad.size and int(bad[0]) < first_bad:
+                first_bad, bad_column = int(bad[0]), col.name
+        if bad_column == self.agreement:  # say how far the worst row is off
+            worst = int(np.argmin(agreement))
+            return Comparison(float(agreement[worst]), worst, False, "", named)
+        if bad_column:
+            return Comparison(float(agreement.min()), first_bad, False, bad_column, named)
+        worst = int(np.argmin(agreement))
+        return Comparison(float(agreement[worst]), worst, True, "", named)
+
+    def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        """What to publish for a group of agreeing results (column by column)."""
+        if len(group) == 1:
+            return group[0]
+        parts = [col.combine([m[:, part] for m in group]) for col, _, part in self.columns]
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """Everything the protocol and the coordinator need to know about a task kind."""
+
+    name: str
+    description: str
+    inputs: tuple[str, ...]  # input columns a job's items carry besides "id"
+    results: tuple[ResultColumn, ...]
+    compute: str  # "module:Class" of the volunteer's compute class
+    # Credit a volunteer claims for computing these inputs (the coordinator grants the
+    # lowest claim of a quorum, capped at its own figure).
+    credit: Callable[[Sequence[str]], int]
+    agreement: str = ""  # the column whose measure is a dataset's `agreement` (first if '')
+    rule: tuple[RuleParam, ...] = ()
+    # Applies a parsed rule to a dataset's rows: (rule, texts, columns by name) -> bool per
+    # row. None: the kind keeps every row and its datasets have no `keep` column.
+    keep: (
+        Callable[[Rule, Sequence[str], Mapping[str, np.ndarray], ModelSpec], np.ndarray] | None
+    ) = None
+    # Checks across a rule's parameters once each was parsed (InvalidArgument).
+    rule_check: Callable[[Mapping[str, Any]], None] | None = None
+
+    def shape(self, model: ModelSpec, vector_dtype: str) -> ResultShape:
+        columns = []
+        start = 0
+        for col, layout in zip(
+            self.results, self.layouts(self.vector_dims(model), vector_dtype), strict=True
+        ):
+            columns.append((col, layout, slice(start, start + layout.width)))
+            start += layout.width
+        return ResultShape(tuple(columns), self.agreement or self.results[0].name, model)
+
+    def layouts(self, dims: int, vector_dtype: str) -> tuple[Layout, ...]:
+        """The result's columns as they travel, for a unit of `dims`-wide vectors in
+        `vector_dtype` (what a volunteer needs to encode its result)."""
+        return tuple(col.layout(dims, vector_dtype) for col in self.results)
+
+    def vector_dims(self, model: ModelSpec) -> int:
+        """The width of the kind's vector column (a work unit's `dims`), 0 without one."""
+        return model.dims if any(isinstance(c, VectorColumn) for c in self.results) else 0
+
+    def parse_rule(self, raw: Mapping[str, str], model: ModelSpec) -> dict[str, Any]:
+        """Validate a job's rule parameters (the text given for each)."""
+        known = {p.name: p for p in self.rule}
+        parsed: dict[str, Any] = {}
+        for name, text in sorted(raw.items()):
+            param = known.get(name)
+            if param is None:
+                allowed = ", ".join(sorted(known)) or "none"
+                raise InvalidArgument(
+                    f"rule.{name}", f"a rule parameter of {self.name} jobs ({allowed})"
+                )
+            try:
+                parsed[name] = param.parse(text, model)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"rule.{name}", exc.expected) from None
+        if self.rule_check is not None:
+            self.rule_check(parsed)
+        return parsed
+
+
+def rule_text(rule: Rule) -> dict[str, str]:
+    """A parsed rule as the text its parameters are given in (lists comma-separated)."""
+    return {
+        name: ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        for name, value in rule.items()
+    }
+
+
+# Words and punctuation marks: within a few percent of a WordPiece/BPE token count on
+# English text, and needs no tokenizer (STS-B: 5 % above an exact token count).
+_TOKEN_LIKE = re.compile(r"\w+|[^\w\s]")
+# [CLS] and [SEP], or their equivalents.
+SPECIAL_TOKENS = 2
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate of a text's token count, special tokens excluded."""
+    return sum(1 for _ in _TOKEN_LIKE.finditer(text))
+
+
+def claimed_tokens(texts: Iterable[str]) -> int:
+    """The work a volunteer claims credit for: estimated tokens processed, special tokens
+    included. Every honest client computes the same figure for the same texts, so the
+    coordinator can grant the lowest claim of a quorum and cap any claim at its own count."""
+    return sum(estimate_tokens(text) + SPECIAL_TOKENS for text in texts)
