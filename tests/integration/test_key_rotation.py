@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from allmende.api.dataset import pull
 from allmende.cli.main import main as cli
 from allmende.client.connection import CoordinatorClient
-from allmende.client.dataset import pull
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.client.engine.events import Connected, KeyRotated, Stopped
 from allmende.coordinator.domain.keys import adopt_rotation

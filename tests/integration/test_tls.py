@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from allmende.api.dataset import pull
 from allmende.client.connection import CoordinatorClient, RemoteError
-from allmende.client.dataset import pull
 from allmende.client.engine import EngineConfig, VolunteerEngine
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.transport.server import serve

@@ -6,9 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
+from allmende.api.client import ApiClient
 from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, out, out_json
 from allmende.cli.remote import call
-from allmende.client.connection import CoordinatorClient
 from allmende.coordinator.top.format import volunteer_state
 from allmende.v1 import allmende_pb2 as pb
 
@@ -30,8 +30,8 @@ def reader_token(args: object) -> str | None:
     return read_token(path, "--token-file") if path else None
 
 
-def _admin(args: argparse.Namespace) -> CoordinatorClient:
-    return CoordinatorClient(args.coordinator, admin_token=read_token(args.admin_token_file))
+def _admin(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(args.coordinator, admin_token=read_token(args.admin_token_file))
 
 
 def _job_line(verb: str, job: pb.JobStatus) -> str:

@@ -152,14 +152,14 @@ def _long_running_gc() -> None:
 
 
 def top(args: argparse.Namespace) -> int:
+    from allmende.api.client import ApiClient
     from allmende.cli.admin_cmds import read_token
-    from allmende.client.connection import CoordinatorClient
     from allmende.coordinator.top.app import TopApp
     from allmende.coordinator.top.remote import RemoteTop
 
     if not 0.1 <= args.interval <= 3600:
         raise CliError(f"--interval: 0.1 to 3600 seconds, got {args.interval}", EXIT_USAGE)
-    with CoordinatorClient(
+    with ApiClient(
         args.coordinator, admin_token=read_token(args.admin_token_file), timeout_s=5
     ) as client:
         remote = RemoteTop(client)

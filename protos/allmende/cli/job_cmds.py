@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from allmende.api.client import ApiClient
 from allmende.cli.admin_cmds import read_token, reader_token
 from allmende.cli.common import EXIT_OK, err, out, out_json
 from allmende.cli.inputs import Item, read_items
 from allmende.cli.remote import call
-from allmende.client.connection import CoordinatorClient
 from allmende.v1 import allmende_pb2 as pb
 
 # Items per upload message: well under the 16 MiB message limit for typical texts.
@@ -50,7 +50,7 @@ def create(args: argparse.Namespace) -> int:
         gold_fraction=args.gold_fraction,
     )
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
-    with CoordinatorClient(args.coordinator, admin_token=token) as client:
+    with ApiClient(args.coordinator, admin_token=token) as client:
         response = call(
             lambda: client.create_job(_requests(spec, path.name, items)), args.coordinator
         )
@@ -95,7 +95,7 @@ def _when(ms: int) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
-    with CoordinatorClient(args.coordinator, admin_token=reader_token(args)) as client:
+    with ApiClient(args.coordinator, admin_token=reader_token(args)) as client:
         job = call(lambda: client.get_job(args.job), args.coordinator)
     if args.json:
         out_json(_as_dict(job))
@@ -127,7 +127,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def list_jobs(args: argparse.Namespace) -> int:
-    with CoordinatorClient(args.coordinator, admin_token=reader_token(args)) as client:
+    with ApiClient(args.coordinator, admin_token=reader_token(args)) as client:
         jobs = call(client.list_jobs, args.coordinator)
     if args.json:
         out_json([_as_dict(job) for job in jobs])
