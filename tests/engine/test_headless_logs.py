@@ -14,7 +14,7 @@ import pytest
 
 from allmende.cli.logs import JsonFormatter, resolve_level
 from allmende.cli.main import main
-from allmende.cli.volunteer_cmds import HeadlessLog
+from allmende.client.cli.volunteer_cmds import HeadlessLog
 from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, VolunteerEngine
 from allmende.client.engine import events as ev

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from allmende.api.client import ApiClient
 from allmende.api.dataset import pull as pull_dataset
-from allmende.cli.admin_cmds import reader_token
 from allmende.cli.common import EXIT_OK, CliError, err, out, out_json
 from allmende.cli.remote import call
+from allmende.cli.tokens import reader_token
 from allmende.protocol.errors import IntegrityError
 from allmende.protocol.manifest import verify_folder
 from allmende.protocol.signing import normalise_fingerprint

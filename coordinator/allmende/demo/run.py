@@ -18,10 +18,10 @@ from pathlib import Path
 from allmende.api.client import ApiClient
 from allmende.api.dataset import pull
 from allmende.cli.common import EXIT_FAILED, EXIT_OK, CliError, err, out
-from allmende.cli.inputs import read_items
-from allmende.cli.job_cmds import _requests
-from allmende.cli.volunteer_cmds import quiet_progress_bars
+from allmende.client.cli.volunteer_cmds import quiet_progress_bars
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
+from allmende.coordinator.cli.inputs import read_items
+from allmende.coordinator.cli.job_cmds import upload_requests
 from allmende.v1 import allmende_pb2 as pb
 
 CORPUS = Path(__file__).resolve().parent / "data" / "demo-corpus.jsonl"
@@ -48,7 +48,7 @@ def demo(args: argparse.Namespace) -> int:
         out(f"1. coordinator on {running.address} (SQLite), fingerprint {fp[:16]}…")
         spec = pb.JobSpec(name=f"demo: {source.name}", kind="embed-text", model="all-MiniLM-L6-v2")
         with ApiClient(running.address, admin_token=home.load_token()) as admin:
-            created = admin.create_job(_requests(spec, source.name, items))
+            created = admin.create_job(upload_requests(spec, source.name, items))
         job_id = created.job_id
         out(
             f"2. job {job_id}: {created.items} captions ({created.unique_items} unique) in "

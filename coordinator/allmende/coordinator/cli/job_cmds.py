@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from allmende.api.client import ApiClient
-from allmende.cli.admin_cmds import read_token, reader_token
 from allmende.cli.common import EXIT_OK, err, out, out_json
-from allmende.cli.inputs import Item, read_items
 from allmende.cli.remote import call
+from allmende.cli.tokens import read_token, reader_token
+from allmende.coordinator.cli.inputs import Item, read_items
 from allmende.v1 import allmende_pb2 as pb
 
 # Items per upload message: well under the 16 MiB message limit for typical texts.
@@ -19,7 +19,10 @@ CHUNK_ITEMS = 2000
 CHUNK_BYTES = 4 * 1024 * 1024
 
 
-def _requests(spec: pb.JobSpec, source: str, items: list[Item]) -> Iterator[pb.CreateJobRequest]:
+def upload_requests(
+    spec: pb.JobSpec, source: str, items: list[Item]
+) -> Iterator[pb.CreateJobRequest]:
+    """The CreateJob stream: the spec, then the items in messages of bounded size."""
     yield pb.CreateJobRequest(spec=spec, source_name=source)
     batch: list[pb.InputItem] = []
     size = 0
@@ -52,7 +55,7 @@ def create(args: argparse.Namespace) -> int:
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
     with ApiClient(args.coordinator, admin_token=token) as client:
         response = call(
-            lambda: client.create_job(_requests(spec, path.name, items)), args.coordinator
+            lambda: client.create_job(upload_requests(spec, path.name, items)), args.coordinator
         )
     err(
         f"created: {response.items} items ({response.unique_items} unique) in "

@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 from allmende.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, out
-from allmende.cli.limit_flags import limit_settings
 from allmende.cli.remote import call
+from allmende.coordinator.cli.limit_flags import limit_settings
 from allmende.protocol.signing import SigningKey
 
 
@@ -153,7 +153,7 @@ def _long_running_gc() -> None:
 
 def top(args: argparse.Namespace) -> int:
     from allmende.api.client import ApiClient
-    from allmende.cli.admin_cmds import read_token
+    from allmende.cli.tokens import read_token
     from allmende.coordinator.top.app import TopApp
     from allmende.coordinator.top.remote import RemoteTop
 
