@@ -19,8 +19,8 @@ from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, VolunteerEngine
 from allmende.client.engine import events as ev
 from allmende.client.probes import GpuSample, HardwareSample
+from allmende.coordinator.app import RunningCoordinator
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.errors import InvalidArgument
 from tests.conftest import job_requests
 

@@ -13,7 +13,7 @@ import pytest
 
 from allmende.api.dataset import pull
 from allmende.client.connection import CoordinatorClient
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol.manifest import verify_folder
 from allmende.v1 import allmende_pb2 as pb
 from tests.conditions import wait_until

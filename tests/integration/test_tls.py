@@ -12,8 +12,8 @@ import pytest
 from allmende.api.dataset import pull
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.client.engine import EngineConfig, VolunteerEngine
+from allmende.coordinator.app import serve
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import serve
 from allmende.protocol.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from allmende.protocol.signing import CTX_TLS, SigningKey
 from allmende.protocol.tls import check_binding

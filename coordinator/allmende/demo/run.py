@@ -29,9 +29,9 @@ VOLUNTEERS = 2
 
 
 def demo(args: argparse.Namespace) -> int:
+    from allmende.coordinator.app import serve
     from allmende.coordinator.domain.trust import TrustPolicy
     from allmende.coordinator.home import CoordinatorHome
-    from allmende.coordinator.transport.server import serve
 
     quiet_progress_bars()  # the demo's volunteers load the model in this process
     root = Path(args.dir).resolve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from pathlib import Path
@@ -82,26 +83,13 @@ def rotate_key(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from allmende.coordinator.app import claim_database, trust_local_from
+    from allmende.coordinator.app import serve as run_server
     from allmende.coordinator.domain.gold_model import ModelGold
     from allmende.coordinator.domain.trust import TrustPolicy
-    from allmende.coordinator.transport.server import serve as run_server
 
     if args.db:  # a shared database: refuse one that another coordinator key owns
-        import time
-
-        from allmende.coordinator.domain.keys import adopt_rotation
-        from allmende.coordinator.home import CoordinatorHome
-        from allmende.coordinator.store import open_store
-
-        home = CoordinatorHome(Path(args.data))
-        key = home.load_key()
-        chain = home.load_chain(key)
-        store = open_store(args.db)
-        try:  # bound to a key before a rotation: follows the chain to this one
-            adopt_rotation(store, key, chain, int(time.time() * 1000))
-            store.bind_coordinator(key.fingerprint)
-        finally:
-            store.close()
+        claim_database(Path(args.data), args.db)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -121,7 +109,7 @@ def serve(args: argparse.Namespace) -> int:
             quota_per_valid=args.quota_per_valid,
             distinct_addresses=not args.any_address,
             **limit_settings(args),
-            trust_local=args.trust_local or TrustPolicy().trust_local,
+            trust_local=args.trust_local or trust_local_from(os.environ),
         ),
         gold_computer=ModelGold() if args.gold_compute else None,
         private=args.private,
