@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from allmende.client.connection import CoordinatorClient
+    from allmende.api.client import ApiClient
     from allmende.client.engine import EngineConfig, VolunteerEngine
     from allmende.client.tasks.computer import TaskComputer
     from allmende.protocol.models import DEFAULT_MODEL, ModelRegistry
@@ -84,7 +84,7 @@ def main() -> None:
                 items = [pb.InputItem(id=str(i), text=t) for i, t in enumerate(texts)]
                 spec = pb.JobSpec(kind="embed-text", model=DEFAULT_MODEL, redundancy=1,
                                   unit_size=args.unit_size)
-                with CoordinatorClient(address, token) as admin:
+                with ApiClient(address, token) as admin:
                     job_id = admin.create_job(
                         [pb.CreateJobRequest(spec=spec), pb.CreateJobRequest(items=items)]
                     ).job_id
@@ -98,7 +98,7 @@ def main() -> None:
                 code = engine.run()  # returns once every result is submitted
                 if code != 0:
                     raise SystemExit(f"volunteer exited {code}")
-                with CoordinatorClient(address) as client:  # then validation and Parquet
+                with ApiClient(address) as client:  # then validation and Parquet
                     while client.get_job(job_id).state != "complete":
                         time.sleep(0.005)
                 elapsed = time.perf_counter() - started

@@ -366,7 +366,7 @@ def stop_coordinators(servers: list[subprocess.Popen[str]]) -> None:
 def create_job(
     address: str, token: str, units: int, unit_size: int, redundancy: int, tag: str
 ) -> str:
-    from allmende.client.connection import CoordinatorClient
+    from allmende.api.client import ApiClient
     from allmende.v1 import allmende_pb2 as pb
 
     texts = [f"load {tag} sentence {i}" for i in range(units * unit_size)]
@@ -389,7 +389,7 @@ def create_job(
                 ]
             )
 
-    with CoordinatorClient(address, admin_token=token) as admin:
+    with ApiClient(address, admin_token=token) as admin:
         return str(admin.create_job(stream()).job_id)
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.v1 import allmende_pb2 as pb
 
 # The throwaway PostgreSQL cluster fixtures (postgres_cluster, postgres_url).

@@ -19,11 +19,11 @@ from allmende.client.engine.runner import BUFFER_S, MAX_BUFFER, units_wanted
 from allmende.client.engine.spool import Spool
 from allmende.client.engine.submission import BATCH, Submitter
 from allmende.client.probes import FakeProbe
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.sql import SqlStore
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.v1 import allmende_pb2 as pb
 from tests.engine.helpers import SlowComputer, start
 from tests.engine.test_controls import QUIET, create, make_config

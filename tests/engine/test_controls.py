@@ -14,8 +14,8 @@ from allmende.client.engine import EngineConfig
 from allmende.client.engine import events as ev
 from allmende.client.engine.spool import Spool
 from allmende.client.probes import FakeProbe, HardwareSample
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from tests.conftest import job_requests
 from tests.engine.helpers import SlowComputer, start
 

@@ -16,7 +16,7 @@ from allmende.client.engine.devices import check_devices, parse_devices
 from allmende.client.engine.spool import Spool
 from allmende.client.probes import FakeProbe, GpuSample, HardwareSample
 from allmende.client.settings import load_settings
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol.errors import InvalidArgument
 from tests.engine.helpers import Running, SlowComputer, start
 from tests.engine.test_controls import QUIET, create, make_config

@@ -14,8 +14,8 @@ import pytest
 from allmende.client.connection import CoordinatorClient
 from allmende.client.engine.energy import EnergyMeter, PerThousand
 from allmende.client.probes import FakeProbe, GpuSample, HardwareSample
+from allmende.coordinator.app import RunningCoordinator
 from allmende.coordinator.domain.assimilate import job_energy
-from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.wire import ResultEnvelope, decode_envelope, encode_envelope

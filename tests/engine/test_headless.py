@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from allmende.cli.main import main
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol.signing import SigningKey
 
 

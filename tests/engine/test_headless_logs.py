@@ -14,13 +14,13 @@ import pytest
 
 from allmende.cli.logs import JsonFormatter, resolve_level
 from allmende.cli.main import main
-from allmende.cli.volunteer_cmds import HeadlessLog
+from allmende.client.cli.volunteer_cmds import HeadlessLog
 from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, VolunteerEngine
 from allmende.client.engine import events as ev
 from allmende.client.probes import GpuSample, HardwareSample
+from allmende.coordinator.app import RunningCoordinator
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol.errors import InvalidArgument
 from tests.conftest import job_requests
 

@@ -14,9 +14,9 @@ import pytest
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.client.engine import events as ev
 from allmende.client.engine.link import CoordinatorLink
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol.signing import CTX_REGISTER, SigningKey
 from allmende.v1 import allmende_pb2 as pb
 from tests.engine.test_controls import make_config

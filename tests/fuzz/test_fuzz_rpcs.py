@@ -36,8 +36,8 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol import codec, manifest
 from allmende.protocol.kinds import KINDS as TASK_KINDS
 from allmende.protocol.kinds.columns import Layout

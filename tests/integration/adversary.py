@@ -47,9 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from allmende.client.connection import CoordinatorClient
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol import codec
 from allmende.protocol.wire import decode_unit
 from allmende.v1 import allmende_pb2 as pb

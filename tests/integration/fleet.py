@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow.parquet as pq
 
+from allmende.api.dataset import pull
 from allmende.client.connection import CoordinatorClient, RemoteError
-from allmende.client.dataset import pull
 from allmende.protocol.signing import SigningKey
 from tests.integration.volunteers import HashComputer, RawVolunteer
 

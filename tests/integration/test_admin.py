@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from allmende.client.connection import CoordinatorClient, RemoteError
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.v1 import allmende_pb2 as pb
 from tests.conditions import wait_until
 from tests.conftest import job_requests

@@ -9,9 +9,9 @@ import pytest
 
 from allmende.cli.main import main
 from allmende.client.connection import CoordinatorClient
+from allmende.coordinator.app import RunningCoordinator
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store.records import VolunteerRecord
-from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.v1 import allmende_pb2 as pb
 from tests.conftest import job_requests
 from tests.integration.test_admin import refused

@@ -24,8 +24,8 @@ import zstandard
 
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.client.engine import events as ev
+from allmende.coordinator.app import RunningCoordinator
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator
 from allmende.protocol import codec
 from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.signing import CTX_REGISTER, CTX_WORK_UNIT, SigningKey

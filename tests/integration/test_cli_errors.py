@@ -21,8 +21,8 @@ import pytest
 
 from allmende.cli.main import main
 from allmende.client.engine import EngineConfig, VolunteerEngine
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol.signing import SigningKey
 from allmende.v1 import allmende_pb2 as pb
 from tests.integration.rawclient import FakeComputer, RawAdmin, job_stream

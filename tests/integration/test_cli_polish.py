@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from allmende.cli.main import main
+from allmende.coordinator.app import RunningCoordinator
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator
 from tests.integration.test_cli_errors import free_port
 
 ALLMENDE = [sys.executable, "-m", "allmende.cli"]

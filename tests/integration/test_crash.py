@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import func, select
 
 from allmende.client.connection import CoordinatorClient
+from allmende.coordinator.app import serve
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import open_store
 from allmende.coordinator.store import schema as t
-from allmende.coordinator.transport.server import serve
 from tests.conftest import job_requests
 from tests.integration.fleet import (
     Fleet,

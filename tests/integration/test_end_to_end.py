@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from allmende.api.dataset import pull
 from allmende.client.connection import CoordinatorClient
-from allmende.client.dataset import pull
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol.manifest import verify_folder
 from allmende.v1 import allmende_pb2 as pb
 from tests.conditions import wait_until

@@ -15,7 +15,7 @@ import pytest
 
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.client.dataset import pull
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol import codec
 from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.lid176 import LID176_LABELS

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from allmende.api.dataset import pull
 from allmende.cli.main import main as cli
 from allmende.client.connection import CoordinatorClient
-from allmende.client.dataset import pull
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.client.engine.events import Connected, KeyRotated, Stopped
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.domain.keys import adopt_rotation
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import open_store
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol.errors import FailedPrecondition, IntegrityError
 from allmende.protocol.manifest import verify_folder
 from allmende.protocol.rotation import CHAIN_NAME, load_chain, save_chain, sign_rotation

@@ -15,8 +15,8 @@ import pytest
 
 from allmende.cli.main import main
 from allmende.client.connection import CoordinatorClient
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.v1 import allmende_pb2 as pb
 from tests.conftest import job_requests
 from tests.integration.rawclient import channel, expect_error

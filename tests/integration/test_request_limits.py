@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol.limits import (
     MAX_LIST_LEASES_REQUEST_BYTES,
     MAX_REQUEST_BYTES,

@@ -25,11 +25,11 @@ from allmende.client.engine.identity import KEY_NAME
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.recover import recover_leases
 from allmende.client.engine.spool import Spool
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.transport import bridge, server
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol.signing import fingerprint
 from allmende.protocol.wire import decode_unit, open_unit
 from allmende.v1 import allmende_pb2 as pb

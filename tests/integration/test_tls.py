@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from allmende.api.dataset import pull
 from allmende.client.connection import CoordinatorClient, RemoteError
-from allmende.client.dataset import pull
 from allmende.client.engine import EngineConfig, VolunteerEngine
+from allmende.coordinator.app import serve
 from allmende.coordinator.home import CoordinatorHome
-from allmende.coordinator.transport.server import serve
 from allmende.protocol.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from allmende.protocol.signing import CTX_TLS, SigningKey
 from allmende.protocol.tls import check_binding

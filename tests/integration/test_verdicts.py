@@ -13,7 +13,7 @@ import pytest
 from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import events as ev
 from allmende.client.probes import FakeProbe
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol.requests import sign_request
 from allmende.v1 import allmende_pb2 as pb
 from allmende.v1 import allmende_pb2_grpc as rpc

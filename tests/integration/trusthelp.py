@@ -16,13 +16,13 @@ import numpy as np
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
+from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.domain.coordinator import Coordinator
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.records import JobSettings, LeaseRecord
 from allmende.coordinator.store.sql import SqlStore
-from allmende.coordinator.transport.server import RunningCoordinator, serve
 from allmende.protocol.kinds.base import claimed_tokens
 from allmende.protocol.wire import WorkUnit, decode_unit
 from allmende.v1 import allmende_pb2 as pb

@@ -1,6 +1,7 @@
 """The wheel as a user installs it: built from this tree, installed into a fresh virtual
 environment without touching the network, and run from there (`allmende --version`,
-`allmende volunteer --help`). Slow: it builds and installs a package."""
+`allmende volunteer --help`, the demo's corpus in place). Slow: it builds and installs a
+package."""
 
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
                   "allmende.protocol as p; print(allmende.cli.__file__); print(p.__file__)",
                   env=env).stdout.split()
     assert all(path.startswith(str(purelib)) for path in located), located
+    # The demo's bundled corpus travels with its package (allmende.demo, data files included).
+    corpus = run(python, "-c", "import importlib.resources as r; print(r.files('allmende.demo')"
+                 ".joinpath('data', 'demo-corpus.jsonl'))", env=env).stdout.strip()
+    assert corpus.startswith(str(purelib)) and Path(corpus).is_file(), corpus
     command = venv / "bin" / "allmende"
     assert command.exists()  # the console script
     version = run(command, "--version", env=env).stdout

@@ -18,7 +18,7 @@ from allmende.client.settings import SettingsFile, VolunteerSettings
 from allmende.client.tui.app import VolunteerApp
 from allmende.client.tui.devices import DeviceTable
 from allmende.client.tui.messages import EngineEvent
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from tests.engine.helpers import SlowComputer
 from tests.engine.test_controls import create
 from tests.tui.fakes import until

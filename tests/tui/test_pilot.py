@@ -274,7 +274,7 @@ def test_telemetry_messages_merge_but_state_changes_never_do() -> None:
 def test_the_summary_after_quitting_says_what_was_handed_back() -> None:
     from datetime import datetime
 
-    from allmende.cli.volunteer_cmds import summary
+    from allmende.client.cli.volunteer_cmds import summary
     from allmende.client.tui.state import ViewState
 
     state = ViewState(clock=lambda: 0.0, wall=lambda: datetime(2026, 1, 1, 21, 30))

@@ -14,7 +14,7 @@ from allmende.client.engine import EngineConfig, VolunteerEngine
 from allmende.client.probes import FakeProbe
 from allmende.client.settings import SettingsFile, VolunteerSettings
 from allmende.client.tui.app import VolunteerApp
-from allmende.coordinator.transport.server import RunningCoordinator
+from allmende.coordinator.app import RunningCoordinator
 from tests.conftest import job_requests
 from tests.tui.fakes import gpu_sample, until
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from allmende.cli.limit_flags import limit_settings
 from allmende.cli.main import build_parser
+from allmende.coordinator.cli.limit_flags import limit_settings
 from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.trust import TrustPolicy, peer_address
 from allmende.protocol.errors import InvalidArgument

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from allmende.cli.inputs import Item, read_items
+from allmende.coordinator.cli.inputs import Item, read_items
 from allmende.protocol.errors import InvalidArgument
 
 TEXTS = ["The cat sat on the mat.", "Zwei Äpfel, ein Ölfass — und ß.", "comma, inside", "🙂"]

@@ -250,7 +250,7 @@ def test_a_unit_of_multibyte_text_fits_one_grpc_message(
     registry: ModelRegistry, key: SigningKey
 ) -> None:
     # The size cut counts characters; 4-byte UTF-8 text is the worst case for the wire.
-    from allmende.client.connection import MAX_MESSAGE_BYTES
+    from allmende.protocol.limits import MAX_MESSAGE_BYTES
     from allmende.v1 import allmende_pb2 as pb
 
     settings = resolve_settings(dataclasses.replace(REQ, unit_size=8192), registry)

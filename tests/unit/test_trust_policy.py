@@ -3,9 +3,12 @@ and the checks on the policy's own values (coordinator/allmende/coordinator/doma
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from allmende.coordinator.app import policy_in_force, trust_local_from
 from allmende.coordinator.domain.trust import DAY_MS, TrustPolicy, peer_address, utc_day
 from allmende.coordinator.store.records import Reputation
 from allmende.protocol.errors import InvalidArgument
@@ -162,15 +165,23 @@ def test_peer_addresses_fit_the_column() -> None:
 def test_trust_local_follows_the_environment_and_refuses_a_bad_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("ALLMENDE_TRUST_LOCAL", "0")
-    assert TrustPolicy().trust_local is False
-    monkeypatch.setenv("ALLMENDE_TRUST_LOCAL", "true")
-    assert TrustPolicy().trust_local is True
-    assert TrustPolicy(trust_local=False).trust_local is False  # an explicit value wins
-    monkeypatch.setenv("ALLMENDE_TRUST_LOCAL", "maybe")
+    # The composition root reads ALLMENDE_TRUST_LOCAL for a policy that does not say.
+    assert policy_in_force(TrustPolicy(), {"ALLMENDE_TRUST_LOCAL": "0"}).trust_local is False
+    assert policy_in_force(None, {"ALLMENDE_TRUST_LOCAL": "true"}).trust_local is True
+    trusting = policy_in_force(TrustPolicy(daily_quota=3), {"ALLMENDE_TRUST_LOCAL": "1"})
+    assert trusting.trust_local is True and trusting.daily_quota == 3
+    said = TrustPolicy(trust_local=False)  # an explicit value wins
+    assert policy_in_force(said, {"ALLMENDE_TRUST_LOCAL": "true"}).trust_local is False
+    assert policy_in_force(replace(said, trust_local=True), {}).trust_local is True
     with pytest.raises(InvalidArgument) as err:
-        TrustPolicy()
+        policy_in_force(TrustPolicy(), {"ALLMENDE_TRUST_LOCAL": "maybe"})
     assert err.value.field == "ALLMENDE_TRUST_LOCAL"
-    monkeypatch.delenv("ALLMENDE_TRUST_LOCAL")
-    assert TrustPolicy().trust_local is False  # the default: loopback earns no trust
+    assert policy_in_force(TrustPolicy(), {}).trust_local is False  # loopback earns no trust
     assert TrustPolicy().proven_streak == 10
+    # The domain itself reads no environment: unsaid is off until the root decides.
+    monkeypatch.setenv("ALLMENDE_TRUST_LOCAL", "1")
+    assert TrustPolicy().trust_local is False and TrustPolicy().trust_local_unsaid
+    assert not TrustPolicy(trust_local=False).trust_local_unsaid
+    # and `coordinator serve` reads it too: the flag or the environment
+    monkeypatch.setenv("ALLMENDE_TRUST_LOCAL", "yes")
+    assert trust_local_from() is True

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from allmende.cli.admin_cmds import reader_token
+from allmende.api.client import ApiClient
+from allmende.api.dataset import pull as pull_dataset
 from allmende.cli.common import EXIT_OK, CliError, err, out, out_json
 from allmende.cli.remote import call
-from allmende.client.connection import CoordinatorClient
-from allmende.client.dataset import pull as pull_dataset
+from allmende.cli.tokens import reader_token
 from allmende.protocol.errors import IntegrityError
 from allmende.protocol.manifest import verify_folder
 from allmende.protocol.signing import normalise_fingerprint
@@ -25,7 +25,7 @@ def pull(args: argparse.Namespace) -> int:
             last["name"] = name
             err(f"  {name}: {total} bytes, sha256 ok")
 
-    with CoordinatorClient(args.coordinator, admin_token=reader_token(args)) as client:
+    with ApiClient(args.coordinator, admin_token=reader_token(args)) as client:
         try:
             report = call(
                 lambda: pull_dataset(client, args.job, pinned, out_dir, progress), args.coordinator

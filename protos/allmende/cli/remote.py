@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from allmende.api.channel import RemoteError
 from allmende.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
-from allmende.client.connection import RemoteError
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 A computer whose ``compute`` takes a ``progress`` callback reports progress within a unit and
 can be paused and cancelled between batches; others pause and stop between units. The engine
-makes its own computer (torch, imported lazily) unless it was given one.
+makes its own computer (tasks/, which alone imports torch, lazily) unless it was given one.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ class Computer(Protocol):
 
 def default_computer(registry: ModelRegistry, config: EngineConfig) -> Computer:
     from allmende.client.tasks.computer import TaskComputer
+    from allmende.client.tasks.gpu_memory import cap_gpu_memory
 
     computer = TaskComputer(registry, config.device, config.batch_size, config.threads)
     if config.gpu_memory_gb > 0:
-        _cap_gpu_memory(computer.device, config.gpu_memory_gb)
+        cap_gpu_memory(computer.device, config.gpu_memory_gb)
     return computer
 
 
@@ -91,15 +92,3 @@ def compute_unit(
         cancelled.seconds = time.perf_counter() - started - paused_s
         raise
     return matrix, time.perf_counter() - started - paused_s
-
-
-def _cap_gpu_memory(device: str, gib: float) -> None:
-    """Limit this process's CUDA caching allocator to `gib` on the device (torch, lazily)."""
-    if not device.startswith("cuda"):
-        return
-    import torch
-
-    index = int(device.partition(":")[2] or 0)
-    total = torch.cuda.get_device_properties(index).total_memory
-    fraction = min(1.0, gib * 1024**3 / total)
-    torch.cuda.set_per_process_memory_fraction(fraction, index)

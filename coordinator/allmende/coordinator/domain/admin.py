@@ -5,6 +5,9 @@ Every action takes a full id or an unambiguous prefix of one (at least `MIN_PREF
 characters; for jobs, not counting the `job-` every job id starts with), so the CLI and
 `coordinator top` resolve ids the same way and a slip of the keyboard cannot ban or cancel
 something by a one-character prefix.
+
+The answers are records the store reads (`VolunteerStats` is re-exported here, so that the
+servicer, which never imports the store, can name it).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass, replace
 
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import MAX_REDUNDANCY
-from allmende.coordinator.store.admin_sql import ValidationStats, VolunteerStats
+from allmende.coordinator.store.admin_sql import ValidationStats
+from allmende.coordinator.store.admin_sql import VolunteerStats as VolunteerStats
 from allmende.coordinator.store.lookup_sql import IdKind
 from allmende.protocol.errors import InvalidArgument, NotFound, shown
 

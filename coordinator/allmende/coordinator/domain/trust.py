@@ -19,7 +19,8 @@ No unit is accepted on the word of volunteers none of whom has earned trust: the
 results must include one that is *proven* (see `Arrival` in judge.py): its volunteer has
 `proven_streak` consecutive valid results, or the result passed hidden gold rows (answers
 the coordinator computed, or that proven quorums agreed on), or it came from the
-coordinator's own machine when the operator said so (`trust_local`, `serve --trust-local`).
+coordinator's own machine when the operator said so (`trust_local`, `serve --trust-local`,
+ALLMENDE_TRUST_LOCAL=1; the composition root, coordinator/app.py, reads the environment).
 A fresh coordinator therefore needs one of: `--gold-compute`, gold rows earlier jobs of the
 same model left, or `--trust-local` for the operator's volunteers on loopback.
 """
@@ -27,8 +28,8 @@ same model left, or `--trust-local` for the operator's volunteers on loopback.
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -37,6 +38,9 @@ from allmende.coordinator.store.records import Reputation
 from allmende.protocol.errors import InvalidArgument
 
 DAY_MS = 24 * 3600 * 1000
+# The default of `trust_local`: not said. A policy that does not say is False here; the
+# composition root (coordinator/app.py) gives it the operator's ALLMENDE_TRUST_LOCAL.
+_UNSAID: Any = object()
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,18 @@ class TrustPolicy:
     proven_streak: int = 10
     # Results sent from loopback (the coordinator's own machine) count as proven: the
     # operator vouches for its own volunteers. Off by default: anyone who can reach the
-    # coordinator through a local proxy or from the same host would be trusted too. The
-    # default follows ALLMENDE_TRUST_LOCAL=1 (as `serve --trust-local` does).
-    trust_local: bool = field(default_factory=lambda: _env_flag("ALLMENDE_TRUST_LOCAL"))
+    # coordinator through a local proxy or from the same host would be trusted too. A
+    # policy that does not say follows ALLMENDE_TRUST_LOCAL=1 (as `serve --trust-local`
+    # does), which the composition root reads: the domain reads no environment.
+    trust_local: bool = _UNSAID
+    # Whether `trust_local` was left unsaid (it is then False until the composition root
+    # applies the environment). Not a setting: `replace()` with any change says it.
+    trust_local_unsaid: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.trust_local is _UNSAID:
+            object.__setattr__(self, "trust_local", False)
+            object.__setattr__(self, "trust_local_unsaid", True)
         checks = (
             ("adaptive_after", self.adaptive_after >= 1, "at least 1"),
             ("replication_floor", 0.0 < self.replication_floor <= 1.0, "in (0, 1]"),
@@ -154,15 +165,6 @@ class TrustPolicy:
         if rep.disagreements >= self.disagreement_limit:
             return f"outvoted by the quorum {rep.disagreements} times ({rep.kind})"
         return ""
-
-
-def _env_flag(name: str) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise InvalidArgument(name, f"1 or 0 (true or false), got {value[:20]!r}")
 
 
 def utc_day(now_ms: int) -> int:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from allmende.client.connection import CoordinatorClient
+from allmende.api.client import ApiClient
 from allmende.v1 import allmende_pb2 as pb
 
 EVENTS = 200
 
 
 class RemoteTop:
-    def __init__(self, client: CoordinatorClient) -> None:
+    def __init__(self, client: ApiClient) -> None:
         self.client = client
 
     def fetch(self) -> pb.GetOverviewResponse:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import grpc
 
-from allmende.coordinator.domain.admin import Admin
+from allmende.coordinator.domain.admin import Admin, VolunteerStats
 from allmende.coordinator.metrics import Metrics
-from allmende.coordinator.store.admin_sql import VolunteerStats
 from allmende.coordinator.transport.errors import unary
 from allmende.coordinator.transport.servicers import check_admin, job_status_pb
 from allmende.v1 import allmende_pb2 as pb

@@ -14,12 +14,12 @@ from typing import Any
 import grpc
 
 from allmende.coordinator.domain.coordinator import Coordinator
+from allmende.coordinator.domain.signers import signing_key
 from allmende.coordinator.transport.errors import MAX_DETAILS, STATUS, abort, forget
 from allmende.protocol.errors import (
     AllmendeError,
     InvalidArgument,
     PermissionDenied,
-    Unauthenticated,
 )
 from allmende.protocol.requests import check_request
 from allmende.protocol.wire import decode_envelope
@@ -68,15 +68,11 @@ class VolunteerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         key = self._keys.get(volunteer_id)
         if key is not None:
             return key
-        record = self.c.store.get_volunteer(volunteer_id)
-        if record is None:
-            raise Unauthenticated(f"unknown volunteer {volunteer_id[:16]!r}; register first")
-        if record.banned:
-            raise PermissionDenied(f"volunteer {volunteer_id[:16]} is banned: {record.ban_reason}")
+        key = signing_key(self.c, volunteer_id)
         if len(self._keys) >= self.KEY_CACHE:
             self._keys.clear()
-        self._keys[volunteer_id] = record.public_key
-        return record.public_key
+        self._keys[volunteer_id] = key
+        return key
 
     def check(self, method: str, request: Any, metadata: Any) -> None:
         key_id = check_request(

@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from allmende.cli.admin_cmds import read_token, reader_token
+from allmende.api.client import ApiClient
 from allmende.cli.common import EXIT_OK, err, out, out_json
-from allmende.cli.inputs import Item, read_items
 from allmende.cli.remote import call
-from allmende.client.connection import CoordinatorClient
+from allmende.cli.tokens import read_token, reader_token
+from allmende.coordinator.cli.inputs import Item, read_items
 from allmende.v1 import allmende_pb2 as pb
 
 # Items per upload message: well under the 16 MiB message limit for typical texts.
@@ -19,7 +19,10 @@ CHUNK_ITEMS = 2000
 CHUNK_BYTES = 4 * 1024 * 1024
 
 
-def _requests(spec: pb.JobSpec, source: str, items: list[Item]) -> Iterator[pb.CreateJobRequest]:
+def upload_requests(
+    spec: pb.JobSpec, source: str, items: list[Item]
+) -> Iterator[pb.CreateJobRequest]:
+    """The CreateJob stream: the spec, then the items in messages of bounded size."""
     yield pb.CreateJobRequest(spec=spec, source_name=source)
     batch: list[pb.InputItem] = []
     size = 0
@@ -50,9 +53,9 @@ def create(args: argparse.Namespace) -> int:
         gold_fraction=args.gold_fraction,
     )
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
-    with CoordinatorClient(args.coordinator, admin_token=token) as client:
+    with ApiClient(args.coordinator, admin_token=token) as client:
         response = call(
-            lambda: client.create_job(_requests(spec, path.name, items)), args.coordinator
+            lambda: client.create_job(upload_requests(spec, path.name, items)), args.coordinator
         )
     err(
         f"created: {response.items} items ({response.unique_items} unique) in "
@@ -95,7 +98,7 @@ def _when(ms: int) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
-    with CoordinatorClient(args.coordinator, admin_token=reader_token(args)) as client:
+    with ApiClient(args.coordinator, admin_token=reader_token(args)) as client:
         job = call(lambda: client.get_job(args.job), args.coordinator)
     if args.json:
         out_json(_as_dict(job))
@@ -127,7 +130,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def list_jobs(args: argparse.Namespace) -> int:
-    with CoordinatorClient(args.coordinator, admin_token=reader_token(args)) as client:
+    with ApiClient(args.coordinator, admin_token=reader_token(args)) as client:
         jobs = call(client.list_jobs, args.coordinator)
     if args.json:
         out_json([_as_dict(job) for job in jobs])

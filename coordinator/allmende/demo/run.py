@@ -15,13 +15,13 @@ import threading
 import time
 from pathlib import Path
 
+from allmende.api.client import ApiClient
+from allmende.api.dataset import pull
 from allmende.cli.common import EXIT_FAILED, EXIT_OK, CliError, err, out
-from allmende.cli.inputs import read_items
-from allmende.cli.job_cmds import _requests
-from allmende.cli.volunteer_cmds import quiet_progress_bars
-from allmende.client.connection import CoordinatorClient
-from allmende.client.dataset import pull
+from allmende.client.cli.volunteer_cmds import quiet_progress_bars
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
+from allmende.coordinator.cli.inputs import read_items
+from allmende.coordinator.cli.job_cmds import upload_requests
 from allmende.v1 import allmende_pb2 as pb
 
 CORPUS = Path(__file__).resolve().parent / "data" / "demo-corpus.jsonl"
@@ -29,9 +29,9 @@ VOLUNTEERS = 2
 
 
 def demo(args: argparse.Namespace) -> int:
+    from allmende.coordinator.app import serve
     from allmende.coordinator.domain.trust import TrustPolicy
     from allmende.coordinator.home import CoordinatorHome
-    from allmende.coordinator.transport.server import serve
 
     quiet_progress_bars()  # the demo's volunteers load the model in this process
     root = Path(args.dir).resolve()
@@ -47,8 +47,8 @@ def demo(args: argparse.Namespace) -> int:
         fp = running.coordinator.key.fingerprint
         out(f"1. coordinator on {running.address} (SQLite), fingerprint {fp[:16]}…")
         spec = pb.JobSpec(name=f"demo: {source.name}", kind="embed-text", model="all-MiniLM-L6-v2")
-        with CoordinatorClient(running.address, admin_token=home.load_token()) as admin:
-            created = admin.create_job(_requests(spec, source.name, items))
+        with ApiClient(running.address, admin_token=home.load_token()) as admin:
+            created = admin.create_job(upload_requests(spec, source.name, items))
         job_id = created.job_id
         out(
             f"2. job {job_id}: {created.items} captions ({created.unique_items} unique) in "
@@ -64,7 +64,7 @@ def demo(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         if any(codes):
             raise CliError(f"a volunteer stopped with exit code {max(codes)}", EXIT_FAILED)
-        with CoordinatorClient(running.address) as client:
+        with ApiClient(running.address) as client:
             job = _wait_complete(client, job_id)
             out_dir = root / f"dataset-{job_id}"
             report = pull(client, job_id, fp, out_dir)
@@ -188,7 +188,7 @@ def _run_volunteers(address: str, fingerprint: str, root: Path) -> list[int]:
     return codes
 
 
-def _wait_complete(client: CoordinatorClient, job_id: str, timeout_s: float = 120) -> pb.JobStatus:
+def _wait_complete(client: ApiClient, job_id: str, timeout_s: float = 120) -> pb.JobStatus:
     deadline = time.monotonic() + timeout_s
     while True:
         job = client.get_job(job_id)

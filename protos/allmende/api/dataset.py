@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from allmende.client.connection import CoordinatorClient
+from allmende.api.client import ApiClient
 from allmende.protocol.errors import IntegrityError
 from allmende.protocol.manifest import (
     MANIFEST_NAME,
@@ -28,7 +28,7 @@ from allmende.protocol.tls import check_binding
 Chain = list[tuple[bytes, bytes]]
 
 
-def check_coordinator(client: CoordinatorClient, pinned: str) -> Chain:
+def check_coordinator(client: ApiClient, pinned: str) -> Chain:
     """Over TLS, make sure the certificate is the one the coordinator's current key vouches
     for, that key being the pinned one or reached from it through the rotation chain.
     Returns the chain. (The manifest signature protects the data end to end either way.)"""
@@ -49,7 +49,7 @@ def check_coordinator(client: CoordinatorClient, pinned: str) -> Chain:
 
 
 def pull(
-    client: CoordinatorClient,
+    client: ApiClient,
     job_id: str,
     pinned: str,
     out: Path,

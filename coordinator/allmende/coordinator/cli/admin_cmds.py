@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
+from allmende.api.client import ApiClient
 from allmende.cli.common import EXIT_OK, EXIT_USAGE, CliError, out, out_json
 from allmende.cli.remote import call
-from allmende.client.connection import CoordinatorClient
+from allmende.cli.tokens import read_token
 from allmende.coordinator.top.format import volunteer_state
 from allmende.v1 import allmende_pb2 as pb
 
 
-def read_token(path_text: str, flag: str = "--admin-token-file") -> str:
-    path = Path(path_text)
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise CliError(f"{flag}: cannot read {path} ({exc.strerror})", EXIT_USAGE) from None
-    if not token:
-        raise CliError(f"{flag}: {path} is empty", EXIT_USAGE)
-    return token
-
-
-def reader_token(args: object) -> str | None:
-    """The token of `--token-file`, for researcher calls to a private coordinator."""
-    path = getattr(args, "token_file", None)
-    return read_token(path, "--token-file") if path else None
-
-
-def _admin(args: argparse.Namespace) -> CoordinatorClient:
-    return CoordinatorClient(args.coordinator, admin_token=read_token(args.admin_token_file))
+def _admin(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(args.coordinator, admin_token=read_token(args.admin_token_file))
 
 
 def _job_line(verb: str, job: pb.JobStatus) -> str:

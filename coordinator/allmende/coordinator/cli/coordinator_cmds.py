@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from pathlib import Path
 
 from allmende.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, out
-from allmende.cli.limit_flags import limit_settings
 from allmende.cli.remote import call
+from allmende.coordinator.cli.limit_flags import limit_settings
 from allmende.protocol.signing import SigningKey
 
 
@@ -82,26 +83,13 @@ def rotate_key(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from allmende.coordinator.app import claim_database, trust_local_from
+    from allmende.coordinator.app import serve as run_server
     from allmende.coordinator.domain.gold_model import ModelGold
     from allmende.coordinator.domain.trust import TrustPolicy
-    from allmende.coordinator.transport.server import serve as run_server
 
     if args.db:  # a shared database: refuse one that another coordinator key owns
-        import time
-
-        from allmende.coordinator.domain.keys import adopt_rotation
-        from allmende.coordinator.home import CoordinatorHome
-        from allmende.coordinator.store import open_store
-
-        home = CoordinatorHome(Path(args.data))
-        key = home.load_key()
-        chain = home.load_chain(key)
-        store = open_store(args.db)
-        try:  # bound to a key before a rotation: follows the chain to this one
-            adopt_rotation(store, key, chain, int(time.time() * 1000))
-            store.bind_coordinator(key.fingerprint)
-        finally:
-            store.close()
+        claim_database(Path(args.data), args.db)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -121,7 +109,7 @@ def serve(args: argparse.Namespace) -> int:
             quota_per_valid=args.quota_per_valid,
             distinct_addresses=not args.any_address,
             **limit_settings(args),
-            trust_local=args.trust_local or TrustPolicy().trust_local,
+            trust_local=args.trust_local or trust_local_from(os.environ),
         ),
         gold_computer=ModelGold() if args.gold_compute else None,
         private=args.private,
@@ -152,14 +140,14 @@ def _long_running_gc() -> None:
 
 
 def top(args: argparse.Namespace) -> int:
-    from allmende.cli.admin_cmds import read_token
-    from allmende.client.connection import CoordinatorClient
+    from allmende.api.client import ApiClient
+    from allmende.cli.tokens import read_token
     from allmende.coordinator.top.app import TopApp
     from allmende.coordinator.top.remote import RemoteTop
 
     if not 0.1 <= args.interval <= 3600:
         raise CliError(f"--interval: 0.1 to 3600 seconds, got {args.interval}", EXIT_USAGE)
-    with CoordinatorClient(
+    with ApiClient(
         args.coordinator, admin_token=read_token(args.admin_token_file), timeout_s=5
     ) as client:
         remote = RemoteTop(client)

@@ -1,0 +1,1 @@
+"""The volunteer's command group of `allmende` (commands.py; the entry point is allmende.cli)."""

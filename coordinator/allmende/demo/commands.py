@@ -1,0 +1,18 @@
+"""`allmende demo`: a command group of its own, as the demo runs both roles. Only argparse
+here: the handler (allmende.demo.run) is imported when it runs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="run a coordinator, two volunteers and a job end to end")
+    p.add_argument(
+        "--dir", default="allmende-demo", help="working folder (default ./allmende-demo)"
+    )
+    p.add_argument("--input", help="use this input file instead of the bundled corpus")
+    p.add_argument(
+        "--headless", action="store_true", help="progress lines instead of the TUI in a terminal"
+    )
+    p.set_defaults(handler="allmende.demo.run:demo")

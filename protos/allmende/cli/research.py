@@ -1,0 +1,29 @@
+"""The researcher's command group: `allmende dataset pull|verify`.
+
+Researchers have no source root of their own: what they run uses only the protocol and the
+API client (allmende.api.dataset, protocol/manifest.py), so their commands live on the top
+floor's role-free side, here in protos/. Only argparse in this module: the handlers
+(dataset_cmds.py) are imported when they run."""
+
+from __future__ import annotations
+
+import argparse
+
+from allmende.cli.flags import address, reader_flag
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dataset = sub.add_parser("dataset", help="download and verify datasets")
+    dsub = dataset.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = dsub.add_parser("pull", help="download a finished job's dataset, verifying everything")
+    p.add_argument("job", help="the job id")
+    p.add_argument("--coordinator", type=address, required=True, help="HOST:PORT")
+    p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
+    p.add_argument("--out", required=True, help="the folder to write")
+    reader_flag(p)
+    p.set_defaults(handler="allmende.cli.dataset_cmds:pull")
+    p = dsub.add_parser("verify", help="re-check a downloaded dataset folder")
+    p.add_argument("folder", help="a folder written by `dataset pull`")
+    p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler="allmende.cli.dataset_cmds:verify")
