@@ -47,7 +47,8 @@ async def test_top_shows_a_live_coordinator_and_its_controls_work(
         await until(lambda: app.overview is not None)
         assert cell(app, "#jobs-table", 0, 0) == job_id
         assert cell(app, "#jobs-table", 0, 1) == "running"
-        assert "1/2" in cell(app, "#jobs-table", 0, 3)
+        assert cell(app, "#jobs-table", 0, 2) == "embed-text"
+        assert "1/2" in cell(app, "#jobs-table", 0, 4)
         assert cell(app, "#volunteers-table", 0, 2) == "online"
         assert cell(app, "#volunteers-table", 0, 4) == "1"  # valid results
 
@@ -285,7 +286,7 @@ async def test_top_at_80x24_keeps_the_key_columns_and_every_key_in_the_footer() 
 
         await pilot.resize_terminal(160, 48)
         await pilot.pause()
-        assert columns(app, "#jobs-table")[4] == "items/s"
+        assert columns(app, "#jobs-table")[2:6] == ["kind", "progress", "units", "items/s"]
         assert cell(app, "#jobs-table", 0, 0) == "job-4f2a9c1d7e3b"
         assert "pending" in columns(app, "#volunteers-table")
 

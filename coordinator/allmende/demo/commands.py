@@ -11,6 +11,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--dir", default="allmende-demo", help="working folder (default ./allmende-demo)"
     )
+    p.add_argument(
+        "--kind",
+        default="embed-text",
+        choices=["embed-text", "filter-text"],
+        help="task kind to run (default embed-text; filter-text identifies the language of "
+        "a bundled multilingual corpus and keeps de, en and fr)",
+    )
     p.add_argument("--input", help="use this input file instead of the bundled corpus")
     p.add_argument(
         "--headless", action="store_true", help="progress lines instead of the TUI in a terminal"

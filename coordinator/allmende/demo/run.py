@@ -13,6 +13,7 @@ import argparse
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from allmende.api.client import ApiClient
@@ -22,10 +23,35 @@ from allmende.client.cli.volunteer_cmds import quiet_progress_bars
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.coordinator.cli.inputs import read_items
 from allmende.coordinator.cli.job_cmds import upload_requests
+from allmende.protocol.kinds import get_kind
+from allmende.protocol.kinds.columns import VectorColumn
 from allmende.v1 import allmende_pb2 as pb
 
-CORPUS = Path(__file__).resolve().parent / "data" / "demo-corpus.jsonl"
+DATA = Path(__file__).resolve().parent / "data"
+CORPUS = DATA / "demo-corpus.jsonl"
 VOLUNTEERS = 2
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """What the demo runs for a task kind: its bundled input, what the rows are, the keep
+    rule it shows, and what each result is called in the summary."""
+
+    corpus: Path
+    items: str
+    results: str
+    rule: dict[str, str] = field(default_factory=dict)
+
+
+DEMOS = {
+    "embed-text": DemoJob(CORPUS, "captions", "embeddings"),
+    "filter-text": DemoJob(
+        DATA / "multilingual.jsonl",
+        "texts in 14 languages",
+        "language labels",
+        {"keep_languages": "de,en,fr", "min_language_score": "0.5"},
+    ),
+}
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -35,7 +61,9 @@ def demo(args: argparse.Namespace) -> int:
 
     quiet_progress_bars()  # the demo's volunteers load the model in this process
     root = Path(args.dir).resolve()
-    source = Path(args.input) if args.input else CORPUS
+    kind = get_kind(args.kind)
+    what = DEMOS[kind.name]
+    source = Path(args.input) if args.input else what.corpus
     items = read_items(source)
     home = CoordinatorHome(root / "coordinator")
     if not home.key_path.exists():
@@ -46,15 +74,21 @@ def demo(args: argparse.Namespace) -> int:
     with serve(home.root, "127.0.0.1:0", policy=TrustPolicy(trust_local=True)) as running:
         fp = running.coordinator.key.fingerprint
         out(f"1. coordinator on {running.address} (SQLite), fingerprint {fp[:16]}…")
-        spec = pb.JobSpec(name=f"demo: {source.name}", kind="embed-text", model="all-MiniLM-L6-v2")
+        spec = pb.JobSpec(
+            name=f"demo: {source.name}",
+            kind=kind.name,
+            model=kind.default_model,
+            rule=what.rule,
+        )
         with ApiClient(running.address, admin_token=home.load_token()) as admin:
             created = admin.create_job(upload_requests(spec, source.name, items))
         job_id = created.job_id
         out(
-            f"2. job {job_id}: {created.items} captions ({created.unique_items} unique) in "
-            f"{created.units} units, each computed by 2 volunteers"
+            f"2. {kind.name} job {job_id}: {created.items} {what.items} "
+            f"({created.unique_items} unique) in {created.units} units, each computed by 2 "
+            "volunteers"
         )
-        out(f"3. {VOLUNTEERS} volunteers computing with all-MiniLM-L6-v2 on the CPU …")
+        out(f"3. {VOLUNTEERS} volunteers computing with {kind.default_model} on the CPU …")
         started = time.perf_counter()
         interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.headless
         if interactive:
@@ -71,31 +105,47 @@ def demo(args: argparse.Namespace) -> int:
     computed = created.unique_items * job.spec.redundancy
     out(
         f"4. job {job.state}: {job.units_accepted}/{job.units_total} units accepted by quorum, "
-        f"lowest row agreement (cosine) {job.min_agreement:.6f}"
+        f"lowest row agreement ({kind.agreement_measure()}) {job.min_agreement:.6f}"
     )
     out(f"5. dataset pulled and verified: {report.rows} rows, {report.shards} shard(s)")
+    if what.rule:
+        kept = _kept(out_dir)
+        rule = ", ".join(f"{name} {value}" for name, value in what.rule.items())
+        out(f"   keep: {kept} of {report.rows} rows pass the job's rule ({rule})")
     out("")
     out("summary")
     out(f"  rows            {report.rows}")
     out(
         f"  throughput      {created.items / elapsed:.0f} items/s end to end "
-        f"({computed / elapsed:.0f} embeddings/s computed incl. replicas)"
+        f"({computed / elapsed:.0f} {what.results}/s computed incl. replicas)"
     )
     out(
-        f"  agreement       every row within cosine >= {job.spec.tau}; "
-        f"lowest {job.min_agreement:.6f}"
+        f"  agreement       every row agreed by 2 volunteers; lowest "
+        f"{kind.agreement_measure()} {job.min_agreement:.6f}"
     )
     out(f"  files           {out_dir}")
     out(f"  fingerprint     {fp}")
     out("")
     out("Try it yourself:")
-    out(f"  duckdb -c \"SELECT id, text, embedding[1:3] FROM '{out_dir}/*.parquet' LIMIT 5\"")
+    shown = ", ".join(
+        c.name + ("[1:3]" if isinstance(c, VectorColumn) else "") for c in kind.results
+    )
+    shown += ", keep" if kind.keep is not None else ""
+    out(f"  duckdb -c \"SELECT id, text, {shown} FROM '{out_dir}/*.parquet' LIMIT 5\"")
     out(
         f'  python -c "import glob, pandas as pd; '
         f"print(pd.concat(map(pd.read_parquet, sorted(glob.glob('{out_dir}/*.parquet')))))\""
     )
     out(f"  allmende dataset verify {out_dir} --fingerprint {fp}")
     return EXIT_OK
+
+
+def _kept(folder: Path) -> int:
+    """Rows of a pulled dataset whose `keep` is true."""
+    import pyarrow.parquet as pq
+
+    shards = [p for p in sorted(folder.rglob("*.parquet")) if "_allmende" not in p.parts]
+    return sum(sum(pq.read_table(p, columns=["keep"])["keep"].to_pylist()) for p in shards)
 
 
 def _config(address: str, fingerprint: str, root: Path, index: int) -> EngineConfig:

@@ -85,9 +85,10 @@ class WelcomeScreen(Screen[VolunteerSettings | None]):
         s = self.settings
         with VerticalScroll():
             yield Static(
-                "[b]Welcome to Allmende.[/b] Your computer will compute embeddings for open "
-                "datasets, checked against other volunteers' results. Nothing it is sent is "
-                "code, and every unit is signed by the coordinator you choose here.",
+                "[b]Welcome to Allmende.[/b] Your computer will compute for open datasets "
+                "(embeddings, language labels), checked against other volunteers' results. "
+                "Nothing it is sent is code, and every unit is signed by the coordinator you "
+                "choose here.",
                 id="intro",
             )
             yield _row(

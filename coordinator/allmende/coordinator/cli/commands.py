@@ -18,6 +18,8 @@ from allmende.cli.flags import (
 )
 from allmende.cli.logs import add_log_flags
 from allmende.coordinator.cli.limit_flags import add_limit_flags
+from allmende.coordinator.cli.rule_flags import add_rule_flags
+from allmende.protocol.kinds import DEFAULT_KIND, KINDS
 
 
 def db_flag(p: argparse.ArgumentParser) -> None:
@@ -161,8 +163,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = jsub.add_parser("create", help="upload an input file as a new job; prints the job id")
     p.add_argument("--coordinator", type=address, required=True, help="HOST:PORT")
     p.add_argument("--admin-token-file", required=True, help="the coordinator's admin.token")
-    p.add_argument("--kind", default="embed-text", help="task kind (default embed-text)")
-    p.add_argument("--model", default="all-MiniLM-L6-v2", help="registry model name")
+    p.add_argument(
+        "--kind",
+        default=DEFAULT_KIND,
+        help=f"task kind: {', '.join(sorted(KINDS))} (default {DEFAULT_KIND})",
+    )
+    p.add_argument(
+        "--model",
+        help="registry model name (default: the kind's own, e.g. "
+        + ", ".join(f"{k.name}: {k.default_model}" for k in KINDS.values())
+        + ")",
+    )
     p.add_argument(
         "--input",
         required=True,
@@ -184,6 +195,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="share of each unit's rows that are hidden gold rows (default 0.02; 0: none)",
     )
     p.add_argument("--name", help="a name shown in job listings")
+    add_rule_flags(p)
     p.set_defaults(handler="allmende.coordinator.cli.job_cmds:create")
     p = jsub.add_parser("status", help="show one job's progress")
     p.add_argument("job", help="the job id")

@@ -12,6 +12,8 @@ from allmende.cli.common import EXIT_OK, err, out, out_json
 from allmende.cli.remote import call
 from allmende.cli.tokens import read_token, reader_token
 from allmende.coordinator.cli.inputs import Item, read_items
+from allmende.coordinator.cli.rule_flags import rule_from_flags
+from allmende.protocol.kinds import KINDS
 from allmende.v1 import allmende_pb2 as pb
 
 # Items per upload message: well under the 16 MiB message limit for typical texts.
@@ -38,6 +40,9 @@ def upload_requests(
 
 def create(args: argparse.Namespace) -> int:
     token = read_token(args.admin_token_file)
+    known = KINDS.get(args.kind)  # an unknown kind is the coordinator's to refuse
+    args.model = args.model or (known.default_model if known is not None else "")
+    rule = rule_from_flags(args)
     path = Path(args.input)
     items = read_items(path)
     spec = pb.JobSpec(
@@ -51,6 +56,7 @@ def create(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds or 0,
         result_dtype=args.dtype or "",
         gold_fraction=args.gold_fraction,
+        rule=rule,
     )
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
     with ApiClient(args.coordinator, admin_token=token) as client:
@@ -75,6 +81,7 @@ def _as_dict(job: pb.JobStatus) -> dict[str, object]:
         "redundancy": job.spec.redundancy,
         "unit_size": job.spec.unit_size,
         "tau": job.spec.tau,
+        "rule": dict(job.spec.rule),
         "items": job.items,
         "unique_items": job.unique_items,
         "units": {
@@ -91,6 +98,12 @@ def _as_dict(job: pb.JobStatus) -> dict[str, object]:
         "failed_units": [{"unit_id": f.unit_id, "reason": f.reason} for f in job.failed_units],
         "reason": job.reason,
     }
+
+
+def _measure(kind: str) -> str:
+    """What a job's agreement figure measures, from its kind's declaration."""
+    spec = KINDS.get(kind)
+    return spec.agreement_measure() if spec is not None else "agreement"
 
 
 def _when(ms: int) -> str:
@@ -110,6 +123,9 @@ def status(args: argparse.Namespace) -> int:
         f"task      {job.spec.kind} with {job.spec.model}, redundancy {job.spec.redundancy}, "
         f"tau {job.spec.tau}"
     )
+    if job.spec.rule:
+        rule = ", ".join(f"{name} {value}" for name, value in sorted(job.spec.rule.items()))
+        out(f"keep      rows with {rule} (applied to the agreed values; every row is kept)")
     out(f"items     {job.items} ({job.unique_items} unique)")
     out(
         f"units     {job.units_accepted}/{job.units_total} accepted ({pct:.1f}%), "
@@ -120,7 +136,7 @@ def status(args: argparse.Namespace) -> int:
         f"{job.volunteers} volunteers"
     )
     if job.units_accepted:
-        out(f"agreement lowest row cosine {job.min_agreement:.6f}")
+        out(f"agreement lowest {_measure(job.spec.kind)} {job.min_agreement:.6f}")
     out(f"created   {_when(job.created_unix_ms)}   completed {_when(job.completed_unix_ms)}")
     if job.reason:
         out(f"reason    {job.reason}")

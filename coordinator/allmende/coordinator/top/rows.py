@@ -23,7 +23,7 @@ COMPACT_JOB_ID = 12
 def job_columns(compact: bool) -> tuple[str, ...]:
     if compact:
         return ("job", "state", "progress", "units", "ETA", "failed", "name")
-    return ("job", "state", "progress", "units", "items/s", "ETA", "failed", "prio", "name")
+    return ("job", "state", "kind", "progress", "units", "items/s", "ETA", "failed", "prio", "name")
 
 
 def job_row(job: pb.JobStatus, compact: bool) -> tuple[str, ...]:
@@ -43,6 +43,7 @@ def job_row(job: pb.JobStatus, compact: bool) -> tuple[str, ...]:
     return (
         job.job_id,
         job.state,
+        job.spec.kind,
         f"{bar(done, 8)} {done * 100:3.0f}%",
         units,
         f"{job.items_per_s:.1f}",

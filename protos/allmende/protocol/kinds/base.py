@@ -160,6 +160,7 @@ class KindSpec:
     # Credit a volunteer claims for computing these inputs (the coordinator grants the
     # lowest claim of a quorum, capped at its own figure).
     credit: Callable[[Sequence[str]], int]
+    default_model: str = ""  # the registry model a job of this kind uses unless told
     agreement: str = ""  # the column whose measure is a dataset's `agreement` (first if '')
     rule: tuple[RuleParam, ...] = ()
     # Applies a parsed rule to a dataset's rows: (rule, texts, columns by name) -> bool per
@@ -184,6 +185,11 @@ class KindSpec:
         """The result's columns as they travel, for a unit of `dims`-wide vectors in
         `vector_dtype` (what a volunteer needs to encode its result)."""
         return tuple(col.layout(dims, vector_dtype) for col in self.results)
+
+    def agreement_measure(self) -> str:
+        """What a unit's agreement figure measures, e.g. "row cosine"."""
+        name = self.agreement or self.results[0].name
+        return next(c.measure_name for c in self.results if c.name == name)
 
     def vector_dims(self, model: ModelSpec) -> int:
         """The width of the kind's vector column (a work unit's `dims`), 0 without one."""

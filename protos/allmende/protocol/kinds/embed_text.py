@@ -17,5 +17,6 @@ EMBED_TEXT = KindSpec(
         ),
     ),
     compute="allmende.client.tasks.embed_text:EmbedText",
+    default_model="all-MiniLM-L6-v2",
     credit=claimed_tokens,
 )

@@ -107,6 +107,7 @@ FILTER_TEXT = KindSpec(
         ),
     ),
     compute="allmende.client.tasks.filter_text:FilterText",
+    default_model="lid-176",
     credit=credit,
     agreement="language_score",
     rule=(
