@@ -126,7 +126,14 @@ def serve(
     chain = home.load_chain(key)
     token = home.load_token()
     store = open_store(db_url or home.db_url)
-    coordinator = Coordinator(store, key, home.datasets, policy=policy, gold_computer=gold_computer)
+    coordinator = Coordinator(
+        store,
+        key,
+        home.datasets,
+        policy=policy,
+        gold_computer=gold_computer,
+        models_dir=home.models,
+    )
     coordinator.key_chain = chain
     try:  # a database of the key before a rotation follows the chain to this key
         adopt_rotation(store, key, chain, coordinator.clock())
