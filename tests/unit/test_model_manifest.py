@@ -86,7 +86,6 @@ def test_allowed_paths() -> None:
         ("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00[not a header]", "safetensors"),
         ("config.json", b'{"auto_map": {"AutoModel": "evil.Model"}}', "remote code"),
         ("tokenizer_config.json", b'{"trust_remote_code": true}', "remote code"),
-        ("config.json", b"[1, 2]", "JSON object"),
         ("config.json", b"{not json", "valid JSON"),
     ],
 )
@@ -175,5 +174,5 @@ def test_verify_model_checks_every_file(tmp_path: Path) -> None:
     spec = manifest.spec(folder)  # type: ignore[attr-defined]
     verify_model(folder, spec)
     (folder / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\nWORLD\n")
-    with pytest.raises(IntegrityError, match="vocab.txt"):
+    with pytest.raises(IntegrityError, match=r"vocab\.txt"):
         verify_model(folder, spec)

@@ -10,7 +10,7 @@ Only data travels, never code (DESIGN.md, principle 1). Allowed files:
 
 - `*.safetensors`: tensors behind a JSON header; loading them runs no code. The first bytes
   must look like one (an 8-byte header length, then `{`).
-- `*.json`: configs, tokenizers, preprocessors. Each must parse as a JSON object, and none may
+- `*.json`: configs, tokenizers, preprocessors. Each must parse as JSON, and none may
   ask for remote code (`auto_map`, `trust_remote_code`): transformers would import Python
   from the hub for such a model, which is code we were sent.
 - `*.txt`: tokenizer vocabularies and BPE merges (`vocab.txt`, `merges.txt`); `*.md`: the
@@ -115,14 +115,15 @@ def check_head(path: str, head: bytes) -> None:
 
 
 def check_json(path: str, data: bytes) -> None:
-    """A JSON file must be an object and must not ask for remote code."""
+    """A JSON file must parse, and an object must not ask for remote code (lists are fine:
+    sentence-transformers' modules.json and data_config.json are lists)."""
     field = f"file {shown(path)}"
     try:
         value = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgument(field, f"valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise InvalidArgument(field, "a JSON object")
+        return
     asked = [key for key in REMOTE_CODE_KEYS if key in value]
     if asked:
         raise InvalidArgument(
