@@ -264,8 +264,8 @@ class ModelFetching(Event):
 
 @dataclass(frozen=True)
 class ModelProgress(Event):
-    """Bytes of a model download so far. Sent after each file and at most every tenth of
-    the model, so the headless log gets a few lines, not one per chunk."""
+    """Bytes of a model download so far, and the file it is in. Sent at each tenth of the
+    model, so the headless log gets about ten lines, not one per chunk or file."""
 
     name: ClassVar[str] = "model.progress"
     model: str

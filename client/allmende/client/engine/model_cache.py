@@ -119,7 +119,6 @@ class ModelCache:
         for f in manifest.files:
             if not have[f.path]:
                 downloaded += self._download(manifest.name, f, folder, progress)
-                progress.file_done(f.path)
         fsync_folder(folder)
         seconds = time.monotonic() - started
         log.info(
@@ -167,12 +166,12 @@ class ModelCache:
                     with part.open("rb") as old:
                         while chunk := old.read(MODEL_CHUNK_BYTES):
                             check.feed(chunk)
-                    progress.add(size)
+                    progress.add(size, f.path)
                 for chunk in self.link.client.download_model_file(name, f.path, size):
                     check.feed(chunk)
                     out.write(chunk)
                     fetched += len(chunk)
-                    progress.add(len(chunk))
+                    progress.add(len(chunk), f.path)
                 out.flush()
                 os.fsync(out.fileno())
             try:
@@ -187,7 +186,8 @@ class ModelCache:
 
 
 class _Progress:
-    """ModelProgress events: after each file, and at each further tenth of the model."""
+    """ModelProgress events at each further tenth of the model (the last one at 100 %), so
+    a headless log gets about ten lines however many files the model has."""
 
     def __init__(
         self, model: str, total: int, done: int, on_event: Callable[[ev.Event], None]
@@ -202,11 +202,8 @@ class _Progress:
         tenth = self.total // 10 or 1
         return (done // tenth + 1) * tenth
 
-    def add(self, n: int) -> None:
+    def add(self, n: int, path: str) -> None:
         self.done += n
-        if self.done >= self._next:
+        if self.done >= self._next or (n and self.done == self.total):
             self._next = self._step(self.done)
-            self.on_event(ev.ModelProgress(self.model, self.done, self.total))
-
-    def file_done(self, path: str) -> None:
-        self.on_event(ev.ModelProgress(self.model, self.done, self.total, path))
+            self.on_event(ev.ModelProgress(self.model, self.done, self.total, path))

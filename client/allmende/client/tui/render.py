@@ -25,6 +25,8 @@ def status_word(state: ViewState) -> tuple[str, str]:
         return "offline", "bold yellow"
     if state.connection == "connecting":
         return "connecting…", "yellow"
+    if state.download is not None:
+        return "downloading a model", "bold cyan"
     if state.computing:
         return "computing", "bold green"
     return "idle", "cyan"
