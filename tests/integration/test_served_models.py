@@ -41,6 +41,7 @@ def upload(
     files: list[tuple[str, bytes]],
     declared: list[tuple[str, int, str]] | None = None,
     kinds: tuple[str, ...] = ("embed-text",),
+    chunk: int = 1000,
 ) -> Iterator[pb.AddModelRequest]:
     listed = declared or [(p, len(d), hashlib.sha256(d).hexdigest()) for p, d in files]
     yield pb.AddModelRequest(
@@ -53,9 +54,9 @@ def upload(
         )
     )
     for path, data in files:
-        for start in range(0, len(data), 1000):
+        for start in range(0, len(data), chunk):
             yield pb.AddModelRequest(
-                chunk=pb.ModelFileChunk(path=path, data=data[start : start + 1000])
+                chunk=pb.ModelFileChunk(path=path, data=data[start : start + chunk])
             )
 
 

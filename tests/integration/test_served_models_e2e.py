@@ -137,3 +137,25 @@ def _sha(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_a_coordinator_computing_gold_rows_uses_its_served_models(
+    coordinator_home: CoordinatorHome, stsb_sentences: list[str], tmp_path: Path
+) -> None:
+    from allmende.coordinator.app import serve
+    from allmende.coordinator.domain.gold_model import ModelGold
+    from tests.integration.test_served_models import files_of, upload
+
+    folder = minilm_folder(tmp_path / "minilm")
+    with (
+        serve(
+            coordinator_home.root, "127.0.0.1:0", drain_s=0.2, gold_computer=ModelGold()
+        ) as running,
+        CoordinatorClient(running.address, admin_token=coordinator_home.load_token()) as admin,
+    ):
+        requests = list(upload(NAME, files_of(folder), chunk=4 << 20))
+        requests[0].header.dims, requests[0].header.max_seq_length = 384, 256
+        admin.add_model(requests)
+        created = admin.create_job(job_requests(stsb_sentences[:64], model=NAME, gold_fraction=0.1))
+        assert running.coordinator.store.gold_count(created.job_id) > 0

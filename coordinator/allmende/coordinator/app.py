@@ -23,6 +23,7 @@ from pathlib import Path
 
 from allmende.coordinator.domain.admin import Admin
 from allmende.coordinator.domain.coordinator import Coordinator, GoldComputer
+from allmende.coordinator.domain.gold_model import ModelGold
 from allmende.coordinator.domain.keys import adopt_rotation
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
@@ -135,6 +136,8 @@ def serve(
         models_dir=home.models,
     )
     coordinator.key_chain = chain
+    if isinstance(gold_computer, ModelGold):  # gold rows of served models too
+        gold_computer.share_registry(coordinator.registry)
     try:  # a database of the key before a rotation follows the chain to this key
         adopt_rotation(store, key, chain, coordinator.clock())
     except BaseException:

@@ -54,7 +54,7 @@ class ModelCache:
         coordinator_key: bytes,
         on_event: Callable[[ev.Event], None],
     ) -> None:
-        self.root = root
+        self.root = root.absolute()
         self.registry = registry
         self.link = link
         self.coordinator_key = coordinator_key

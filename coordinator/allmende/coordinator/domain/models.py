@@ -82,12 +82,16 @@ class ModelLibrary:
         self.store = store
         self.key = key
         self.registry = registry
-        self.folder = folder
+        self.folder = folder.absolute()  # a registry source must not depend on the cwd
         self.clock = clock
         self._finishing = threading.Lock()
 
     def load(self) -> None:
-        """Put every served model in the registry (at start)."""
+        """Put every served model in the registry (at start), and remove what uploads that
+        a crash interrupted left behind."""
+        if self.folder.is_dir():
+            for stale in self.folder.glob(f"{_STAGING}*"):
+                shutil.rmtree(stale, ignore_errors=True)
         for record in self.store.list_models():
             self._register(record)
 
