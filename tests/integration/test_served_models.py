@@ -287,3 +287,27 @@ def test_a_volunteer_refuses_a_manifest_another_key_signed_or_another_pin(
     genuine.ensure("tiny", info.pin)
     assert genuine.registry.get("tiny").weights_sha256 == info.pin
     link.close()
+
+
+def test_downloads_serve_manifest_files_only_and_requests_have_limits(
+    coordinator: RunningCoordinator, admin: CoordinatorClient, tmp_path: Path
+) -> None:
+    folder = small_model(tmp_path / "tiny")
+    admin.add_model(upload("tiny", files_of(folder)))
+    with CoordinatorClient(coordinator.address) as anyone:  # no token: volunteers need none
+        vocab = (folder / "vocab.txt").read_bytes()
+        assert b"".join(anyone.download_model_file("tiny", "vocab.txt")) == vocab
+        assert b"".join(anyone.download_model_file("tiny", "vocab.txt", 6)) == vocab[6:]
+        for name, path, offset, code in (
+            ("tiny", "../admin.token", 0, "NOT_FOUND"),
+            ("tiny", ".gitattributes", 0, "NOT_FOUND"),
+            ("other", "vocab.txt", 0, "NOT_FOUND"),
+            ("tiny", "vocab.txt", len(vocab) + 1, "INVALID_ARGUMENT"),
+        ):
+            with pytest.raises(RemoteError) as caught:
+                list(anyone.download_model_file(name, path, offset))
+            assert caught.value.code == code, (path, caught.value.details)
+        with pytest.raises(RemoteError) as caught:
+            anyone.model_manifest("x" * 70_000)
+        assert caught.value.code == "RESOURCE_EXHAUSTED"
+        assert "GetModelManifest" in caught.value.details
