@@ -311,3 +311,30 @@ def test_downloads_serve_manifest_files_only_and_requests_have_limits(
             anyone.model_manifest("x" * 70_000)
         assert caught.value.code == "RESOURCE_EXHAUSTED"
         assert "GetModelManifest" in caught.value.details
+
+
+def test_a_volunteer_refuses_files_that_differ_from_the_signed_manifest(
+    coordinator: RunningCoordinator,
+    coordinator_home: CoordinatorHome,
+    admin: CoordinatorClient,
+    tmp_path: Path,
+) -> None:
+    info = admin.add_model(upload("tiny", files_of(small_model(tmp_path / "tiny"))))
+    served = coordinator_home.models / "tiny" / "vocab.txt"
+    served.write_bytes(served.read_bytes().replace(b"hello", b"HELLO"))  # changed after adding
+    home = tmp_path / "volunteer"
+    config = EngineConfig(coordinator=coordinator.address, fingerprint="0" * 64, home=home)
+    events: list[object] = []
+    link = CoordinatorLink(
+        CoordinatorClient(coordinator.address), lambda: config, threading.Event(), events.append
+    )
+    registry = ModelRegistry()
+    cache = ModelCache(
+        home / "models", registry, link, coordinator.coordinator.key.public_key, events.append
+    )
+    with pytest.raises(IntegrityError, match=r"vocab\.txt.*sha256"):
+        cache.ensure("tiny", info.pin)
+    assert registry.find("tiny") is None
+    folder = home / "models" / info.pin
+    assert not (folder / "vocab.txt").exists() and not (folder / "vocab.txt.part").exists()
+    link.close()

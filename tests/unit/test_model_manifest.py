@@ -11,6 +11,7 @@ import pytest
 from allmende.protocol.errors import IntegrityError, InvalidArgument
 from allmende.protocol.model_manifest import (
     FileCheck,
+    ModelManifest,
     check_json,
     check_path,
     model_pin,
@@ -176,3 +177,14 @@ def test_verify_model_checks_every_file(tmp_path: Path) -> None:
     (folder / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\nWORLD\n")
     with pytest.raises(IntegrityError, match=r"vocab\.txt"):
         verify_model(folder, spec)
+
+
+def test_a_signed_manifest_listing_a_forbidden_file_is_still_refused() -> None:
+    # Even the coordinator's own key cannot make a volunteer take a pickle: the file rules
+    # are checked again on every manifest that arrives.
+    key = SigningKey.generate()
+    files = (entry("model.safetensors", b"x" * 10), entry("pytorch_model.bin", b"\x80\x02."))
+    forged = ModelManifest("m", ("embed-text",), 8, 32, "model.safetensors", (), files, 0)
+    data, signature = sign_manifest(forged, key)
+    with pytest.raises(IntegrityError, match=r"pytorch_model\.bin"):
+        open_manifest(data, signature, key.public_key)
