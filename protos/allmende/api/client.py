@@ -75,12 +75,12 @@ class ApiClient(Connection):
             yield chunk.data
 
     # served models
-    def add_model(self, requests: Iterable[pb.AddModelRequest]) -> pb.ModelInfo:
+    def add_model(
+        self, requests: Iterable[pb.AddModelRequest], timeout_s: float = UPLOAD_TIMEOUT_S
+    ) -> pb.ModelInfo:
         """Upload a model folder (admin token): the header, then every file's chunks."""
         response = remote_call(
-            lambda: self.models.AddModel(
-                iter(requests), timeout=UPLOAD_TIMEOUT_S, metadata=self._metadata
-            )
+            lambda: self.models.AddModel(iter(requests), timeout=timeout_s, metadata=self._metadata)
         )
         return response.model
 
@@ -93,7 +93,8 @@ class ApiClient(Connection):
         return self._unary(self.models.GetModelManifest, pb.GetModelManifestRequest(name=name))
 
     def download_model_file(self, name: str, path: str, offset: int = 0) -> Iterator[bytes]:
-        """A served model's file from byte `offset` on, in chunks."""
+        """A served model's file from byte `offset` on, in chunks. A download cut short (by
+        the deadline, too) resumes from the bytes already received."""
         request = pb.DownloadModelFileRequest(name=name, path=path, offset=offset)
         stream = remote_call(
             lambda: self.models.DownloadModelFile(

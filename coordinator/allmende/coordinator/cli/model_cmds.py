@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from allmende.api.channel import UPLOAD_TIMEOUT_S
 from allmende.api.client import ApiClient
 from allmende.cli.common import EXIT_OK, err, out, out_json
 from allmende.cli.remote import call
@@ -104,8 +105,13 @@ def add(args: argparse.Namespace) -> int:
         f"{dims}-d, kinds {', '.join(kinds)}, to {args.coordinator}"
     )
     ordered = sorted(files, key=lambda pair: pair[0].path)
+    # Ten minutes, or as long as the bytes take at 1 MiB/s (large models, slow links).
+    timeout_s = max(UPLOAD_TIMEOUT_S, manifest.total_bytes / (1 << 20))
     with ApiClient(args.coordinator, admin_token=token) as client:
-        info = call(lambda: client.add_model(upload_requests(header, ordered)), args.coordinator)
+        info = call(
+            lambda: client.add_model(upload_requests(header, ordered), timeout_s),
+            args.coordinator,
+        )
     err(f"added: model {info.name}, {info.files} files, {info.bytes} bytes; its pin:")
     out(info.pin)
     return EXIT_OK
