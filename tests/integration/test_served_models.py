@@ -16,6 +16,7 @@ import pytest
 from allmende.api.channel import RemoteError
 from allmende.cli.main import main
 from allmende.client.connection import CoordinatorClient
+from allmende.client.engine import events as ev
 from allmende.client.engine.config import EngineConfig
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.model_cache import ModelCache
@@ -337,4 +338,10 @@ def test_a_volunteer_refuses_files_that_differ_from_the_signed_manifest(
     assert registry.find("tiny") is None
     folder = home / "models" / info.pin
     assert not (folder / "vocab.txt").exists() and not (folder / "vocab.txt.part").exists()
+    # the next unit naming it is refused at once, without downloading the model again
+    fetches = len([e for e in events if isinstance(e, ev.ModelFetching)])
+    assert fetches == 1
+    with pytest.raises(IntegrityError, match=r"vocab\.txt"):
+        cache.ensure("tiny", info.pin)
+    assert len([e for e in events if isinstance(e, ev.ModelFetching)]) == fetches
     link.close()

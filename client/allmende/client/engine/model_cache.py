@@ -60,14 +60,22 @@ class ModelCache:
         self.coordinator_key = coordinator_key
         self.on_event = on_event
         self._lock = threading.Lock()  # lanes of several devices fetch one model once
+        # Pins whose files did not match their manifest, with the reason: later units naming
+        # them are refused without downloading the model again in this run.
+        self._bad: dict[str, str] = {}
 
     def ensure(self, name: str, pin: str) -> None:
         """Make `name` at `pin` computable here, fetching it if needed; raises
         IntegrityError (or another AllmendeError) when the coordinator's model is not one
         this volunteer may load, or the coordinator will not serve it."""
         with self._lock:
+            if pin in self._bad:
+                raise IntegrityError(self._bad[pin])
             try:
                 self._ensure(name, pin)
+            except IntegrityError as exc:
+                self._bad[pin] = exc.message
+                raise
             except RemoteError as exc:
                 raise FailedPrecondition(
                     f"model {name}: the coordinator did not serve it ({exc.code}): {exc.details}"
