@@ -3,12 +3,13 @@
 One coordinator runs in-process on port 0 for the whole module, with real jobs (one running,
 with a registered raw volunteer holding a lease; one complete, with its dataset; one spare
 that the admin calls may pause, cancel and re-prioritise) and real volunteers. Every request
-message of VolunteerService, JobService, DatasetService and AdminService is generated from
-its protobuf descriptor (strings with unicode, NULs, empty and long ones; bytes; integers at
-their type's bounds; NaN and infinite doubles; repeated fields; optional fields set or not),
-with the known ids mixed in so that fuzzing reaches past the lookups, and volunteer calls
-signed (or not, or wrongly). The same RPCs also get raw bytes that the server must parse
-itself, and CreateJob gets streams of fuzzed messages with and without the admin token.
+message of VolunteerService, JobService, DatasetService, ModelService and AdminService is
+generated from its protobuf descriptor (strings with unicode, NULs, empty and long ones;
+bytes; integers at their type's bounds; NaN and infinite doubles; repeated fields; optional
+fields set or not), with the known ids mixed in so that fuzzing reaches past the lookups,
+and volunteer calls signed (or not, or wrongly). The same RPCs also get raw bytes that the
+server must parse itself, and CreateJob gets streams of fuzzed messages with and without the
+admin token.
 
 After every call the answer is a success or a status a client can act on, never INTERNAL or
 UNKNOWN, and the server still serves. After every test the database, read directly, holds
@@ -83,7 +84,13 @@ RPC_FUZZ = settings(
     ],
 )
 
-SERVICES = ("VolunteerService", "JobService", "DatasetService", "AdminService")
+SERVICES = (
+    "VolunteerService",
+    "JobService",
+    "DatasetService",
+    "ModelService",
+    "AdminService",
+)
 METHODS: list[MethodDescriptor] = [
     method for name in SERVICES for method in pb.DESCRIPTOR.services_by_name[name].methods
 ]
@@ -642,11 +649,11 @@ def record(world: World, method: MethodDescriptor, request: Any, outcome: Outcom
 UNARY_IN = [m for m in METHODS if not m.client_streaming]
 
 
-def test_every_rpc_of_the_four_services_is_fuzzed() -> None:
+def test_every_rpc_of_the_five_services_is_fuzzed() -> None:
     names = {method_id(m) for m in METHODS}
-    assert len(names) == 21
+    assert len(names) == 25
     assert {m.containing_service.name for m in METHODS} == set(SERVICES)
-    assert [m.name for m in METHODS if m.client_streaming] == ["CreateJob"]
+    assert [m.name for m in METHODS if m.client_streaming] == ["CreateJob", "AddModel"]
 
 
 @RPC_FUZZ

@@ -42,7 +42,7 @@ ADDED_COLUMNS = {("units", "busy")} | {
     for column in columns
 }
 # Tables added after the first release.
-ADDED_TABLES = {"reputation", "gold", "nonces"}
+ADDED_TABLES = {"reputation", "gold", "nonces", "models"}
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])

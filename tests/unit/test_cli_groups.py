@@ -26,7 +26,7 @@ def top_level_commands(parser: argparse.ArgumentParser) -> list[str]:
 def test_the_groups_add_their_commands_in_order() -> None:
     expected = [name for group in GROUPS for name in group.commands]
     assert top_level_commands(build_parser()) == expected
-    assert expected == ["coordinator", "job", "volunteers", "volunteer", "dataset", "demo"]
+    assert expected == ["coordinator", "job", "model", "volunteers", "volunteer", "dataset", "demo"]
 
 
 def test_the_entry_point_imports_no_role_and_the_parser_no_heavy_dependency() -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from allmende.coordinator.domain.admin import Admin
 from allmende.coordinator.domain.coordinator import Coordinator, GoldComputer
+from allmende.coordinator.domain.gold_model import ModelGold
 from allmende.coordinator.domain.keys import adopt_rotation
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
@@ -126,8 +127,17 @@ def serve(
     chain = home.load_chain(key)
     token = home.load_token()
     store = open_store(db_url or home.db_url)
-    coordinator = Coordinator(store, key, home.datasets, policy=policy, gold_computer=gold_computer)
+    coordinator = Coordinator(
+        store,
+        key,
+        home.datasets,
+        policy=policy,
+        gold_computer=gold_computer,
+        models_dir=home.models,
+    )
     coordinator.key_chain = chain
+    if isinstance(gold_computer, ModelGold):  # gold rows of served models too
+        gold_computer.share_registry(coordinator.registry)
     try:  # a database of the key before a rotation follows the chain to this key
         adopt_rotation(store, key, chain, coordinator.clock())
     except BaseException:

@@ -4,6 +4,7 @@ DIR/coordinator.key   Ed25519 private key, PEM, mode 0600
 DIR/admin.token       bearer token for admin RPCs, mode 0600
 DIR/coordinator.db    the embedded SQLite database (WAL)
 DIR/datasets/JOB/     finished datasets: shards, manifest.json, manifest.sig (+ key-chain.json)
+DIR/models/NAME/      models served to volunteers (`allmende model add`), as uploaded
 DIR/tls.key, tls.crt  the TLS key (mode 0600) and certificate, self-signed unless given
 DIR/key-chain.json    the signed key rotations leading to coordinator.key, oldest first
 
@@ -58,6 +59,7 @@ ROTATION_LOCK_NAME = ".rotation.lock"
 TOKEN_NAME = "admin.token"
 DB_NAME = "coordinator.db"
 DATASETS = "datasets"
+MODELS = "models"
 TLS_KEY_NAME = "tls.key"
 TLS_CERT_NAME = "tls.crt"
 
@@ -89,6 +91,10 @@ class CoordinatorHome:
     @property
     def datasets(self) -> Path:
         return self.root / DATASETS
+
+    @property
+    def models(self) -> Path:
+        return self.root / MODELS
 
     @property
     def tls_key_path(self) -> Path:

@@ -131,6 +131,10 @@ class Connection:
         return self._stub("datasets", rpc.DatasetServiceStub)
 
     @property
+    def models(self) -> rpc.ModelServiceStub:
+        return self._stub("models", rpc.ModelServiceStub)
+
+    @property
     def admin(self) -> rpc.AdminServiceStub:
         return self._stub("admin", rpc.AdminServiceStub)
 

@@ -1,6 +1,6 @@
 """The calls of operators and researchers: jobs, administration (the admin token),
-`coordinator top`'s overview, and datasets. The `allmende` command and `coordinator top`
-share this client; the volunteer's connection adds its signed calls to it."""
+`coordinator top`'s overview, datasets and served models. The `allmende` command and
+`coordinator top` share this client; the volunteer's connection adds its signed calls to it."""
 
 from __future__ import annotations
 
@@ -64,6 +64,40 @@ class ApiClient(Connection):
         request = pb.DownloadFileRequest(job_id=job_id, name=name, offset=offset)
         stream = remote_call(
             lambda: self.datasets.DownloadFile(
+                request, timeout=UPLOAD_TIMEOUT_S, metadata=self._metadata
+            )
+        )
+        iterator = iter(stream)
+        while True:
+            chunk = remote_call(lambda: next(iterator, None))
+            if chunk is None:
+                return
+            yield chunk.data
+
+    # served models
+    def add_model(
+        self, requests: Iterable[pb.AddModelRequest], timeout_s: float = UPLOAD_TIMEOUT_S
+    ) -> pb.ModelInfo:
+        """Upload a model folder (admin token): the header, then every file's chunks."""
+        response = remote_call(
+            lambda: self.models.AddModel(iter(requests), timeout=timeout_s, metadata=self._metadata)
+        )
+        return response.model
+
+    def list_models(self) -> list[pb.ModelInfo]:
+        return list(self._unary(self.models.ListModels, pb.ListModelsRequest()).models)
+
+    def model_manifest(self, name: str) -> pb.GetModelManifestResponse:
+        """A served model's manifest exactly as signed, and its signature (check both with
+        protocol/model_manifest.py `open_manifest`)."""
+        return self._unary(self.models.GetModelManifest, pb.GetModelManifestRequest(name=name))
+
+    def download_model_file(self, name: str, path: str, offset: int = 0) -> Iterator[bytes]:
+        """A served model's file from byte `offset` on, in chunks. A download cut short (by
+        the deadline, too) resumes from the bytes already received."""
+        request = pb.DownloadModelFileRequest(name=name, path=path, offset=offset)
+        stream = remote_call(
+            lambda: self.models.DownloadModelFile(
                 request, timeout=UPLOAD_TIMEOUT_S, metadata=self._metadata
             )
         )

@@ -26,9 +26,12 @@ class CommandGroup:
 
 
 GROUPS = (
-    # The operator's: run a coordinator, create and steer jobs, see and ban volunteers.
+    # The operator's: run a coordinator, create and steer jobs, serve models, see and ban
+    # volunteers.
     CommandGroup(
-        "allmende.coordinator.cli.commands", ("coordinator", "job", "volunteers"), "coordinator"
+        "allmende.coordinator.cli.commands",
+        ("coordinator", "job", "model", "volunteers"),
+        "coordinator",
     ),
     CommandGroup("allmende.client.cli.commands", ("volunteer",), "volunteer"),
     CommandGroup("allmende.cli.research", ("dataset",), "dataset"),

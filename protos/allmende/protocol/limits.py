@@ -15,6 +15,10 @@ after. The figures come from what honest calls carry:
 - a CreateJob upload message: the CLI sends chunks of at most 4 MiB of text (2,000 items),
   one text being at most 256 KiB; the limit is that of a result, 10 MiB.
 - a ListLeases request: a volunteer id (64 hex characters) and nothing else; 1 KiB.
+- an AddModel upload message: the header (at most 64 file entries of a path and a hash) or
+  one chunk of one model file, which the CLI cuts at 4 MiB (`MODEL_CHUNK_BYTES`); the limit
+  is that of a result, 10 MiB. GetModelManifest and DownloadModelFile carry a name, a path
+  and an offset; ListModels nothing: the small limit.
 
 The largest of these is also grpc's own limit on what the coordinator reads
 (`MAX_REQUEST_BYTES`), so a larger request is refused by grpc as it arrives, before Python
@@ -42,6 +46,8 @@ MAX_SUBMIT_RESULTS = 32
 MAX_SMALL_REQUEST_BYTES = 64 * 1024
 # A ListLeases request: a volunteer id, nothing else.
 MAX_LIST_LEASES_REQUEST_BYTES = 1024
+# One chunk of a model file, uploaded (AddModel) or downloaded (DownloadModelFile).
+MODEL_CHUNK_BYTES = 4 * 1024 * 1024
 # A free-text reason a volunteer or an administrator sends (release, ban).
 MAX_REASON_CHARS = 500
 
@@ -50,6 +56,7 @@ REQUEST_LIMITS: dict[str, int] = {
     f"{_VOLUNTEERS}SubmitResult": MAX_SUBMIT_BYTES,
     f"{_VOLUNTEERS}SubmitResults": MAX_SUBMIT_BYTES,
     "/allmende.v1.JobService/CreateJob": MAX_SUBMIT_BYTES,
+    "/allmende.v1.ModelService/AddModel": MAX_SUBMIT_BYTES,
     f"{_VOLUNTEERS}ListLeases": MAX_LIST_LEASES_REQUEST_BYTES,
 }
 # The largest request the coordinator reads at all.

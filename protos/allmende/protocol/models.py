@@ -13,6 +13,15 @@ from allmende.protocol.lid176 import LID176_FILE, LID176_LABELS, LID176_SHA256
 
 
 @dataclass(frozen=True)
+class ModelFile:
+    """One file of a model folder, as a served model's signed manifest lists it."""
+
+    path: str  # relative, '/'-separated
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model the network may compute with."""
 
@@ -30,6 +39,13 @@ class ModelSpec:
     # For models that classify: their labels, in the model's own order (a result's label
     # column holds indices into this tuple).
     labels: tuple[str, ...] = ()
+    # A model served by a coordinator (model_manifest.py): every file of its folder, and
+    # `weights_sha256` is then the sha256 of this list (the manifest's pin), not of one file.
+    files: tuple[ModelFile, ...] = ()
+
+    @property
+    def served(self) -> bool:
+        return bool(self.files)
 
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -80,3 +96,12 @@ class ModelRegistry:
 
     def register(self, spec: ModelSpec) -> None:
         self._models[spec.name] = spec
+
+    def find(self, name: str) -> ModelSpec | None:
+        """The model of this name, or None."""
+        return self._models.get(name)
+
+    @staticmethod
+    def is_builtin(name: str) -> bool:
+        """Whether `name` is a model every installation knows (never served, never replaced)."""
+        return name in _BUILTIN

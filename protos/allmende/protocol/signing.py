@@ -26,6 +26,7 @@ CTX_REGISTER = b"allmende.v1/register"
 CTX_REQUEST = b"allmende.v1/request"
 CTX_TLS = b"allmende.v1/tls-certificate"
 CTX_KEY_ROTATION = b"allmende.v1/key-rotation"
+CTX_MODEL_MANIFEST = b"allmende.v1/model-manifest"
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64

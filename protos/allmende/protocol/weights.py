@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from allmende.protocol.errors import FailedPrecondition, IntegrityError, InvalidArgument
+from allmende.protocol.model_manifest import model_pin
 from allmende.protocol.models import ModelSpec
 
 WEIGHTS_FILE: Final = "model.safetensors"
@@ -72,9 +73,43 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_weights(
-    model_dir: Path, expected_sha256: str, weights_file: str = WEIGHTS_FILE
-) -> None:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered for this process under its path, inode, mtime and size
+    (a file changed in place gets a new mtime, so it is hashed again)."""
+    resolved = path.resolve(strict=True)
+    st = resolved.stat()
+    key = (str(resolved), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    with _digests_lock:
+        actual = _digests.get(key)
+    if actual is None:
+        actual = _sha256_file(resolved)
+        with _digests_lock:
+            _digests[key] = actual
+    return actual
+
+
+def verify_model(model_dir: Path, spec: ModelSpec) -> None:
+    """Check a model's files against its registry entry: every file of a served model (and
+    that the list is the one its pin names), the one pinned weights file of any other."""
+    if not spec.served:
+        verify_weights(model_dir, spec.weights_sha256, spec.weights_file)
+        return
+    if model_pin(spec.files) != spec.weights_sha256:
+        raise IntegrityError(f"model {spec.name}: its file list is not the one its pin names")
+    for f in spec.files:
+        path = Path(model_dir) / f.path
+        try:
+            actual = file_sha256(path)
+        except OSError as exc:
+            raise FailedPrecondition(f"model file {path} cannot be read: {exc}") from exc
+        if actual != f.sha256:
+            raise IntegrityError(
+                f"model file {path} does not match the signed manifest: "
+                f"expected sha256 {f.sha256}, got {actual}"
+            )
+
+
+def verify_weights(model_dir: Path, expected_sha256: str, weights_file: str = WEIGHTS_FILE) -> None:
     """Check that ``model_dir/weights_file`` has the sha256 ``expected_sha256``.
 
     Raises :class:`IntegrityError` naming the file and both hashes when it differs, and
@@ -83,22 +118,12 @@ def verify_weights(
     """
     path = Path(model_dir) / weights_file
     try:
-        resolved = path.resolve(strict=True)
-        st = resolved.stat()
+        actual = file_sha256(path)
     except OSError as exc:
         raise FailedPrecondition(f"model weights {path} cannot be read: {exc}") from exc
-    key = (str(resolved), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-    with _digests_lock:
-        actual = _digests.get(key)
-    if actual is None:
-        actual = _sha256_file(resolved)
-        with _digests_lock:
-            _digests[key] = actual
     expected = expected_sha256.strip().lower()
     if actual != expected:
         raise IntegrityError(
             f"model weights {path} do not match the registry: "
             f"expected sha256 {expected}, got {actual}"
         )
-
-

@@ -671,6 +671,207 @@ class DatasetService:
             _registered_method=True)
 
 
+class ModelServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddModel = channel.stream_unary(
+                '/allmende.v1.ModelService/AddModel',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.AddModelRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.AddModelResponse.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/allmende.v1.ModelService/ListModels',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.GetModelManifest = channel.unary_unary(
+                '/allmende.v1.ModelService/GetModelManifest',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.GetModelManifestRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.GetModelManifestResponse.FromString,
+                _registered_method=True)
+        self.DownloadModelFile = channel.unary_stream(
+                '/allmende.v1.ModelService/DownloadModelFile',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.DownloadModelFileRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.FileChunk.FromString,
+                _registered_method=True)
+
+
+class ModelServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def AddModel(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelManifest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadModelFile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddModel': grpc.stream_unary_rpc_method_handler(
+                    servicer.AddModel,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.AddModelRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.AddModelResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.ListModelsRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModelManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelManifest,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.GetModelManifestRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.GetModelManifestResponse.SerializeToString,
+            ),
+            'DownloadModelFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModelFile,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.DownloadModelFileRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.FileChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'allmende.v1.ModelService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('allmende.v1.ModelService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ModelService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def AddModel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/allmende.v1.ModelService/AddModel',
+            allmende_dot_v1_dot_allmende__pb2.AddModelRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.AddModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.ModelService/ListModels',
+            allmende_dot_v1_dot_allmende__pb2.ListModelsRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.ModelService/GetModelManifest',
+            allmende_dot_v1_dot_allmende__pb2.GetModelManifestRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.GetModelManifestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModelFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/allmende.v1.ModelService/DownloadModelFile',
+            allmende_dot_v1_dot_allmende__pb2.DownloadModelFileRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AdminServiceStub:
     """Missing associated documentation comment in .proto file."""
 

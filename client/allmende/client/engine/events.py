@@ -250,6 +250,43 @@ class Idle(Event):
 
 
 @dataclass(frozen=True)
+class ModelFetching(Event):
+    """A unit names a served model this volunteer lacks: its signed manifest checked out,
+    its files are being downloaded (`cached_bytes` of them were already here)."""
+
+    name: ClassVar[str] = "model.fetching"
+    model: str
+    pin: str
+    files: int
+    total_bytes: int
+    cached_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelProgress(Event):
+    """Bytes of a model download so far, and the file it is in. Sent at each tenth of the
+    model, so the headless log gets about ten lines, not one per chunk or file."""
+
+    name: ClassVar[str] = "model.progress"
+    model: str
+    done_bytes: int
+    total_bytes: int
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class ModelReady(Event):
+    """Every file of the model matched the signed manifest; it is registered and cached."""
+
+    name: ClassVar[str] = "model.ready"
+    model: str
+    pin: str
+    downloaded_bytes: int
+    seconds: float
+    folder: str
+
+
+@dataclass(frozen=True)
 class Stopped(Event):
     name: ClassVar[str] = "stopped"
     exit_code: int

@@ -2,10 +2,11 @@
 
 The engine trusts nothing it receives: the coordinator's key must match the pinned
 fingerprint (handshake.py), every unit's signature must verify over the exact bytes received,
-and the unit must name a model and weights hash from the local registry (verify.py). A unit
-that fails is handed back with the reason. Submissions run on their own thread so the next
-unit computes meanwhile, and every result goes through the spool on disk, so none is lost
-(submission.py).
+and the unit must name a model and weights hash from the local registry (verify.py), or a
+model the coordinator serves, fetched and checked against its signed manifest first
+(model_cache.py). A unit that fails is handed back with the reason. Submissions run on their
+own thread so the next unit computes meanwhile, and every result goes through the spool on
+disk, so none is lost (submission.py).
 
 The volunteer steers a running engine from any thread: `pause`/`resume`, `stop` (finish the
 current unit, then stop), `quit` (stop now; units not finished are handed back) and `apply`
@@ -54,6 +55,7 @@ from allmende.client.engine.handshake import CLIENT_VERSION, connect
 from allmende.client.engine.lanes import Lane, run_lanes
 from allmende.client.engine.leasing import BUFFER_S, MAX_BUFFER, hand_back, units_wanted
 from allmende.client.engine.link import CoordinatorLink
+from allmende.client.engine.model_cache import ModelCache
 from allmende.client.engine.policy import Policy
 from allmende.client.engine.recover import recover_leases
 from allmende.client.engine.spool import Spool
@@ -129,6 +131,7 @@ class VolunteerEngine:
         if len(devices) > 1:
             self._control.set_lanes(devices, self._policy(config))
         self._link: CoordinatorLink | None = None
+        self._models: ModelCache | None = None  # served models, once connected
         self._submitter: Submitter | None = None
         # Units handed back on the way out, and the rows and seconds given up with them.
         self._handed_back = (0, 0, 0.0)
@@ -283,6 +286,9 @@ class VolunteerEngine:
         code, reason = EXIT_ERROR, "interrupted"
         try:
             coordinator_key = connect(link, self.config, pinned, self._emit)
+            self._models = ModelCache(
+                self.config.home / "models", self.registry, link, coordinator_key, self._emit
+            )
             spool = Spool(self.config.home / "spool", pinned)
             submitter = self._submitter = Submitter(
                 link, spool, control.stop_requested, self._emit, verdicts
@@ -409,7 +415,8 @@ class VolunteerEngine:
                     held.extend([response.lease, *response.more_leases])
                 lease = held.popleft()
                 try:
-                    unit = check_unit(lease, coordinator_key, self.registry)
+                    ensure = self._models.ensure if self._models is not None else None
+                    unit = check_unit(lease, coordinator_key, self.registry, ensure)
                 except AllmendeError as exc:
                     refusals += 1
                     reason = f"refused: {exc.message}"

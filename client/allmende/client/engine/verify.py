@@ -1,11 +1,14 @@
 """Checks on a leased unit before any of it is used.
 
 Every unit's signature must verify over the exact bytes received, and the unit must name a
-task kind this client knows and a model and weights hash from the local registry. A unit
-that fails is handed back with the reason.
+task kind this client knows and a model and weights hash from the local registry. A served
+model the registry lacks is fetched first (model_cache.py), after the signature checked out.
+A unit that fails is handed back with the reason.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from allmende.protocol.errors import IntegrityError
 from allmende.protocol.kinds import KINDS, VECTOR_DTYPES
@@ -14,8 +17,14 @@ from allmende.protocol.wire import WorkUnit, open_unit
 from allmende.v1 import allmende_pb2 as pb
 
 
-def check_unit(lease: pb.Lease, coordinator_key: bytes, registry: ModelRegistry) -> WorkUnit:
-    """Verify signature, then that we know the task kind, model and weights hash."""
+def check_unit(
+    lease: pb.Lease,
+    coordinator_key: bytes,
+    registry: ModelRegistry,
+    ensure_model: Callable[[str, str], None] | None = None,
+) -> WorkUnit:
+    """Verify signature, then that we know the task kind, model and weights hash.
+    `ensure_model(name, pin)` fetches a served model the registry lacks."""
     blob = lease.unit.unit
     unit = open_unit(blob, lease.unit.signature, coordinator_key)
     if unit.lease_id and unit.lease_id != lease.lease_id:
@@ -23,6 +32,8 @@ def check_unit(lease: pb.Lease, coordinator_key: bytes, registry: ModelRegistry)
     kind = KINDS.get(unit.kind)
     if kind is None:
         raise IntegrityError(f"unknown task kind {unit.kind!r}")
+    if ensure_model is not None:
+        ensure_model(unit.model, unit.model_sha256)
     spec = registry.get(unit.model)
     if unit.model_sha256 != spec.weights_sha256:
         raise IntegrityError(

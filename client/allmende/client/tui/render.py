@@ -25,6 +25,8 @@ def status_word(state: ViewState) -> tuple[str, str]:
         return "offline", "bold yellow"
     if state.connection == "connecting":
         return "connecting…", "yellow"
+    if state.download is not None:
+        return "downloading a model", "bold cyan"
     if state.computing:
         return "computing", "bold green"
     return "idle", "cyan"
@@ -152,7 +154,26 @@ def bar(fraction: float, width: int) -> Text:
     return text
 
 
+def download(state: ViewState, width: int) -> Text:
+    """A served model on its way from the coordinator, as a progress bar."""
+    d = state.download
+    assert d is not None
+    text = Text()
+    text.append(f"downloading model {d.model}", style="bold")
+    text.append(" from the coordinator · checked against its signed manifest", style="dim")
+    text.append("\n")
+    fraction = d.done / d.total if d.total else 0.0
+    label = f" {fraction * 100:3.0f}%"
+    details = f"  {format_bytes(d.done)}/{format_bytes(d.total)}"
+    text.append_text(bar(fraction, width - len(label) - len(details)))
+    text.append(label, style="bold")
+    text.append(details)
+    return text
+
+
 def unit(state: ViewState, width: int) -> Text:
+    if state.download is not None:
+        return download(state, width)
     current = state.unit
     text = Text()
     if current is None:

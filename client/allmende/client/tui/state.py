@@ -38,6 +38,15 @@ class UnitView:
     computed: bool = False
 
 
+@dataclass
+class DownloadView:
+    """A served model being fetched from the coordinator (engine/model_cache.py)."""
+
+    model: str
+    done: int
+    total: int
+
+
 @dataclass(frozen=True)
 class LogLine:
     at: str
@@ -70,6 +79,7 @@ class ViewState:
         self.idle: str | None = None
         # work
         self.unit: UnitView | None = None
+        self.download: DownloadView | None = None
         self.last_rate: float | None = None
         self._buckets: deque[tuple[int, float]] = deque()
         # contribution: counted from this session's answers until the coordinator's lifetime
@@ -259,7 +269,26 @@ class ViewState:
             self._count(e.items)
         self.last_rate = e.items_per_s
 
+    def _on_ModelFetching(self, e: ev.ModelFetching) -> None:
+        self.download = DownloadView(e.model, e.cached_bytes, e.total_bytes)
+        have = f", {format_bytes(e.cached_bytes)} already here" if e.cached_bytes else ""
+        self.note(
+            f"downloading model {e.model}: {e.files} files, {format_bytes(e.total_bytes)}{have}"
+        )
+
+    def _on_ModelProgress(self, e: ev.ModelProgress) -> None:
+        self.download = DownloadView(e.model, e.done_bytes, e.total_bytes)
+
+    def _on_ModelReady(self, e: ev.ModelReady) -> None:
+        self.download = None
+        self.note(
+            f"model {e.model} ready: every file matches the signed manifest "
+            f"({format_bytes(e.downloaded_bytes)} in {e.seconds:.1f} s)",
+            "good",
+        )
+
     def _on_UnitRefused(self, e: ev.UnitRefused) -> None:
+        self.download = None  # a download that failed refuses its unit
         self.refused += 1
         self.note(f"unit {short_unit(e.unit_id)} {e.reason}", "bad")
 

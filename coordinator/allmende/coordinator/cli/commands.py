@@ -1,6 +1,7 @@
-"""The operator's command groups: `allmende coordinator ...`, `allmende job ...` and
-`allmende volunteers ...`. Only argparse here: each handler is named by its dotted path and
-imported when it runs, so `allmende --help` imports none of the coordinator's dependencies."""
+"""The operator's command groups: `allmende coordinator ...`, `allmende job ...`,
+`allmende model ...` and `allmende volunteers ...`. Only argparse here: each handler is named
+by its dotted path and imported when it runs, so `allmende --help` imports none of the
+coordinator's dependencies."""
 
 from __future__ import annotations
 
@@ -224,6 +225,45 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--redundancy", type=positive, help="raise the replicas per unit")
     p.add_argument("--tau", type=unit_interval, help="row agreement cosine")
     p.set_defaults(handler="allmende.coordinator.cli.admin_cmds:set_job")
+
+    model = sub.add_parser("model", help="models the coordinator serves to volunteers")
+    msub = model.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = msub.add_parser(
+        "add",
+        help="upload a model folder (safetensors, JSON, tokenizer text); prints its pin",
+        description="Upload a model folder in Hugging Face layout. Only *.safetensors, "
+        "*.json, *.txt and *.md files are accepted: no pickle (.bin, .pt, .pth, .ckpt, "
+        ".pkl), no code, no config asking for remote code. Hidden files are skipped. "
+        "Volunteers that lack the model download it from the coordinator and check every "
+        "file against the signed manifest. The model's pin is printed last.",
+    )
+    admin_flags(p)
+    p.add_argument("--name", required=True, help="the model's name, as jobs will name it")
+    p.add_argument("--path", required=True, help="the model folder")
+    p.add_argument(
+        "--kinds",
+        default="embed-text",
+        help="task kinds it serves, comma-separated (default embed-text)",
+    )
+    p.add_argument(
+        "--dims", type=non_negative, help="vector width (default: the folder's config.json)"
+    )
+    p.add_argument(
+        "--max-seq-length",
+        type=non_negative,
+        help="tokens per input (default: the folder's sentence-transformers or model config)",
+    )
+    p.add_argument(
+        "--weights-file",
+        default="model.safetensors",
+        help="the weights file in the folder (default model.safetensors)",
+    )
+    p.set_defaults(handler="allmende.coordinator.cli.model_cmds:add")
+    p = msub.add_parser("list", help="list the models the coordinator serves")
+    p.add_argument("--coordinator", type=address, required=True, help="HOST:PORT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    reader_flag(p)
+    p.set_defaults(handler="allmende.coordinator.cli.model_cmds:list_models")
 
     volunteers = sub.add_parser("volunteers", help="see and ban volunteers (admin token)")
     vsub = volunteers.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -28,6 +28,7 @@ from allmende.coordinator.domain.jobs import (
     result_shape,
 )
 from allmende.coordinator.domain.leasing import Leasing
+from allmende.coordinator.domain.models import ModelLibrary
 from allmende.coordinator.domain.nonces import RequestNonces
 from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE, Submissions
@@ -85,6 +86,7 @@ class Coordinator(Leasing, Submissions, Verdicts):
         clock: Callable[[], int] = _now_ms,
         policy: TrustPolicy | None = None,
         gold_computer: GoldComputer | None = None,
+        models_dir: Path | None = None,
     ) -> None:
         self.store = store
         # Nonces of signed requests already used (replays are refused), in the store.
@@ -98,6 +100,11 @@ class Coordinator(Leasing, Submissions, Verdicts):
         self.datasets_dir = datasets_dir
         self.registry = registry or ModelRegistry()
         self.clock = clock
+        # Models the operator added (`allmende model add`), served to volunteers that lack them.
+        self.models = ModelLibrary(
+            store, key, self.registry, models_dir or datasets_dir.parent / "models", clock
+        )
+        self.models.load()
         self.validating = threading.BoundedSemaphore(VALIDATING_AT_ONCE)
         # Set when a job has become ready for assimilation; the server's assimilator waits on it.
         self.assimilation_wanted = threading.Event()
@@ -187,6 +194,7 @@ class Coordinator(Leasing, Submissions, Verdicts):
     # ------------------------------------------------------------------ jobs
 
     def create_job(self, req: JobRequest, records: list[InputRecord]) -> tuple[str, int, int, int]:
+        self.models.refresh(req.model)  # one another replica added since
         settings = resolve_settings(req, self.registry)
         job_id = new_job_id()
         job, units, items = plan_job(job_id, req, settings, records, self.key, self.clock())

@@ -27,6 +27,10 @@ class ModelGold:
         self.computers = Computers(registry or ModelRegistry(), device)
         self._lock = threading.Lock()
 
+    def share_registry(self, registry: ModelRegistry) -> None:
+        """Compute with the coordinator's own registry, which holds the models it serves."""
+        self.computers.registry = registry
+
     def __call__(self, settings: JobSettings, texts: list[str]) -> np.ndarray:
         with self._lock:
             return self.computers.run(settings.kind, settings.model, texts)

@@ -287,3 +287,14 @@ class Repair:
     results_invalidated: int
     units_reopened: tuple[str, ...]
     jobs_reopened: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A served model: its signed manifest (protocol/model_manifest.py) as stored."""
+
+    name: str
+    pin: str
+    manifest: bytes
+    signature: bytes
+    created_ms: int

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0008"
+REVISION = "0009"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
 SCHEMA_VERSION = 6
@@ -260,4 +260,16 @@ events = Table(
     Column("unit_id", String(96), nullable=False, default=""),
     Column("volunteer_id", String(64), nullable=False, default=""),
     Column("message", Text, nullable=False),
+)
+
+# Models served by the coordinator (domain/models.py): the manifest exactly as signed, and
+# its signature; the files are in the data folder under models/NAME/ (migration 0009).
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("pin", String(64), nullable=False, unique=True),
+    Column("manifest", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
 )

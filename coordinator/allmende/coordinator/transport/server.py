@@ -17,6 +17,7 @@ from allmende.coordinator.transport.admin_servicer import AdminServicer
 from allmende.coordinator.transport.auth import VolunteerAuthInterceptor
 from allmende.coordinator.transport.bridge import collect
 from allmende.coordinator.transport.guard import ParseGuardInterceptor
+from allmende.coordinator.transport.model_servicer import ModelServicer
 from allmende.coordinator.transport.runtime import LoopRuntime, Runtime, ThreadedRuntime
 from allmende.coordinator.transport.servicers import (
     DatasetServicer,
@@ -63,6 +64,9 @@ class GrpcServer:
             ),
             lambda s: rpc.add_DatasetServiceServicer_to_server(
                 DatasetServicer(coordinator, metrics, readers), s
+            ),
+            lambda s: rpc.add_ModelServiceServicer_to_server(
+                ModelServicer(coordinator, admin_token, metrics, readers), s
             ),
             lambda s: rpc.add_AdminServiceServicer_to_server(
                 AdminServicer(admin, admin_token, metrics), s

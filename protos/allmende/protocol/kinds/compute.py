@@ -21,7 +21,7 @@ from allmende.protocol.errors import FailedPrecondition, InvalidArgument
 from allmende.protocol.kinds import KINDS, check_model_for_kind
 from allmende.protocol.kinds.base import KindSpec
 from allmende.protocol.models import ModelRegistry, ModelSpec
-from allmende.protocol.weights import resolve_model_dir, verify_weights
+from allmende.protocol.weights import resolve_model_dir, verify_model
 
 # Model loading is serialised process-wide: transformers' lazy imports are not thread-safe,
 # and two engines in one process (the demo, tests) may load at the same moment.
@@ -82,7 +82,7 @@ class Computers:
                 spec = self.registry.get(model)
                 check_model_for_kind(kind, spec)
                 model_dir = resolve_model_dir(spec)
-                verify_weights(model_dir, spec.weights_sha256, spec.weights_file)
+                verify_model(model_dir, spec)
                 self._loaded[(kind.name, model)] = compute_class(kind)(
                     model_dir, spec, self.device, self.batch_size, self.threads
                 )
