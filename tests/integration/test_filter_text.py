@@ -75,7 +75,7 @@ def test_two_volunteers_identify_languages_and_the_rule_sets_keep(
     pull(admin, created.job_id, fp, out)
     manifest = verify_folder(out, fp)
     assert manifest.rows == len(rows)
-    table = pq.ParquetDataset(sorted(str(p) for p in out.glob("*.parquet"))).read()
+    table = pq.ParquetDataset(sorted(str(p) for p in out.glob("data/*.parquet"))).read()
     assert table.column_names[:5] == ["id", "text", "language", "language_score", "keep"]
     data = table.to_pydict()
     by_id = {i: n for n, i in enumerate(data["id"])}

@@ -184,6 +184,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="share of each unit's rows that are hidden gold rows (default 0.02; 0: none)",
     )
     p.add_argument("--name", help="a name shown in job listings")
+    p.add_argument(
+        "--license",
+        default="",
+        help="the dataset's licence, a Hugging Face / SPDX identifier such as cc-by-4.0 "
+        "(default: unknown, i.e. the input texts keep the licence they came with)",
+    )
     p.set_defaults(handler="allmende.coordinator.cli.job_cmds:create")
     p = jsub.add_parser("status", help="show one job's progress")
     p.add_argument("job", help="the job id")

@@ -51,6 +51,7 @@ def create(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds or 0,
         result_dtype=args.dtype or "",
         gold_fraction=args.gold_fraction,
+        license=args.license,
     )
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
     with ApiClient(args.coordinator, admin_token=token) as client:

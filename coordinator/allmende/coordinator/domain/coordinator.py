@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from allmende.coordinator.domain.leasing import Leasing
 from allmende.coordinator.domain.nonces import RequestNonces
 from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE, Submissions
+from allmende.coordinator.domain.takedown import Removal, remove_rows, require_published
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.domain.verdicts import Verdicts
 from allmende.coordinator.store.base import Store
@@ -51,6 +53,14 @@ from allmende.protocol.errors import (
     shown,
 )
 from allmende.protocol.kinds import KINDS
+from allmende.protocol.manifest import (
+    ALLMENDE_DIR,
+    CARD_PATH,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    VERSIONS_DIR,
+    shard_path,
+)
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import CTX_REGISTER, SigningKey, fingerprint, verify
 from allmende.protocol.wire import decode_unit
@@ -115,6 +125,7 @@ class Coordinator(Leasing, Submissions, Verdicts):
         self.tls_binding: tuple[bytes, bytes] = (b"", b"")
         # Signed key rotations leading to `key`, oldest first: (rotation bytes, signature).
         self.key_chain: list[tuple[bytes, bytes]] = []
+        self._takedown_lock = threading.Lock()  # one new dataset version at a time
 
     # ------------------------------------------------------------------ info / volunteers
 
@@ -253,15 +264,50 @@ class Coordinator(Leasing, Submissions, Verdicts):
         job = self._job(job_id)
         found = self.store.get_manifest(job_id)
         if found is None:
-            raise FailedPrecondition(f"job {job_id} is {job.state}; its dataset is not ready")
+            if job.state in ("cancelled", "failed"):
+                why = f": {job.reason}" if job.reason else ""
+                raise FailedPrecondition(
+                    f"job {job_id} was {job.state}{why}; it has no dataset and will not have one"
+                )
+            raise FailedPrecondition(f"job {job_id} is {job.state}; its dataset is not ready yet")
         return found
 
+    def remove_rows(self, job_id: str, ids: list[str], reason: str) -> Removal:
+        """Publish a new version of a finished job's dataset without the rows `ids`."""
+        job = self._job(job_id)
+        with self._takedown_lock:
+            published = require_published(self.store.get_manifest(job_id), job_id, job.state)
+            removal, manifest, signature = remove_rows(
+                self.key,
+                job_id,
+                published,
+                self.datasets_dir,
+                ids,
+                reason,
+                self.clock(),
+                self.key_chain,
+            )
+            self.store.publish_version(job_id, manifest, signature, self.clock())
+        log.info(
+            "dataset version job=%s version=%d removed=%d",
+            job_id,
+            removal.version,
+            removal.rows_removed,
+        )
+        return removal
+
     def dataset_file(self, job_id: str, name: str) -> Path:
+        """A file of a job's published dataset, by the name a researcher asks for: a shard
+        name of the current manifest, the card, or an earlier version's manifest/signature
+        (`_allmende/versions/<n>/manifest.json|manifest.sig`)."""
         manifest, _ = self.manifest(job_id)
+        folder = self.datasets_dir / job_id
         names = {shard["name"] for shard in json.loads(manifest)["shards"]}
-        if name not in names:
-            raise NotFound(f"{shown(name)} is not a file of job {job_id}'s dataset")
-        return self.datasets_dir / job_id / name
+        if name in names:
+            return shard_path(folder, name)
+        if name == CARD_PATH or _version_file(name):
+            return folder / name
+        raise NotFound(f"{shown(name)} is not a file of job {job_id}'s dataset")
 
     def assimilate_pending(self) -> list[str]:
         done = []
@@ -290,3 +336,15 @@ class Coordinator(Leasing, Submissions, Verdicts):
             log.info("dataset written job=%s folder=%s", job_id, folder)
             done.append(job_id)
         return done
+
+
+# An earlier version's manifest or signature, as `dataset pull` asks for it.
+_VERSION_FILE = re.compile(
+    re.escape(f"{ALLMENDE_DIR}/{VERSIONS_DIR}/")
+    + r"[1-9][0-9]{0,5}/"
+    + f"({re.escape(MANIFEST_NAME)}|{re.escape(SIGNATURE_NAME)})"
+)
+
+
+def _version_file(name: str) -> bool:
+    return _VERSION_FILE.fullmatch(name) is not None

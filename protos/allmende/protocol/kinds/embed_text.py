@@ -18,4 +18,5 @@ EMBED_TEXT = KindSpec(
     ),
     compute="allmende.client.tasks.embed_text:EmbedText",
     credit=claimed_tokens,
+    card_task="feature-extraction",
 )

@@ -108,6 +108,7 @@ FILTER_TEXT = KindSpec(
     ),
     compute="allmende.client.tasks.filter_text:FilterText",
     credit=credit,
+    card_task="text-classification",
     agreement="language_score",
     rule=(
         RuleParam(
