@@ -387,7 +387,7 @@ def test_verify_folder_follows_the_chain_of_versions(dataset: Path, key: Signing
 def test_a_gap_in_the_chain_of_versions_is_named(dataset: Path, key: SigningKey) -> None:
     second_version(dataset, key)
     (version_dir(dataset, 1) / MANIFEST_NAME).unlink()
-    with pytest.raises(IntegrityError, match="versions/1/manifest.json is missing.*gap"):
+    with pytest.raises(IntegrityError, match=r"versions/1/manifest\.json is missing.*gap"):
         verify_folder(dataset, key.fingerprint)
 
 
@@ -400,7 +400,7 @@ def test_a_forged_link_in_the_chain_of_versions_is_named(
     data = encode_manifest(forged)
     (version_dir(dataset, 1) / MANIFEST_NAME).write_bytes(data)
     (version_dir(dataset, 1) / SIGNATURE_NAME).write_bytes(sign_manifest(key, data))
-    with pytest.raises(IntegrityError, match="versions/1/manifest.json: sha256.*forged link"):
+    with pytest.raises(IntegrityError, match=r"versions/1/manifest\.json: sha256.*forged link"):
         verify_folder(dataset, key.fingerprint)
 
 
@@ -408,5 +408,5 @@ def test_a_version_that_skips_a_number_is_refused(dataset: Path, key: SigningKey
     manifest = second_version(dataset, key)
     manifest["version"]["previous"]["number"] = 0
     sign_folder(dataset, key, manifest)
-    with pytest.raises(IntegrityError, match="version.previous must name version 1"):
+    with pytest.raises(IntegrityError, match=r"version\.previous must name version 1"):
         verify_folder(dataset, key.fingerprint)

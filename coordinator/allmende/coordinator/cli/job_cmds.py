@@ -76,6 +76,7 @@ def _as_dict(job: pb.JobStatus) -> dict[str, object]:
         "redundancy": job.spec.redundancy,
         "unit_size": job.spec.unit_size,
         "tau": job.spec.tau,
+        "license": job.spec.license or "unknown",
         "items": job.items,
         "unique_items": job.unique_items,
         "units": {
