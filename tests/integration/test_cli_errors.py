@@ -198,6 +198,7 @@ def test_job_create_rejected_by_the_coordinator_exits_2(
         (("--model", "no-such-model"), ("INVALID_ARGUMENT", "model", "no-such-model")),
         (("--kind", "embed-video"), ("INVALID_ARGUMENT", "kind", "embed-video")),
         (("--redundancy", "99"), ("INVALID_ARGUMENT", "redundancy", "99")),
+        (("--license", "CC BY 4.0"), ("INVALID_ARGUMENT", "license", "'CC BY 4.0'", "cc-by-4.0")),
     ):
         code, _, err = run_cli(capsys, *create_args(coordinator.address,
                                                     coordinator_home.token_path, corpus, *extra))
