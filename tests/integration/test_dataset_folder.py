@@ -28,6 +28,7 @@ from allmende.cli.main import main
 from allmende.client.connection import CoordinatorClient
 from allmende.coordinator.app import serve
 from allmende.coordinator.domain import assimilate
+from allmende.coordinator.domain.coordinator import Coordinator
 from allmende.coordinator.home import CoordinatorHome
 from allmende.protocol.errors import IntegrityError
 from allmende.protocol.manifest import (
@@ -55,6 +56,7 @@ class Served:
     quorum_job: str  # redundancy 2, tau changed after its first unit
     solo_job: str  # redundancy 1
     datasets: Path
+    coordinator: Coordinator
 
 
 def finish(admin: CoordinatorClient, job_id: str, volunteers: list[RawVolunteer],
@@ -106,7 +108,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             finish(admin, solo, volunteers)
             yield Served(running.address, running.coordinator.key.fingerprint,
                          home.token_path, admin, quorum, solo,
-                         Path(running.coordinator.datasets_dir))
+                         Path(running.coordinator.datasets_dir), running.coordinator)
 
 
 @pytest.fixture(scope="module")
@@ -424,3 +426,24 @@ def test_a_takedown_publishes_a_version_that_pulls_only_the_changed_shard(
     older.write_bytes(older.read_bytes().replace(b'"rows": 12', b'"rows": 13'))
     code = main(["dataset", "verify", str(forged), "--fingerprint", served.fingerprint])
     assert code == 1 and "forged link" in capsys.readouterr().err
+
+
+def test_a_takedown_outlives_writing_the_dataset_again(served: Served) -> None:
+    """A job re-verified after a quarantine is assimilated again: the new version continues
+    the chain and still leaves out every row withdrawn before."""
+    c = served.coordinator
+    job = c.store.get_job(served.quorum_job)
+    assert job is not None
+    folder = served.datasets / served.quorum_job
+    before = json.loads((folder / MANIFEST_PATH).read_bytes())
+    withdrawn = before["version"]["removed"][0]["ids"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assimilate, "ROWS_PER_SHARD", 4)
+        assimilate.assimilate(c.store, c.key, job, served.datasets, c.clock(), c.key_chain)
+    report = verify_folder(folder, served.fingerprint)
+    assert report.version == 3 and report.rows == len(TEXTS) - len(withdrawn)
+    ids = pq.read_table(folder / "data", columns=["id"]).column("id").to_pylist()
+    assert not set(withdrawn) & set(ids)
+    after = json.loads((folder / MANIFEST_PATH).read_bytes())
+    assert after["version"]["removed"] == before["version"]["removed"]
+    assert after["version"]["previous"]["number"] == 2

@@ -25,7 +25,13 @@ import pyarrow as pa
 
 from allmende.coordinator.domain.dataset_cost import job_cost, job_energy
 from allmende.coordinator.domain.jobs import job_rule
-from allmende.coordinator.domain.publish import shard_metadata, write_manifest, write_shard
+from allmende.coordinator.domain.publish import (
+    next_version,
+    published_version,
+    shard_metadata,
+    write_manifest,
+    write_shard,
+)
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import DatasetUnit, JobRecord
 from allmende.protocol.kinds import KindSpec, ResultShape, get_kind
@@ -246,7 +252,11 @@ def assimilate(
     rows = 0
     agreements: list[float] = []
     verification: dict[str, int] = {}
+    prior = published_version(target)
+    withdrawn = {i for r in (prior or {}).get("removed", []) for i in r["ids"]}
     for item in store.dataset_items(job.job_id):
+        if item.item_id in withdrawn:  # a takedown outlives re-verification
+            continue
         texts, matrix, p = units[item.unit_id]
         writer.add(item.item_id, texts[item.row], matrix[item.row], item.content_sha256, p)
         if p.agreement is not None:
@@ -290,7 +300,7 @@ def assimilate(
         "created_ms": now_ms,
         "cost": cost,
         "energy": energy,
-        "version": {"number": 1, "created_ms": now_ms, "previous": None, "removed": []},
+        "version": next_version(target, staging, now_ms),
     }
     manifest_bytes, signature = write_manifest(staging, manifest, key, key_chain)
     shutil.rmtree(target, ignore_errors=True)

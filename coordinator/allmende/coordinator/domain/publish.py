@@ -9,8 +9,10 @@ Shard metadata therefore name the job and the manifest's place, never a version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,12 @@ from allmende.protocol.manifest import (
     MANIFEST_NAME,
     MANIFEST_PATH,
     SIGNATURE_NAME,
+    VERSIONS_DIR,
     encode_manifest,
     sha256_file,
     sign_manifest,
+    version_dir,
+    version_of,
 )
 from allmende.protocol.rotation import CHAIN_NAME, encode_chain
 from allmende.protocol.signing import SigningKey
@@ -96,3 +101,52 @@ def write_manifest(
     else:
         (meta / CHAIN_NAME).unlink(missing_ok=True)
     return manifest_bytes, signature
+
+
+def published_version(folder: Path) -> dict[str, Any] | None:
+    """The version block of the dataset already in `folder` (the coordinator's own, written
+    by it), or None where there is none."""
+    path = folder / MANIFEST_PATH
+    if not path.is_file():
+        return None
+    return version_of(json.loads(path.read_bytes()))
+
+
+def keep_versions(folder: Path, staging: Path) -> dict[str, Any] | None:
+    """Carry the versions of the dataset in `folder` over to `staging`: the earlier ones'
+    manifests, and the current one's under `versions/<n>/`. Returns the link the next
+    version's manifest names (None where `folder` holds no dataset)."""
+    path = folder / MANIFEST_PATH
+    if not path.is_file():
+        return None
+    published = path.read_bytes()
+    manifest = json.loads(published)
+    number = int(version_of(manifest)["number"])
+    older = folder / ALLMENDE_DIR / VERSIONS_DIR
+    if older.is_dir():
+        shutil.copytree(older, staging / ALLMENDE_DIR / VERSIONS_DIR, dirs_exist_ok=True)
+    target = version_dir(staging, number)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / MANIFEST_NAME).write_bytes(published)
+    shutil.copy2(folder / ALLMENDE_DIR / SIGNATURE_NAME, target / SIGNATURE_NAME)
+    return {
+        "number": number,
+        "manifest_sha256": hashlib.sha256(published).hexdigest(),
+        "merkle_root": manifest["merkle_root"],
+    }
+
+
+def next_version(folder: Path, staging: Path, now_ms: int) -> dict[str, Any]:
+    """The version block of a dataset written again into `folder` (a job re-assimilated
+    after re-verification): the next number, linked to the one there, its takedowns kept.
+    Version 1 where `folder` holds none."""
+    prior = published_version(folder)
+    link = keep_versions(folder, staging)
+    if prior is None or link is None:
+        return {"number": 1, "created_ms": now_ms, "previous": None, "removed": []}
+    return {
+        "number": int(prior["number"]) + 1,
+        "created_ms": now_ms,
+        "previous": link,
+        "removed": list(prior.get("removed", [])),
+    }

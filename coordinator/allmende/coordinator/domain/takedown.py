@@ -26,16 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from allmende.coordinator.domain.publish import write_manifest, write_shard
+from allmende.coordinator.domain.publish import keep_versions, write_manifest, write_shard
 from allmende.protocol.errors import FailedPrecondition, InvalidArgument, shown
 from allmende.protocol.manifest import (
-    ALLMENDE_DIR,
-    MANIFEST_NAME,
-    SIGNATURE_NAME,
-    VERSIONS_DIR,
     merkle_root,
     shard_path,
-    version_dir,
     version_of,
 )
 from allmende.protocol.signing import SigningKey
@@ -109,7 +104,7 @@ def remove_rows(
     shutil.rmtree(staging, ignore_errors=True)
     try:
         shards = _write_shards(folder, staging, manifest["shards"], holding, wanted)
-        _keep_versions(folder, staging, int(current["number"]), published)
+        keep_versions(folder, staging)
         new = _next_manifest(manifest, staging, shards, key, now_ms, published, wanted, reason)
         new_bytes, signature = write_manifest(staging, new, key, key_chain)
     except BaseException:
@@ -149,17 +144,6 @@ def _write_shards(
         if left.num_rows:
             kept.append(write_shard(left, staging, _position(shard["name"]), {}))
     return kept
-
-
-def _keep_versions(folder: Path, staging: Path, number: int, published: bytes) -> None:
-    """Earlier versions' manifests move along; the current one joins them."""
-    older = folder / ALLMENDE_DIR / VERSIONS_DIR
-    if older.is_dir():
-        shutil.copytree(older, staging / ALLMENDE_DIR / VERSIONS_DIR)
-    target = version_dir(staging, number)
-    target.mkdir(parents=True, exist_ok=True)
-    (target / MANIFEST_NAME).write_bytes(published)
-    shutil.copy2(folder / ALLMENDE_DIR / SIGNATURE_NAME, target / SIGNATURE_NAME)
 
 
 def _next_manifest(
