@@ -266,8 +266,9 @@ class Coordinator(Leasing, Submissions, Verdicts):
         if found is None:
             if job.state in ("cancelled", "failed"):
                 why = f": {job.reason}" if job.reason else ""
+                done = "was cancelled" if job.state == "cancelled" else "failed"
                 raise FailedPrecondition(
-                    f"job {job_id} was {job.state}{why}; it has no dataset and will not have one"
+                    f"job {job_id} {done}{why}; it has no dataset and will not have one"
                 )
             raise FailedPrecondition(f"job {job_id} is {job.state}; its dataset is not ready yet")
         return found
