@@ -360,6 +360,12 @@ def test_removing_rows_the_job_never_had_changes_nothing(
                  "--reason", "x", "--admin-token-file", str(served.token),
                  "--coordinator", served.address])
     assert code == 2 and "--ids" in capsys.readouterr().err
+    running = served.admin.create_job(job_requests(["still running"], redundancy=1)).job_id
+    code = main(["dataset", "remove", running, "--ids", str(ids), "--reason", "x",
+                 "--admin-token-file", str(served.token), "--coordinator", served.address])
+    err = capsys.readouterr().err
+    assert code == 1 and f"job {running} is running; it has no dataset" in err
+    served.admin.cancel_job(running)
     assert snapshot(served.datasets / served.solo_job) == before
     assert not [p for p in served.datasets.iterdir() if p.name.startswith(".")]
 

@@ -125,7 +125,6 @@ class Coordinator(Leasing, Submissions, Verdicts):
         self.tls_binding: tuple[bytes, bytes] = (b"", b"")
         # Signed key rotations leading to `key`, oldest first: (rotation bytes, signature).
         self.key_chain: list[tuple[bytes, bytes]] = []
-        self._takedown_lock = threading.Lock()  # one new dataset version at a time
 
     # ------------------------------------------------------------------ info / volunteers
 
@@ -276,7 +275,15 @@ class Coordinator(Leasing, Submissions, Verdicts):
     def remove_rows(self, job_id: str, ids: list[str], reason: str) -> Removal:
         """Publish a new version of a finished job's dataset without the rows `ids`."""
         job = self._job(job_id)
-        with self._takedown_lock:
+        # The claim the assimilator takes: one coordinator writes a job's folder at a time,
+        # across processes sharing a PostgreSQL database.
+        with self.store.claim_job(job_id, "complete") as claimed:
+            if claimed is None:
+                if job.state == "complete":
+                    raise FailedPrecondition(
+                        f"job {job_id}'s dataset is being written by another request; try again"
+                    )
+                require_published(None, job_id, job.state)
             published = require_published(self.store.get_manifest(job_id), job_id, job.state)
             removal, manifest, signature = remove_rows(
                 self.key,
