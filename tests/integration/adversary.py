@@ -316,7 +316,7 @@ def dataset_rows(folder: Path) -> tuple[list[str], np.ndarray]:
     """(texts, embeddings) of a written dataset."""
     import pyarrow.parquet as pq
 
-    shards = sorted(str(p) for p in folder.glob("*.parquet"))
+    shards = sorted(str(p) for p in folder.glob("data/*.parquet"))
     data = pq.ParquetDataset(shards).read().to_pydict()
     return list(data["text"]), np.asarray(data["embedding"], dtype=np.float32)
 

@@ -232,7 +232,7 @@ def wait_for_state(
 
 def read_rows(folder: Path) -> dict[str, tuple[str, np.ndarray]]:
     """id -> (text, embedding) of a pulled dataset; asserts every id appears once."""
-    shards = sorted(str(p) for p in folder.glob("*.parquet"))
+    shards = sorted(str(p) for p in folder.glob("data/*.parquet"))
     data = pq.ParquetDataset(shards).read().to_pydict()
     ids = data["id"]
     assert len(ids) == len(set(ids)), "a row was written twice"

@@ -198,6 +198,7 @@ def test_job_create_rejected_by_the_coordinator_exits_2(
         (("--model", "no-such-model"), ("INVALID_ARGUMENT", "model", "no-such-model")),
         (("--kind", "embed-video"), ("INVALID_ARGUMENT", "kind", "embed-video")),
         (("--redundancy", "99"), ("INVALID_ARGUMENT", "redundancy", "99")),
+        (("--license", "CC BY 4.0"), ("INVALID_ARGUMENT", "license", "'CC BY 4.0'", "cc-by-4.0")),
     ):
         code, _, err = run_cli(capsys, *create_args(coordinator.address,
                                                     coordinator_home.token_path, corpus, *extra))
@@ -446,7 +447,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 
 def _shard(folder: Path) -> Path:
-    return sorted(folder.glob("*.parquet"))[0]
+    return sorted(folder.glob("data/*.parquet"))[0]
 
 
 def test_dataset_verify_of_the_intact_folder_passes(
@@ -482,12 +483,24 @@ def _delete_shard(folder: Path) -> str:
 
 
 def _extra_shard(folder: Path) -> str:
-    pq.write_table(pa.table({"id": ["x"]}), folder / "zz-extra.parquet")
-    return "zz-extra.parquet"
+    pq.write_table(pa.table({"id": ["x"]}), folder / "data" / "zz-extra.parquet")
+    return "data/zz-extra.parquet"
+
+
+def _extra_shard_at_the_root(folder: Path) -> str:
+    # Tools that open the folder by its path would read it as part of the dataset.
+    pq.write_table(pa.table({"id": ["x"]}), folder / "stray.parquet")
+    return "stray.parquet"
+
+
+def _contradicting_card(folder: Path) -> str:
+    card = folder / "_allmende" / "README.md"
+    card.write_text(card.read_text().replace("license: unknown", "license: cc0-1.0"))
+    return "_allmende/README.md"
 
 
 def _edit_manifest(folder: Path) -> str:
-    path = folder / "manifest.json"
+    path = folder / "_allmende" / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["rows"] += 1
     path.write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
@@ -495,7 +508,7 @@ def _edit_manifest(folder: Path) -> str:
 
 
 def _drop_signature(folder: Path) -> str:
-    (folder / "manifest.sig").unlink()
+    (folder / "_allmende" / "manifest.sig").unlink()
     return "manifest.sig"
 
 
@@ -503,8 +516,10 @@ def _resign_with_another_key(folder: Path) -> str:
     # A valid signature, by a key that is not the pinned coordinator's.
     from allmende.protocol.manifest import sign_manifest
 
-    manifest = (folder / "manifest.json").read_bytes()
-    (folder / "manifest.sig").write_bytes(sign_manifest(SigningKey.generate(), manifest))
+    manifest = (folder / "_allmende" / "manifest.json").read_bytes()
+    (folder / "_allmende" / "manifest.sig").write_bytes(
+        sign_manifest(SigningKey.generate(), manifest)
+    )
     return "does not match the pinned"
 
 
@@ -515,6 +530,8 @@ def _resign_with_another_key(folder: Path) -> str:
         pytest.param(_truncate_shard, "bytes", id="shard-truncated"),
         pytest.param(_delete_shard, "missing", id="shard-deleted"),
         pytest.param(_extra_shard, "not in the manifest", id="extra-shard"),
+        pytest.param(_extra_shard_at_the_root, "not in the manifest", id="extra-root-shard"),
+        pytest.param(_contradicting_card, "does not match the manifest", id="card-edited"),
         pytest.param(_edit_manifest, "bad signature", id="manifest-edited"),
         pytest.param(_drop_signature, "missing", id="signature-deleted"),
         pytest.param(_resign_with_another_key, "fingerprint", id="signed-by-another-key"),

@@ -99,9 +99,9 @@ def test_the_cli_runs_a_job_end_to_end(served: tuple[Path, str, str], tmp_path: 
     out = tmp_path / "pulled"
     run("dataset", "pull", job_id, "--coordinator", address, "--fingerprint", fingerprint,
         "--out", str(out))
-    assert (out / "manifest.json").exists()
+    assert (out / "_allmende" / "manifest.json").exists()
     assert run("dataset", "verify", str(out), "--fingerprint", fingerprint).returncode == 0
-    table = pq.ParquetDataset(sorted(str(p) for p in out.glob("*.parquet"))).read()
+    table = pq.ParquetDataset(sorted(str(p) for p in out.glob("data/*.parquet"))).read()
     assert table.schema.field("id").type == "string"
     assert sorted(table.column("id").to_pylist()) == sorted(f"t{i}" for i in range(len(sentences)))
     vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
@@ -110,7 +110,7 @@ def test_the_cli_runs_a_job_end_to_end(served: tuple[Path, str, str], tmp_path: 
     # A researcher with a copy that was tampered with is told, and the exit code says so.
     tampered = tmp_path / "tampered"
     shutil.copytree(out, tampered)
-    shard = next(tampered.glob("*.parquet"))
+    shard = next(tampered.glob("data/*.parquet"))
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     shard.write_bytes(bytes(raw))

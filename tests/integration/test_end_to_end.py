@@ -33,7 +33,7 @@ def wait_for(client: CoordinatorClient, job_id: str, states: tuple[str, ...] = (
 
 def read_dataset(folder: Path) -> dict[str, list[object]]:
     """Read the shards as a researcher would (the folder also holds the manifest)."""
-    shards = sorted(str(p) for p in folder.glob("*.parquet"))
+    shards = sorted(str(p) for p in folder.glob("data/*.parquet"))
     return pq.ParquetDataset(shards).read().to_pydict()
 
 

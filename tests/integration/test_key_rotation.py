@@ -206,14 +206,14 @@ def test_a_volunteer_pinned_to_the_old_key_follows_the_rotation(
 
         # The dataset is signed by the new key; the folder carries the chain.
         folder = coordinator_home.datasets / after
-        assert load_chain(folder / CHAIN_NAME) == running.coordinator.key_chain
+        assert load_chain(folder / "_allmende" / CHAIN_NAME) == running.coordinator.key_chain
         assert verify_folder(folder, old).rows == len(TEXTS) - 16
         assert verify_folder(folder, new.fingerprint).rows == len(TEXTS) - 16
 
         # A researcher pinned to the old key pulls over TLS and verifies offline.
         out = tmp_path / "pulled"
         assert pull(admin, after, old, out).rows == len(TEXTS) - 16
-        assert (out / CHAIN_NAME).exists()
+        assert (out / "_allmende" / CHAIN_NAME).exists()
         admin.close()
     capsys.readouterr()
     assert cli(["dataset", "verify", str(out), "--fingerprint", old]) == 0
@@ -221,19 +221,19 @@ def test_a_volunteer_pinned_to_the_old_key_follows_the_rotation(
 
     tampered = tmp_path / "tampered"
     shutil.copytree(out, tampered)
-    raw = bytearray((tampered / CHAIN_NAME).read_bytes())
+    raw = bytearray((tampered / "_allmende" / CHAIN_NAME).read_bytes())
     # Flip one character of the base64 signature: still well formed, no longer valid.
     at = raw.index(b'"signature": "') + len(b'"signature": "') + 5
     raw[at] = ord("A") if raw[at] != ord("A") else ord("B")
-    (tampered / CHAIN_NAME).write_bytes(bytes(raw))
+    (tampered / "_allmende" / CHAIN_NAME).write_bytes(bytes(raw))
     assert cli(["dataset", "verify", str(tampered), "--fingerprint", old]) == 1
     assert "link 1" in capsys.readouterr().err
 
-    (tampered / CHAIN_NAME).write_bytes(b"{not json")
+    (tampered / "_allmende" / CHAIN_NAME).write_bytes(b"{not json")
     assert cli(["dataset", "verify", str(tampered), "--fingerprint", old]) == 1
     assert "key-chain.json" in capsys.readouterr().err
 
-    (tampered / CHAIN_NAME).unlink()
+    (tampered / "_allmende" / CHAIN_NAME).unlink()
     assert cli(["dataset", "verify", str(tampered), "--fingerprint", old]) == 1
     assert "does not match the pinned" in capsys.readouterr().err
     # The new fingerprint needs no chain.
@@ -250,12 +250,12 @@ def test_a_dataset_from_before_the_rotation_keeps_verifying_under_the_old_pin(
         assert run_engine(running.address, old, tmp_path / "v")[0] == 0
         wait_complete(admin, job_id)
         admin.close()
-    assert not (coordinator_home.datasets / job_id / CHAIN_NAME).exists()
+    assert not (coordinator_home.datasets / job_id / "_allmende" / CHAIN_NAME).exists()
     _, new = coordinator_home.rotate_key()
     with serve(coordinator_home.root, drain_s=0.2) as running:
         admin = CoordinatorClient(running.address, coordinator_home.load_token())
         assert pull(admin, job_id, old, tmp_path / "old-pin").rows == 8
-        assert not (tmp_path / "old-pin" / CHAIN_NAME).exists()
+        assert not (tmp_path / "old-pin" / "_allmende" / CHAIN_NAME).exists()
         # Signed by the retired key: a newer pin does not vouch for it.
         with pytest.raises(IntegrityError, match="does not match the pinned"):
             pull(admin, job_id, new.fingerprint, tmp_path / "new-pin")

@@ -106,10 +106,10 @@ def test_the_cli_passes_the_reader_token(
     pull += ["--fingerprint", fingerprint, "--out", str(tmp_path / "out")]
     assert main(pull) != 0
     assert "private" in capsys.readouterr().err
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "_allmende" / "manifest.json").exists()
     token = str(coordinator_home.reader_token_path)
     assert main([*pull, "--token-file", token]) == 0
-    assert (tmp_path / "out" / "manifest.json").exists()
+    assert (tmp_path / "out" / "_allmende" / "manifest.json").exists()
     assert main(["job", "status", job_id, "--coordinator", private.address]) != 0
     capsys.readouterr()
     assert main(["job", "status", job_id, "--coordinator", private.address,

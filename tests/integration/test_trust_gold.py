@@ -91,6 +91,22 @@ def test_quarantine_reopens_what_rested_on_the_volunteer_and_the_dataset_is_rebu
             assert net.canonical_volunteer(unit_id) == x.id
         net.admin.datasets.GetManifest(pb.GetManifestRequest(job_id=job), timeout=10)
         assert net.store.gold_count(job) > 24  # units X and Y agreed on yielded gold rows
+        # The dataset says how each row was verified: X's lone results through the gold
+        # rows of their unit (no agreement to report), the others by a quorum.
+        first = net.dataset(job)
+        how = {
+            unit_id: (verified, agreement, gold)
+            for unit_id, verified, agreement, gold in zip(
+                first["unit_id"], first["verified_by"], first["agreement"],
+                first["gold_passed"], strict=True,
+            )
+        }
+        for unit_id in solo:
+            verified, agreement, gold = how[unit_id]
+            assert (verified, agreement) == ("solo+gold", None) and gold > 0
+        quorum = {how[u] for u in units if u not in solo}
+        assert {v for v, _, _ in quorum} == {"quorum"}
+        assert all(a is not None and a >= 0.999 for _, a, _ in quorum)
 
         # X turns cheat on a new job: a gold miss quarantines it
         other = net.create(sentences(8, "bait"), redundancy=2, unit_size=4, gold_fraction=0.5)

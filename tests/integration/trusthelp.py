@@ -181,7 +181,7 @@ class Net:
 
     def dataset(self, job_id: str) -> dict[str, list[Any]]:
         folder = Path(self.c.datasets_dir) / job_id
-        shards = sorted(str(p) for p in folder.glob("*.parquet"))
+        shards = sorted(str(p) for p in folder.glob("data/*.parquet"))
         data: dict[str, list[Any]] = pq.ParquetDataset(shards).read().to_pydict()
         return data
 

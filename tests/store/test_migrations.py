@@ -26,8 +26,8 @@ from tests.postgres import PostgresCluster
 ADDED_COLUMNS = {("units", "busy")} | {
     (table, column)
     for table, columns in {
-        "jobs": ("gold_fraction", "rule"),
-        "units": ("quorum", "canonical_payload"),
+        "jobs": ("gold_fraction", "rule", "license"),
+        "units": ("quorum", "canonical_payload", "decided_tau"),
         "volunteers": ("quarantined", "quarantine_reason", "quota_day", "leased_today"),
         "leases": (
             "address",
@@ -42,7 +42,7 @@ ADDED_COLUMNS = {("units", "busy")} | {
     for column in columns
 }
 # Tables added after the first release.
-ADDED_TABLES = {"reputation", "gold", "nonces", "models"}
+ADDED_TABLES = {"reputation", "gold", "nonces", "models", "tau_changes"}
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])

@@ -14,6 +14,9 @@ import pytest
 
 from allmende.protocol.errors import IntegrityError
 from allmende.protocol.manifest import (
+    ALLMENDE_DIR,
+    CARD_PATH,
+    DATA_DIR,
     FORMAT,
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -23,6 +26,7 @@ from allmende.protocol.manifest import (
     sign_manifest,
     verify_folder,
     verify_manifest,
+    version_dir,
 )
 from allmende.protocol.signing import SigningKey
 
@@ -208,11 +212,11 @@ def write_shard(path: Path, start: int, rows: int) -> dict[str, Any]:
 
 
 def write_dataset(folder: Path, key: SigningKey) -> dict[str, Any]:
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DATA_DIR).mkdir(parents=True, exist_ok=True)
     shards = [
-        write_shard(folder / "part-00000.parquet", 0, 5),
-        write_shard(folder / "part-00001.parquet", 5, 3),
-        write_shard(folder / "part-00002.parquet", 8, 4),
+        write_shard(folder / DATA_DIR / "part-00000.parquet", 0, 5),
+        write_shard(folder / DATA_DIR / "part-00001.parquet", 5, 3),
+        write_shard(folder / DATA_DIR / "part-00002.parquet", 8, 4),
     ]
     manifest = small_manifest(key.fingerprint, shards)
     sign_folder(folder, key, manifest)
@@ -220,9 +224,17 @@ def write_dataset(folder: Path, key: SigningKey) -> dict[str, Any]:
 
 
 def sign_folder(folder: Path, key: SigningKey, manifest: dict[str, Any]) -> None:
+    """Write the card, the manifest naming it, and the signature, as the coordinator does."""
+    (folder / ALLMENDE_DIR).mkdir(parents=True, exist_ok=True)
+    card = b"---\nlicense: unknown\n---\n# a card\n"
+    (folder / CARD_PATH).write_bytes(card)
+    manifest = manifest | {
+        "card": {"path": CARD_PATH, "sha256": hashlib.sha256(card).hexdigest(),
+                 "bytes": len(card)}
+    }
     data = encode_manifest(manifest)
-    (folder / MANIFEST_NAME).write_bytes(data)
-    (folder / SIGNATURE_NAME).write_bytes(sign_manifest(key, data))
+    (folder / ALLMENDE_DIR / MANIFEST_NAME).write_bytes(data)
+    (folder / ALLMENDE_DIR / SIGNATURE_NAME).write_bytes(sign_manifest(key, data))
 
 
 @pytest.fixture
@@ -237,13 +249,13 @@ def test_verify_folder_accepts_an_intact_dataset(dataset: Path, key: SigningKey)
     assert report.job_id == "job-1"
     assert report.rows == 12
     assert report.shards == 3
-    assert report.bytes == sum(p.stat().st_size for p in dataset.glob("*.parquet"))
-    manifest = json.loads((dataset / MANIFEST_NAME).read_bytes())
+    assert report.bytes == sum(p.stat().st_size for p in dataset.glob("data/*.parquet"))
+    manifest = json.loads((dataset / ALLMENDE_DIR / MANIFEST_NAME).read_bytes())
     assert report.merkle_root == manifest["merkle_root"]
 
 
 def test_verify_folder_catches_a_changed_shard_byte(dataset: Path, key: SigningKey) -> None:
-    path = dataset / "part-00001.parquet"
+    path = dataset / DATA_DIR / "part-00001.parquet"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
@@ -252,14 +264,14 @@ def test_verify_folder_catches_a_changed_shard_byte(dataset: Path, key: SigningK
 
 
 def test_verify_folder_catches_a_resized_shard(dataset: Path, key: SigningKey) -> None:
-    with (dataset / "part-00002.parquet").open("ab") as handle:
+    with (dataset / DATA_DIR / "part-00002.parquet").open("ab") as handle:
         handle.write(b"\x00")
     with pytest.raises(IntegrityError, match=re.escape("part-00002.parquet")):
         verify_folder(dataset, key.fingerprint)
 
 
 def test_verify_folder_catches_a_missing_shard(dataset: Path, key: SigningKey) -> None:
-    (dataset / "part-00000.parquet").unlink()
+    (dataset / DATA_DIR / "part-00000.parquet").unlink()
     with pytest.raises(IntegrityError, match=r"part-00000\.parquet is missing"):
         verify_folder(dataset, key.fingerprint)
 
@@ -276,7 +288,7 @@ def test_verify_folder_catches_a_wrong_fingerprint(dataset: Path, key: SigningKe
 
 
 def test_verify_folder_catches_an_edited_manifest(dataset: Path, key: SigningKey) -> None:
-    path = dataset / MANIFEST_NAME
+    path = dataset / ALLMENDE_DIR / MANIFEST_NAME
     path.write_bytes(path.read_bytes().replace(b'"rows": 12', b'"rows": 13'))
     with pytest.raises(IntegrityError, match="bad signature"):
         verify_folder(dataset, key.fingerprint)
@@ -285,10 +297,10 @@ def test_verify_folder_catches_an_edited_manifest(dataset: Path, key: SigningKey
 def test_verify_folder_catches_a_missing_manifest_or_signature(
     dataset: Path, key: SigningKey
 ) -> None:
-    (dataset / SIGNATURE_NAME).unlink()
+    (dataset / ALLMENDE_DIR / SIGNATURE_NAME).unlink()
     with pytest.raises(IntegrityError, match="missing"):
         verify_folder(dataset, key.fingerprint)
-    (dataset / MANIFEST_NAME).unlink()
+    (dataset / ALLMENDE_DIR / MANIFEST_NAME).unlink()
     with pytest.raises(IntegrityError, match="missing"):
         verify_folder(dataset, key.fingerprint)
 
@@ -323,3 +335,78 @@ def test_verify_folder_checks_the_total_row_count(tmp_path: Path, key: SigningKe
     sign_folder(folder, key, manifest)
     with pytest.raises(IntegrityError, match="12 rows in the shards"):
         verify_folder(folder, key.fingerprint)
+
+
+def test_verify_folder_catches_a_card_that_contradicts_the_manifest(
+    dataset: Path, key: SigningKey
+) -> None:
+    card = dataset / CARD_PATH
+    card.write_text(card.read_text().replace("license: unknown", "license: cc0-1.0"))
+    with pytest.raises(IntegrityError, match=re.escape(f"{CARD_PATH}: sha256")):
+        verify_folder(dataset, key.fingerprint)
+    card.unlink()
+    with pytest.raises(IntegrityError, match=re.escape(f"{CARD_PATH} is missing")):
+        verify_folder(dataset, key.fingerprint)
+
+
+def test_verify_folder_catches_an_extra_shard_beside_the_listed_ones(
+    dataset: Path, key: SigningKey
+) -> None:
+    write_shard(dataset / DATA_DIR / "part-00009.parquet", 100, 2)
+    with pytest.raises(IntegrityError, match=re.escape("data/part-00009.parquet")):
+        verify_folder(dataset, key.fingerprint)
+
+
+# ------------------------------------------------------------------ versions
+
+
+def second_version(folder: Path, key: SigningKey) -> dict[str, Any]:
+    """Version 2 of `folder`'s dataset: version 1's manifest kept under versions/1."""
+    meta = folder / ALLMENDE_DIR
+    old = (meta / MANIFEST_NAME).read_bytes()
+    keep = version_dir(folder, 1)
+    keep.mkdir(parents=True)
+    (keep / MANIFEST_NAME).write_bytes(old)
+    (keep / SIGNATURE_NAME).write_bytes((meta / SIGNATURE_NAME).read_bytes())
+    manifest = {k: v for k, v in json.loads(old).items() if k != "card"}
+    manifest["version"] = {
+        "number": 2, "created_ms": 2,
+        "previous": {"number": 1, "manifest_sha256": hashlib.sha256(old).hexdigest(),
+                     "merkle_root": manifest["merkle_root"]},
+        "removed": [{"ids": ["3"], "reason": "asked by its author", "ms": 2}],
+    }
+    sign_folder(folder, key, manifest)
+    return manifest
+
+
+def test_verify_folder_follows_the_chain_of_versions(dataset: Path, key: SigningKey) -> None:
+    second_version(dataset, key)
+    assert verify_folder(dataset, key.fingerprint).version == 2
+
+
+def test_a_gap_in_the_chain_of_versions_is_named(dataset: Path, key: SigningKey) -> None:
+    second_version(dataset, key)
+    (version_dir(dataset, 1) / MANIFEST_NAME).unlink()
+    with pytest.raises(IntegrityError, match=r"versions/1/manifest\.json is missing.*gap"):
+        verify_folder(dataset, key.fingerprint)
+
+
+def test_a_forged_link_in_the_chain_of_versions_is_named(
+    dataset: Path, key: SigningKey
+) -> None:
+    second_version(dataset, key)
+    # Another validly signed version 1 in place of the one version 2 names.
+    forged = small_manifest(key.fingerprint) | {"version": {"number": 1, "previous": None}}
+    data = encode_manifest(forged)
+    (version_dir(dataset, 1) / MANIFEST_NAME).write_bytes(data)
+    (version_dir(dataset, 1) / SIGNATURE_NAME).write_bytes(sign_manifest(key, data))
+    with pytest.raises(IntegrityError, match=r"versions/1/manifest\.json: sha256.*forged link"):
+        verify_folder(dataset, key.fingerprint)
+
+
+def test_a_version_that_skips_a_number_is_refused(dataset: Path, key: SigningKey) -> None:
+    manifest = second_version(dataset, key)
+    manifest["version"]["previous"]["number"] = 0
+    sign_folder(dataset, key, manifest)
+    with pytest.raises(IntegrityError, match=r"version\.previous must name version 1"):
+        verify_folder(dataset, key.fingerprint)

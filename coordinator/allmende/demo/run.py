@@ -131,11 +131,9 @@ def demo(args: argparse.Namespace) -> int:
         c.name + ("[1:3]" if isinstance(c, VectorColumn) else "") for c in kind.results
     )
     shown += ", keep" if kind.keep is not None else ""
-    out(f"  duckdb -c \"SELECT id, text, {shown} FROM '{out_dir}/*.parquet' LIMIT 5\"")
-    out(
-        f'  python -c "import glob, pandas as pd; '
-        f"print(pd.concat(map(pd.read_parquet, sorted(glob.glob('{out_dir}/*.parquet')))))\""
-    )
+    out(f"  duckdb -c \"SELECT id, text, {shown} FROM '{out_dir}/**/*.parquet' LIMIT 5\"")
+    out(f"  python -c \"import pandas as pd; print(pd.read_parquet('{out_dir}'))\"")
+    out(f"  less {out_dir}/_allmende/README.md    # the dataset card")
     out(f"  allmende dataset verify {out_dir} --fingerprint {fp}")
     return EXIT_OK
 

@@ -43,6 +43,11 @@ class ApiClient(Connection):
     def update_job(self, request: pb.UpdateJobRequest) -> pb.JobStatus:
         return self._unary(self.admin.UpdateJob, request)
 
+    def remove_rows(self, job_id: str, ids: list[str], reason: str) -> pb.RemoveRowsResponse:
+        return self._unary(
+            self.admin.RemoveRows, pb.RemoveRowsRequest(job_id=job_id, ids=ids, reason=reason)
+        )
+
     def list_volunteers(self) -> list[pb.VolunteerStatus]:
         return list(self._unary(self.admin.ListVolunteers, pb.ListVolunteersRequest()).volunteers)
 

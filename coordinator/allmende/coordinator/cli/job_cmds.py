@@ -57,6 +57,7 @@ def create(args: argparse.Namespace) -> int:
         result_dtype=args.dtype or "",
         gold_fraction=args.gold_fraction,
         rule=rule,
+        license=args.license,
     )
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
     with ApiClient(args.coordinator, admin_token=token) as client:
@@ -82,6 +83,7 @@ def _as_dict(job: pb.JobStatus) -> dict[str, object]:
         "unit_size": job.spec.unit_size,
         "tau": job.spec.tau,
         "rule": dict(job.spec.rule),
+        "license": job.spec.license or "unknown",
         "items": job.items,
         "unique_items": job.unique_items,
         "units": {

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
 from allmende.coordinator.domain.jobs import MAX_REDUNDANCY
+from allmende.coordinator.domain.takedown import Removal
 from allmende.coordinator.store.admin_sql import ValidationStats
 from allmende.coordinator.store.admin_sql import VolunteerStats as VolunteerStats
 from allmende.coordinator.store.lookup_sql import IdKind
@@ -103,6 +104,10 @@ class Admin:
         job_id = self.resolve("job", job_id)
         self.store.set_job_state(job_id, ("running", "paused"), "cancelled", self.c.clock())
         return self.c.job_status(job_id)
+
+    def remove_rows(self, job_id: str, ids: list[str], reason: str) -> Removal:
+        """A takedown: the next version of a finished job's dataset, without rows `ids`."""
+        return self.c.remove_rows(self.resolve("job", job_id), ids, reason)
 
     def update_job(
         self, job_id: str, priority: int | None, redundancy: int | None, tau: float | None

@@ -1,42 +1,47 @@
 """The assimilator: canonical rows of a validated job → Parquet shards + signed manifest.
 
-Shards are written into a temporary folder and renamed into place, so a crash leaves either
-no dataset or a whole one; the job is marked complete only after the rename. After a key
-rotation the folder also holds the rotation chain (key-chain.json), so that researchers who
-pinned an earlier coordinator key can verify it offline.
+The folder's layout is protocol/manifest.py's: `data/*.parquet`, and under `_allmende/` the
+manifest, its signature, the dataset card and (after a key rotation) the rotation chain, so
+that researchers who pinned an earlier coordinator key can verify it offline. Shards are
+written into a temporary folder and renamed into place, so a crash leaves either no dataset
+or a whole one; the job is marked complete only after the rename.
+
+Every row says how it was verified (see `verified_by`), by how many replicas, their lowest
+agreement (null where one result stood alone: nothing was compared), the gold rows its unit
+passed, the tau in force when its unit was decided, and the model's weights hash.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from allmende.coordinator.domain.dataset_cost import job_cost, job_energy
 from allmende.coordinator.domain.jobs import job_rule
-from allmende.coordinator.store.base import Store
-from allmende.coordinator.store.records import JobRecord
-from allmende.protocol.errors import InvalidArgument
-from allmende.protocol.kinds import ResultShape, get_kind
-from allmende.protocol.kinds.columns import LabelColumn, Layout, ResultColumn, VectorColumn
-from allmende.protocol.manifest import (
-    FORMAT,
-    MANIFEST_NAME,
-    SIGNATURE_NAME,
-    encode_manifest,
-    merkle_root,
-    sha256_file,
-    sign_manifest,
+from allmende.coordinator.domain.publish import (
+    next_version,
+    published_version,
+    shard_metadata,
+    write_manifest,
+    write_shard,
 )
-from allmende.protocol.models import ModelRegistry
-from allmende.protocol.rotation import CHAIN_NAME, encode_chain
+from allmende.coordinator.store.base import Store
+from allmende.coordinator.store.records import DatasetUnit, JobRecord
+from allmende.protocol.kinds import KindSpec, ResultShape, get_kind
+from allmende.protocol.kinds.columns import LabelColumn, Layout, ResultColumn, VectorColumn
+from allmende.protocol.manifest import FORMAT, merkle_root
+from allmende.protocol.models import ModelRegistry, ModelSpec
 from allmende.protocol.signing import SigningKey
-from allmende.protocol.wire import decode_envelope, decode_unit
+from allmende.protocol.wire import decode_unit
+
+__all__ = ["assimilate", "job_energy"]
 
 ROWS_PER_SHARD = 100_000
 
@@ -63,10 +68,46 @@ def _schema(shape: ResultShape, keep: bool) -> pa.Schema:
     fields += [
         pa.field("content_sha256", pa.string(), nullable=False),
         pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("verified_by", pa.string(), nullable=False),
         pa.field("replicas", pa.int16(), nullable=False),
-        pa.field("agreement", pa.float32(), nullable=False),
+        pa.field("agreement", pa.float32(), nullable=True),
+        pa.field("gold_passed", pa.int16(), nullable=False),
+        pa.field("tau", pa.float32(), nullable=True),
+        pa.field("model_sha256", pa.string(), nullable=False),
     ]
     return pa.schema(fields)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a unit's rows were verified, as its dataset rows state it."""
+
+    unit_id: str
+    verified_by: str
+    replicas: int
+    agreement: float | None  # None: one result, nothing compared
+    gold_passed: int
+    tau: float | None  # None: decided before coordinators recorded it
+
+
+def verified_by(replicas: int, gold_passed: int) -> str:
+    """`quorum`: independent results agreed. `solo+gold`: one result, accepted because the
+    hidden gold rows of its unit agreed. `solo`: one result, unchecked (a job that asked for
+    one result per unit)."""
+    if replicas >= 2:
+        return "quorum"
+    return "solo+gold" if gold_passed > 0 else "solo"
+
+
+def provenance(unit: DatasetUnit) -> Provenance:
+    return Provenance(
+        unit.unit_id,
+        verified_by(unit.replicas, unit.gold_passed),
+        unit.replicas,
+        unit.agreement if unit.replicas >= 2 else None,
+        unit.gold_passed,
+        unit.tau,
+    )
 
 
 class _ShardWriter:
@@ -75,34 +116,34 @@ class _ShardWriter:
     the agreed values), and provenance."""
 
     def __init__(
-        self, folder: Path, shape: ResultShape, keep: Callable[..., np.ndarray] | None
+        self,
+        folder: Path,
+        shape: ResultShape,
+        keep: Callable[..., np.ndarray] | None,
+        metadata: dict[bytes, bytes],
     ) -> None:
         self.folder = folder
         self.shape = shape
         self.keep = keep
+        self.metadata = metadata
         self.schema = _schema(shape, keep is not None)
         self.shards: list[dict[str, Any]] = []
         self.kept = 0
         self._columns: dict[str, list[Any]] = {name: [] for name in _ROW_FIELDS}
         self._rows: list[np.ndarray] = []
 
-    def add(
-        self,
-        item_id: str,
-        text: str,
-        row: np.ndarray,
-        content: bytes,
-        unit_id: str,
-        replicas: int,
-        agreement: float,
-    ) -> None:
+    def add(self, item_id: str, text: str, row: np.ndarray, content: bytes, p: Provenance) -> None:
         c = self._columns
         c["id"].append(item_id)
         c["text"].append(text)
         c["content_sha256"].append(content.hex())
-        c["unit_id"].append(unit_id)
-        c["replicas"].append(replicas)
-        c["agreement"].append(agreement)
+        c["unit_id"].append(p.unit_id)
+        c["verified_by"].append(p.verified_by)
+        c["replicas"].append(p.replicas)
+        c["agreement"].append(p.agreement)
+        c["gold_passed"].append(p.gold_passed)
+        c["tau"].append(p.tau)
+        c["model_sha256"].append(self.shape.model.weights_sha256)
         self._rows.append(row)
         if len(c["id"]) >= ROWS_PER_SHARD:
             self.flush()
@@ -128,28 +169,54 @@ class _ShardWriter:
             self.kept += int(kept.sum())
             arrays.append(pa.array(kept, pa.bool_()))
         arrays += [
-            pa.array(c["content_sha256"], pa.string()),
-            pa.array(c["unit_id"], pa.string()),
-            pa.array(c["replicas"], pa.int16()),
-            pa.array(c["agreement"], pa.float32()),
+            pa.array(c[name], self.schema.field(name).type)
+            for name in _ROW_FIELDS[2:]  # the provenance, in _schema's order
         ]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
-        name = f"part-{len(self.shards):05d}.parquet"
-        path = self.folder / name
-        pq.write_table(table, path, compression="zstd")
-        self.shards.append(
-            {
-                "name": name,
-                "rows": table.num_rows,
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-        )
+        self.shards.append(write_shard(table, self.folder, len(self.shards), self.metadata))
         self._columns = {name: [] for name in _ROW_FIELDS}
         self._rows = []
 
 
-_ROW_FIELDS = ("id", "text", "content_sha256", "unit_id", "replicas", "agreement")
+_ROW_FIELDS = (
+    "id",
+    "text",
+    "content_sha256",
+    "unit_id",
+    "verified_by",
+    "replicas",
+    "agreement",
+    "gold_passed",
+    "tau",
+    "model_sha256",
+)
+
+
+def recipe(kind: KindSpec, model: ModelSpec, shape: ResultShape, dtype: str) -> dict[str, Any]:
+    """How the rows were computed, from the model's and the kind's declarations."""
+    normalised = [
+        column.name
+        for column, _, _ in shape.columns
+        if isinstance(column, VectorColumn) and column.unit_norm
+    ]
+    return {
+        "kind": kind.name,
+        "model": model.name,
+        "weights_sha256": model.weights_sha256,
+        "max_seq_length": model.max_seq_length or None,
+        "pooling": model.pooling,
+        "normalisation": ", ".join(f"{name}: unit L2 norm" for name in normalised),
+        "result_dtype": dtype,
+        "languages": list(model.languages),
+    }
+
+
+def tau_history(
+    created_ms: int, tau: float, changes: Sequence[tuple[int, float, float]]
+) -> list[dict[str, Any]]:
+    """The tau in force from each time on: the job's first, then every change."""
+    first = changes[0][1] if changes else tau
+    return [{"ms": created_ms, "tau": first}] + [{"ms": ms, "tau": new} for ms, _, new in changes]
 
 
 def assimilate(
@@ -175,34 +242,37 @@ def assimilate(
     staging = datasets_dir / f".{job.job_id}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    units: dict[str, tuple[tuple[str, ...], np.ndarray, int, float]] = {}
+    units: dict[str, tuple[tuple[str, ...], np.ndarray, Provenance]] = {}
     for unit in store.dataset_units(job.job_id):
         content = decode_unit(unit.blob)
         matrix = shape.decode(unit.payload, len(content.texts))
-        units[unit.unit_id] = (content.texts, matrix, unit.replicas, unit.agreement)
-    writer = _ShardWriter(staging, shape, keeper)
+        units[unit.unit_id] = (content.texts, matrix, provenance(unit))
+    how = recipe(kind, model, shape, s.result_dtype)
+    writer = _ShardWriter(staging, shape, keeper, shard_metadata(job.job_id, key.fingerprint, how))
     rows = 0
-    min_agreement = 1.0
+    agreements: list[float] = []
+    verification: dict[str, int] = {}
+    prior = published_version(target)
+    withdrawn = {i for r in (prior or {}).get("removed", []) for i in r["ids"]}
     for item in store.dataset_items(job.job_id):
-        texts, matrix, replicas, agreement = units[item.unit_id]
-        writer.add(
-            item.item_id,
-            texts[item.row],
-            matrix[item.row],
-            item.content_sha256,
-            item.unit_id,
-            replicas,
-            agreement,
-        )
-        min_agreement = min(min_agreement, agreement)
+        if item.item_id in withdrawn:  # a takedown outlives re-verification
+            continue
+        texts, matrix, p = units[item.unit_id]
+        writer.add(item.item_id, texts[item.row], matrix[item.row], item.content_sha256, p)
+        if p.agreement is not None:
+            agreements.append(p.agreement)
+        verification[p.verified_by] = verification.get(p.verified_by, 0) + 1
         rows += 1
     writer.flush()
-    manifest = {
+    cost, energy = job_cost(store.result_envelopes(job.job_id), rows)
+    manifest: dict[str, Any] = {
         "format": FORMAT,
         "job": {
             "id": job.job_id,
             "name": job.name,
             "kind": s.kind,
+            "description": kind.description,
+            "task_category": kind.card_task,
             "source": job.source_name,
             "created_ms": job.created_ms,
             "redundancy": s.redundancy,
@@ -210,9 +280,12 @@ def assimilate(
             "tau": s.tau,
             "max_replicas": s.max_replicas,
             "result_dtype": s.result_dtype,
+            "gold_fraction": s.gold_fraction,
             **({"rule": rule} if kind.rule else {}),
         },
+        "license": s.license or "unknown",
         "model": {"name": s.model, "weights_sha256": s.model_sha256, "dims": s.dims},
+        "recipe": how,
         "rows": rows,
         **({"rows_kept": writer.kept} if keep is not None else {}),
         "unique_items": job.unique_items,
@@ -220,17 +293,16 @@ def assimilate(
         "columns": _column_notes(shape, keep is not None, rule),
         "shards": writer.shards,
         "merkle_root": merkle_root([shard["sha256"] for shard in writer.shards]),
-        "min_agreement": min_agreement if rows else 0.0,
+        "min_agreement": min(agreements) if agreements else None,
+        "verification": verification,
+        "tau_history": tau_history(job.created_ms, s.tau, store.tau_changes(job.job_id)),
         "coordinator_fingerprint": key.fingerprint,
         "created_ms": now_ms,
-        "energy": job_energy(store.result_envelopes(job.job_id), rows),
+        "cost": cost,
+        "energy": energy,
+        "version": next_version(target, staging, now_ms),
     }
-    manifest_bytes = encode_manifest(manifest)
-    signature = sign_manifest(key, manifest_bytes)
-    (staging / MANIFEST_NAME).write_bytes(manifest_bytes)
-    (staging / SIGNATURE_NAME).write_bytes(signature)
-    if key_chain:
-        (staging / CHAIN_NAME).write_bytes(encode_chain(key_chain))
+    manifest_bytes, signature = write_manifest(staging, manifest, key, key_chain)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     store.complete_job(job.job_id, manifest_bytes, signature, now_ms)
@@ -259,35 +331,14 @@ def _column_notes(shape: ResultShape, keep: bool, rule: Mapping[str, Any]) -> di
     notes |= {
         "content_sha256": "sha256 of the text (UTF-8), hex",
         "unit_id": "the work unit that computed the row",
+        "verified_by": "quorum (independent results agreed), solo+gold (one result, its "
+        "unit's hidden gold rows agreed) or solo (one result, unchecked)",
         "replicas": "how many independent volunteer results agreed on the row",
         "agreement": f"lowest {agreed.measure_name} ({shape.agreement}) between agreeing "
-        "replicas of the unit",
+        "replicas of the unit; null where one result was accepted (nothing compared)",
+        "gold_passed": "hidden gold rows (known answers) the unit's agreeing results passed",
+        "tau": "the agreement threshold in force when the unit was decided (null: not "
+        "recorded, decided by a coordinator before it kept it)",
+        "model_sha256": "sha256 of the model weights that computed the row",
     }
     return notes
-
-
-def job_energy(envelopes: Iterable[bytes], rows: int) -> dict[str, Any]:
-    """What computing the job cost, as its volunteers reported it with their results
-    (energy per 1,000 items times the result's rows), every replica counted: the total in Wh,
-    per 1,000 dataset rows, how many results reported it, and whether any figure was an
-    estimate (power times time) rather than a GPU's own energy counter."""
-    total = 0.0
-    results = reporting = 0
-    estimated = False
-    for blob in envelopes:
-        results += 1
-        try:
-            envelope = decode_envelope(blob)
-        except InvalidArgument:  # checked when it arrived; never fail a dataset over it
-            continue
-        if envelope.energy_wh_per_1000 > 0:
-            reporting += 1
-            total += envelope.energy_wh_per_1000 * envelope.rows / 1000
-            estimated = estimated or envelope.energy_estimated
-    return {
-        "wh": round(total, 6),
-        "wh_per_1000_rows": round(total / rows * 1000, 6) if rows else 0.0,
-        "results": results,
-        "results_reporting": reporting,
-        "estimated": estimated,
-    }

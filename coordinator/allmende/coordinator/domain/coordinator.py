@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from allmende.coordinator.domain.models import ModelLibrary
 from allmende.coordinator.domain.nonces import RequestNonces
 from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.submit import VALIDATING_AT_ONCE, Submissions
+from allmende.coordinator.domain.takedown import Removal, remove_rows, require_published
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.domain.verdicts import Verdicts
 from allmende.coordinator.store.base import Store
@@ -52,6 +54,14 @@ from allmende.protocol.errors import (
     shown,
 )
 from allmende.protocol.kinds import KINDS
+from allmende.protocol.manifest import (
+    ALLMENDE_DIR,
+    CARD_PATH,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    VERSIONS_DIR,
+    shard_path,
+)
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import CTX_REGISTER, SigningKey, fingerprint, verify
 from allmende.protocol.wire import decode_unit
@@ -261,15 +271,59 @@ class Coordinator(Leasing, Submissions, Verdicts):
         job = self._job(job_id)
         found = self.store.get_manifest(job_id)
         if found is None:
-            raise FailedPrecondition(f"job {job_id} is {job.state}; its dataset is not ready")
+            if job.state in ("cancelled", "failed"):
+                why = f": {job.reason}" if job.reason else ""
+                done = "was cancelled" if job.state == "cancelled" else "failed"
+                raise FailedPrecondition(
+                    f"job {job_id} {done}{why}; it has no dataset and will not have one"
+                )
+            raise FailedPrecondition(f"job {job_id} is {job.state}; its dataset is not ready yet")
         return found
 
+    def remove_rows(self, job_id: str, ids: list[str], reason: str) -> Removal:
+        """Publish a new version of a finished job's dataset without the rows `ids`."""
+        job = self._job(job_id)
+        # The claim the assimilator takes: one coordinator writes a job's folder at a time,
+        # across processes sharing a PostgreSQL database.
+        with self.store.claim_job(job_id, "complete") as claimed:
+            if claimed is None:
+                if job.state == "complete":
+                    raise FailedPrecondition(
+                        f"job {job_id}'s dataset is being written by another request; try again"
+                    )
+                require_published(None, job_id, job.state)
+            published = require_published(self.store.get_manifest(job_id), job_id, job.state)
+            removal, manifest, signature = remove_rows(
+                self.key,
+                job_id,
+                published,
+                self.datasets_dir,
+                ids,
+                reason,
+                self.clock(),
+                self.key_chain,
+            )
+            self.store.publish_version(job_id, manifest, signature, self.clock())
+        log.info(
+            "dataset version job=%s version=%d removed=%d",
+            job_id,
+            removal.version,
+            removal.rows_removed,
+        )
+        return removal
+
     def dataset_file(self, job_id: str, name: str) -> Path:
+        """A file of a job's published dataset, by the name a researcher asks for: a shard
+        name of the current manifest, the card, or an earlier version's manifest/signature
+        (`_allmende/versions/<n>/manifest.json|manifest.sig`)."""
         manifest, _ = self.manifest(job_id)
+        folder = self.datasets_dir / job_id
         names = {shard["name"] for shard in json.loads(manifest)["shards"]}
-        if name not in names:
-            raise NotFound(f"{shown(name)} is not a file of job {job_id}'s dataset")
-        return self.datasets_dir / job_id / name
+        if name in names:
+            return shard_path(folder, name)
+        if name == CARD_PATH or _version_file(name):
+            return folder / name
+        raise NotFound(f"{shown(name)} is not a file of job {job_id}'s dataset")
 
     def assimilate_pending(self) -> list[str]:
         done = []
@@ -298,3 +352,15 @@ class Coordinator(Leasing, Submissions, Verdicts):
             log.info("dataset written job=%s folder=%s", job_id, folder)
             done.append(job_id)
         return done
+
+
+# An earlier version's manifest or signature, as `dataset pull` asks for it.
+_VERSION_FILE = re.compile(
+    re.escape(f"{ALLMENDE_DIR}/{VERSIONS_DIR}/")
+    + r"[1-9][0-9]{0,5}/"
+    + f"({re.escape(MANIFEST_NAME)}|{re.escape(SIGNATURE_NAME)})"
+)
+
+
+def _version_file(name: str) -> bool:
+    return _VERSION_FILE.fullmatch(name) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ MAX_LEASE_SECONDS = 7 * 24 * 3600
 # Units are also cut by size so that one work unit always fits in one gRPC message.
 MAX_UNIT_BYTES = 4 * 1024 * 1024
 MAX_NAME_CHARS = 200
+# A dataset licence: the Hub's identifiers (cc-by-4.0, apache-2.0, odc-by, other, ...).
+LICENSE_PATTERN = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class JobRequest:
     # The keep rule's parameters as given (e.g. {"keep_languages": "de,en"}), checked
     # against the kind's declaration.
     rule: Mapping[str, str] = field(default_factory=dict)
+    license: str = ""  # '' for unknown (see LICENSE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,12 @@ def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
     if len(req.name) > MAX_NAME_CHARS:
         raise InvalidArgument("name", f"at most {MAX_NAME_CHARS} characters")
     rule = kind.parse_rule(req.rule, model)
+    if req.license and not LICENSE_PATTERN.fullmatch(req.license):
+        raise InvalidArgument(
+            "license",
+            "a licence identifier as the Hugging Face Hub spells it (lowercase letters, "
+            f"digits, '.', '-', '+'; e.g. cc-by-4.0, apache-2.0), got {req.license[:80]!r}",
+        )
     return JobSettings(
         kind=kind.name,
         model=model.name,
@@ -109,6 +119,7 @@ def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
         result_dtype=dtype,
         gold_fraction=gold,
         rule=json.dumps(rule, sort_keys=True, separators=(",", ":")) if rule else "",
+        license=req.license,
     )
 
 

@@ -137,6 +137,11 @@ class AdminQueries(SqlBase):
             if tau is not None and tau != row.tau:
                 values["tau"] = tau
                 changes.append(f"tau {row.tau} -> {tau}")
+                conn.execute(
+                    t.tau_changes.insert().values(
+                        job_id=job_id, ts_ms=now_ms, old_tau=row.tau, new_tau=tau
+                    )
+                )
             if values:
                 conn.execute(j.update().where(j.c.job_id == job_id).values(**values))
                 self._event(conn, now_ms, "job.updated", ", ".join(changes), job_id=job_id)

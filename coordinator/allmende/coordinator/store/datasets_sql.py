@@ -83,6 +83,7 @@ class DatasetQueries(JobQueries):
                 j.c.result_dtype,
                 u.c.replicas,
                 u.c.agreement,
+                u.c.decided_tau,
             )
             .select_from(
                 u.join(r, r.c.result_id == u.c.canonical_result_id).join(
@@ -92,9 +93,42 @@ class DatasetQueries(JobQueries):
             .where(u.c.job_id == job_id, u.c.state == "accepted")
             .order_by(u.c.seq)
         )
+        passed = self._gold_passed(job_id)
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                yield DatasetUnit(*row)
+                yield DatasetUnit(*row, gold_passed=len(passed.get(row[0], ())))
+
+    def _gold_passed(self, job_id: str) -> dict[str, set[int]]:
+        """The distinct gold rows each accepted unit's agreeing (valid) results passed: a
+        result that missed one was refused before it was stored, so every gold row of a
+        valid result's lease was passed."""
+        u, r, le = t.units, t.results, t.leases
+        query = (
+            select(u.c.unit_id, le.c.gold_ids)
+            .select_from(
+                u.join(r, r.c.unit_id == u.c.unit_id).join(le, le.c.lease_id == r.c.lease_id)
+            )
+            .where(u.c.job_id == job_id, u.c.state == "accepted", r.c.state == "valid")
+        )
+        passed: dict[str, set[int]] = {}
+        with self.engine.connect() as conn:
+            for unit_id, stored in conn.execute(query):
+                ids = {int(g) for g in (stored or "").replace(";", ",").split(",") if g}
+                passed.setdefault(unit_id, set()).update(ids)
+        return passed
+
+    def tau_changes(self, job_id: str) -> list[tuple[int, float, float]]:
+        """Every `job set --tau` change of the job: (time ms, old tau, new tau), oldest first."""
+        c = t.tau_changes
+        with self.engine.connect() as conn:
+            return [
+                (int(ts), float(old), float(new))
+                for ts, old, new in conn.execute(
+                    select(c.c.ts_ms, c.c.old_tau, c.c.new_tau)
+                    .where(c.c.job_id == job_id)
+                    .order_by(c.c.ts_ms, c.c.change_id)
+                )
+            ]
 
     def result_envelopes(self, job_id: str) -> Iterator[bytes]:
         """The signed envelope of every result the job received, replicas and outvoted ones
@@ -120,6 +154,17 @@ class DatasetQueries(JobQueries):
         with self.engine.connect() as conn:
             for row in conn.execute(query):
                 yield DatasetItem(*row)
+
+    def publish_version(self, job_id: str, manifest: bytes, signature: bytes, now_ms: int) -> None:
+        """Replace a complete job's published manifest by a new version's (a takedown)."""
+        j = t.jobs
+        with self._tx() as conn:
+            conn.execute(
+                j.update()
+                .where(j.c.job_id == job_id)
+                .values(manifest=manifest, manifest_sig=signature)
+            )
+            self._event(conn, now_ms, "job.version", "dataset version published", job_id=job_id)
 
     def complete_job(self, job_id: str, manifest: bytes, signature: bytes, now_ms: int) -> None:
         """Publish a dataset, if the job is still assimilating: a quarantine that re-opened

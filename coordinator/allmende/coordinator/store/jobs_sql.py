@@ -42,6 +42,7 @@ class JobQueries(SqlBase):
                     result_dtype=s.result_dtype,
                     gold_fraction=s.gold_fraction,
                     rule=s.rule,
+                    license=s.license,
                     source_name=job.source_name,
                     items=job.items,
                     unique_items=job.unique_items,

@@ -19,6 +19,7 @@ class JobSettings:
     result_dtype: str
     gold_fraction: float = 0.0
     rule: str = ""  # the kind's keep rule, parsed and as canonical JSON ('' for none)
+    license: str = ""  # the dataset's licence identifier ('' for unknown)
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,8 @@ class DatasetUnit:
     dtype: str
     replicas: int
     agreement: float
+    tau: float | None = None  # in force when the unit was decided (None: decided before 0009)
+    gold_passed: int = 0  # distinct gold rows the unit's agreeing results passed
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ class ResultQueries(TrustQueries):
                 canonical_payload=v.canonical_payload or None,
                 agreement=v.agreement,
                 replicas=len(v.valid),
+                decided_tau=unit.settings.tau,
             )
         elif v.status == "failed":
             changes.update(state="failed", reason=v.reason)

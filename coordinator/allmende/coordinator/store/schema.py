@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0009"
+REVISION = "0010"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
 SCHEMA_VERSION = 6
@@ -69,6 +69,8 @@ jobs = Table(
     Column("gold_fraction", Float, nullable=False, default=0.0, server_default="0"),
     # The kind's keep rule, canonical JSON ('' for none) (migration 0008).
     Column("rule", Text, nullable=False, default="", server_default=""),
+    # The dataset's licence identifier, '' for unknown (migration 0009).
+    Column("license", Text, nullable=False, default="", server_default=""),
 )
 
 units = Table(
@@ -98,6 +100,9 @@ units = Table(
     # in the job's dtype, encoded as results are; NULL when one result decided alone (its
     # payload is published). Migration 0005.
     Column("canonical_payload", LargeBinary, nullable=True),
+    # The job's tau when the unit was decided (migration 0009; NULL for units decided
+    # before): `job set --tau` mid-job changes it for the units decided after.
+    Column("decided_tau", Float, nullable=True),
     UniqueConstraint("job_id", "seq"),
 )
 Index("ix_units_open", units.c.state, units.c.job_id, units.c.seq)
@@ -105,6 +110,18 @@ Index("ix_units_open", units.c.state, units.c.job_id, units.c.seq)
 # index serves only queries that repeat its condition, literals included.
 _FREE = and_(units.c.state == literal_column("'open'"), units.c.busy < units.c.target)
 Index("ix_units_free", units.c.job_id, units.c.seq, sqlite_where=_FREE, postgresql_where=_FREE)
+
+# Every `job set --tau` change, with its time: a dataset's manifest lists them (0009).
+tau_changes = Table(
+    "tau_changes",
+    metadata,
+    Column("change_id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), ForeignKey("jobs.job_id"), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("old_tau", Float, nullable=False),
+    Column("new_tau", Float, nullable=False),
+)
+Index("ix_tau_changes_job", tau_changes.c.job_id, tau_changes.c.ts_ms)
 
 items = Table(
     "items",

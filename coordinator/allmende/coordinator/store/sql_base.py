@@ -198,10 +198,7 @@ class SqlBase:
         if pending:
             conn.execute(
                 NONCE_INSERT,
-                [
-                    {"volunteer_id": v, "nonce": n, "expires_ms": e}
-                    for (v, n), e in pending.items()
-                ],
+                [{"volunteer_id": v, "nonce": n, "expires_ms": e} for (v, n), e in pending.items()],
             )
         return pending
 
@@ -313,6 +310,7 @@ def _settings(row: Any) -> JobSettings:
         result_dtype=row.result_dtype,
         gold_fraction=row.gold_fraction,
         rule=row.rule,
+        license=row.license,
     )
 
 

@@ -67,6 +67,19 @@ class AdminServicer(rpc.AdminServiceServicer):
         return job_status_pb(self.admin.cancel_job(request.job_id))
 
     @unary
+    def RemoveRows(
+        self, request: pb.RemoveRowsRequest, context: grpc.ServicerContext
+    ) -> pb.RemoveRowsResponse:
+        check_admin(context, self.token)
+        done = self.admin.remove_rows(request.job_id, list(request.ids), request.reason)
+        return pb.RemoveRowsResponse(
+            version=done.version,
+            rows_removed=done.rows_removed,
+            rows=done.rows,
+            merkle_root=done.merkle_root,
+        )
+
+    @unary
     def UpdateJob(
         self, request: pb.UpdateJobRequest, context: grpc.ServicerContext
     ) -> pb.JobStatus:

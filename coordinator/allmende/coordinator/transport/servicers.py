@@ -75,6 +75,7 @@ def job_status_pb(view: JobView, items_per_s: float = 0.0) -> pb.JobStatus:
             result_dtype=s.result_dtype,
             gold_fraction=s.gold_fraction,
             rule=rule_text(job_rule(s)),
+            license=s.license,
         ),
         items=job.items,
         unique_items=job.unique_items,
@@ -319,6 +320,7 @@ class JobServicer(rpc.JobServiceServicer):
             source_name=source[:500],
             gold_fraction=spec.gold_fraction if spec.HasField("gold_fraction") else None,
             rule=dict(spec.rule),
+            license=spec.license,
         )
         job_id, items, unique, units = self.c.create_job(req, records)
         return pb.CreateJobResponse(job_id=job_id, items=items, unique_items=unique, units=units)

@@ -170,6 +170,8 @@ class KindSpec:
     ) = None
     # Checks across a rule's parameters once each was parsed (InvalidArgument).
     rule_check: Callable[[Mapping[str, Any]], None] | None = None
+    # The Hugging Face task category its datasets serve (a dataset card's task_categories).
+    card_task: str = ""
 
     def shape(self, model: ModelSpec, vector_dtype: str) -> ResultShape:
         columns = []

@@ -19,4 +19,5 @@ EMBED_TEXT = KindSpec(
     compute="allmende.client.tasks.embed_text:EmbedText",
     default_model="all-MiniLM-L6-v2",
     credit=claimed_tokens,
+    card_task="feature-extraction",
 )

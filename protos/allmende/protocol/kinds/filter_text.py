@@ -109,6 +109,7 @@ FILTER_TEXT = KindSpec(
     compute="allmende.client.tasks.filter_text:FilterText",
     default_model="lid-176",
     credit=credit,
+    card_task="text-classification",
     agreement="language_score",
     rule=(
         RuleParam(
