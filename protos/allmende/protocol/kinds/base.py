@@ -16,14 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from allmende.protocol import codec
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds.columns import Layout, ResultColumn, VectorColumn
 from allmende.protocol.models import ModelSpec
+
+if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none
+    import numpy as np
 
 # A rule's parameters after parsing: JSON values (lists, numbers, strings).
 Rule = Mapping[str, Any]
@@ -85,9 +85,13 @@ class ResultShape:
         return [(lay.dtype, lay.width) for lay in self.layouts]
 
     def encode(self, matrix: np.ndarray) -> bytes:
+        from allmende.protocol import codec
+
         return codec.encode_columns(matrix, self.encoding())[0]
 
     def decode(self, payload: bytes, rows: int) -> np.ndarray:
+        from allmende.protocol import codec
+
         return codec.decode_columns(payload, self.wire(), rows)
 
     def rounded(self, matrix: np.ndarray) -> np.ndarray:
@@ -104,6 +108,8 @@ class ResultShape:
     def measures(self, a: np.ndarray, b: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """Per row: does it agree on every column, and how close to 1 it comes relative to
         the thresholds (1: identical, 0: just agrees, below 0: disagrees)."""
+        import numpy as np
+
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
         ok = np.ones(a.shape[0], dtype=bool)
@@ -119,6 +125,8 @@ class ResultShape:
         return ok, slack
 
     def compare(self, a: np.ndarray, b: np.ndarray, tau: float) -> Comparison:
+        import numpy as np
+
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
         if a.shape[0] == 0:
@@ -142,6 +150,8 @@ class ResultShape:
 
     def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
         """What to publish for a group of agreeing results (column by column)."""
+        import numpy as np
+
         if len(group) == 1:
             return group[0]
         parts = [col.combine([m[:, part] for m in group]) for col, _, part in self.columns]

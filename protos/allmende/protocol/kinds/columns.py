@@ -25,12 +25,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from allmende.protocol.codec import INT8_SCALE
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.models import ModelSpec
+
+if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none
+    import numpy as np
 
 # The dtypes a vector column may travel in (the job's `result_dtype`).
 VECTOR_DTYPES = ("float16", "int8")
@@ -46,6 +47,8 @@ def norm_tolerance(dtype: str, dims: int) -> float:
     moves the norm by about 0.0023 (one standard deviation) plus dims / (24 * 127^2) on
     average (measured: 384-d rows within about 0.005). Four standard deviations and that
     mean."""
+    from allmende.protocol.codec import INT8_SCALE
+
     if dtype == "int8":
         return 4 * 0.5 / INT8_SCALE / 3**0.5 + dims / (24 * INT8_SCALE**2)
     return FP16_NORM_TOLERANCE
@@ -113,6 +116,8 @@ class VectorColumn(ResultColumn):
         return tau
 
     def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        import numpy as np
+
         if not self.unit_norm:
             return
         tolerance = norm_tolerance(layout.dtype, layout.width)
@@ -130,6 +135,8 @@ class VectorColumn(ResultColumn):
         """The element-wise mean, each row scaled back to unit length when the column is
         unit-normalised. Not the first result's values: a replica whose rows are slightly
         rotated still agrees within tau, and must not decide alone what is published."""
+        import numpy as np
+
         mean = np.mean(np.stack([m.astype(np.float64, copy=False) for m in group]), axis=0)
         if self.unit_norm:
             norms = np.linalg.norm(mean, axis=1, keepdims=True)
@@ -152,6 +159,8 @@ class ScoreColumn(ResultColumn):
         return Layout(self.name, "float32", 1)
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         diff = np.abs(a.astype(np.float64) - b.astype(np.float64)).max(axis=1)
         return np.asarray(1.0 - diff)
 
@@ -159,6 +168,8 @@ class ScoreColumn(ResultColumn):
         return 1.0 - self.tolerance
 
     def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        import numpy as np
+
         out = (values < self.low) | (values > self.high)
         if out.any():
             row = int(np.argwhere(out)[0][0])
@@ -169,6 +180,8 @@ class ScoreColumn(ResultColumn):
             )
 
     def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(np.mean(np.stack(group), axis=0), dtype=np.float32)
 
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
@@ -187,12 +200,16 @@ class LabelColumn(ResultColumn):
         return Layout(self.name, "label", 1)
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         return np.asarray((a == b).all(axis=1), dtype=np.float64)
 
     def threshold(self, tau: float) -> float:
         return 1.0
 
     def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        import numpy as np
+
         bad = (values < 0) | (values >= len(model.labels)) | (values != np.floor(values))
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
@@ -204,6 +221,8 @@ class LabelColumn(ResultColumn):
             )
 
     def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(group[0], dtype=np.float32)  # agreeing rows hold equal labels
 
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
@@ -212,6 +231,8 @@ class LabelColumn(ResultColumn):
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row of `a` with the same row of `b` (zero rows give 0)."""
+    import numpy as np
+
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     a64 = a.astype(np.float64, copy=False)

@@ -11,14 +11,15 @@ stays in the dataset.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds.base import KindSpec, Rule, RuleParam
 from allmende.protocol.kinds.columns import LabelColumn, ScoreColumn
 from allmende.protocol.models import ModelSpec
+
+if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none
+    import numpy as np
 
 # Characters per credit: fastText reads a text's words and character n-grams once, a few
 # hundred times cheaper per character than a transformer embeds it; one credit per 256
@@ -75,6 +76,8 @@ def keep(
 ) -> np.ndarray:
     """The rule applied to agreed rows: language in the list, score at least the minimum,
     length (Unicode characters) within the bounds. A parameter not given does not filter."""
+    import numpy as np
+
     kept = np.ones(len(texts), dtype=bool)
     if "keep_languages" in rule:
         wanted = [model.labels.index(code) for code in rule["keep_languages"]]
