@@ -14,6 +14,7 @@ from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
+from allmende.protocol.models import ModelSpec
 from allmende.v1 import allmende_pb2 as pb
 
 # The throwaway PostgreSQL cluster fixtures (postgres_cluster, postgres_url).
@@ -38,6 +39,25 @@ def read_stsb(split: str = "dev") -> list[tuple[str, str, float]]:
         for fields in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
             rows.append((fields[5], fields[6], float(fields[4])))
     return rows
+
+
+# Photographs from scikit-image with hand-written captions (tests/data/images/README.md).
+IMAGES = ROOT / "tests" / "data" / "images"
+
+
+def read_images() -> list[tuple[str, bytes, str]]:
+    """(id, image file bytes, caption) for each bundled test image, in captions.tsv order."""
+    with (IMAGES / "captions.tsv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return [(r["id"], (IMAGES / r["file"]).read_bytes(), r["caption"]) for r in rows]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    """A small CLIP with random weights (fixed seed) in Hugging Face layout (tests/models)."""
+    from tests.models.tiny_clip import build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-clip")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ use and are kept.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,6 +28,8 @@ class ModelGold:
         self.computers = Computers(registry or ModelRegistry(), device)
         self._lock = threading.Lock()
 
-    def __call__(self, settings: JobSettings, texts: list[str]) -> np.ndarray:
+    def __call__(
+        self, settings: JobSettings, texts: list[str], images: Sequence[bytes] = ()
+    ) -> np.ndarray:
         with self._lock:
-            return self.computers.run(settings.kind, settings.model, texts)
+            return self.computers.run(settings.kind, settings.model, texts, images=images)

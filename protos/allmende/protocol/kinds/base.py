@@ -13,9 +13,10 @@ returning one float32 matrix, rows by `ResultShape.width`, its columns in the ki
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -169,6 +170,29 @@ class KindSpec:
     ) = None
     # Checks across a rule's parameters once each was parsed (InvalidArgument).
     rule_check: Callable[[Mapping[str, Any]], None] | None = None
+    # Parameters in force when a job does not give them (parsed values), so that a job's
+    # recorded rule, and its dataset's manifest, say what decided `keep`.
+    rule_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def takes_images(self) -> bool:
+        return "image" in self.inputs
+
+    @property
+    def takes_text(self) -> bool:
+        return "text" in self.inputs
+
+    def content_digest(self, text: str, image: bytes) -> bytes:
+        """sha256 of a row's inputs, as the kind reads them: what a job deduplicates on
+        (rows with equal digests are computed once). Text alone: the sha256 of its UTF-8;
+        an image alone: the sha256 of its bytes (the same as its `image_sha256`); both: the
+        sha256 of the text's UTF-8 length (8 bytes, big-endian), the text, then the image."""
+        encoded = text.encode("utf-8", "surrogatepass") if self.takes_text else b""
+        if not self.takes_images:
+            return hashlib.sha256(encoded).digest()
+        if not self.takes_text:
+            return hashlib.sha256(image).digest()
+        return hashlib.sha256(len(encoded).to_bytes(8, "big") + encoded + image).digest()
 
     def shape(self, model: ModelSpec, vector_dtype: str) -> ResultShape:
         columns = []
@@ -192,7 +216,7 @@ class KindSpec:
     def parse_rule(self, raw: Mapping[str, str], model: ModelSpec) -> dict[str, Any]:
         """Validate a job's rule parameters (the text given for each)."""
         known = {p.name: p for p in self.rule}
-        parsed: dict[str, Any] = {}
+        parsed: dict[str, Any] = dict(self.rule_defaults)
         for name, text in sorted(raw.items()):
             param = known.get(name)
             if param is None:
