@@ -35,6 +35,7 @@ from allmende.coordinator.transport.ports import reason as port_reason
 from allmende.coordinator.transport.runtime import Runtime
 from allmende.coordinator.transport.server import GrpcServer
 from allmende.protocol.errors import FailedPrecondition, InvalidArgument
+from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import CTX_TLS
 from allmende.protocol.tls import cert_sha256, is_loopback
 
@@ -109,6 +110,7 @@ def serve(
     policy: TrustPolicy | None = None,
     gold_computer: GoldComputer | None = None,
     private: bool = False,
+    registry: ModelRegistry | None = None,
 ) -> Iterator[RunningCoordinator]:
     """Run a coordinator on the data folder until the block exits.
 
@@ -126,7 +128,14 @@ def serve(
     chain = home.load_chain(key)
     token = home.load_token()
     store = open_store(db_url or home.db_url)
-    coordinator = Coordinator(store, key, home.datasets, policy=policy, gold_computer=gold_computer)
+    coordinator = Coordinator(
+        store,
+        key,
+        home.datasets,
+        policy=policy,
+        gold_computer=gold_computer,
+        registry=registry,
+    )
     coordinator.key_chain = chain
     try:  # a database of the key before a rotation follows the chain to this key
         adopt_rotation(store, key, chain, coordinator.clock())

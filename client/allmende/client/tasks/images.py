@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +32,13 @@ from allmende.protocol.kinds.image_inputs import (
     TOO_LARGE,
     UNDECODABLE,
 )
+
+# Pillow's own bomb check refuses to open a file past 2 x its limit, before the header's size
+# can be read, and its limit is a setting that may differ between volunteers. This process
+# decodes images only here, where every file is held to MAX_IMAGE_PIXELS by its header before
+# a pixel is decoded; so Pillow's check is turned off, and every volunteer reports the same
+# size and status for the same file.
+Image.MAX_IMAGE_PIXELS = None
 
 # What one image becomes for each model that reads it: (pixel array) per model, in order.
 Preprocess = Callable[[Image.Image], np.ndarray]
@@ -56,15 +62,13 @@ def open_image(data: bytes) -> tuple[int, int, int, Image.Image | None]:
     if not data:
         return EMPTY, 0, 0, None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                return TOO_LARGE, width, height, None
-            image.load()
-            return OK, width, height, image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            return TOO_LARGE, width, height, None
+        image.load()
+        return OK, width, height, image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # belt and braces
         return TOO_LARGE, 0, 0, None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         return UNDECODABLE, 0, 0, None
