@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from allmende.client.connection import CoordinatorClient
 from allmende.api.dataset import pull
+from allmende.client.connection import CoordinatorClient
 from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
 from allmende.protocol.manifest import verify_folder
@@ -155,8 +155,17 @@ def test_two_volunteers_filter_image_text_pairs_as_the_models_do(
     assert manifest.rows == len(rows)
     table = pq.ParquetDataset(sorted(str(p) for p in out.glob("*.parquet"))).read()
     assert table.column_names[:11] == [
-        "id", "text", "image_embedding", "text_embedding", "similarity", "width", "height",
-        "image_sha256", "punsafe", "status", "keep",
+        "id",
+        "text",
+        "image_embedding",
+        "text_embedding",
+        "similarity",
+        "width",
+        "height",
+        "image_sha256",
+        "punsafe",
+        "status",
+        "keep",
     ]
     data = {r["id"]: r for r in table.to_pylist()}
 

@@ -61,7 +61,8 @@ class InputRecord:
     item_id: str
     text: str
     line: int
-    image: bytes = b""  # image kinds: the image file's bytes
+    # Image kinds: the image file's bytes (b'': a file of 0 bytes; None: no image given).
+    image: bytes | None = None
     url: str = ""  # image kinds: where to fetch the image (instead of `image`)
 
 
@@ -153,22 +154,23 @@ def check_items(records: list[InputRecord], kind: KindSpec = EMBED_TEXT) -> None
 def _check_inputs(rec: InputRecord, kind: KindSpec, where: str) -> None:
     """What one item carries against what the kind takes (its `inputs`)."""
     if not kind.takes_images:
-        if rec.image or rec.url:
-            field = "image" if rec.image else "url"
+        if rec.image is not None or rec.url:
+            field = "image" if rec.image is not None else "url"
             raise InvalidArgument(field, f"no {field}: {kind.name} takes text only ({where})")
         return
-    if rec.image and rec.url:
+    if rec.image is not None and rec.url:
         raise InvalidArgument("image", f"an image or a url, not both ({where})")
+    if rec.image is None and not rec.url:
+        raise InvalidArgument("image", f"the item's image ({kind.name} rows are images; {where})")
     if rec.url:
         # Fetching by volunteers (opt-in, with limits) is not built yet: refuse clearly
         # rather than hand out rows nobody computes.
         raise InvalidArgument(
             "url", f"the image's bytes; url rows are not supported yet ({where})"
         )
-    if len(rec.image) > MAX_IMAGE_BYTES:
-        raise InvalidArgument(
-            "image", f"at most {MAX_IMAGE_BYTES} bytes, got {len(rec.image)} ({where})"
-        )
+    size = len(rec.image or b"")
+    if size > MAX_IMAGE_BYTES:
+        raise InvalidArgument("image", f"at most {MAX_IMAGE_BYTES} bytes, got {size} ({where})")
     # A 0-byte image is not refused: it is a row whose status says `empty`, as a volunteer
     # reports it (an input file may hold one, and its row stays in the dataset).
     if not kind.takes_text and rec.text:
@@ -202,12 +204,13 @@ def plan_job(
     digests: list[bytes] = []
     for rec in records:
         text = rec.text if kind.takes_text else ""
-        digest = kind.content_digest(text, rec.image)
+        image = rec.image or b""
+        digest = kind.content_digest(text, image)
         digests.append(digest)
         if digest not in first:
             first[digest] = len(unique)
-            size = len(text.encode("utf-8", "surrogatepass")) + len(rec.image)
-            unique.append((text, rec.image, size))
+            size = len(text.encode("utf-8", "surrogatepass")) + len(image)
+            unique.append((text, image, size))
     order = sorted(range(len(unique)), key=lambda i: (estimate_tokens(unique[i][0]), unique[i][2]))
     slot_of: list[tuple[int, int]] = [(0, 0)] * len(unique)
     unit_rows: list[list[tuple[str, bytes]]] = [[]]

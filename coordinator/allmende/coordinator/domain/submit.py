@@ -159,6 +159,8 @@ class Submissions(CoordinatorPart):
             matrix = self._check_result(unit, shape, lease.unit_sha256, env, payload, lease)
             gold = self.gold.get(lease.gold_ids)
             opened = open_result(lease, unit.rows, matrix, gold, shape, unit.settings.tau)
+            content = decode_unit(unit.blob)
+            shape.check_inputs(opened.matrix, content.images)
         except (InvalidArgument, PermissionDenied) as exc:
             self._fault(env.volunteer_id, kind, exc.message)
             raise
@@ -175,7 +177,7 @@ class Submissions(CoordinatorPart):
             )
             return SubmitOutcome("rejected", reason, unit_status="pending", rows=unit.rows)
         stored = shape.encode(opened.matrix) if lease.composition else payload
-        texts = list(decode_unit(unit.blob).texts) + [g.text for g in gold.values()]
+        texts = list(content.texts) + [g.text for g in gold.values()]
         result_id = uuid.uuid4().hex
         arrival = Arrival(
             result_id,

@@ -305,7 +305,11 @@ class JobServicer(rpc.JobServiceServicer):
                 raise ResourceExhausted(f"a job upload holds at most {MAX_JOB_BYTES} bytes")
             records.extend(
                 InputRecord(
-                    item.id, item.text, item.line or len(records) + n + 1, item.image, item.url
+                    item.id,
+                    item.text,
+                    item.line or len(records) + n + 1,
+                    item.image if item.HasField("image") else None,
+                    item.url,
                 )
                 for n, item in enumerate(message.items)
             )

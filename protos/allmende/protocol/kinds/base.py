@@ -23,7 +23,7 @@ import numpy as np
 
 from allmende.protocol import codec
 from allmende.protocol.errors import InvalidArgument
-from allmende.protocol.kinds.columns import Layout, ResultColumn, VectorColumn
+from allmende.protocol.kinds.columns import HashColumn, Layout, ResultColumn, VectorColumn
 from allmende.protocol.models import ModelSpec
 
 # A rule's parameters after parsing: JSON values (lists, numbers, strings).
@@ -101,6 +101,13 @@ class ResultShape:
     def check(self, matrix: np.ndarray) -> None:
         for col, layout, part in self.columns:
             col.check(matrix[:, part], self.model, layout)
+
+    def check_inputs(self, matrix: np.ndarray, images: Sequence[bytes]) -> None:
+        """Refuse a result (rows in unit order) whose digests of the unit's inputs are not
+        theirs: a volunteer cannot claim to have seen other bytes than it was sent."""
+        for col, _, part in self.columns:
+            if isinstance(col, HashColumn) and col.of_input == "image" and images:
+                col.check_input(matrix[: len(images), part], images)
 
     def measures(self, a: np.ndarray, b: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """Per row: does it agree on every column, and how close to 1 it comes relative to

@@ -25,6 +25,7 @@ threshold to 1) and the provenance figure `agreement`.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -243,7 +244,22 @@ class HashColumn(ResultColumn):
     name: str
     description: str
     size: int = 32
+    # The input whose sha256 this is ("image"), which the coordinator then checks against
+    # the unit's own bytes; "" for a digest of something else.
+    of_input: str = ""
     measure_name = "hash equality"
+
+    def check_input(self, values: np.ndarray, inputs: Sequence[bytes]) -> None:
+        """Refuse digests that are not the sha256 of the rows' inputs (InvalidArgument
+        naming the first wrong row)."""
+        for row, data in enumerate(inputs):
+            digest = np.frombuffer(hashlib.sha256(data).digest(), dtype=np.uint8)
+            if not np.array_equal(values[row], digest):
+                raise InvalidArgument(
+                    "payload",
+                    f"column {self.name!r} holds the sha256 of each row's {self.of_input}; "
+                    f"row {row} does not",
+                )
 
     def layout(self, dims: int, vector_dtype: str) -> Layout:
         return Layout(self.name, "uint8", self.size)

@@ -34,7 +34,9 @@ STATUS = StatusColumn(
 )
 WIDTH = IntColumn("width", "the image's width in pixels (0 when undecodable)")
 HEIGHT = IntColumn("height", "the image's height in pixels (0 when undecodable)")
-IMAGE_SHA256 = HashColumn("image_sha256", "sha256 of the image file's bytes, hex", size=32)
+IMAGE_SHA256 = HashColumn(
+    "image_sha256", "sha256 of the image file's bytes, hex", size=32, of_input="image"
+)
 
 # Credit for one image: what a ViT-B/32 forward pass costs next to text, in the
 # coordinator's credit unit (estimated tokens). A 224 x 224 image is 49 patches + [CLS]
