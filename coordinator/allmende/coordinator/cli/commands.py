@@ -166,7 +166,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--input",
         required=True,
-        help="a .jsonl, .csv, .tsv or .parquet file with id and text, or a .txt file",
+        help="a .jsonl, .csv, .tsv or .parquet file with id and text, or a .txt file; for "
+        "image kinds a WebDataset .tar shard (KEY.jpg|png|webp + KEY.txt) or a .parquet with "
+        "id, text and image (bytes)",
     )
     p.add_argument("--redundancy", type=positive, help="replicas per unit (default 2)")
     p.add_argument("--unit-size", type=positive, help="items per work unit (default 256)")
@@ -184,6 +186,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="share of each unit's rows that are hidden gold rows (default 0.02; 0: none)",
     )
     p.add_argument("--name", help="a name shown in job listings")
+    p.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of the kind's keep rule, repeatable (e.g. clip-filter: "
+        "min_similarity=0.3, max_punsafe=0.5; filter-text: keep_languages=de,en); the "
+        "coordinator checks them against the kind",
+    )
     p.set_defaults(handler="allmende.coordinator.cli.job_cmds:create")
     p = jsub.add_parser("status", help="show one job's progress")
     p.add_argument("job", help="the job id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from allmende.api.client import ApiClient
@@ -12,6 +13,8 @@ from allmende.cli.common import EXIT_OK, err, out, out_json
 from allmende.cli.remote import call
 from allmende.cli.tokens import read_token, reader_token
 from allmende.coordinator.cli.inputs import Item, read_items
+from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds import KINDS
 from allmende.v1 import allmende_pb2 as pb
 
 # Items per upload message: well under the 16 MiB message limit for typical texts.
@@ -27,8 +30,11 @@ def upload_requests(
     batch: list[pb.InputItem] = []
     size = 0
     for item in items:
-        batch.append(pb.InputItem(id=item.item_id, text=item.text, line=item.line))
-        size += len(item.text) + len(item.item_id) + 16
+        message = pb.InputItem(id=item.item_id, text=item.text, line=item.line, url=item.url)
+        if item.image is not None:
+            message.image = item.image
+        batch.append(message)
+        size += len(item.text) + len(item.item_id) + len(item.image or b"") + len(item.url) + 16
         if len(batch) >= CHUNK_ITEMS or size >= CHUNK_BYTES:
             yield pb.CreateJobRequest(items=batch)
             batch, size = [], 0
@@ -40,6 +46,16 @@ def create(args: argparse.Namespace) -> int:
     token = read_token(args.admin_token_file)
     path = Path(args.input)
     items = read_items(path)
+    kind = KINDS.get(args.kind)
+    if kind is not None and not kind.takes_text:
+        # An image-only kind: captions in the input (a shard's .txt) are not sent.
+        items = [replace(item, text="") for item in items]
+    rule: dict[str, str] = {}
+    for given in getattr(args, "rule", None) or []:
+        name, sep, value = given.partition("=")
+        if not sep or not name.strip():
+            raise InvalidArgument("--rule", f"NAME=VALUE, got {given!r}")
+        rule[name.strip().replace("-", "_")] = value.strip()
     spec = pb.JobSpec(
         name=args.name or path.name,
         kind=args.kind,
@@ -51,6 +67,7 @@ def create(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds or 0,
         result_dtype=args.dtype or "",
         gold_fraction=args.gold_fraction,
+        rule=rule,
     )
     err(f"uploading {len(items)} items from {path.name} to {args.coordinator}")
     with ApiClient(args.coordinator, admin_token=token) as client:
