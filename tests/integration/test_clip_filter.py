@@ -200,6 +200,28 @@ def test_two_volunteers_filter_image_text_pairs_as_the_models_do(
         assert row["keep"] == bool(
             expected["similarity"][n] >= 0.05 and expected["punsafe"][n] <= 0.5
         ), item_id
+    # Exported for clip-retrieval: embeddings and metadata in matching order.
+    exported = tmp_path / "clip-retrieval"
+    done = cli(
+        "dataset",
+        "export",
+        str(out),
+        str(exported),
+        "--format",
+        "clip-retrieval",
+        "--fingerprint",
+        fp,
+    )
+    assert done.returncode == 0, done.stderr
+    img = np.load(exported / "img_emb" / "img_emb_0.npy")
+    txt = np.load(exported / "text_emb" / "text_emb_0.npy")
+    meta = pq.read_table(exported / "metadata" / "metadata_0.parquet").to_pylist()
+    assert img.shape == txt.shape == (len(rows), tiny_clip.dims) and img.dtype == np.float32
+    assert "image_embedding" not in meta[0] and "similarity" in meta[0]
+    for n, record in enumerate(meta):
+        assert np.array_equal(img[n], np.asarray(data[record["id"]]["image_embedding"], "f4"))
+        assert np.array_equal(txt[n], np.asarray(data[record["id"]]["text_embedding"], "f4"))
+
     # The duplicate was computed once and published twice.
     assert data["astronaut-again"]["image_embedding"] == data["astronaut"]["image_embedding"]
     assert data["astronaut-again"]["content_sha256"] == data["astronaut"]["content_sha256"]

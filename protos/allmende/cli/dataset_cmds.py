@@ -1,4 +1,4 @@
-"""`allmende dataset pull|verify`."""
+"""`allmende dataset pull|verify|export`."""
 
 from __future__ import annotations
 
@@ -60,4 +60,18 @@ def verify(args: argparse.Namespace) -> int:
             f"ok: {report.rows} rows in {report.shards} shard(s), job {report.job_id}; "
             f"signature, sha256 of every shard and merkle root verified"
         )
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace) -> int:
+    from allmende.api.export import export_clip_retrieval
+
+    pinned = normalise_fingerprint(args.fingerprint)
+    folder = Path(args.folder)
+    try:
+        report = verify_folder(folder, pinned)
+    except IntegrityError as exc:
+        raise CliError(f"verification failed: {exc.message}") from None
+    rows = export_clip_retrieval(folder, Path(args.out))
+    out(f"exported {rows} rows of job {report.job_id} to {args.out} ({args.format} layout)")
     return EXIT_OK
