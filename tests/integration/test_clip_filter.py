@@ -285,3 +285,43 @@ def test_the_cli_creates_a_clip_filter_job_from_a_webdataset_shard(
     done = cli(*base, "--kind", "clip-filter", "--input", str(urls))
     assert done.returncode != 0 and "url rows are not supported yet" in done.stderr
     assert len(clip_admin.list_jobs()) == before
+
+
+def test_a_result_whose_image_sha256_is_not_the_units_bytes_is_refused(
+    clip_coordinator: RunningCoordinator,
+    clip_admin: CoordinatorClient,
+    clip_computer: object,
+    tiny_clip: ModelSpec,
+) -> None:
+    """A volunteer cannot claim to have computed other bytes than it was sent: the
+    coordinator checks each row's image_sha256 against the unit's own images."""
+    import grpc
+
+    from allmende.protocol.kinds import get_kind
+    from allmende.protocol.wire import decode_unit
+    from tests.integration.rawclient import RawVolunteer
+
+    clip_admin.create_job(
+        requests(read_images()[:4], kind="clip-filter", model=tiny_clip.name, gold_fraction=0.0)
+    )
+    volunteer = RawVolunteer(clip_coordinator.address)
+    try:
+        volunteer.register()
+        lease = volunteer.lease()
+        unit = decode_unit(lease.unit.unit)
+        matrix = clip_computer.compute(unit)  # type: ignore[attr-defined]
+        shape = get_kind("clip-filter").shape(tiny_clip, "float16")
+        part = {c.name: p for c, _, p in shape.columns}["image_sha256"]
+        forged = matrix.copy()
+        forged[1, part] = np.frombuffer(hashlib.sha256(b"other bytes").digest(), np.uint8)
+        result = volunteer.result(
+            lease, matrix=forged, payload=shape.encode(forged), columns=shape.layouts
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            volunteer.submit(*result)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "image_sha256" in info.value.details() and "row 1" in info.value.details()
+        job = clip_admin.list_jobs()[0]
+        assert job.results_received == 0 and job.units_accepted == 0
+    finally:
+        volunteer.close()

@@ -237,3 +237,23 @@ def open_result(
     unit_matrix = np.empty((unit_rows, matrix.shape[1]), dtype=matrix.dtype)
     unit_matrix[order[is_unit]] = matrix[is_unit]
     return Opened(unit_matrix, len(known), missed, lowest, close)
+
+
+def composed_images(
+    lease: LeaseRecord, images: Sequence[bytes], gold: dict[int, GoldRow]
+) -> list[bytes | None]:
+    """The image of each row as the lease's volunteer got it (None: a row whose image the
+    coordinator does not hold, e.g. a gold row dropped since), so that a result's digests
+    are checked in the order the volunteer sent them."""
+    if not lease.composition:
+        return list(images)
+    out: list[bytes | None] = []
+    for source in np.frombuffer(lease.composition, dtype="<u2").tolist():
+        if source < len(images):
+            out.append(images[source])
+        elif source - len(images) < len(lease.gold_ids):
+            row = gold.get(lease.gold_ids[source - len(images)])
+            out.append(None if row is None else row.image)
+        else:
+            out.append(None)  # a decoy (text kinds only)
+    return out

@@ -102,9 +102,10 @@ class ResultShape:
         for col, layout, part in self.columns:
             col.check(matrix[:, part], self.model, layout)
 
-    def check_inputs(self, matrix: np.ndarray, images: Sequence[bytes]) -> None:
-        """Refuse a result (rows in unit order) whose digests of the unit's inputs are not
-        theirs: a volunteer cannot claim to have seen other bytes than it was sent."""
+    def check_inputs(self, matrix: np.ndarray, images: Sequence[bytes | None]) -> None:
+        """Refuse a result whose digests of its rows' images are not theirs (None: not
+        known, not checked): a volunteer cannot claim to have seen other bytes than it was
+        sent."""
         for col, _, part in self.columns:
             if isinstance(col, HashColumn) and col.of_input == "image" and images:
                 col.check_input(matrix[: len(images), part], images)
