@@ -14,6 +14,7 @@ from allmende.client.connection import CoordinatorClient
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.home import CoordinatorHome
+from allmende.protocol.models import ModelRegistry, ModelSpec
 from allmende.v1 import allmende_pb2 as pb
 
 # The throwaway PostgreSQL cluster fixtures (postgres_cluster, postgres_url).
@@ -38,6 +39,39 @@ def read_stsb(split: str = "dev") -> list[tuple[str, str, float]]:
         for fields in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
             rows.append((fields[5], fields[6], float(fields[4])))
     return rows
+
+
+# Photographs from scikit-image with hand-written captions (tests/data/images/README.md).
+IMAGES = ROOT / "tests" / "data" / "images"
+
+
+def read_images() -> list[tuple[str, bytes, str]]:
+    """(id, image file bytes, caption) for each bundled test image, in captions.tsv order."""
+    with (IMAGES / "captions.tsv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return [(r["id"], (IMAGES / r["file"]).read_bytes(), r["caption"]) for r in rows]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    """A small CLIP with random weights (fixed seed) in Hugging Face layout (tests/models)."""
+    from tests.models.tiny_clip import build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def clip_registry(tiny_clip: ModelSpec) -> ModelRegistry:
+    """The built-in models and the tiny CLIP, registered locally."""
+    return ModelRegistry(extra=(tiny_clip,))
+
+
+@pytest.fixture(scope="session")
+def clip_computer(clip_registry: ModelRegistry) -> object:
+    """One loaded tiny CLIP (and Open-NSFW) for every engine of the session (CPU)."""
+    from allmende.client.tasks.computer import TaskComputer
+
+    return TaskComputer(clip_registry, device="cpu", batch_size=16)
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +142,11 @@ def run_volunteers(
         coordinator: RunningCoordinator,
         count: int = 2,
         fingerprint: str | None = None,
+        computer: object = None,
+        registry: ModelRegistry | None = None,
         **overrides: object,
     ) -> list[tuple[int, list[Event]]]:
+        """`computer` and `registry`: for models the built-in registry lacks (tiny CLIP)."""
         outcomes: list[tuple[int, list[Event]]] = [(-1, []) for _ in range(count)]
 
         def one(index: int) -> None:
@@ -123,7 +160,12 @@ def run_volunteers(
                 give_up_after_s=30,
                 **overrides,  # type: ignore[arg-type]
             )
-            engine = VolunteerEngine(config, on_event=events.append, computer=shared_computer)  # type: ignore[arg-type]
+            engine = VolunteerEngine(
+                config,
+                on_event=events.append,
+                computer=computer or shared_computer,  # type: ignore[arg-type]
+                registry=registry,
+            )
             outcomes[index] = (engine.run(), events)
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]

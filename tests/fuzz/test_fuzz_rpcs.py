@@ -770,7 +770,7 @@ VALID_SPEC = {
 }
 FUZZED_SPEC = {
     "name": STRINGS,
-    "kind": _pick(["embed-image", "", "EMBED-TEXT"], STRINGS),
+    "kind": _pick(["embed-audio", "", "EMBED-TEXT"], STRINGS),
     "model": _pick(["", "no-such-model", MODEL.upper()], STRINGS),
     "redundancy": _pick([17], UINT32),
     "unit_size": _pick([8193], UINT32),

@@ -166,7 +166,7 @@ def test_download_file_unknown_job_is_not_found(raw_admin: RawAdmin, job_id: str
 BAD_SPECS = [
     pytest.param({"model": "no-such-model"}, ("model", "no-such-model"), id="unknown-model"),
     pytest.param({"model": ""}, ("model",), id="empty-model"),
-    pytest.param({"kind": "embed-image"}, ("kind", "embed-image"), id="unknown-kind"),
+    pytest.param({"kind": "embed-audio"}, ("kind", "embed-audio"), id="unknown-kind"),
     pytest.param({"kind": ""}, ("kind",), id="empty-kind"),
     pytest.param({"redundancy": 17}, ("redundancy", "17"), id="redundancy-too-high"),
     pytest.param({"unit_size": 8193}, ("unit_size", "8193"), id="unit-size-too-high"),

@@ -183,7 +183,7 @@ def test_rules_take_only_the_parameters_the_kind_declares() -> None:
 
 def test_unknown_kinds_are_refused_by_name() -> None:
     with pytest.raises(InvalidArgument) as info:
-        get_kind("embed-image")
+        get_kind("embed-audio")
     assert info.value.field == "kind" and "embed-text" in info.value.expected
 
 

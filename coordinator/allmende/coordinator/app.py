@@ -36,6 +36,7 @@ from allmende.coordinator.transport.ports import reason as port_reason
 from allmende.coordinator.transport.runtime import Runtime
 from allmende.coordinator.transport.server import GrpcServer
 from allmende.protocol.errors import FailedPrecondition, InvalidArgument
+from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import CTX_TLS
 from allmende.protocol.tls import cert_sha256, is_loopback
 
@@ -110,6 +111,7 @@ def serve(
     policy: TrustPolicy | None = None,
     gold_computer: GoldComputer | None = None,
     private: bool = False,
+    registry: ModelRegistry | None = None,
 ) -> Iterator[RunningCoordinator]:
     """Run a coordinator on the data folder until the block exits.
 
@@ -134,6 +136,7 @@ def serve(
         policy=policy,
         gold_computer=gold_computer,
         models_dir=home.models,
+        registry=registry,
     )
     coordinator.key_chain = chain
     if isinstance(gold_computer, ModelGold):  # gold rows of served models too

@@ -1,4 +1,4 @@
-"""`allmende dataset pull|verify|versions|remove`."""
+"""`allmende dataset pull|verify|versions|remove|export`."""
 
 from __future__ import annotations
 
@@ -183,4 +183,18 @@ def remove(args: argparse.Namespace) -> int:
     else:
         err(f"removed {response.rows_removed} row(s); {response.rows} rows left")
         out(f"published version {response.version}; merkle root {response.merkle_root}")
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace) -> int:
+    from allmende.api.export import export_clip_retrieval
+
+    pinned = normalise_fingerprint(args.fingerprint)
+    folder = Path(args.folder)
+    try:
+        report = verify_folder(folder, pinned)
+    except IntegrityError as exc:
+        raise CliError(f"verification failed: {exc.message}") from None
+    rows = export_clip_retrieval(folder, Path(args.out))
+    out(f"exported {rows} rows of job {report.job_id} to {args.out} ({args.format} layout)")
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""The researcher's command group: `allmende dataset pull|verify|versions|remove`.
+"""The researcher's command group: `allmende dataset pull|verify|versions|remove|export`.
 
 Researchers have no source root of their own: what they run uses only the protocol and the
 API client (allmende.api.dataset, protocol/manifest.py), so their commands live on the top
@@ -51,3 +51,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     admin_flags(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler="allmende.cli.dataset_cmds:remove")
+    p = dsub.add_parser("export", help="write a verified dataset folder in another tool's layout")
+    p.add_argument("folder", help="a folder written by `dataset pull`")
+    p.add_argument("out", help="the folder to write (created)")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["clip-retrieval"],
+        help="clip-retrieval: img_emb/img_emb_N.npy, text_emb/text_emb_N.npy, "
+        "metadata/metadata_N.parquet in matching order (for clip_index and autofaiss)",
+    )
+    p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
+    p.set_defaults(handler="allmende.cli.dataset_cmds:export")

@@ -21,7 +21,19 @@ DTYPES: dict[str, np.dtype[np.generic]] = {
     "int8": np.dtype("i1"),
     # An index into the model's labels (see protocol/kinds/columns.py).
     "label": np.dtype("<u2"),
+    # Bytes (a sha256 digest: 32 values per row) and whole numbers (an image's width and
+    # height): exact in the float32 matrix results are held in (integers below 2**24).
+    "uint8": np.dtype("u1"),
+    "int32": np.dtype("<i4"),
 }
+# Dtypes that carry whole numbers, with their bounds: rounded and clipped on the way out,
+# never NaN on the way in.
+INTEGER_BOUNDS: dict[str, tuple[int, int]] = {
+    "label": (0, 65535),
+    "uint8": (0, 255),
+    "int32": (-(2**31), 2**31 - 1),
+}
+INTEGER_DTYPES = frozenset(INTEGER_BOUNDS)
 # The scale for int8: unit-normalised embeddings have every component in [-1, 1].
 INT8_SCALE = 127.0
 # Level 3 compresses fp16 rows within 2 % of level 19 at a tenth of the CPU time, and the
@@ -66,8 +78,10 @@ def _raw(values: np.ndarray, dtype: str) -> bytes:
     """A column's values (rows x width, float) as the bytes of its wire dtype."""
     if dtype == "int8":
         return bytes(np.clip(np.rint(values * INT8_SCALE), -127, 127).astype(np.int8).tobytes())
-    if dtype == "label":
-        return bytes(np.rint(values).astype("<u2").tobytes())
+    if dtype in INTEGER_DTYPES:
+        low, high = INTEGER_BOUNDS[dtype]
+        whole = np.clip(np.rint(values), low, high)
+        return bytes(whole.astype(DTYPES[dtype]).tobytes())
     return bytes(np.ascontiguousarray(values, dtype=DTYPES[dtype]).tobytes())
 
 
@@ -179,7 +193,7 @@ def _values(name: str, data: bytes, dtype: str, rows: int, width: int) -> np.nda
     if dtype == "int8":
         return values.astype(np.float32) / INT8_SCALE
     out = values.astype(np.float32)
-    if dtype != "label" and not np.isfinite(out).all():
+    if dtype not in INTEGER_DTYPES and not np.isfinite(out).all():
         bad_row = int(np.argwhere(~np.isfinite(out))[0][0])
         where = f"column {name!r} row {bad_row}" if name else f"row {bad_row}"
         raise InvalidArgument("payload", f"finite values only, {where} has NaN or inf")

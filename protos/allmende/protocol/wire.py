@@ -36,6 +36,17 @@ class WorkUnit:
     result_dtype: str
     created_ms: int
     lease_id: str = ""  # set when the unit is composed for one lease
+    # Image kinds: one image file per row, beside `texts` ('' there when the kind takes no
+    # text). Empty for text kinds.
+    images: tuple[bytes, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return len(self.texts)
+
+    def row(self, i: int) -> tuple[str, bytes]:
+        """Row `i`'s inputs: its text and its image (b'' for text kinds)."""
+        return self.texts[i], self.images[i] if self.images else b""
 
 
 def encode_unit(unit: WorkUnit) -> bytes:
@@ -50,6 +61,7 @@ def encode_unit(unit: WorkUnit) -> bytes:
         result_dtype=unit.result_dtype,
         created_unix_ms=unit.created_ms,
         lease_id=unit.lease_id,
+        images=list(unit.images),
     )
     return bytes(message.SerializeToString(deterministic=True))
 
@@ -76,6 +88,7 @@ def decode_unit(blob: bytes) -> WorkUnit:
         result_dtype=message.result_dtype,
         created_ms=message.created_unix_ms,
         lease_id=message.lease_id,
+        images=tuple(message.images),
     )
 
 

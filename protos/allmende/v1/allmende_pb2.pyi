@@ -71,7 +71,7 @@ class RegisterVolunteerResponse(_message.Message):
     def __init__(self, volunteer_id: _Optional[str] = ...) -> None: ...
 
 class WorkUnit(_message.Message):
-    __slots__ = ("unit_id", "job_id", "kind", "model", "model_sha256", "texts", "dims", "result_dtype", "created_unix_ms", "lease_id")
+    __slots__ = ("unit_id", "job_id", "kind", "model", "model_sha256", "texts", "dims", "result_dtype", "created_unix_ms", "lease_id", "images", "urls")
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,8 @@ class WorkUnit(_message.Message):
     RESULT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    URLS_FIELD_NUMBER: _ClassVar[int]
     unit_id: str
     job_id: str
     kind: str
@@ -92,7 +94,9 @@ class WorkUnit(_message.Message):
     result_dtype: str
     created_unix_ms: int
     lease_id: str
-    def __init__(self, unit_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., dims: _Optional[int] = ..., result_dtype: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., lease_id: _Optional[str] = ...) -> None: ...
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    urls: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, unit_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., dims: _Optional[int] = ..., result_dtype: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., lease_id: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., urls: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SignedWorkUnit(_message.Message):
     __slots__ = ("unit", "signature")
@@ -320,14 +324,18 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ..., gold_fraction: _Optional[float] = ..., rule: _Optional[_Mapping[str, str]] = ..., license: _Optional[str] = ...) -> None: ...
 
 class InputItem(_message.Message):
-    __slots__ = ("id", "text", "line")
+    __slots__ = ("id", "text", "line", "image", "url")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     line: int
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., line: _Optional[int] = ...) -> None: ...
+    image: bytes
+    url: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., line: _Optional[int] = ..., image: _Optional[bytes] = ..., url: _Optional[str] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
     __slots__ = ("spec", "items", "source_name")

@@ -46,6 +46,12 @@ def check_unit(
         raise IntegrityError(f"unsupported result dtype {unit.result_dtype!r}")
     if not unit.texts:
         raise IntegrityError("unit has no inputs")
+    wanted = len(unit.texts) if kind.takes_images else 0
+    if len(unit.images) != wanted:
+        raise IntegrityError(
+            f"a {unit.kind} unit of {len(unit.texts)} rows carries {wanted} images, "
+            f"this one {len(unit.images)}"
+        )
     return unit
 
 

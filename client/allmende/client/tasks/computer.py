@@ -56,4 +56,4 @@ class TaskComputer(Computers):
     def compute(self, unit: WorkUnit, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """`progress`, when given, is called with the rows done after each batch; an
         exception it raises (the engine's cancellation) ends the computation."""
-        return self.run(unit.kind, unit.model, list(unit.texts), progress)
+        return self.run(unit.kind, unit.model, list(unit.texts), progress, unit.images)

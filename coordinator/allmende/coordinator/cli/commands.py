@@ -178,7 +178,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--input",
         required=True,
-        help="a .jsonl, .csv, .tsv or .parquet file with id and text, or a .txt file",
+        help="a .jsonl, .csv, .tsv or .parquet file with id and text, or a .txt file; for "
+        "image kinds a WebDataset .tar shard (KEY.jpg|png|webp + KEY.txt) or a .parquet with "
+        "id, text and image (bytes)",
     )
     p.add_argument("--redundancy", type=positive, help="replicas per unit (default 2)")
     p.add_argument("--unit-size", type=positive, help="items per work unit (default 256)")

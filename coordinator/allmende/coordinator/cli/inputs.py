@@ -1,4 +1,6 @@
-"""Reading job input files: .jsonl, .csv, .tsv, .parquet and .txt, each item with its line.
+"""Reading job input files: .jsonl, .csv, .tsv, .parquet and .txt, each item with its line;
+and image-text pairs from WebDataset .tar shards and .parquet image columns
+(image_inputs.py).
 
 Errors name the file, the line and what was expected; nothing is sent before the whole
 file has been read and checked.
@@ -12,10 +14,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from allmende.coordinator.cli.image_inputs import parquet_images, tar_samples
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.limits import MAX_ID_CHARS, MAX_TEXT_BYTES
 
-FORMATS = (".jsonl", ".csv", ".tsv", ".parquet", ".txt")
+FORMATS = (".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".tar")
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class Item:
     item_id: str
     text: str
     line: int
+    image: bytes | None = None  # image-text inputs: the image file (b'': a 0-byte file)
+    url: str = ""
 
 
 def read_items(path: Path) -> list[Item]:
@@ -40,6 +45,7 @@ def read_items(path: Path) -> list[Item]:
         ".tsv": _tsv,
         ".parquet": _parquet,
         ".txt": _txt,
+        ".tar": _tar,
     }[suffix]
     items = list(reader(path))
     if not items:
@@ -165,11 +171,19 @@ def _parquet(path: Path) -> Iterator[Item]:
         raise InvalidArgument("input", f"'id' and 'text' columns, got {table.column_names}")
     ids = table.column("id").to_pylist()
     texts = table.column("text").to_pylist()
-    for row, (item_id, text) in enumerate(zip(ids, texts, strict=True), start=1):
+    with_images = "image" in table.column_names or "url" in table.column_names
+    images = parquet_images(table, path.name) if with_images else [(None, "")] * len(ids)
+    rows = zip(ids, texts, images, strict=True)
+    for row, (item_id, text, (image, url)) in enumerate(rows, start=1):
         where = f"row {row} of {path.name}"
         if not isinstance(text, str):
             raise InvalidArgument("text", f"a string ({where})")
-        yield Item(_id(item_id, where), text, row)
+        yield Item(_id(item_id, where), text, row, image, url)
+
+
+def _tar(path: Path) -> Iterator[Item]:
+    for key, caption, image, number in tar_samples(path):
+        yield Item(key, caption, number, image)
 
 
 def _txt(path: Path) -> Iterator[Item]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from allmende.api.client import ApiClient
@@ -29,8 +30,11 @@ def upload_requests(
     batch: list[pb.InputItem] = []
     size = 0
     for item in items:
-        batch.append(pb.InputItem(id=item.item_id, text=item.text, line=item.line))
-        size += len(item.text) + len(item.item_id) + 16
+        message = pb.InputItem(id=item.item_id, text=item.text, line=item.line, url=item.url)
+        if item.image is not None:
+            message.image = item.image
+        batch.append(message)
+        size += len(item.text) + len(item.item_id) + len(item.image or b"") + len(item.url) + 16
         if len(batch) >= CHUNK_ITEMS or size >= CHUNK_BYTES:
             yield pb.CreateJobRequest(items=batch)
             batch, size = [], 0
@@ -45,6 +49,9 @@ def create(args: argparse.Namespace) -> int:
     rule = rule_from_flags(args)
     path = Path(args.input)
     items = read_items(path)
+    if known is not None and not known.takes_text:
+        # An image-only kind: captions in the input (a shard's .txt) are not sent.
+        items = [replace(item, text="") for item in items]
     spec = pb.JobSpec(
         name=args.name or path.name,
         kind=args.kind,

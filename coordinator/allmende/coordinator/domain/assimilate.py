@@ -35,7 +35,15 @@ from allmende.coordinator.domain.publish import (
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import DatasetUnit, JobRecord
 from allmende.protocol.kinds import KindSpec, ResultShape, get_kind
-from allmende.protocol.kinds.columns import LabelColumn, Layout, ResultColumn, VectorColumn
+from allmende.protocol.kinds.columns import (
+    HashColumn,
+    IntColumn,
+    LabelColumn,
+    Layout,
+    ResultColumn,
+    StatusColumn,
+    VectorColumn,
+)
 from allmende.protocol.manifest import FORMAT, merkle_root
 from allmende.protocol.models import ModelRegistry, ModelSpec
 from allmende.protocol.signing import SigningKey
@@ -49,15 +57,17 @@ ROWS_PER_SHARD = 100_000
 def _arrow_type(column: ResultColumn, layout: Layout) -> pa.DataType:
     if isinstance(column, VectorColumn):
         return pa.list_(pa.float32(), layout.width)
-    if isinstance(column, LabelColumn):
-        return pa.string()
+    if isinstance(column, LabelColumn | StatusColumn | HashColumn):
+        return pa.string()  # label names; digests as hex
+    if isinstance(column, IntColumn):
+        return pa.int32()
     return pa.float32()
 
 
-def _schema(shape: ResultShape, keep: bool) -> pa.Schema:
+def _schema(shape: ResultShape, keep: bool, text: bool = True) -> pa.Schema:
     fields = [
         pa.field("id", pa.string(), nullable=False),
-        pa.field("text", pa.string(), nullable=False),
+        *([pa.field("text", pa.string(), nullable=False)] if text else []),
         *(
             pa.field(column.name, _arrow_type(column, layout), nullable=False)
             for column, layout, _ in shape.columns
@@ -121,12 +131,14 @@ class _ShardWriter:
         shape: ResultShape,
         keep: Callable[..., np.ndarray] | None,
         metadata: dict[bytes, bytes],
+        text: bool = True,
     ) -> None:
         self.folder = folder
         self.shape = shape
         self.keep = keep
         self.metadata = metadata
-        self.schema = _schema(shape, keep is not None)
+        self.text = text  # the kind takes text: the dataset has a `text` column
+        self.schema = _schema(shape, keep is not None, text)
         self.shards: list[dict[str, Any]] = []
         self.kept = 0
         self._columns: dict[str, list[Any]] = {name: [] for name in _ROW_FIELDS}
@@ -154,7 +166,9 @@ class _ShardWriter:
             return
         matrix = np.stack(self._rows).astype(np.float32)
         values = self.shape.split(matrix)
-        arrays = [pa.array(c["id"], pa.string()), pa.array(c["text"], pa.string())]
+        arrays = [pa.array(c["id"], pa.string())]
+        if self.text:
+            arrays.append(pa.array(c["text"], pa.string()))
         for column, layout, _ in self.shape.columns:
             got = values[column.name]
             if isinstance(column, VectorColumn):
@@ -248,7 +262,9 @@ def assimilate(
         matrix = shape.decode(unit.payload, len(content.texts))
         units[unit.unit_id] = (content.texts, matrix, provenance(unit))
     how = recipe(kind, model, shape, s.result_dtype)
-    writer = _ShardWriter(staging, shape, keeper, shard_metadata(job.job_id, key.fingerprint, how))
+    writer = _ShardWriter(
+        staging, shape, keeper, shard_metadata(job.job_id, key.fingerprint, how), kind.takes_text
+    )
     rows = 0
     agreements: list[float] = []
     verification: dict[str, int] = {}
@@ -290,7 +306,7 @@ def assimilate(
         **({"rows_kept": writer.kept} if keep is not None else {}),
         "unique_items": job.unique_items,
         "units": len(units),
-        "columns": _column_notes(shape, keep is not None, rule),
+        "columns": _column_notes(shape, keep is not None, rule, kind.inputs),
         "shards": writer.shards,
         "merkle_root": merkle_root([shard["sha256"] for shard in writer.shards]),
         "min_agreement": min(agreements) if agreements else None,
@@ -309,13 +325,23 @@ def assimilate(
     return target
 
 
-def _column_notes(shape: ResultShape, keep: bool, rule: Mapping[str, Any]) -> dict[str, str]:
+def _column_notes(
+    shape: ResultShape, keep: bool, rule: Mapping[str, Any], inputs: Sequence[str] = ("text",)
+) -> dict[str, str]:
     """What each dataset column holds, from the kind's declaration."""
-    notes = {"id": "input id (string)", "text": "the input text"}
+    notes = {"id": "input id (string)"}
+    if "text" in inputs:
+        notes["text"] = "the input text"
     for column, layout, _ in shape.columns:
         if isinstance(column, VectorColumn):
             kind = f"fixed_size_list<float32>[{layout.width}]"
             stored = f", stored as {layout.dtype}"
+        elif isinstance(column, StatusColumn):
+            kind, stored = "string", f", one of {', '.join(column.labels)}"
+        elif isinstance(column, HashColumn):
+            kind, stored = "string", f", {column.size} bytes as hex"
+        elif isinstance(column, IntColumn):
+            kind, stored = "int32", ""
         elif isinstance(column, LabelColumn):
             kind, stored = "string", f", one of the model's {len(shape.model.labels)} labels"
         else:
@@ -329,7 +355,7 @@ def _column_notes(shape: ResultShape, keep: bool, rule: Mapping[str, Any]) -> di
         )
     agreed = dict((c.name, c) for c, _, _ in shape.columns)[shape.agreement]
     notes |= {
-        "content_sha256": "sha256 of the text (UTF-8), hex",
+        "content_sha256": _CONTENT_NOTES.get(tuple(inputs), _CONTENT_NOTES[("image", "text")]),
         "unit_id": "the work unit that computed the row",
         "verified_by": "quorum (independent results agreed), solo+gold (one result, its "
         "unit's hidden gold rows agreed) or solo (one result, unchecked)",
@@ -342,3 +368,11 @@ def _column_notes(shape: ResultShape, keep: bool, rule: Mapping[str, Any]) -> di
         "model_sha256": "sha256 of the model weights that computed the row",
     }
     return notes
+
+
+_CONTENT_NOTES = {
+    ("text",): "sha256 of the text (UTF-8), hex",
+    ("image",): "sha256 of the image file, hex (rows with equal values were computed once)",
+    ("image", "text"): "sha256 of the text's UTF-8 length (8 bytes, big-endian), the text "
+    "and the image file, hex (rows with equal values were computed once)",
+}

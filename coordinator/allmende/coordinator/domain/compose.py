@@ -17,14 +17,21 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from allmende.coordinator.domain.jobs import MAX_UNIT_BYTES
 from allmende.coordinator.store.records import GoldRow, LeaseCandidate, LeaseRecord
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds import ResultShape
+from allmende.protocol.limits import MAX_TEXT_BYTES
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import decode_unit, sign_unit
 
 # Composed units index their rows with uint16.
 MAX_COMPOSED_ROWS = 65535
+# Bytes of gold rows (texts and images) one composed unit carries at most: image rows are
+# large, and a unit of small images must not grow past a message with large gold images.
+MAX_GOLD_BYTES = 2 * 1024 * 1024
+# The most a composed unit weighs: the planned unit, its gold rows, a decoy and framing.
+MAX_COMPOSED_BYTES = MAX_UNIT_BYTES + MAX_GOLD_BYTES + MAX_TEXT_BYTES + 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,18 @@ def gold_count(rows: int, fraction: float, available: int) -> int:
     return min(available, max(1, math.ceil(rows * fraction)), MAX_COMPOSED_ROWS - rows)
 
 
+def _within(rows: list[GoldRow], budget: int) -> list[GoldRow]:
+    """The first of `rows` whose texts and images fit in `budget` bytes (in order, so that
+    every replica of a unit keeps the same shared rows)."""
+    kept, used = [], 0
+    for row in rows:
+        used += len(row.text.encode("utf-8", "surrogatepass")) + len(row.image)
+        if used > budget:
+            break
+        kept.append(row)
+    return kept
+
+
 def _pick(pool: list[GoldRow], k: int, rng: np.random.Generator) -> list[GoldRow]:
     return [pool[i] for i in rng.choice(len(pool), size=k, replace=False)] if k else []
 
@@ -103,9 +122,11 @@ def compose(
     the pool allows. Without `own_row` (a unit that goes out alone: no partner to copy)
     the lease gets no row of its own; with a decoy only every other lease, at random."""
     unit = decode_unit(candidate.blob)
-    own_texts = set(unit.texts)
-    if pool:  # a text twice in one unit would give its gold copy away
-        pool = [g for g in pool if g.text not in own_texts]
+    # A row is its inputs: its text, and its image for image kinds. Gold rows match rows
+    # of the unit by all of them.
+    own_rows = {unit.row(i) for i in range(unit.rows)}
+    if pool:  # a row twice in one unit would give its gold copy away
+        pool = [g for g in pool if g.inputs not in own_rows]
     if viewer is not None:
         pool = [g for g in pool if viewer.may_see(g)]
     if earlier and all(i in earlier for i in candidate.gold_ids):
@@ -116,16 +137,25 @@ def compose(
         shared = _pick(unseen, k, rng) if len(unseen) >= k else _pick(pool, k, rng)
     own: list[GoldRow] = []
     decoys: list[str] = []
+    # Decoys are texts a volunteer saw before; an image kind's rows are too large to keep
+    # per volunteer for that, so its leases get gold rows without decoys.
+    with_decoys = not unit.images
     if viewer is not None and candidate.gold_fraction > 0:
+        taken_rows = {g.inputs for g in shared}
         taken = {g.gold_id for g in shared} | {g.text for g in shared}
-        left = [g for g in pool if g.gold_id not in taken and g.text not in taken]
+        left = [g for g in pool if g.gold_id not in taken and g.inputs not in taken_rows]
+        if with_decoys:
+            left = [g for g in left if g.text not in taken]
         fresh = [g for g in left if g.gold_id not in viewer.given] or left
         own = _pick(fresh, min(1, len(fresh)), rng) if own_row else []
+        own_texts = set(unit.texts)
         repeats = [t for t in dict.fromkeys(viewer.decoys) if t not in own_texts]
         repeats = [t for t in repeats if t not in taken and all(t != g.text for g in own)]
-        if repeats and rng.random() < 0.5:
+        if with_decoys and repeats and rng.random() < 0.5:
             decoys = [repeats[int(rng.integers(len(repeats)))]]
-    sample = min(2, len(unit.texts)) if viewer is not None else 0
+    sample = min(2, unit.rows) if viewer is not None and with_decoys else 0
+    shared = _within(shared, MAX_GOLD_BYTES)
+    own = _within(own, MAX_GOLD_BYTES - sum(len(g.text) + len(g.image) for g in shared))
     gold = shared + own
     k = len(gold)
     extra = k + len(decoys)
@@ -133,16 +163,18 @@ def compose(
         gold, decoys, own = shared, [], []
         k = extra = len(shared)
     order = rng.permutation(candidate.rows + extra).astype("<u2")
-    texts = tuple(
-        unit.texts[i]
+    rows = [
+        unit.row(i)
         if i < candidate.rows
-        else gold[i - candidate.rows].text
+        else gold[i - candidate.rows].inputs
         if i < candidate.rows + k
-        else decoys[i - candidate.rows - k]
+        else (decoys[i - candidate.rows - k], b"")
         for i in order.tolist()
-    )
+    ]
+    texts = tuple(text for text, _ in rows)
+    images = tuple(image for _, image in rows) if unit.images else ()
     blob, signature = sign_unit(
-        key, replace(unit, texts=texts, lease_id=lease_id, created_ms=now_ms)
+        key, replace(unit, texts=texts, images=images, lease_id=lease_id, created_ms=now_ms)
     )
     return Composed(
         blob,
@@ -205,3 +237,23 @@ def open_result(
     unit_matrix = np.empty((unit_rows, matrix.shape[1]), dtype=matrix.dtype)
     unit_matrix[order[is_unit]] = matrix[is_unit]
     return Opened(unit_matrix, len(known), missed, lowest, close)
+
+
+def composed_images(
+    lease: LeaseRecord, images: Sequence[bytes], gold: dict[int, GoldRow]
+) -> list[bytes | None]:
+    """The image of each row as the lease's volunteer got it (None: a row whose image the
+    coordinator does not hold, e.g. a gold row dropped since), so that a result's digests
+    are checked in the order the volunteer sent them."""
+    if not lease.composition:
+        return list(images)
+    out: list[bytes | None] = []
+    for source in np.frombuffer(lease.composition, dtype="<u2").tolist():
+        if source < len(images):
+            out.append(images[source])
+        elif source - len(images) < len(lease.gold_ids):
+            row = gold.get(lease.gold_ids[source - len(images)])
+            out.append(None if row is None else row.image)
+        else:
+            out.append(None)  # a decoy (text kinds only)
+    return out

@@ -38,6 +38,7 @@ from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.domain.verdicts import Verdicts
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import (
+    GoldInput,
     JobCounts,
     JobRecord,
     JobSettings,
@@ -53,7 +54,7 @@ from allmende.protocol.errors import (
     Unauthenticated,
     shown,
 )
-from allmende.protocol.kinds import KINDS
+from allmende.protocol.kinds import KINDS, get_kind
 from allmende.protocol.manifest import (
     ALLMENDE_DIR,
     CARD_PATH,
@@ -69,7 +70,8 @@ from allmende.protocol.wire import decode_unit
 log = logging.getLogger("allmende.coordinator")
 
 # Answers for texts of a job: float32 rows in the job's result dtype after rounding.
-GoldComputer = Callable[[JobSettings, list[str]], np.ndarray]
+# (settings, texts) -> rows; for kinds that take images also given `images`, one per text.
+GoldComputer = Callable[..., np.ndarray]
 # Gold rows a coordinator computes for a new job (the rest come from accepted units).
 SEED_GOLD_ROWS = 32
 
@@ -233,17 +235,30 @@ class Coordinator(Leasing, Submissions, Verdicts):
         that holds its text: whoever leases that unit sees the text as an ordinary row and
         so never gets it as a gold row (see compose.Viewer)."""
         assert self.gold_computer is not None
-        texts = list(dict.fromkeys(r.text for r in records))
-        picked = [texts[i] for i in new_rng().permutation(len(texts))[:SEED_GOLD_ROWS]]
-        home = {text: u.unit_id for u in units for text in decode_unit(u.blob).texts}
-        rows = self.gold_computer(settings, picked)
-        answers = result_shape(settings, self.registry).rounded(rows)
+        # Rows as the units hold them (an image kind's: its image, and its text if it takes
+        # one), each with the unit that holds it.
+        home: dict[tuple[str, bytes], str] = {}
+        for u in units:
+            content = decode_unit(u.blob)
+            for i in range(content.rows):
+                home.setdefault(content.row(i), u.unit_id)
+        inputs = list(home)
+        picked = [inputs[i] for i in new_rng().permutation(len(inputs))[:SEED_GOLD_ROWS]]
+        texts, images = [t for t, _ in picked], [image for _, image in picked]
+        takes_images = get_kind(settings.kind).takes_images
+        rows = (
+            self.gold_computer(settings, texts, images)
+            if takes_images
+            else self.gold_computer(settings, texts)
+        )
+        rounded = result_shape(settings, self.registry).rounded(rows)
+        answers = [a.astype("<f4").tobytes() for a in rounded]
+        gold: list[GoldInput] = [
+            (t, a, image) if takes_images else (t, a)
+            for (t, image), a in zip(picked, answers, strict=True)
+        ]
         self.store.add_gold(
-            job_id,
-            [(t, a.astype("<f4").tobytes()) for t, a in zip(picked, answers, strict=True)],
-            "coordinator",
-            self.clock(),
-            unit_ids=[home.get(t, "") for t in picked],
+            job_id, gold, "coordinator", self.clock(), unit_ids=[home[p] for p in picked]
         )
         self.gold.expire()
         log.info("gold rows computed job=%s rows=%d", job_id, len(picked))

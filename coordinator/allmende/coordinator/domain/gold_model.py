@@ -12,6 +12,7 @@ use and are kept.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,6 +32,8 @@ class ModelGold:
         """Compute with the coordinator's own registry, which holds the models it serves."""
         self.computers.registry = registry
 
-    def __call__(self, settings: JobSettings, texts: list[str]) -> np.ndarray:
+    def __call__(
+        self, settings: JobSettings, texts: list[str], images: Sequence[bytes] = ()
+    ) -> np.ndarray:
         with self._lock:
-            return self.computers.run(settings.kind, settings.model, texts)
+            return self.computers.run(settings.kind, settings.model, texts, images=images)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import uuid
@@ -18,8 +17,9 @@ from allmende.protocol.kinds import (
     check_model_for_kind,
     get_kind,
 )
-from allmende.protocol.kinds.base import estimate_tokens
-from allmende.protocol.limits import MAX_ID_CHARS, MAX_TEXT_BYTES
+from allmende.protocol.kinds.base import KindSpec, estimate_tokens
+from allmende.protocol.kinds.embed_text import EMBED_TEXT
+from allmende.protocol.limits import MAX_ID_CHARS, MAX_IMAGE_BYTES, MAX_TEXT_BYTES
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import WorkUnit, sign_unit
@@ -65,6 +65,9 @@ class InputRecord:
     item_id: str
     text: str
     line: int
+    # Image kinds: the image file's bytes (b'': a file of 0 bytes; None: no image given).
+    image: bytes | None = None
+    url: str = ""  # image kinds: where to fetch the image (instead of `image`)
 
 
 def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
@@ -134,8 +137,10 @@ def job_rule(settings: JobSettings) -> dict[str, object]:
     return loaded
 
 
-def check_items(records: list[InputRecord]) -> None:
-    """Refuse empty input, empty or duplicate ids, oversized texts; name the line."""
+def check_items(records: list[InputRecord], kind: KindSpec = EMBED_TEXT) -> None:
+    """Refuse empty input, empty or duplicate ids, oversized texts, and inputs the kind
+    does not take (an image kind's row needs its image; a text kind's has none); name the
+    line."""
     if not records:
         raise InvalidArgument("input", "at least one item, got none")
     first_seen: dict[str, int] = {}
@@ -147,6 +152,7 @@ def check_items(records: list[InputRecord]) -> None:
             raise InvalidArgument("id", f"at most {MAX_ID_CHARS} characters ({where})")
         if len(rec.text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
             raise InvalidArgument("text", f"at most {MAX_TEXT_BYTES} bytes of UTF-8 ({where})")
+        _check_inputs(rec, kind, where)
         if rec.item_id in first_seen:
             raise InvalidArgument(
                 "id",
@@ -154,6 +160,32 @@ def check_items(records: list[InputRecord]) -> None:
                 f"{first_seen[rec.item_id]}",
             )
         first_seen[rec.item_id] = rec.line
+
+
+def _check_inputs(rec: InputRecord, kind: KindSpec, where: str) -> None:
+    """What one item carries against what the kind takes (its `inputs`)."""
+    if not kind.takes_images:
+        if rec.image is not None or rec.url:
+            field = "image" if rec.image is not None else "url"
+            raise InvalidArgument(field, f"no {field}: {kind.name} takes text only ({where})")
+        return
+    if rec.image is not None and rec.url:
+        raise InvalidArgument("image", f"an image or a url, not both ({where})")
+    if rec.image is None and not rec.url:
+        raise InvalidArgument("image", f"the item's image ({kind.name} rows are images; {where})")
+    if rec.url:
+        # Fetching by volunteers (opt-in, with limits) is not built yet: refuse clearly
+        # rather than hand out rows nobody computes.
+        raise InvalidArgument(
+            "url", f"the image's bytes; url rows are not supported yet ({where})"
+        )
+    size = len(rec.image or b"")
+    if size > MAX_IMAGE_BYTES:
+        raise InvalidArgument("image", f"at most {MAX_IMAGE_BYTES} bytes, got {size} ({where})")
+    # A 0-byte image is not refused: it is a row whose status says `empty`, as a volunteer
+    # reports it (an input file may hold one, and its row stays in the dataset).
+    if not kind.takes_text and rec.text:
+        raise InvalidArgument("text", f"no text: {kind.name} takes an image only ({where})")
 
 
 def new_job_id() -> str:
@@ -168,45 +200,50 @@ def plan_job(
     key: SigningKey,
     now_ms: int,
 ) -> tuple[NewJob, list[NewUnit], list[NewItem]]:
-    """Deduplicate texts by content hash, cut units by length, sign each one.
+    """Deduplicate rows by the sha256 of the kind's inputs (identical images are computed
+    once), cut units by rows and bytes, sign each one.
 
     Unique texts are ordered by an estimate of their token count before they are cut into
     units, so each unit holds texts of similar length and a volunteer's batches need little
     padding: on CPU this is worth ~25 % of throughput against units cut in input order.
     Items keep input order.
     """
-    check_items(records)
+    kind = get_kind(settings.kind)
+    check_items(records, kind)
     first: dict[bytes, int] = {}  # content hash -> index into `unique`
-    unique: list[tuple[str, int]] = []  # (text, UTF-8 size)
+    unique: list[tuple[str, bytes, int]] = []  # (text, image, bytes)
     digests: list[bytes] = []
     for rec in records:
-        encoded = rec.text.encode("utf-8", "surrogatepass")
-        digest = hashlib.sha256(encoded).digest()
+        text = rec.text if kind.takes_text else ""
+        image = rec.image or b""
+        digest = kind.content_digest(text, image)
         digests.append(digest)
         if digest not in first:
             first[digest] = len(unique)
-            unique.append((rec.text, len(encoded)))
-    order = sorted(range(len(unique)), key=lambda i: (estimate_tokens(unique[i][0]), unique[i][1]))
+            size = len(text.encode("utf-8", "surrogatepass")) + len(image)
+            unique.append((text, image, size))
+    order = sorted(range(len(unique)), key=lambda i: (estimate_tokens(unique[i][0]), unique[i][2]))
     slot_of: list[tuple[int, int]] = [(0, 0)] * len(unique)
-    unit_texts: list[list[str]] = [[]]
+    unit_rows: list[list[tuple[str, bytes]]] = [[]]
     unit_bytes = 0
     for index in order:
-        text, size = unique[index]
-        size += 8  # protobuf field overhead
-        if unit_texts[-1] and (
-            len(unit_texts[-1]) >= settings.unit_size or unit_bytes + size > MAX_UNIT_BYTES
+        text, image, size = unique[index]
+        size += 16  # protobuf field overhead (a text and an image field)
+        if unit_rows[-1] and (
+            len(unit_rows[-1]) >= settings.unit_size or unit_bytes + size > MAX_UNIT_BYTES
         ):
-            unit_texts.append([])
+            unit_rows.append([])
             unit_bytes = 0
-        unit_texts[-1].append(text)
+        unit_rows[-1].append((text, image))
         unit_bytes += size
-        slot_of[index] = (len(unit_texts) - 1, len(unit_texts[-1]) - 1)
+        slot_of[index] = (len(unit_rows) - 1, len(unit_rows[-1]) - 1)
     items = [
         NewItem(seq, rec.item_id, *slot_of[first[digest]], digest)
         for seq, (rec, digest) in enumerate(zip(records, digests, strict=True))
     ]
     units = []
-    for seq, texts in enumerate(unit_texts):
+    for seq, rows in enumerate(unit_rows):
+        texts = [text for text, _ in rows]
         unit = WorkUnit(
             unit_id=f"{job_id}-u{seq:06d}",
             job_id=job_id,
@@ -217,6 +254,7 @@ def plan_job(
             dims=settings.dims,
             result_dtype=settings.result_dtype,
             created_ms=now_ms,
+            images=tuple(image for _, image in rows) if kind.takes_images else (),
         )
         blob, signature = sign_unit(key, unit)
         units.append(NewUnit(unit.unit_id, seq, len(texts), blob, signature))

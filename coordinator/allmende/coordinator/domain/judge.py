@@ -18,7 +18,7 @@ import numpy as np
 
 from allmende.coordinator.domain import quorum
 from allmende.coordinator.domain.compose import Opened, gold_count, new_rng
-from allmende.coordinator.store.records import ResultRecord, UnitRecord, Verdict
+from allmende.coordinator.store.records import GoldInput, ResultRecord, UnitRecord, Verdict
 from allmende.protocol.kinds import ResultShape
 from allmende.protocol.wire import decode_unit
 
@@ -128,8 +128,9 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
 
 def _harvest(
     unit: UnitRecord, canonical: np.ndarray, agreeing: int, wanted: bool
-) -> tuple[tuple[str, bytes], ...]:
-    """Rows of a unit that distinct volunteers agreed on, to serve as gold rows."""
+) -> tuple[GoldInput, ...]:
+    """Rows of a unit that distinct volunteers agreed on, to serve as gold rows (with their
+    image, for image kinds)."""
     if not wanted or agreeing < 2 or unit.settings.gold_fraction <= 0:
         return ()
     # A few rows more than one unit's share: a volunteer never gets rows from units it
@@ -137,8 +138,11 @@ def _harvest(
     k = min(
         unit.rows, max(HARVEST_ROWS, gold_count(unit.rows, unit.settings.gold_fraction, unit.rows))
     )
-    texts = decode_unit(unit.blob).texts
+    content = decode_unit(unit.blob)
     rows = new_rng().choice(unit.rows, size=k, replace=False).tolist()
-    return tuple(
-        (texts[i], np.ascontiguousarray(canonical[i], dtype="<f4").tobytes()) for i in rows
-    )
+    answers = [np.ascontiguousarray(canonical[i], dtype="<f4").tobytes() for i in rows]
+    if content.images:
+        return tuple(
+            (content.texts[i], a, content.images[i]) for i, a in zip(rows, answers, strict=True)
+        )
+    return tuple((content.texts[i], a) for i, a in zip(rows, answers, strict=True))

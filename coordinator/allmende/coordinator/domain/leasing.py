@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from allmende.coordinator.domain.compose import Viewer, compose, new_rng
+from allmende.coordinator.domain.compose import MAX_COMPOSED_BYTES, Viewer, compose, new_rng
 from allmende.coordinator.domain.part import CoordinatorPart
 from allmende.coordinator.domain.ratelimit import TokenBuckets, refuse
 from allmende.coordinator.domain.trust import DAY_MS, utc_day
@@ -142,9 +142,13 @@ class Leasing(CoordinatorPart):
             grant = self._lease_one(admission, block, admit=True)
             if admission.refusal is not None:
                 return admission.refusal
+            used = 0
             while grant is not None:
                 grants.append(grant)
-                if len(grants) >= admission.allowed:
+                used += len(grant.blob) + len(grant.signature)
+                # One response is one message: stop while another unit as large as a
+                # composed unit can be would still fit (image units weigh megabytes).
+                if len(grants) >= admission.allowed or used + MAX_COMPOSED_BYTES > MAX_HELD_BYTES:
                     break
                 grant = self._lease_one(admission, block)
         if grants:

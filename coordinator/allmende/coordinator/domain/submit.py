@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from allmende.coordinator.domain.compose import composed_rows, open_result
+from allmende.coordinator.domain.compose import composed_images, composed_rows, open_result
 from allmende.coordinator.domain.jobs import result_shape
 from allmende.coordinator.domain.judge import Arrival, judge
 from allmende.coordinator.domain.part import CoordinatorPart
@@ -158,6 +158,9 @@ class Submissions(CoordinatorPart):
             shape = result_shape(unit.settings, self.registry)
             matrix = self._check_result(unit, shape, lease.unit_sha256, env, payload, lease)
             gold = self.gold.get(lease.gold_ids)
+            content = decode_unit(unit.blob)
+            if content.images:  # rows as this volunteer got them, gold rows included
+                shape.check_inputs(matrix, composed_images(lease, content.images, gold))
             opened = open_result(lease, unit.rows, matrix, gold, shape, unit.settings.tau)
         except (InvalidArgument, PermissionDenied) as exc:
             self._fault(env.volunteer_id, kind, exc.message)
@@ -175,7 +178,7 @@ class Submissions(CoordinatorPart):
             )
             return SubmitOutcome("rejected", reason, unit_status="pending", rows=unit.rows)
         stored = shape.encode(opened.matrix) if lease.composition else payload
-        texts = list(decode_unit(unit.blob).texts) + [g.text for g in gold.values()]
+        texts = list(content.texts) + [g.text for g in gold.values()]
         result_id = uuid.uuid4().hex
         arrival = Arrival(
             result_id,

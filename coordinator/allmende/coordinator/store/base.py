@@ -14,6 +14,7 @@ from allmende.coordinator.store.lookup_sql import IdKind
 from allmende.coordinator.store.records import (
     DatasetItem,
     DatasetUnit,
+    GoldInput,
     GoldRow,
     HeldLease,
     JobCounts,
@@ -174,7 +175,7 @@ class Store(Protocol):
     def add_gold(
         self,
         job_id: str,
-        rows: Sequence[tuple[str, bytes]],
+        rows: Sequence[GoldInput],
         source: str,
         now_ms: int,
         unit_ids: Sequence[str] = (),

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# A gold row to store: (text, float32 answer) for text kinds, (text, answer, image) for
+# image kinds.
+GoldInput = tuple[str, bytes] | tuple[str, bytes, bytes]
+
+
+def gold_image(row: GoldInput) -> bytes:
+    return row[2] if len(row) > 2 else b""
+
 
 @dataclass(frozen=True)
 class JobSettings:
@@ -196,7 +204,8 @@ class Verdict:
     new_quorum: int = 0  # raise the unit's quorum to this (0 = unchanged)
     credit: int = 0  # granted to each valid result: the lowest claim among them
     outvoted: tuple[str, ...] = ()  # volunteers whose results the quorum overruled
-    gold: tuple[tuple[str, bytes], ...] = ()  # (text, float32 answer) rows to keep as gold
+    # (text, float32 answer[, image]) rows to keep as gold (the image for image kinds)
+    gold: tuple[GoldInput, ...] = ()
     # Keep them only if one of the agreeing volunteers had at least this many consecutive
     # valid results before: two new accounts agreeing must not define what is true.
     gold_streak: int = 0
@@ -281,6 +290,12 @@ class GoldRow:
     text: str
     answer: bytes  # float32 row
     unit_id: str = ""  # the unit its text came from ('' for none): its holders saw it
+    image: bytes = b""  # image kinds: the row's image file (b'' for text kinds)
+
+    @property
+    def inputs(self) -> tuple[str, bytes]:
+        """What the row carries into a unit: its text and its image."""
+        return self.text, self.image
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0010"
+REVISION = "0011"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -252,6 +252,8 @@ gold = Table(
     Column("source", String(16), nullable=False),  # quorum, coordinator
     Column("unit_id", String(96), nullable=False, default=""),  # the unit it came from
     Column("created_ms", BigInteger, nullable=False),
+    # Image kinds: the row's image file, beside its text (b'' for text kinds). Migration 0009.
+    Column("image", LargeBinary, nullable=False, default=b"", server_default=""),
 )
 Index("ix_gold_job", gold.c.job_id, gold.c.gold_id)
 

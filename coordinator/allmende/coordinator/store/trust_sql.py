@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, select
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.fastsql import Conn
 from allmende.coordinator.store.records import (
+    GoldInput,
     GoldRow,
     LeasePlan,
     Repair,
@@ -22,6 +23,7 @@ from allmende.coordinator.store.records import (
     ResultRecord,
     UnitRecord,
     Verdict,
+    gold_image,
 )
 from allmende.coordinator.store.sql_base import SqlBase
 from allmende.coordinator.store.statements import (
@@ -186,20 +188,22 @@ class TrustQueries(SqlBase):
                 if result_id in fresh:
                     conn.defer(Q.mark_result, {"b_id": result_id, "credit": v.credit})
         kept = []
-        for text, answer in gold:
+        for row in gold:
+            text, answer, image = row[0], row[1], gold_image(row)
             gold_id = conn.execute(
                 t.gold.insert()
                 .values(
                     job_id=unit.job_id,
                     text=text,
                     answer=answer,
+                    image=image,
                     source="quorum",
                     unit_id=unit.unit_id,
                     created_ms=now_ms,
                 )
                 .returning(t.gold.c.gold_id)
             ).scalar_one()
-            kept.append(GoldRow(int(gold_id), unit.job_id, text, answer, unit.unit_id))
+            kept.append(GoldRow(int(gold_id), unit.job_id, text, answer, unit.unit_id, image))
         return kept
 
     # ------------------------------------------------------------------ gold rows
@@ -220,7 +224,7 @@ class TrustQueries(SqlBase):
         with self._read() as conn:
             for job_id in job_ids:
                 rows = conn.execute(
-                    select(g.c.gold_id, g.c.text, g.c.answer, g.c.unit_id)
+                    select(g.c.gold_id, g.c.text, g.c.answer, g.c.unit_id, g.c.image)
                     .select_from(
                         g.join(src, src.c.job_id == g.c.job_id).join(want, same_model)
                     )
@@ -228,7 +232,9 @@ class TrustQueries(SqlBase):
                     .order_by(g.c.gold_id.desc())
                     .limit(per_job)
                 ).all()
-                out.extend(GoldRow(row[0], job_id, row[1], row[2], row[3]) for row in rows)
+                out.extend(
+                    GoldRow(row[0], job_id, row[1], row[2], row[3], row[4]) for row in rows
+                )
         return out
 
     def gold_sources_leased(self, volunteer_id: str) -> set[str]:
@@ -251,7 +257,9 @@ class TrustQueries(SqlBase):
             return []
         with self._read() as conn:
             rows = conn.execute(
-                select(g.c.gold_id, g.c.job_id, g.c.text, g.c.answer, g.c.unit_id).where(
+                select(
+                    g.c.gold_id, g.c.job_id, g.c.text, g.c.answer, g.c.unit_id, g.c.image
+                ).where(
                     g.c.gold_id.in_(list(gold_ids))
                 )
             ).all()
@@ -260,12 +268,13 @@ class TrustQueries(SqlBase):
     def add_gold(
         self,
         job_id: str,
-        rows: Sequence[tuple[str, bytes]],
+        rows: Sequence[GoldInput],
         source: str,
         now_ms: int,
         unit_ids: Sequence[str] = (),
     ) -> None:
-        """`unit_ids`: the unit of the job each row's text is in ('' or none: none)."""
+        """`rows`: (text, answer[, image]). `unit_ids`: the unit of the job each row's text
+        is in ('' or none: none)."""
         units = list(unit_ids) + [""] * (len(rows) - len(unit_ids))
         with self._tx() as conn:
             conn.execute(
@@ -273,13 +282,14 @@ class TrustQueries(SqlBase):
                 [
                     {
                         "job_id": job_id,
-                        "text": text,
-                        "answer": answer,
+                        "text": row[0],
+                        "answer": row[1],
+                        "image": gold_image(row),
                         "source": source,
                         "unit_id": unit_id,
                         "created_ms": now_ms,
                     }
-                    for (text, answer), unit_id in zip(rows, units, strict=True)
+                    for row, unit_id in zip(rows, units, strict=True)
                 ],
             )
 

@@ -298,11 +298,20 @@ class JobServicer(rpc.JobServiceServicer):
                 raise InvalidArgument("spec", "the job spec in the first message")
             if len(records) + len(message.items) > MAX_JOB_ITEMS:
                 raise ResourceExhausted(f"a job holds at most {MAX_JOB_ITEMS} items")
-            size += sum(len(item.text) + len(item.id) for item in message.items)
+            size += sum(
+                len(item.text) + len(item.id) + len(item.image) + len(item.url)
+                for item in message.items
+            )
             if size > MAX_JOB_BYTES:
                 raise ResourceExhausted(f"a job upload holds at most {MAX_JOB_BYTES} bytes")
             records.extend(
-                InputRecord(item.id, item.text, item.line or len(records) + n + 1)
+                InputRecord(
+                    item.id,
+                    item.text,
+                    item.line or len(records) + n + 1,
+                    item.image if item.HasField("image") else None,
+                    item.url,
+                )
                 for n, item in enumerate(message.items)
             )
         if spec is None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds.base import KindSpec, ResultShape
+from allmende.protocol.kinds.clip_filter import CLIP_FILTER
 from allmende.protocol.kinds.columns import VECTOR_DTYPES
+from allmende.protocol.kinds.embed_image import EMBED_IMAGE
 from allmende.protocol.kinds.embed_text import EMBED_TEXT
 from allmende.protocol.kinds.filter_text import FILTER_TEXT
 from allmende.protocol.models import ModelSpec
 
-KINDS: dict[str, KindSpec] = {kind.name: kind for kind in (EMBED_TEXT, FILTER_TEXT)}
+KINDS: dict[str, KindSpec] = {
+    kind.name: kind for kind in (EMBED_TEXT, FILTER_TEXT, CLIP_FILTER, EMBED_IMAGE)
+}
 DEFAULT_KIND = EMBED_TEXT.name
 
 __all__ = [

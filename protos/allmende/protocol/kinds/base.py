@@ -13,13 +13,14 @@ returning one float32 matrix, rows by `ResultShape.width`, its columns in the ki
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from allmende.protocol.errors import InvalidArgument
-from allmende.protocol.kinds.columns import Layout, ResultColumn, VectorColumn
+from allmende.protocol.kinds.columns import HashColumn, Layout, ResultColumn, VectorColumn
 from allmende.protocol.models import ModelSpec
 
 if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none
@@ -105,6 +106,14 @@ class ResultShape:
         for col, layout, part in self.columns:
             col.check(matrix[:, part], self.model, layout)
 
+    def check_inputs(self, matrix: np.ndarray, images: Sequence[bytes | None]) -> None:
+        """Refuse a result whose digests of its rows' images are not theirs (None: not
+        known, not checked): a volunteer cannot claim to have seen other bytes than it was
+        sent."""
+        for col, _, part in self.columns:
+            if isinstance(col, HashColumn) and col.of_input == "image" and images:
+                col.check_input(matrix[: len(images), part], images)
+
     def measures(self, a: np.ndarray, b: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """Per row: does it agree on every column, and how close to 1 it comes relative to
         the thresholds (1: identical, 0: just agrees, below 0: disagrees)."""
@@ -182,6 +191,29 @@ class KindSpec:
     rule_check: Callable[[Mapping[str, Any]], None] | None = None
     # The Hugging Face task category its datasets serve (a dataset card's task_categories).
     card_task: str = ""
+    # Parameters in force when a job does not give them (parsed values), so that a job's
+    # recorded rule, and its dataset's manifest, say what decided `keep`.
+    rule_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def takes_images(self) -> bool:
+        return "image" in self.inputs
+
+    @property
+    def takes_text(self) -> bool:
+        return "text" in self.inputs
+
+    def content_digest(self, text: str, image: bytes) -> bytes:
+        """sha256 of a row's inputs, as the kind reads them: what a job deduplicates on
+        (rows with equal digests are computed once). Text alone: the sha256 of its UTF-8;
+        an image alone: the sha256 of its bytes (the same as its `image_sha256`); both: the
+        sha256 of the text's UTF-8 length (8 bytes, big-endian), the text, then the image."""
+        encoded = text.encode("utf-8", "surrogatepass") if self.takes_text else b""
+        if not self.takes_images:
+            return hashlib.sha256(encoded).digest()
+        if not self.takes_text:
+            return hashlib.sha256(image).digest()
+        return hashlib.sha256(len(encoded).to_bytes(8, "big") + encoded + image).digest()
 
     def shape(self, model: ModelSpec, vector_dtype: str) -> ResultShape:
         columns = []
@@ -210,7 +242,7 @@ class KindSpec:
     def parse_rule(self, raw: Mapping[str, str], model: ModelSpec) -> dict[str, Any]:
         """Validate a job's rule parameters (the text given for each)."""
         known = {p.name: p for p in self.rule}
-        parsed: dict[str, Any] = {}
+        parsed: dict[str, Any] = dict(self.rule_defaults)
         for name, text in sorted(raw.items()):
             param = known.get(name)
             if param is None:

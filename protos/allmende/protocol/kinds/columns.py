@@ -12,7 +12,10 @@ type:
 - `ScoreColumn`: a number in a declared range, compared by |a - b| <= a fixed tolerance,
   sent as float32;
 - `LabelColumn`: one of the model's labels, compared for equality, sent as a uint16 index
-  into the model's label list.
+  into the model's label list;
+- `StatusColumn`: one of the kind's own labels (ok / undecodable / ...), the same way;
+- `HashColumn`: a digest (sha256: 32 bytes), sent as uint8 values, compared for equality;
+- `IntColumn`: a whole number (an image's width), sent as int32, compared for equality.
 
 Each column compares two results row by row into a *measure* where 1 means identical and
 rows agree when the measure reaches the column's threshold (cosine itself; 1 - |a - b|;
@@ -22,6 +25,7 @@ threshold to 1) and the provenance figure `agreement`.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,13 +108,20 @@ class VectorColumn(ResultColumn):
     name: str
     description: str
     unit_norm: bool = True
+    # Rows may be all zeros, meaning "no value" (an image that could not be decoded): such
+    # a row passes the norm check, and agrees only with another all-zero row.
+    allow_empty: bool = False
     measure_name = "row cosine"
 
     def layout(self, dims: int, vector_dtype: str) -> Layout:
         return Layout(self.name, vector_dtype, dims)
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return row_cosines(a, b)
+        cos = row_cosines(a, b)
+        if self.allow_empty:
+            empty_a, empty_b = ~a.any(axis=1), ~b.any(axis=1)
+            cos = np.where(empty_a & empty_b, 1.0, np.where(empty_a | empty_b, 0.0, cos))
+        return cos
 
     def threshold(self, tau: float) -> float:
         return tau
@@ -123,6 +134,8 @@ class VectorColumn(ResultColumn):
         tolerance = norm_tolerance(layout.dtype, layout.width)
         norms = np.linalg.norm(values.astype(np.float64), axis=1)
         off = np.abs(norms - 1.0) > tolerance
+        if self.allow_empty:
+            off &= norms != 0.0
         if off.any():
             row = int(np.argmax(off))
             raise InvalidArgument(
@@ -242,3 +255,124 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
     return np.asarray(cos)
+
+
+@dataclass(frozen=True)
+class HashColumn(ResultColumn):
+    """A digest of `size` bytes per row (e.g. the sha256 of an image), sent as uint8 values;
+    replicas agree only when the digests are equal. Published as lower-case hex."""
+
+    name: str
+    description: str
+    size: int = 32
+    # The input whose sha256 this is ("image"), which the coordinator then checks against
+    # the unit's own bytes; "" for a digest of something else.
+    of_input: str = ""
+    measure_name = "hash equality"
+
+    def check_input(self, values: np.ndarray, inputs: Sequence[bytes | None]) -> None:
+        """Refuse digests that are not the sha256 of the rows' inputs (InvalidArgument
+        naming the first wrong row; rows whose input is None are not checked)."""
+        for row, data in enumerate(inputs):
+            if data is None:
+                continue
+            digest = np.frombuffer(hashlib.sha256(data).digest(), dtype=np.uint8)
+            if not np.array_equal(values[row], digest):
+                raise InvalidArgument(
+                    "payload",
+                    f"column {self.name!r} holds the sha256 of each row's {self.of_input}; "
+                    f"row {row} does not",
+                )
+
+    def layout(self, dims: int, vector_dtype: str) -> Layout:
+        return Layout(self.name, "uint8", self.size)
+
+    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray((a == b).all(axis=1), dtype=np.float64)
+
+    def threshold(self, tau: float) -> float:
+        return 1.0
+
+    def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        _check_whole(self.name, values, 0, 255)
+
+    def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(group[0], dtype=np.float32)  # agreeing rows hold equal digests
+
+    def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
+        return [bytes(np.rint(row).astype(np.uint8)).hex() for row in values]
+
+
+@dataclass(frozen=True)
+class IntColumn(ResultColumn):
+    """A whole number per row in [low, high] (e.g. an image's width), sent as int32;
+    replicas agree only when the numbers are equal. `high` stays below 2**24, where float32
+    (the matrix results are held in) still counts in ones."""
+
+    name: str
+    description: str
+    low: int = 0
+    high: int = (1 << 24) - 1
+    measure_name = "integer equality"
+
+    def layout(self, dims: int, vector_dtype: str) -> Layout:
+        return Layout(self.name, "int32", 1)
+
+    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray((a == b).all(axis=1), dtype=np.float64)
+
+    def threshold(self, tau: float) -> float:
+        return 1.0
+
+    def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        _check_whole(self.name, values, self.low, self.high)
+
+    def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(group[0], dtype=np.float32)
+
+    def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
+        return [int(v) for v in values[:, 0]]
+
+
+@dataclass(frozen=True)
+class StatusColumn(ResultColumn):
+    """One of the kind's own labels per row (not the model's): what became of the row's
+    input, e.g. ok / undecodable / too-large. Sent as an index into `labels`, compared for
+    equality; a row whose status is not the first label carries no model output."""
+
+    name: str
+    description: str
+    labels: tuple[str, ...] = ("ok",)
+    measure_name = "status equality"
+
+    def layout(self, dims: int, vector_dtype: str) -> Layout:
+        return Layout(self.name, "label", 1)
+
+    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray((a == b).all(axis=1), dtype=np.float64)
+
+    def threshold(self, tau: float) -> float:
+        return 1.0
+
+    def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        _check_whole(self.name, values, 0, len(self.labels) - 1)
+
+    def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(group[0], dtype=np.float32)
+
+    def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
+        return [self.labels[int(v)] for v in values[:, 0]]
+
+    def index(self, label: str) -> int:
+        return self.labels.index(label)
+
+
+def _check_whole(name: str, values: np.ndarray, low: int, high: int) -> None:
+    bad = (values < low) | (values > high) | (values != np.floor(values))
+    if bad.any():
+        row, col = (int(x) for x in np.argwhere(bad)[0])
+        raise InvalidArgument(
+            "payload",
+            f"column {name!r} holds whole numbers from {low} to {high}; row {row} has "
+            f"{float(values[row, col]):g}",
+        )

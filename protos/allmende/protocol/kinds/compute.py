@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -29,7 +29,8 @@ _LOAD_LOCK = threading.Lock()
 
 
 class Computer(Protocol):
-    """What a compute class offers (see kinds/base.py)."""
+    """What a compute class offers (see kinds/base.py). Classes of kinds that take images
+    also accept ``images=``: one image file's bytes per row, beside ``texts``."""
 
     def compute(
         self, texts: list[str], progress: Callable[[int], None] | None = None
@@ -94,7 +95,14 @@ class Computers:
         model: str,
         texts: list[str],
         progress: Callable[[int], None] | None = None,
+        images: Sequence[bytes] = (),
     ) -> np.ndarray:
         """One float32 matrix, rows by the kind's result width. `progress`, when given, is
-        called with the rows done after each batch; an exception it raises ends the run."""
-        return np.asarray(self.loaded(kind, model).compute(texts, progress), dtype=np.float32)
+        called with the rows done after each batch; an exception it raises ends the run.
+        `images`: one per row for kinds that take images (their inputs say so)."""
+        computer = self.loaded(kind, model)
+        if KINDS[kind].takes_images:
+            found = computer.compute(texts, progress, images=images)  # type: ignore[call-arg]
+        else:
+            found = computer.compute(texts, progress)
+        return np.asarray(found, dtype=np.float32)
