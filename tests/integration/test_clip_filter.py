@@ -158,7 +158,7 @@ def test_two_volunteers_filter_image_text_pairs_as_the_models_do(
     pull(clip_admin, created.job_id, fp, out)
     manifest = verify_folder(out, fp)
     assert manifest.rows == len(rows)
-    table = pq.ParquetDataset(sorted(str(p) for p in out.glob("*.parquet"))).read()
+    table = pq.ParquetDataset(sorted(str(p) for p in out.glob("data/*.parquet"))).read()
     assert table.column_names[:11] == [
         "id",
         "text",

@@ -48,7 +48,7 @@ def run_job(
     assert code == 0, [e for e in events if isinstance(e, (ev.Stopped, ev.UnitRefused))]
     wait_until(lambda: admin.get_job(created.job_id).state == "complete", "the job to complete")
     folder = Path(coordinator.coordinator.datasets_dir) / created.job_id
-    shards = sorted(str(p) for p in folder.glob("*.parquet"))
+    shards = sorted(str(p) for p in folder.glob("data/*.parquet"))
     return events, pq.ParquetDataset(shards).read().to_pydict()
 
 

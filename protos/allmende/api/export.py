@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from allmende.protocol.errors import InvalidArgument
-from allmende.protocol.manifest import MANIFEST_NAME
+from allmende.protocol.manifest import MANIFEST_NAME, meta_dir, shard_path
 
 FORMATS = ("clip-retrieval",)
 EMBEDDINGS = {"image_embedding": "img_emb", "text_embedding": "text_emb"}
@@ -33,11 +33,11 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
 def export_clip_retrieval(folder: Path, out: Path) -> int:
     """Write `folder`'s shards in clip-retrieval's layout under `out`; returns the rows.
     A dataset without an `image_embedding` column (a text kind's) is refused by name."""
-    manifest = json.loads((folder / MANIFEST_NAME).read_bytes())
+    manifest = json.loads((meta_dir(folder) / MANIFEST_NAME).read_bytes())
     shards = [shard["name"] for shard in manifest["shards"]]
     rows = 0
     for n, name in enumerate(shards):
-        table = pq.read_table(folder / name)
+        table = pq.read_table(shard_path(folder, name))
         if "image_embedding" not in table.column_names:
             raise InvalidArgument(
                 "--format",

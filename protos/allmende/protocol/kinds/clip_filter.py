@@ -24,9 +24,7 @@ threshold then decides `keep` on the replicas' mean.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds.base import KindSpec, Rule, RuleParam
@@ -40,6 +38,9 @@ from allmende.protocol.kinds.image_inputs import (
     image_credit,
 )
 from allmende.protocol.models import ModelSpec
+
+if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none
+    import numpy as np
 
 SIMILARITY_EPSILON = 0.005
 PUNSAFE_EPSILON = 0.02
@@ -65,6 +66,8 @@ def keep(
 ) -> np.ndarray:
     """Keep a row whose image was used (status ok), whose similarity is at least the
     minimum, and whose punsafe is at most the maximum when one is given."""
+    import numpy as np
+
     kept = np.rint(values["status"][:, 0]).astype(np.int64) == OK
     minimum = np.float32(rule.get("min_similarity", DEFAULT_MIN_SIMILARITY))
     kept &= values["similarity"][:, 0] >= minimum

@@ -117,6 +117,8 @@ class VectorColumn(ResultColumn):
         return Layout(self.name, vector_dtype, dims)
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         cos = row_cosines(a, b)
         if self.allow_empty:
             empty_a, empty_b = ~a.any(axis=1), ~b.any(axis=1)
@@ -273,6 +275,8 @@ class HashColumn(ResultColumn):
     def check_input(self, values: np.ndarray, inputs: Sequence[bytes | None]) -> None:
         """Refuse digests that are not the sha256 of the rows' inputs (InvalidArgument
         naming the first wrong row; rows whose input is None are not checked)."""
+        import numpy as np
+
         for row, data in enumerate(inputs):
             if data is None:
                 continue
@@ -288,6 +292,8 @@ class HashColumn(ResultColumn):
         return Layout(self.name, "uint8", self.size)
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         return np.asarray((a == b).all(axis=1), dtype=np.float64)
 
     def threshold(self, tau: float) -> float:
@@ -297,9 +303,13 @@ class HashColumn(ResultColumn):
         _check_whole(self.name, values, 0, 255)
 
     def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(group[0], dtype=np.float32)  # agreeing rows hold equal digests
 
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
+        import numpy as np
+
         return [bytes(np.rint(row).astype(np.uint8)).hex() for row in values]
 
 
@@ -319,6 +329,8 @@ class IntColumn(ResultColumn):
         return Layout(self.name, "int32", 1)
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         return np.asarray((a == b).all(axis=1), dtype=np.float64)
 
     def threshold(self, tau: float) -> float:
@@ -328,6 +340,8 @@ class IntColumn(ResultColumn):
         _check_whole(self.name, values, self.low, self.high)
 
     def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(group[0], dtype=np.float32)
 
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
@@ -349,6 +363,8 @@ class StatusColumn(ResultColumn):
         return Layout(self.name, "label", 1)
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         return np.asarray((a == b).all(axis=1), dtype=np.float64)
 
     def threshold(self, tau: float) -> float:
@@ -358,6 +374,8 @@ class StatusColumn(ResultColumn):
         _check_whole(self.name, values, 0, len(self.labels) - 1)
 
     def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(group[0], dtype=np.float32)
 
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
@@ -368,6 +386,8 @@ class StatusColumn(ResultColumn):
 
 
 def _check_whole(name: str, values: np.ndarray, low: int, high: int) -> None:
+    import numpy as np
+
     bad = (values < low) | (values > high) | (values != np.floor(values))
     if bad.any():
         row, col = (int(x) for x in np.argwhere(bad)[0])
