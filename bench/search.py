@@ -2,16 +2,16 @@
 index `allmende dataset index` builds, against exact search.
 
 Two sets: a synthetic one (``--rows``, default 100,000 unit vectors of 384 dims drawn
-around 2,000 random centres, as sentence embeddings cluster by topic; queries drawn from
-the same distribution) and the real STS-B sentences (tests/data/stsb, train and dev,
-deduplicated), embedded with all-MiniLM-L6-v2 as an embed-text job would (needs
-allmende[volunteer]; skipped with --no-stsb), with 500 of them held out as queries.
+around 2,000 random centres (``--centres``), as sentence embeddings cluster by topic;
+queries drawn from the same distribution), and the real STS-B sentences (tests/data/stsb,
+train and dev, deduplicated), embedded with all-MiniLM-L6-v2 as an embed-text job would
+(needs allmende[volunteer]; skipped with --no-stsb), 500 of them held out as queries.
 
 For each set it reports the index type chosen by row count (auto) and, where auto chose
 exact search, HNSW forced too, so its recall is measured on real rows as well. The goal is
 recall@10 >= 0.95; the script exits non-zero when it is missed.
 
-    python bench/search.py [--rows 100000] [--queries 1000] [--no-stsb]
+    python bench/search.py [--rows 100000] [--queries 1000] [--centres 2000] [--no-stsb]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import csv
 import importlib.util
 import os
 import platform
-import resource
 import sys
 import time
 from importlib.metadata import version
@@ -62,7 +61,9 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
 
 
 def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def measure(name: str, base: np.ndarray, queries: np.ndarray, index_type: str) -> float:
@@ -87,7 +88,7 @@ def measure(name: str, base: np.ndarray, queries: np.ndarray, index_type: str) -
         f"{name}: {base.shape[0]:,} rows x {base.shape[1]}, {index_type}: build {built:.1f} s, "
         f"query {np.median(singles) * 1000:.2f} ms median (p99 "
         f"{np.percentile(singles, 99) * 1000:.2f} ms), index {size:.0f} MiB on disk, "
-        f"peak RSS +{grown:.0f} MiB, recall@{K} {recall:.4f}",
+        f"resident memory +{grown:.0f} MiB, recall@{K} {recall:.4f}",
         flush=True,
     )
     return recall
@@ -113,6 +114,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument(
+        "--centres",
+        type=int,
+        default=2000,
+        help="clusters of the synthetic set; as many as rows: no structure, the worst case",
+    )
     parser.add_argument("--no-stsb", action="store_true")
     args = parser.parse_args()
     import faiss
@@ -122,7 +129,7 @@ def main() -> int:
         f"{os.cpu_count()} CPUs, {faiss.omp_get_max_threads()} faiss threads"
     )
     recalls = []
-    data = clustered(args.rows + args.queries, 384, seed=7)
+    data = clustered(args.rows + args.queries, 384, seed=7, centres=args.centres)
     base, queries = data[: args.rows], data[args.rows :]
     chosen = choose_type(args.rows)
     recalls.append(measure("synthetic", base, queries, chosen))

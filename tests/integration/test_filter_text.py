@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from allmende.api.dataset import pull
 from allmende.client.connection import CoordinatorClient, RemoteError
-from allmende.client.dataset import pull
 from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol import codec
 from allmende.protocol.kinds.columns import Layout

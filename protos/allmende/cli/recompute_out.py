@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,24 @@ def _finite(value: float) -> float | None:
 
 
 def recompute_and_report(args: argparse.Namespace, folder: Path, checked: dict[str, Any]) -> int:
+    live = not args.json and sys.stderr.isatty()
     if not args.json:
         err("recomputing a sample of rows with the dataset's pinned model ...")
+
+    def progress(done: int) -> None:
+        if live:
+            print(f"\r  {done} rows recomputed", end="", file=sys.stderr, flush=True)
+
     report = recompute(
         folder,
         fraction=args.recompute,
         rows=args.recompute_rows,
         computers=computers(device=args.device, batch_size=args.batch_size),
         seed=args.seed,
+        progress=progress,
     )
+    if live:
+        print(file=sys.stderr, flush=True)
     if args.json:
         out_json(checked | {"ok": report.ok, "recompute": as_json(report)})
     else:

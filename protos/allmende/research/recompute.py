@@ -79,7 +79,7 @@ def recompute(
     total = total_rows(parts)
     count = sample_size(total, fraction, rows)
     pinned = dataset_model(manifest)
-    seed = secrets.randbits(63) if seed is None else seed
+    seed = secrets.randbelow(2**31 - 1) + 1 if seed is None else seed
     positions = np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
     result_columns = [col.name for col, _, _ in pinned.shape.columns]
     values = read_rows(parts, positions, ["id", *pinned.kind.inputs, *result_columns])
