@@ -138,3 +138,16 @@ def test_index_of_a_folder_that_is_not_a_dataset(
     (tmp_path / "manifest.json").write_text(json.dumps({"shards": 3}))
     assert main(["dataset", "index", str(tmp_path)]) == 1
     assert "not a dataset manifest" in capsys.readouterr().err
+
+
+def test_an_empty_dataset_recomputes_nothing_and_loads_no_model(tmp_path: Path) -> None:
+    from allmende.research.recompute import recompute
+
+    model = ModelRegistry().get(DEFAULT_MODEL)
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "job": {"kind": "embed-text", "tau": 0.999, "result_dtype": "float16"},
+        "model": {"name": model.name, "weights_sha256": model.weights_sha256},
+        "rows": 0, "shards": [],
+    }))
+    report = recompute(tmp_path, fraction=0.5, computers=None)
+    assert (report.rows_checked, report.rows_total, report.ok) == (0, 0, True)

@@ -82,6 +82,9 @@ def recompute(
     seed = secrets.randbelow(2**31 - 1) + 1 if seed is None else seed
     positions = np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
     result_columns = [col.name for col, _, _ in pinned.shape.columns]
+    if count == 0:  # an empty dataset: nothing to recompute, no model to load
+        empty = np.zeros((0, pinned.shape.width), dtype=np.float32)
+        return _compare(pinned, [], empty, empty, total, seed)
     values = read_rows(parts, positions, ["id", *pinned.kind.inputs, *result_columns])
     stored = pinned.shape.read({name: values[name] for name in result_columns})
     if computers is None:
