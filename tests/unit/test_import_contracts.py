@@ -27,6 +27,8 @@ VIOLATIONS = {
     ),
     "allmende.api.client:allmende.client.connection": "protocol (protos/",
     "allmende.cli.main:allmende.coordinator.cli.commands": "protocol (protos/",
+    "allmende.research.recompute:allmende.client.tasks.embed_text": "protocol (protos/",
+    "allmende.research.folder:allmende.cli.common": "protos/ layers",
     "allmende.protocol.wire:allmende.api.client": "protos/ layers",
     "allmende.coordinator.cli.commands:allmende.demo.run": "the demo",
     "allmende.client.engine.runner:allmende.client.tui.state": "the volunteer: tui -> engine",

@@ -1,4 +1,5 @@
-"""`allmende dataset pull|verify|versions|remove|export`."""
+"""`allmende dataset pull|verify|versions|remove|export` (verify `--recompute`: the sample
+recomputed and reported by recompute_out.py)."""
 
 from __future__ import annotations
 
@@ -69,25 +70,29 @@ def verify(args: argparse.Namespace) -> int:
         report = verify_folder(folder, pinned)
     except IntegrityError as exc:
         raise CliError(f"verification failed: {exc.message}") from None
-    if args.json:
-        out_json(
-            {
-                "ok": True,
-                "job_id": report.job_id,
-                "rows": report.rows,
-                "shards": report.shards,
-                "bytes": report.bytes,
-                "merkle_root": report.merkle_root,
-                "version": report.version,
-            }
-        )
-    else:
+    checked = {
+        "ok": True,
+        "job_id": report.job_id,
+        "rows": report.rows,
+        "shards": report.shards,
+        "bytes": report.bytes,
+        "merkle_root": report.merkle_root,
+        "version": report.version,
+    }
+    recomputing = args.recompute is not None or args.recompute_rows is not None
+    if not args.json:
         out(
             f"ok: {report.rows} rows in {report.shards} shard(s), job {report.job_id}, "
             f"version {report.version}; signature, sha256 of every shard and of the card, "
             "merkle root and the chain of versions verified"
         )
-    return EXIT_OK
+    if not recomputing:
+        if args.json:
+            out_json(checked)
+        return EXIT_OK
+    from allmende.cli.recompute_out import recompute_and_report
+
+    return recompute_and_report(args, folder, checked)
 
 
 def _when(ms: int) -> str:

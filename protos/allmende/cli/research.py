@@ -1,4 +1,5 @@
-"""The researcher's command group: `allmende dataset pull|verify|versions|remove|export`.
+"""The researcher's command group: `allmende dataset pull|verify|versions|remove|export|
+index|search`.
 
 Researchers have no source root of their own: what they run uses only the protocol and the
 API client (allmende.api.dataset, protocol/manifest.py), so their commands live on the top
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from allmende.cli.flags import address, admin_flags, at_least, reader_flag
+from allmende.cli.flags import address, admin_flags, at_least, number, positive, reader_flag
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +34,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("folder", help="a folder written by `dataset pull`")
     p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    sample = p.add_mutually_exclusive_group()
+    sample.add_argument(
+        "--recompute",
+        type=share,
+        metavar="FRACTION",
+        help="also recompute this share of the rows, in (0, 1], with the dataset's pinned "
+        "model on this machine and compare them with the dataset's (needs allmende[volunteer])",
+    )
+    sample.add_argument(
+        "--recompute-rows",
+        type=positive,
+        metavar="N",
+        help="also recompute N random rows (all of them if the dataset has fewer)",
+    )
+    p.add_argument("--seed", type=positive, help="the sample's random seed (printed otherwise)")
+    compute_flags(p)
     p.set_defaults(handler="allmende.cli.dataset_cmds:verify")
     p = dsub.add_parser("versions", help="list the versions of a job's dataset")
     p.add_argument("job", help="the job id")
@@ -63,3 +80,41 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
     p.set_defaults(handler="allmende.cli.dataset_cmds:export")
+    p = dsub.add_parser(
+        "index", help="build a nearest-neighbour index over an embedding column of a folder"
+    )
+    p.add_argument("folder", help="a folder written by `dataset pull`")
+    p.add_argument("--column", default="embedding", help="the vector column (default embedding)")
+    p.add_argument(
+        "--type",
+        choices=("auto", "flat", "hnsw"),
+        default="auto",
+        help="exact (flat) or HNSW; auto: exact below 20,000 rows, HNSW from there on",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler="allmende.cli.search_cmds:index")
+    p = dsub.add_parser(
+        "search", help="the rows nearest to a text, embedded with the dataset's own model"
+    )
+    p.add_argument("folder", help="a folder with an index (`dataset index`)")
+    p.add_argument("query", help="the text to search for")
+    p.add_argument("-k", type=positive, default=10, help="how many rows (default 10)")
+    p.add_argument("--column", default="embedding", help="the indexed column (default embedding)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    compute_flags(p)
+    p.set_defaults(handler="allmende.cli.search_cmds:search")
+
+
+def share(value: str) -> float:
+    """An argparse type: a share of the rows, in (0, 1]."""
+    given = number(value)
+    if not 0.0 < given <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {value}")
+    return given
+
+
+def compute_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device", default="auto", help="where the model runs: auto, cpu or cuda:N (default auto)"
+    )
+    p.add_argument("--batch-size", type=positive, default=64, help="rows per batch (default 64)")

@@ -102,6 +102,30 @@ class ResultShape:
     def split(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         return {col.name: matrix[:, part] for col, _, part in self.columns}
 
+    def read(self, shown: Mapping[str, Sequence[object]]) -> np.ndarray:
+        """A dataset's result columns (values as `ResultColumn.show` gives them, by column
+        name) back as the one float32 matrix the kind's compute class returns."""
+        parts = [
+            col.read(shown[col.name], self.model, layout.width) for col, layout, _ in self.columns
+        ]
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def by_column(
+        self, a: np.ndarray, b: np.ndarray, tau: float
+    ) -> list[tuple[ResultColumn, np.ndarray, np.ndarray]]:
+        """Per column: its measure for every row (NaN counts as disagreeing: -inf) and
+        whether each row reaches the column's threshold."""
+        if a.shape != b.shape:
+            raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+        found = []
+        for col, _, part in self.columns:
+            with np.errstate(invalid="ignore"):
+                measure = np.nan_to_num(
+                    col.measure(a[:, part], b[:, part]), nan=-np.inf, posinf=-np.inf
+                )
+            found.append((col, measure, measure >= col.threshold(tau)))
+        return found
+
     def check(self, matrix: np.ndarray) -> None:
         for col, layout, part in self.columns:
             col.check(matrix[:, part], self.model, layout)

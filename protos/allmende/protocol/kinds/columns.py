@@ -99,6 +99,19 @@ class ResultColumn(ABC):
         """The column's values as a dataset holds them, one per row."""
         return [row.tolist() for row in values]
 
+    def read(self, shown: Sequence[object], model: ModelSpec, width: int) -> np.ndarray:
+        """The inverse of `show`: a dataset's values of this column back as rows x `width`
+        float32, as the kind's compute class returns them. A value that cannot be read
+        (missing, the wrong length) becomes NaN, which agrees with nothing."""
+        matrix = np.full((len(shown), width), np.nan, dtype=np.float32)
+        for row, value in enumerate(shown):
+            if isinstance(value, Sequence) and len(value) == width:
+                try:
+                    matrix[row] = np.asarray(value, dtype=np.float32)
+                except (TypeError, ValueError):
+                    continue
+        return matrix
+
 
 @dataclass(frozen=True)
 class VectorColumn(ResultColumn):
@@ -202,6 +215,12 @@ class ScoreColumn(ResultColumn):
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
         return [float(v) for v in values[:, 0]]
 
+    def read(self, shown: Sequence[object], model: ModelSpec, width: int) -> np.ndarray:
+        return np.asarray(
+            [[float(v) if isinstance(v, int | float) else np.nan] for v in shown],
+            dtype=np.float32,
+        ).reshape(len(shown), 1)
+
 
 @dataclass(frozen=True)
 class LabelColumn(ResultColumn):
@@ -242,6 +261,14 @@ class LabelColumn(ResultColumn):
 
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
         return [model.labels[int(v)] for v in values[:, 0]]
+
+    def read(self, shown: Sequence[object], model: ModelSpec, width: int) -> np.ndarray:
+        """Labels back to their indices in the model's list; a label the model does not have
+        becomes -1, which equals no honest result."""
+        index = {label: i for i, label in enumerate(model.labels)}
+        return np.asarray(
+            [[index.get(v, -1) if isinstance(v, str) else -1] for v in shown], dtype=np.float32
+        ).reshape(len(shown), 1)
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
