@@ -100,7 +100,7 @@ def test_index_and_search_refuse_bad_input_by_name(
     assert code == 1 and "no index of column 'embedding'" in err and "dataset index" in err
     code, _, err = run_cli(capsys, "dataset", "search", str(folder), QUERY, "--column", "text")
     assert code == 2 and "a vector column that embed-text computes (embedding)" in err
-    assert not (folder / "_allmende").exists()  # nothing written by the refusals
+    assert not (folder / "_allmende" / "index").exists()  # nothing written by the refusals
 
     assert main(["dataset", "index", str(folder)]) == 0
     # A new version of the dataset (a row withdrawn, signed by the coordinator): the index

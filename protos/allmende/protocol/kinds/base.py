@@ -105,6 +105,8 @@ class ResultShape:
     def read(self, shown: Mapping[str, Sequence[object]]) -> np.ndarray:
         """A dataset's result columns (values as `ResultColumn.show` gives them, by column
         name) back as the one float32 matrix the kind's compute class returns."""
+        import numpy as np
+
         parts = [
             col.read(shown[col.name], self.model, layout.width) for col, layout, _ in self.columns
         ]
@@ -115,6 +117,8 @@ class ResultShape:
     ) -> list[tuple[ResultColumn, np.ndarray, np.ndarray]]:
         """Per column: its measure for every row (NaN counts as disagreeing: -inf) and
         whether each row reaches the column's threshold."""
+        import numpy as np
+
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
         found = []

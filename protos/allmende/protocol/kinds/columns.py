@@ -103,6 +103,8 @@ class ResultColumn(ABC):
         """The inverse of `show`: a dataset's values of this column back as rows x `width`
         float32, as the kind's compute class returns them. A value that cannot be read
         (missing, the wrong length) becomes NaN, which agrees with nothing."""
+        import numpy as np
+
         matrix = np.full((len(shown), width), np.nan, dtype=np.float32)
         for row, value in enumerate(shown):
             if isinstance(value, Sequence) and len(value) == width:
@@ -216,6 +218,8 @@ class ScoreColumn(ResultColumn):
         return [float(v) for v in values[:, 0]]
 
     def read(self, shown: Sequence[object], model: ModelSpec, width: int) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(
             [[float(v) if isinstance(v, int | float) else np.nan] for v in shown],
             dtype=np.float32,
@@ -265,6 +269,8 @@ class LabelColumn(ResultColumn):
     def read(self, shown: Sequence[object], model: ModelSpec, width: int) -> np.ndarray:
         """Labels back to their indices in the model's list; a label the model does not have
         becomes -1, which equals no honest result."""
+        import numpy as np
+
         index = {label: i for i, label in enumerate(model.labels)}
         return np.asarray(
             [[index.get(v, -1) if isinstance(v, str) else -1] for v in shown], dtype=np.float32
