@@ -35,15 +35,8 @@ from allmende.coordinator.domain.publish import (
 from allmende.coordinator.store.base import Store
 from allmende.coordinator.store.records import DatasetUnit, JobRecord
 from allmende.protocol.kinds import KindSpec, ResultShape, get_kind
-from allmende.protocol.kinds.columns import (
-    HashColumn,
-    IntColumn,
-    LabelColumn,
-    Layout,
-    ResultColumn,
-    StatusColumn,
-    VectorColumn,
-)
+from allmende.protocol.kinds.columns import LabelColumn, Layout, ResultColumn, VectorColumn
+from allmende.protocol.kinds.exact_columns import HashColumn, IntColumn, StatusColumn
 from allmende.protocol.manifest import FORMAT, merkle_root
 from allmende.protocol.models import ModelRegistry, ModelSpec
 from allmende.protocol.signing import SigningKey

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from allmende.protocol.errors import InvalidArgument
-from allmende.protocol.kinds.columns import HashColumn, Layout, ResultColumn, VectorColumn
+from allmende.protocol.kinds.columns import Layout, ResultColumn, VectorColumn
+from allmende.protocol.kinds.exact_columns import HashColumn
 from allmende.protocol.models import ModelSpec
 
 if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none

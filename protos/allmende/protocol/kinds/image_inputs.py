@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from allmende.protocol.kinds.base import estimate_tokens
-from allmende.protocol.kinds.columns import HashColumn, IntColumn, StatusColumn
+from allmende.protocol.kinds.exact_columns import HashColumn, IntColumn, StatusColumn
 
 # What became of a row's image, in this order (the wire carries the index):
 # ok: decoded and computed; undecodable: not an image PIL reads, or truncated; too-large:

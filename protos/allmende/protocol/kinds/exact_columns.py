@@ -1,0 +1,157 @@
+"""Result columns compared for equality between replicas: a digest of an input
+(`HashColumn`), a whole number (`IntColumn`) and a row status whose labels the kind declares
+(`StatusColumn`). See columns.py for the column contract and the float columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.kinds.columns import Layout, ResultColumn
+from allmende.protocol.models import ModelSpec
+
+if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class HashColumn(ResultColumn):
+    """A digest of `size` bytes per row (e.g. the sha256 of an image), sent as uint8 values;
+    replicas agree only when the digests are equal. Published as lower-case hex."""
+
+    name: str
+    description: str
+    size: int = 32
+    # The input whose sha256 this is ("image"), which the coordinator then checks against
+    # the unit's own bytes; "" for a digest of something else.
+    of_input: str = ""
+    measure_name = "hash equality"
+
+    def check_input(self, values: np.ndarray, inputs: Sequence[bytes | None]) -> None:
+        """Refuse digests that are not the sha256 of the rows' inputs (InvalidArgument
+        naming the first wrong row; rows whose input is None are not checked)."""
+        import numpy as np
+
+        for row, data in enumerate(inputs):
+            if data is None:
+                continue
+            digest = np.frombuffer(hashlib.sha256(data).digest(), dtype=np.uint8)
+            if not np.array_equal(values[row], digest):
+                raise InvalidArgument(
+                    "payload",
+                    f"column {self.name!r} holds the sha256 of each row's {self.of_input}; "
+                    f"row {row} does not",
+                )
+
+    def layout(self, dims: int, vector_dtype: str) -> Layout:
+        return Layout(self.name, "uint8", self.size)
+
+    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        return np.asarray((a == b).all(axis=1), dtype=np.float64)
+
+    def threshold(self, tau: float) -> float:
+        return 1.0
+
+    def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        _check_whole(self.name, values, 0, 255)
+
+    def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        import numpy as np
+
+        return np.asarray(group[0], dtype=np.float32)  # agreeing rows hold equal digests
+
+    def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
+        import numpy as np
+
+        return [bytes(np.rint(row).astype(np.uint8)).hex() for row in values]
+
+
+@dataclass(frozen=True)
+class IntColumn(ResultColumn):
+    """A whole number per row in [low, high] (e.g. an image's width), sent as int32;
+    replicas agree only when the numbers are equal. `high` stays below 2**24, where float32
+    (the matrix results are held in) still counts in ones."""
+
+    name: str
+    description: str
+    low: int = 0
+    high: int = (1 << 24) - 1
+    measure_name = "integer equality"
+
+    def layout(self, dims: int, vector_dtype: str) -> Layout:
+        return Layout(self.name, "int32", 1)
+
+    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        return np.asarray((a == b).all(axis=1), dtype=np.float64)
+
+    def threshold(self, tau: float) -> float:
+        return 1.0
+
+    def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        _check_whole(self.name, values, self.low, self.high)
+
+    def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        import numpy as np
+
+        return np.asarray(group[0], dtype=np.float32)
+
+    def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
+        return [int(v) for v in values[:, 0]]
+
+
+@dataclass(frozen=True)
+class StatusColumn(ResultColumn):
+    """One of the kind's own labels per row (not the model's): what became of the row's
+    input, e.g. ok / undecodable / too-large. Sent as an index into `labels`, compared for
+    equality; a row whose status is not the first label carries no model output."""
+
+    name: str
+    description: str
+    labels: tuple[str, ...] = ("ok",)
+    measure_name = "status equality"
+
+    def layout(self, dims: int, vector_dtype: str) -> Layout:
+        return Layout(self.name, "label", 1)
+
+    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        return np.asarray((a == b).all(axis=1), dtype=np.float64)
+
+    def threshold(self, tau: float) -> float:
+        return 1.0
+
+    def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
+        _check_whole(self.name, values, 0, len(self.labels) - 1)
+
+    def combine(self, group: Sequence[np.ndarray]) -> np.ndarray:
+        import numpy as np
+
+        return np.asarray(group[0], dtype=np.float32)
+
+    def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
+        return [self.labels[int(v)] for v in values[:, 0]]
+
+    def index(self, label: str) -> int:
+        return self.labels.index(label)
+
+
+def _check_whole(name: str, values: np.ndarray, low: int, high: int) -> None:
+    import numpy as np
+
+    bad = (values < low) | (values > high) | (values != np.floor(values))
+    if bad.any():
+        row, col = (int(x) for x in np.argwhere(bad)[0])
+        raise InvalidArgument(
+            "payload",
+            f"column {name!r} holds whole numbers from {low} to {high}; row {row} has "
+            f"{float(values[row, col]):g}",
+        )
