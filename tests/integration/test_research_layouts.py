@@ -6,14 +6,53 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from allmende.protocol.models import DEFAULT_MODEL
+from allmende.protocol.manifest import (
+    FORMAT,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    encode_manifest,
+    merkle_root,
+    sha256_file,
+    sign_manifest,
+)
+from allmende.protocol.models import DEFAULT_MODEL, ModelRegistry
 from allmende.protocol.signing import SigningKey
 from allmende.research.index import build
 from allmende.research.recompute import recompute
 from allmende.research.search import search
-from tests.integration.test_recompute_needs import signed_folder
+
+
+def signed_folder(folder: Path, key: SigningKey) -> None:
+    model = ModelRegistry().get(DEFAULT_MODEL)
+    folder.mkdir()
+    vector = [1.0] + [0.0] * (model.dims - 1)
+    table = pa.table({
+        "id": ["a", "b"],
+        "text": ["one", "two"],
+        "embedding": pa.FixedSizeListArray.from_arrays(
+            pa.array(vector * 2, pa.float32()), model.dims
+        ),
+    })
+    shard = folder / "part-00000.parquet"
+    pq.write_table(table, shard)
+    shards = [{"name": shard.name, "rows": 2, "bytes": shard.stat().st_size,
+               "sha256": sha256_file(shard)}]
+    manifest = encode_manifest({
+        "format": FORMAT,
+        "job": {"id": "job-test", "kind": "embed-text", "tau": 0.999, "result_dtype": "float16"},
+        "model": {"name": model.name, "weights_sha256": model.weights_sha256,
+                  "dims": model.dims},
+        "rows": 2,
+        "shards": shards,
+        "merkle_root": merkle_root([s["sha256"] for s in shards]),
+        "coordinator_fingerprint": key.fingerprint,
+    })
+    (folder / MANIFEST_NAME).write_bytes(manifest)
+    (folder / SIGNATURE_NAME).write_bytes(sign_manifest(key, manifest))
 
 
 def hugging_face_layout(folder: Path) -> None:
