@@ -176,6 +176,10 @@ def test_decode_inverts_encode_for_finite_rows(
         matrix = np.clip(matrix, -1.0, 1.0)
     elif dtype == "label":  # indices into a model's labels
         matrix = np.abs(np.rint(matrix)) % 65536
+    elif dtype == "uint8":  # bytes of a digest
+        matrix = np.abs(np.rint(matrix)) % 256
+    elif dtype == "int32":  # whole numbers (widths, heights)
+        matrix = np.rint(matrix)
     out = codec.decode(codec.encode(matrix, dtype).payload, dtype, rows, dims)
     assert out.shape == (rows, dims) and out.dtype == np.float32
     # float16 keeps 11 significant bits (6e-8 apart near zero); int8 steps are 1/127.
@@ -184,6 +188,8 @@ def test_decode_inverts_encode_for_finite_rows(
         "float16": (1e-3, 6e-8),
         "int8": (0.0, 0.51 / 127),
         "label": (0.0, 0.0),
+        "uint8": (0.0, 0.0),
+        "int32": (0.0, 0.0),
     }[dtype]
     np.testing.assert_allclose(out, matrix, rtol=rtol, atol=atol)
 

@@ -65,7 +65,7 @@ def nothing_stored(coordinator: RunningCoordinator, home: CoordinatorHome) -> No
     assert coordinator.coordinator.store.list_models() == []
     models = home.models
     assert not models.exists() or list(models.iterdir()) == []
-    assert coordinator.coordinator.registry.names() == ["all-MiniLM-L6-v2", "lid-176"]
+    assert coordinator.coordinator.registry.names() == ModelRegistry().names()  # built-ins
 
 
 def test_add_and_list_through_the_cli(
