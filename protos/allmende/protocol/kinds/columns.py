@@ -225,16 +225,9 @@ class ScoreColumn(ResultColumn):
         ).reshape(len(shown), 1)
 
 
-@dataclass(frozen=True)
-class LabelColumn(ResultColumn):
-    """One of the model's labels (`ModelSpec.labels`) per row, sent as its index."""
-
-    name: str
-    description: str
-    measure_name = "label equality"
-
-    def layout(self, dims: int, vector_dtype: str) -> Layout:
-        return Layout(self.name, "label", 1)
+class EqualColumn(ResultColumn):
+    """A column whose rows agree only when equal (labels, digests, whole numbers): the
+    measure is 1 or 0 and the threshold 1."""
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         import numpy as np
@@ -243,6 +236,18 @@ class LabelColumn(ResultColumn):
 
     def threshold(self, tau: float) -> float:
         return 1.0
+
+
+@dataclass(frozen=True)
+class LabelColumn(EqualColumn):
+    """One of the model's labels (`ModelSpec.labels`) per row, sent as its index."""
+
+    name: str
+    description: str
+    measure_name = "label equality"
+
+    def layout(self, dims: int, vector_dtype: str) -> Layout:
+        return Layout(self.name, "label", 1)
 
     def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
         import numpy as np

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from allmende.protocol.errors import InvalidArgument
-from allmende.protocol.kinds.columns import Layout, ResultColumn
+from allmende.protocol.kinds.columns import EqualColumn, Layout
 from allmende.protocol.models import ModelSpec
 
 if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # numpy is imported where used: reading the declarations need
 
 
 @dataclass(frozen=True)
-class HashColumn(ResultColumn):
+class HashColumn(EqualColumn):
     """A digest of `size` bytes per row (e.g. the sha256 of an image), sent as uint8 values;
     replicas agree only when the digests are equal. Published as lower-case hex."""
 
@@ -50,14 +50,6 @@ class HashColumn(ResultColumn):
     def layout(self, dims: int, vector_dtype: str) -> Layout:
         return Layout(self.name, "uint8", self.size)
 
-    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        import numpy as np
-
-        return np.asarray((a == b).all(axis=1), dtype=np.float64)
-
-    def threshold(self, tau: float) -> float:
-        return 1.0
-
     def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
         _check_whole(self.name, values, 0, 255)
 
@@ -73,7 +65,7 @@ class HashColumn(ResultColumn):
 
 
 @dataclass(frozen=True)
-class IntColumn(ResultColumn):
+class IntColumn(EqualColumn):
     """A whole number per row in [low, high] (e.g. an image's width), sent as int32;
     replicas agree only when the numbers are equal. `high` stays below 2**24, where float32
     (the matrix results are held in) still counts in ones."""
@@ -86,14 +78,6 @@ class IntColumn(ResultColumn):
 
     def layout(self, dims: int, vector_dtype: str) -> Layout:
         return Layout(self.name, "int32", 1)
-
-    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        import numpy as np
-
-        return np.asarray((a == b).all(axis=1), dtype=np.float64)
-
-    def threshold(self, tau: float) -> float:
-        return 1.0
 
     def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
         _check_whole(self.name, values, self.low, self.high)
@@ -108,7 +92,7 @@ class IntColumn(ResultColumn):
 
 
 @dataclass(frozen=True)
-class StatusColumn(ResultColumn):
+class StatusColumn(EqualColumn):
     """One of the kind's own labels per row (not the model's): what became of the row's
     input, e.g. ok / undecodable / too-large. Sent as an index into `labels`, compared for
     equality; a row whose status is not the first label carries no model output."""
@@ -120,14 +104,6 @@ class StatusColumn(ResultColumn):
 
     def layout(self, dims: int, vector_dtype: str) -> Layout:
         return Layout(self.name, "label", 1)
-
-    def measure(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        import numpy as np
-
-        return np.asarray((a == b).all(axis=1), dtype=np.float64)
-
-    def threshold(self, tau: float) -> float:
-        return 1.0
 
     def check(self, values: np.ndarray, model: ModelSpec, layout: Layout) -> None:
         _check_whole(self.name, values, 0, len(self.labels) - 1)
