@@ -36,8 +36,16 @@ MAX_TEXT_BYTES = 256 * 1024
 # at least two of the largest; LAION-style shards (img2dataset, resized to a few hundred
 # pixels) are tens of kilobytes an image.
 MAX_IMAGE_BYTES = 2 * 1024 * 1024
-# An input URL (rows a volunteer would fetch).
+# An input URL (rows a volunteer fetches; http and https only).
 MAX_URL_CHARS = 4096
+# Fetching a URL row (volunteers that opted in with --fetch-urls). Every volunteer draws the
+# same lines, so replicas that fetched the same bytes report the same status. The body may
+# be no larger than an uploaded image; one URL gets MAX_FETCH_SECONDS in all (connecting,
+# redirects and reading), as img2dataset's default timeout; redirects are followed up to
+# MAX_FETCH_REDIRECTS hops, each checked like the first URL.
+MAX_FETCH_BYTES = MAX_IMAGE_BYTES
+MAX_FETCH_SECONDS = 10.0
+MAX_FETCH_REDIRECTS = 5
 # An input id.
 MAX_ID_CHARS = 1024
 # Everything one job upload may hold (ids and texts), checked while the stream arrives.

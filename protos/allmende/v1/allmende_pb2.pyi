@@ -107,12 +107,14 @@ class SignedWorkUnit(_message.Message):
     def __init__(self, unit: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class LeaseWorkRequest(_message.Message):
-    __slots__ = ("volunteer_id", "max_units")
+    __slots__ = ("volunteer_id", "max_units", "fetch_urls")
     VOLUNTEER_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_UNITS_FIELD_NUMBER: _ClassVar[int]
+    FETCH_URLS_FIELD_NUMBER: _ClassVar[int]
     volunteer_id: str
     max_units: int
-    def __init__(self, volunteer_id: _Optional[str] = ..., max_units: _Optional[int] = ...) -> None: ...
+    fetch_urls: bool
+    def __init__(self, volunteer_id: _Optional[str] = ..., max_units: _Optional[int] = ..., fetch_urls: _Optional[bool] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "deadline_unix_ms", "unit")
@@ -324,18 +326,20 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., redundancy: _Optional[int] = ..., unit_size: _Optional[int] = ..., tau: _Optional[float] = ..., max_replicas: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., result_dtype: _Optional[str] = ..., gold_fraction: _Optional[float] = ..., rule: _Optional[_Mapping[str, str]] = ..., license: _Optional[str] = ...) -> None: ...
 
 class InputItem(_message.Message):
-    __slots__ = ("id", "text", "line", "image", "url")
+    __slots__ = ("id", "text", "line", "image", "url", "source_url")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_URL_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     line: int
     image: bytes
     url: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., line: _Optional[int] = ..., image: _Optional[bytes] = ..., url: _Optional[str] = ...) -> None: ...
+    source_url: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., line: _Optional[int] = ..., image: _Optional[bytes] = ..., url: _Optional[str] = ..., source_url: _Optional[str] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
     __slots__ = ("spec", "items", "source_name")

@@ -15,12 +15,38 @@ from collections.abc import Sequence
 from allmende.protocol.kinds.base import estimate_tokens
 from allmende.protocol.kinds.exact_columns import HashColumn, IntColumn, StatusColumn
 
-# What became of a row's image, in this order (the wire carries the index):
-# ok: decoded and computed; undecodable: not an image PIL reads, or truncated; too-large:
-# more pixels than MAX_IMAGE_PIXELS by its header (a decompression bomb is one), never
-# decoded; empty: zero bytes.
-STATUS_LABELS = ("ok", "undecodable", "too-large", "empty")
-OK, UNDECODABLE, TOO_LARGE, EMPTY = range(len(STATUS_LABELS))
+# What became of a row's image, in this order (the wire carries the index; new labels go at
+# the end): ok: decoded and computed; undecodable: not an image PIL reads, or truncated;
+# too-large: more pixels than MAX_IMAGE_PIXELS by its header (a decompression bomb is one),
+# never decoded, or (a URL row) more than MAX_FETCH_BYTES sent; empty: zero bytes.
+# URL rows only (fetched by the volunteer, see protocol/limits.py): unreachable: the fetch
+# failed (name lookup, connection, TLS, an HTTP status other than 200, more than
+# MAX_FETCH_REDIRECTS redirects, or over MAX_FETCH_SECONDS); wrong-type: the server said
+# the body is not an image (Content-Type not image/*); private-address: the URL or a
+# redirect led to a loopback, private, link-local or otherwise non-public address, which a
+# volunteer does not fetch unless it allows them; unstable: set by the coordinator, never
+# by a volunteer: the replicas fetched different bytes (or some fetched and some could
+# not), which is nobody's fault and not a disagreement.
+STATUS_LABELS = (
+    "ok",
+    "undecodable",
+    "too-large",
+    "empty",
+    "unreachable",
+    "wrong-type",
+    "private-address",
+    "unstable",
+)
+(
+    OK,
+    UNDECODABLE,
+    TOO_LARGE,
+    EMPTY,
+    UNREACHABLE,
+    WRONG_TYPE,
+    PRIVATE_ADDRESS,
+    UNSTABLE,
+) = range(len(STATUS_LABELS))
 # Pillow's own decompression-bomb warning threshold (Image.MAX_IMAGE_PIXELS): a 9459 x 9459
 # image, far beyond what any CLIP-filtering pipeline resizes from. Fixed here rather than
 # read from Pillow so every volunteer draws the same line whatever its Pillow says.
@@ -29,7 +55,10 @@ MAX_IMAGE_PIXELS = 89_478_485
 STATUS = StatusColumn(
     "status",
     "what became of the row's image: ok, undecodable (not an image, or truncated), "
-    f"too-large (over {MAX_IMAGE_PIXELS} pixels by its header, never decoded), empty (0 bytes)",
+    f"too-large (over {MAX_IMAGE_PIXELS} pixels by its header, never decoded, or a URL's "
+    "body over the fetch limit), empty (0 bytes); for rows fetched from a URL also "
+    "unreachable, wrong-type (not served as an image), private-address (not fetched: a "
+    "non-public address) and unstable (the replicas fetched different bytes)",
     labels=STATUS_LABELS,
 )
 WIDTH = IntColumn("width", "the image's width in pixels (0 when undecodable)")
