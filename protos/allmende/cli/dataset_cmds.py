@@ -43,7 +43,13 @@ def pull(args: argparse.Namespace) -> int:
         try:
             report = call(
                 lambda: pull_dataset(
-                    client, args.job, pinned, out_dir, progress, jobs=args.jobs, stats=stats
+                    client,
+                    client.get_job(args.job).job_id,
+                    pinned,
+                    out_dir,
+                    progress,
+                    jobs=args.jobs,
+                    stats=stats,
                 ),
                 args.coordinator,
             )
@@ -123,7 +129,10 @@ def versions(args: argparse.Namespace) -> int:
     pinned = normalise_fingerprint(args.fingerprint)
     with ApiClient(args.coordinator, admin_token=reader_token(args)) as client:
         try:
-            found = call(lambda: _versions(client, args.job, pinned), args.coordinator)
+            found = call(
+                lambda: _versions(client, client.get_job(args.job).job_id, pinned),
+                args.coordinator,
+            )
         except IntegrityError as exc:
             raise CliError(f"verification failed: {exc.message}") from None
     rows = []
@@ -174,11 +183,12 @@ def remove(args: argparse.Namespace) -> int:
     if not reason:
         raise CliError("--reason: say why the rows are withdrawn", EXIT_USAGE)
     with ApiClient(args.coordinator, admin_token=token) as client:
-        response = call(lambda: client.remove_rows(args.job, ids, reason), args.coordinator)
+        job_id = call(lambda: client.get_job(args.job).job_id, args.coordinator)
+        response = call(lambda: client.remove_rows(job_id, ids, reason), args.coordinator)
     if args.json:
         out_json(
             {
-                "job_id": args.job,
+                "job_id": job_id,
                 "version": response.version,
                 "rows_removed": response.rows_removed,
                 "rows": response.rows,

@@ -17,7 +17,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     dataset = sub.add_parser("dataset", help="download and verify datasets")
     dsub = dataset.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = dsub.add_parser("pull", help="download a finished job's dataset, verifying everything")
-    p.add_argument("job", help="the job id")
+    p.add_argument("job", help="the job id, or an unambiguous prefix of it (6+ characters)")
     p.add_argument("--coordinator", type=address, required=True, help="HOST:PORT")
     p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
     p.add_argument("--out", required=True, help="the folder to write")
@@ -52,7 +52,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     compute_flags(p)
     p.set_defaults(handler="allmende.cli.dataset_cmds:verify")
     p = dsub.add_parser("versions", help="list the versions of a job's dataset")
-    p.add_argument("job", help="the job id")
+    p.add_argument("job", help="the job id, or an unambiguous prefix of it (6+ characters)")
     p.add_argument("--coordinator", type=address, required=True, help="HOST:PORT")
     p.add_argument("--fingerprint", required=True, help="the coordinator fingerprint to trust")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -62,7 +62,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "remove",
         help="(admin) publish a new version of a job's dataset without some rows (takedown)",
     )
-    p.add_argument("job", help="the job id")
+    p.add_argument("job", help="the job id, or an unambiguous prefix of it (6+ characters)")
     p.add_argument("--ids", required=True, help="a file of item ids to remove, one a line")
     p.add_argument("--reason", required=True, help="why; published in the new manifest")
     admin_flags(p)

@@ -207,7 +207,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.set_defaults(handler="allmende.coordinator.cli.job_cmds:create")
     p = jsub.add_parser("status", help="show one job's progress")
-    p.add_argument("job", help="the job id")
+    p.add_argument("job", help="the job id, or an unambiguous prefix of it (6+ characters)")
     p.add_argument("--coordinator", type=address, required=True, help="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     reader_flag(p)
@@ -223,11 +223,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         ("cancel", "stop a job for good; leases out are cancelled"),
     ):
         p = jsub.add_parser(action, help=verb)
-        p.add_argument("job", help="the job id")
+        p.add_argument("job", help="the job id, or an unambiguous prefix of it (6+ characters)")
         admin_flags(p)
         p.set_defaults(handler=f"allmende.coordinator.cli.admin_cmds:{action}")
     p = jsub.add_parser("set", help="change a job's priority, redundancy or tau")
-    p.add_argument("job", help="the job id")
+    p.add_argument("job", help="the job id, or an unambiguous prefix of it (6+ characters)")
     admin_flags(p)
     p.add_argument("--priority", type=int, help="-1000 to 1000; higher is leased first")
     p.add_argument("--redundancy", type=positive, help="raise the replicas per unit")

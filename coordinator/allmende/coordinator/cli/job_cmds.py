@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from allmende.api.channel import RemoteError
 from allmende.api.client import ApiClient
 from allmende.cli.common import EXIT_OK, err, out, out_json
 from allmende.cli.remote import call
@@ -122,8 +124,9 @@ def _when(ms: int) -> str:
 def status(args: argparse.Namespace) -> int:
     with ApiClient(args.coordinator, admin_token=reader_token(args)) as client:
         job = call(lambda: client.get_job(args.job), args.coordinator)
+        kept = _rows_kept(client, job)
     if args.json:
-        out_json(_as_dict(job))
+        out_json({**_as_dict(job), **({"rows_kept": kept} if kept is not None else {})})
         return EXIT_OK
     pct = 100.0 * job.units_accepted / job.units_total if job.units_total else 0.0
     out(f"job       {job.job_id}  {job.name}")
@@ -135,6 +138,8 @@ def status(args: argparse.Namespace) -> int:
     if job.spec.rule:
         rule = ", ".join(f"{name} {value}" for name, value in sorted(job.spec.rule.items()))
         out(f"keep      rows with {rule} (applied to the agreed values; every row is kept)")
+    if kept is not None:
+        out(f"kept      {kept} of {job.items} rows pass the rule (the dataset's `keep`)")
     out(f"items     {job.items} ({job.unique_items} unique)")
     out(
         f"units     {job.units_accepted}/{job.units_total} accepted ({pct:.1f}%), "
@@ -152,6 +157,20 @@ def status(args: argparse.Namespace) -> int:
     for failed in job.failed_units:
         out(f"failed    {failed.unit_id}: {failed.reason}")
     return EXIT_OK
+
+
+def _rows_kept(client: ApiClient, job: pb.JobStatus) -> int | None:
+    """How many rows a finished filtering job's dataset keeps, from its published manifest
+    (None for a job without a rule or not published yet). `dataset pull` verifies the
+    manifest's signature; this figure is shown as the coordinator reports it."""
+    if not job.spec.rule or job.state != "complete":
+        return None
+    try:
+        manifest = json.loads(client.manifest(job.job_id).manifest)
+    except (RemoteError, ValueError):
+        return None  # the status itself is still worth showing
+    kept = manifest.get("rows_kept") if isinstance(manifest, dict) else None
+    return kept if isinstance(kept, int) else None
 
 
 def list_jobs(args: argparse.Namespace) -> int:

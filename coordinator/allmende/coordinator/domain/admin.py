@@ -1,10 +1,7 @@
 """Operating a coordinator: pausing, resuming and cancelling jobs, changing their priority,
 redundancy and tau, banning volunteers, and the figures `coordinator top` shows.
 
-Every action takes a full id or an unambiguous prefix of one (at least `MIN_PREFIX`
-characters; for jobs, not counting the `job-` every job id starts with), so the CLI and
-`coordinator top` resolve ids the same way and a slip of the keyboard cannot ban or cancel
-something by a one-character prefix.
+Every action takes a full id or an unambiguous prefix of one (domain/ids.py).
 
 The answers are records the store reads (`VolunteerStats` is re-exported here, so that the
 servicer, which never imports the store, can name it).
@@ -16,6 +13,7 @@ import math
 from dataclasses import dataclass, replace
 
 from allmende.coordinator.domain.coordinator import Coordinator, JobView
+from allmende.coordinator.domain.ids import resolve_id
 from allmende.coordinator.domain.jobs import MAX_REDUNDANCY
 from allmende.coordinator.domain.takedown import Removal
 from allmende.coordinator.store.admin_sql import ValidationStats
@@ -24,15 +22,6 @@ from allmende.coordinator.store.lookup_sql import IdKind
 from allmende.protocol.errors import InvalidArgument, NotFound, shown
 
 MAX_EVENTS = 1000
-# The shortest id prefix an action accepts: 6 hex digits are 16.7 million ids, so a prefix
-# that long names one thing on any real coordinator, and a shorter one is likely a slip.
-MIN_PREFIX = 6
-# How many matches an ambiguous prefix's error lists.
-SHOWN_MATCHES = 8
-JOB_TAG = "job-"
-# Longer than any id the coordinator makes (volunteer ids are 64 hex digits, job ids far
-# shorter): anything longer is no id, and is refused before it reaches a LIKE pattern.
-MAX_ID_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -54,39 +43,9 @@ class Admin:
     # ------------------------------------------------------------------ ids
 
     def resolve(self, kind: IdKind, given: str) -> str:
-        """The one id of `kind` that `given` is, or is an unambiguous prefix of.
-
-        InvalidArgument for a prefix that is too short or matches several ids (the message
-        lists what it matched); NotFound when nothing matches."""
-        field = f"{kind}_id"
-        if not given:
-            listing = "job list" if kind == "job" else "volunteers list"
-            raise InvalidArgument(field, f"a {kind} id (see `allmende {listing}`)")
-        if len(given) > MAX_ID_CHARS:
-            raise InvalidArgument(field, f"at most {MAX_ID_CHARS} characters, got {len(given)}")
-        if self.store.ids_with_prefix(kind, given, 1) == [given]:
-            return given  # a whole id: no length rule for ids the store itself holds
-        significant = given.removeprefix(JOB_TAG) if kind == "job" else given
-        prefixes = [given]
-        if kind == "job" and not given.startswith(JOB_TAG):
-            prefixes.append(JOB_TAG + given)  # `job pause 4f2a9c` means job-4f2a9c...
-        matches = sorted(
-            {m for p in prefixes for m in self.store.ids_with_prefix(kind, p, SHOWN_MATCHES + 1)}
-        )
-        if len(significant) < MIN_PREFIX:
-            extra = "" if kind == "volunteer" else f" after {JOB_TAG!r}"
-            raise InvalidArgument(
-                field,
-                f"at least {MIN_PREFIX} characters of the id{extra}, got {shown(given)}"
-                + (f", which matches {_listed(kind, matches)}" if matches else ""),
-            )
-        if not matches:
-            raise NotFound(f"{kind} {shown(given)} does not exist")
-        if len(matches) > 1:
-            raise InvalidArgument(
-                field, f"a prefix of one {kind}; {shown(given)} matches {_listed(kind, matches)}"
-            )
-        return matches[0]
+        """The one id of `kind` that `given` is, or is an unambiguous prefix of (see
+        domain/ids.py)."""
+        return resolve_id(self.store, kind, given)
 
     # ------------------------------------------------------------------ jobs
 
@@ -171,13 +130,3 @@ class Admin:
             now_ms=now,
             fingerprint=self.c.key.fingerprint,
         )
-
-
-def _listed(kind: IdKind, matches: list[str]) -> str:
-    """'2 volunteers: 1a2b3c4d5e6f7a8b…, 1f0e…' for an error message; at most a few."""
-    width = 16 if kind == "volunteer" else 24
-    shown_ids = [m if len(m) <= width else m[:width] + "…" for m in matches[:SHOWN_MATCHES]]
-    more = len(matches) > SHOWN_MATCHES
-    count = f"more than {SHOWN_MATCHES}" if more else str(len(matches))
-    noun = kind if len(matches) == 1 else f"{kind}s"
-    return f"{count} {noun}: {', '.join(shown_ids)}" + (", …" if more else "")

@@ -20,6 +20,7 @@ import numpy as np
 from allmende.coordinator.domain.assimilate import assimilate
 from allmende.coordinator.domain.compose import new_rng
 from allmende.coordinator.domain.gold import GoldPool
+from allmende.coordinator.domain.ids import find_id
 from allmende.coordinator.domain.jobs import (
     InputRecord,
     JobRequest,
@@ -273,6 +274,10 @@ class Coordinator(Leasing, Submissions, Verdicts):
 
     def job_status(self, job_id: str) -> JobView:
         return JobView(self._job(job_id), self.store.job_counts(job_id, self.clock()))
+
+    def find_job(self, given: str) -> JobView:
+        """The status of the job `given` names: its id or an unambiguous prefix of one."""
+        return self.job_status(find_id(self.store, "job", given))
 
     def list_jobs(self) -> list[JobView]:
         now = self.clock()

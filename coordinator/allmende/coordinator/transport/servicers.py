@@ -337,7 +337,7 @@ class JobServicer(rpc.JobServiceServicer):
     @unary
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
         check_reader(context, self.readers)
-        return pb.GetJobResponse(job=job_status_pb(self.c.job_status(request.job_id)))
+        return pb.GetJobResponse(job=job_status_pb(self.c.find_job(request.job_id)))
 
     @unary
     def ListJobs(
