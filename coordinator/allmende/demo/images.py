@@ -95,11 +95,9 @@ def model_folder(root: Path, clip_model: str | None) -> tuple[str, Path]:
     return NAME, folder
 
 
-def local_manifest(
-    name: str, folder: Path, flag: str = FLAG
-) -> tuple[ModelManifest, list[tuple[ModelFile, Path]]]:
+def local_manifest(name: str, folder: Path) -> tuple[ModelManifest, list[tuple[ModelFile, Path]]]:
     """Every file checked and hashed as `model add` does, before the coordinator starts;
-    errors name the flag."""
+    errors name --clip-model (the tiny CLIP passes every check)."""
     try:
         files = read_folder(folder)
         dims, seq = spec_hints(folder)
@@ -107,7 +105,7 @@ def local_manifest(
             name, list(KINDS), [f for f, _ in files], dims, seq or CLIP_SEQ, int(time.time() * 1e3)
         )
     except InvalidArgument as exc:
-        raise InvalidArgument(flag, f"a model folder the coordinator accepts; {exc}") from None
+        raise InvalidArgument(FLAG, f"a model folder the coordinator accepts; {exc}") from None
     return manifest, files
 
 
