@@ -2,8 +2,8 @@
 `allmende demo --kind clip-filter` and the tests.
 
 No package ships the real ViT-B/32 and neither the demo nor the tests may fetch it, so both
-build this one (a few hundred kilobytes, in a second or two):
-config.json and model.safetensors from `CLIPModel.save_pretrained`, a byte-level BPE
+build this one (about 350 kB): config.json and model.safetensors from
+`CLIPModel.save_pretrained`, a byte-level BPE
 tokenizer (vocab.json with the 256 byte symbols alone and with the end-of-word mark, a few
 merges, CLIP's two special tokens; saved by `CLIPTokenizer`) and the preprocessor config of
 openai/clip-vit-base-patch32 with a smaller crop. The real loading, tokenising,
