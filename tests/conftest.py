@@ -41,8 +41,9 @@ def read_stsb(split: str = "dev") -> list[tuple[str, str, float]]:
     return rows
 
 
-# Photographs from scikit-image with hand-written captions (tests/data/images/README.md).
-IMAGES = ROOT / "tests" / "data" / "images"
+# Photographs from scikit-image with hand-written captions, bundled with the demo
+# (coordinator/allmende/demo/data/images/README.md).
+IMAGES = ROOT / "coordinator" / "allmende" / "demo" / "data" / "images"
 
 
 def read_images() -> list[tuple[str, bytes, str]]:
@@ -54,8 +55,9 @@ def read_images() -> list[tuple[str, bytes, str]]:
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
-    """A small CLIP with random weights (fixed seed) in Hugging Face layout (tests/models)."""
-    from tests.models.tiny_clip import build
+    """A small CLIP with random weights (fixed seed) in Hugging Face layout
+    (allmende.demo.tiny_clip, which the demo serves too)."""
+    from allmende.demo.tiny_clip import build
 
     return build(tmp_path_factory.mktemp("models") / "tiny-clip")
 

@@ -2,7 +2,7 @@
 registered locally, two real volunteer engines, and the pulled dataset's embeddings,
 similarity and punsafe compared with the same models called directly on the same images.
 
-The tiny CLIP has random weights (tests/models/tiny_clip.py), so similarities mean nothing;
+The tiny CLIP has random weights (allmende.demo.tiny_clip), so similarities mean nothing;
 what is checked is that the network computes exactly what the models compute."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The wheel as a user installs it: built from this tree, installed into a fresh virtual
 environment without touching the network, and run from there (`allmende --version`,
-`allmende volunteer --help`, the demo's corpus in place). Slow: it builds and installs a
-package."""
+`allmende volunteer --help`, the demo's corpus and photographs in place, the clip-filter
+demo). Slow: it builds and installs a package."""
 
 from __future__ import annotations
 
@@ -57,6 +57,10 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     corpus = run(python, "-c", "import importlib.resources as r; print(r.files('allmende.demo')"
                  ".joinpath('data', 'demo-corpus.jsonl'))", env=env).stdout.strip()
     assert corpus.startswith(str(purelib)) and Path(corpus).is_file(), corpus
+    # So do the clip-filter demo's photographs, their captions and their licences' README.
+    bundled = ROOT / "coordinator" / "allmende" / "demo" / "data" / "images"
+    installed = Path(corpus).parent / "images"
+    assert sorted(p.name for p in installed.iterdir()) == sorted(p.name for p in bundled.iterdir())
     command = venv / "bin" / "allmende"
     assert command.exists()  # the console script
     version = run(command, "--version", env=env).stdout
@@ -66,3 +70,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     for flag in ("--headless", "--coordinator", "--fingerprint", "--exit-when-idle"):
         assert flag in help_text
     assert sysconfig.get_path("purelib") != str(purelib)  # it really was another environment
+    # The installed clip-filter demo runs on what the wheel holds: photographs, tiny CLIP.
+    demo = run(command, "demo", "--kind", "clip-filter", "--headless", "--dir", tmp_path / "demo",
+               env=env).stdout
+    assert "dataset pulled and verified: 16 rows" in demo, demo

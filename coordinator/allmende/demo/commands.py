@@ -14,11 +14,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--kind",
         default="embed-text",
-        choices=["embed-text", "filter-text"],
+        choices=["embed-text", "filter-text", "clip-filter"],
         help="task kind to run (default embed-text; filter-text identifies the language of "
-        "a bundled multilingual corpus and keeps de, en and fr)",
+        "a bundled multilingual corpus and keeps de, en and fr; clip-filter scores bundled "
+        "photographs against their captions, and shuffled captions, with a CLIP the "
+        "coordinator serves)",
     )
     p.add_argument("--input", help="use this input file instead of the bundled corpus")
+    p.add_argument(
+        "--clip-model",
+        metavar="DIR",
+        help="clip-filter: serve this Hugging Face CLIP folder (e.g. openai/clip-vit-base-"
+        "patch32's) instead of the tiny CLIP with random weights the demo builds",
+    )
     p.add_argument(
         "--headless", action="store_true", help="progress lines instead of the TUI in a terminal"
     )

@@ -2,7 +2,9 @@
 
 A local coordinator on the embedded default (SQLite), a job from the bundled caption corpus
 (uploaded over gRPC like any job), two volunteers (distinct keys, so each unit is computed
-twice and compared), completion, and the pulled, verified dataset. In a terminal the first
+twice and compared), completion, and the pulled, verified dataset. `--kind filter-text`
+runs on a bundled multilingual corpus; `--kind clip-filter` on bundled photographs, with a
+CLIP the coordinator serves to the volunteers (images.py). In a terminal the first
 volunteer runs in the volunteer's TUI (the second works in the background); press q once
 the job is done to see the summary.
 """
@@ -23,6 +25,8 @@ from allmende.client.cli.volunteer_cmds import quiet_progress_bars
 from allmende.client.engine import EngineConfig, Event, VolunteerEngine
 from allmende.coordinator.cli.inputs import read_items
 from allmende.coordinator.cli.job_cmds import upload_requests
+from allmende.demo import images
+from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds import get_kind
 from allmende.protocol.kinds.columns import VectorColumn
 from allmende.v1 import allmende_pb2 as pb
@@ -51,7 +55,14 @@ DEMOS = {
         "language labels",
         {"keep_languages": "de,en,fr", "min_language_score": "0.5"},
     ),
+    "clip-filter": DemoJob(
+        images.IMAGES / "captions.tsv",
+        "photographs with captions, half of them shuffled",
+        "image and caption embeddings",
+        {"min_similarity": "0.28", "max_punsafe": "0.5"},
+    ),
 }
+IMAGE_KIND = "clip-filter"  # the kind whose demo runs on photographs and a served CLIP
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -63,8 +74,15 @@ def demo(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     kind = get_kind(args.kind)
     what = DEMOS[kind.name]
+    with_images = kind.name == IMAGE_KIND
+    if args.clip_model and not with_images:
+        raise InvalidArgument("--clip-model", f"--kind {IMAGE_KIND} (the only demo with CLIP)")
     source = Path(args.input) if args.input else what.corpus
-    items = read_items(source)
+    items = images.pairs() if with_images and not args.input else read_items(source)
+    # Checked (and the tiny CLIP built) before anything starts: a bad folder changes nothing.
+    clip = (
+        images.local_manifest(*images.model_folder(root, args.clip_model)) if with_images else None
+    )
     home = CoordinatorHome(root / "coordinator")
     if not home.key_path.exists():
         home.init()
@@ -74,21 +92,23 @@ def demo(args: argparse.Namespace) -> int:
     with serve(home.root, "127.0.0.1:0", policy=TrustPolicy(trust_local=True)) as running:
         fp = running.coordinator.key.fingerprint
         out(f"1. coordinator on {running.address} (SQLite), fingerprint {fp[:16]}…")
-        spec = pb.JobSpec(
-            name=f"demo: {source.name}",
-            kind=kind.name,
-            model=kind.default_model,
-            rule=what.rule,
-        )
+        model = kind.default_model
         with ApiClient(running.address, admin_token=home.load_token()) as admin:
+            if clip is not None:  # as `allmende model add` uploads it
+                model = images.serve_model(admin, *clip)
+            spec = pb.JobSpec(
+                name=f"demo: {source.name}", kind=kind.name, model=model, rule=what.rule
+            )
             created = admin.create_job(upload_requests(spec, source.name, items))
         job_id = created.job_id
+        label = "items" if args.input else what.items
         out(
-            f"2. {kind.name} job {job_id}: {created.items} {what.items} "
+            f"2. {kind.name} job {job_id}: {created.items} {label} "
             f"({created.unique_items} unique) in {created.units} units, each computed by 2 "
             "volunteers"
         )
-        out(f"3. {VOLUNTEERS} volunteers computing with {kind.default_model} on the CPU …")
+        fetch = ", fetched from the coordinator by each that lacks it" if clip is not None else ""
+        out(f"3. {VOLUNTEERS} volunteers computing with {model} on the CPU{fetch} …")
         started = time.perf_counter()
         interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.headless
         if interactive:
@@ -112,6 +132,8 @@ def demo(args: argparse.Namespace) -> int:
         kept = _kept(out_dir)
         rule = ", ".join(f"{name} {value}" for name, value in what.rule.items())
         out(f"   keep: {kept} of {report.rows} rows pass the job's rule ({rule})")
+    if clip is not None:
+        images.explain(tiny=not args.clip_model)
     out("")
     out("summary")
     out(f"  rows            {report.rows}")
@@ -125,6 +147,9 @@ def demo(args: argparse.Namespace) -> int:
     )
     out(f"  files           {out_dir}")
     out(f"  fingerprint     {fp}")
+    if clip is not None:
+        out("")
+        images.show_rows(out_dir)
     out("")
     out("Try it yourself:")
     shown = ", ".join(

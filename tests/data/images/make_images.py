@@ -1,4 +1,5 @@
-"""Write the test images from scikit-image's bundled data (see README.md)."""
+"""Write the bundled photographs from scikit-image's data into the demo's package data,
+where the demo and the tests read them (coordinator/allmende/demo/data/images/README.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[3]
+HERE = ROOT / "coordinator" / "allmende" / "demo" / "data" / "images"
 
 
 def main() -> None:
