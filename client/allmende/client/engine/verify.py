@@ -54,7 +54,8 @@ def check_unit(
     if not unit.texts:
         raise IntegrityError("unit has no inputs")
     wanted = len(unit.texts) if kind.takes_images else 0
-    if len(unit.images) != wanted:
+    all_urls = bool(unit.urls) and all(unit.urls)  # may come without (empty) images
+    if len(unit.images) != wanted and not (all_urls and not unit.images):
         raise IntegrityError(
             f"a {unit.kind} unit of {len(unit.texts)} rows carries {wanted} images, "
             f"this one {len(unit.images)}"
@@ -76,7 +77,7 @@ def check_urls(unit: WorkUnit, fetch_urls: bool) -> None:
         raise IntegrityError(
             f"a {unit.kind} unit of {len(unit.texts)} rows carries {len(unit.urls)} URLs"
         )
-    if any(url and image for url, image in zip(unit.urls, unit.images, strict=True)):
+    if any(url and image for url, image in zip(unit.urls, unit.images, strict=False)):
         raise IntegrityError("a row of the unit has both an image and a URL")
 
 
