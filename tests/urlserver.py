@@ -13,7 +13,7 @@ from __future__ import annotations
 import ssl
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -51,7 +51,7 @@ def _handler(server: UrlServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             server.requests.append(self.path)
             parts = urlsplit(self.path)
             path = parts.path
@@ -88,10 +88,8 @@ def _handler(server: UrlServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", "image/png")
                 self.send_header("Content-Length", str(10**9))
                 self.end_headers()
-                try:
+                with suppress(OSError):
                     self.wfile.write(b"\0" * 1000)
-                except OSError:
-                    pass
             elif path == "/cut":
                 self.send_response(200)
                 self.send_header("Content-Type", "image/jpeg")
@@ -120,7 +118,9 @@ def url_server(tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> It
     httpd = ThreadingHTTPServer((host, 0), BaseHTTPRequestHandler)
     httpd.daemon_threads = True
     scheme = "https" if tls is not None else "http"
-    server = UrlServer(f"{scheme}://{host}:{httpd.server_address[1]}", [i for _, i, _ in read_images()])
+    server = UrlServer(
+        f"{scheme}://{host}:{httpd.server_address[1]}", [i for _, i, _ in read_images()]
+    )
     httpd.RequestHandlerClass = _handler(server)
     if tls is not None:
         httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)

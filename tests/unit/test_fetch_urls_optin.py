@@ -31,10 +31,10 @@ class Recorder(pb_grpc.VolunteerServiceServicer):  # type: ignore[misc]
     def __init__(self) -> None:
         self.leases: list[pb.LeaseWorkRequest] = []
 
-    def GetCoordinatorInfo(self, request: object, context: object) -> pb.GetCoordinatorInfoResponse:  # noqa: N802
+    def GetCoordinatorInfo(self, request: object, context: object) -> pb.GetCoordinatorInfoResponse:
         return pb.GetCoordinatorInfoResponse()
 
-    def LeaseWork(self, request: pb.LeaseWorkRequest, context: object) -> pb.LeaseWorkResponse:  # noqa: N802
+    def LeaseWork(self, request: pb.LeaseWorkRequest, context: object) -> pb.LeaseWorkResponse:
         self.leases.append(request)
         return pb.LeaseWorkResponse(work_remaining=False)
 

@@ -72,9 +72,7 @@ def test_https_is_fetched_and_verified_against_the_host_name(tmp_path: Path) -> 
         fetched = fetch_url(by_name, ALLOW_ALL, tls=trusting)
         assert STATUS_LABELS[fetched.status] == "ok" and fetched.data == server.images[1]
         # Not signed by a certificate authority this machine trusts: not fetched.
-        assert STATUS_LABELS[fetch_url(server.url("/img/0"), ALLOW_ALL).status] == (
-            "unreachable"
-        )
+        assert STATUS_LABELS[fetch_url(server.url("/img/0"), ALLOW_ALL).status] == ("unreachable")
 
 
 def test_a_certificate_for_another_name_is_unreachable(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ or broken body is `empty` or `undecodable` there, with the body's sha256).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
@@ -123,10 +124,8 @@ class _Watchdog:
         with self._lock:
             self.fired = True
             for sock in self._socks:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._timer.cancel()

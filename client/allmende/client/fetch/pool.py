@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from allmende.client.fetch.addresses import IPNetwork
-from allmende.client.fetch.http import DEFAULT_LIMITS, FetchLimits, Fetched, fetch_url
+from allmende.client.fetch.http import DEFAULT_LIMITS, Fetched, FetchLimits, fetch_url
 
 # Fetches in flight at once (one volunteer, one unit: a few dozen connections at most).
 WORKERS = 16
