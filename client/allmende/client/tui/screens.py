@@ -276,6 +276,7 @@ class SettingsScreen(ModalScreen[VolunteerSettings | None]):
     .row > Input { max-width: 18; }
     .row > .unit { color: $text-muted; margin-left: 1; width: 1fr; }
     #about { color: $text-muted; height: auto; margin-bottom: 1; }
+    #fetch_warning { margin: 0 0 0 28; }
     #error { margin: 1 0 0 0; }
     """
     )
