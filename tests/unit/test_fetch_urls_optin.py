@@ -18,7 +18,6 @@ from allmende.client.engine.link import CoordinatorLink
 from allmende.client.settings import (
     FETCH_WARNING,
     VolunteerSettings,
-    add_setting_flags,
     flags_from,
     load_settings,
 )
@@ -40,9 +39,10 @@ class Recorder(pb_grpc.VolunteerServiceServicer):  # type: ignore[misc]
 
 
 def parsed(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_setting_flags(parser)
-    return parser.parse_args(argv)
+    """`allmende volunteer ARGV`, parsed by the command's own parser."""
+    from allmende.cli.main import build_parser
+
+    return build_parser().parse_args(["volunteer", *argv])
 
 
 def test_fetching_is_off_unless_asked_for(tmp_path: Path) -> None:
