@@ -5,7 +5,8 @@ Routes: /img/N (the Nth bundled image, its own Content-Type), /hops/N (N redirec
 an image), /to?url=U (a redirect to U), /html (text/html), /untyped (no Content-Type),
 /huge-body (an endless image/png body, no Content-Length), /huge-length (Content-Length
 of a gigabyte), /cut (Content-Length 1000, 100 bytes, then closed), /stall (headers and
-half the body, then nothing until the test ends), /status/N (HTTP N, empty body).
+half the body, then nothing until the test ends), /together (an image, once 4 requests
+wait at once: 503 for fetches made one at a time), /status/N (HTTP N, empty body).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class UrlServer:
     images: list[bytes]
     requests: list[str] = field(default_factory=list)  # paths asked for, in order
     release: threading.Event = field(default_factory=threading.Event)
+    # /together answers only once this many requests are waiting at the same time.
+    together: threading.Barrier = field(default_factory=lambda: threading.Barrier(4, timeout=20))
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -104,6 +107,13 @@ def _handler(server: UrlServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(server.images[0][:1000])
                 self.wfile.flush()
                 server.release.wait(30)  # until the test ends
+            elif path == "/together":
+                try:
+                    server.together.wait()
+                except threading.BrokenBarrierError:
+                    self._send(503, b"", {})
+                    return
+                self._send(200, server.images[0], {"Content-Type": "image/jpeg"})
             elif path.startswith("/status/"):
                 self._send(int(path.removeprefix("/status/")), b"", {})
             else:

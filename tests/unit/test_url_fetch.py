@@ -132,6 +132,16 @@ def test_a_unit_s_urls_are_fetched_in_order_concurrently(server: UrlServer) -> N
     assert [f.data for f in found[: len(server.images)] if f] == server.images
 
 
+def test_a_unit_s_fetches_run_at_the_same_time(server: UrlServer) -> None:
+    """/together answers only when four requests wait at once: one at a time, they fail."""
+    fetcher = UrlFetcher(LOOPBACK, workers=4)
+    try:
+        found = fetcher.fetch_all([server.url("/together")] * 4)
+    finally:
+        fetcher.close()
+    assert [STATUS_LABELS[f.status] if f else "" for f in found] == ["ok"] * 4
+
+
 def test_addresses_in_allowed_networks_need_their_family() -> None:
     assert parse_networks([" 10.0.0.0/8 "]) == (ipaddress.ip_network("10.0.0.0/8"),)
     with pytest.raises(ValueError):
