@@ -34,6 +34,7 @@ VIOLATIONS = {
     "allmende.client.engine.runner:allmende.client.tui.state": "the volunteer: tui -> engine",
     # Through a module that is no part of the engine: indirect imports count here.
     "allmende.client.probes:textual": "the engine cannot reach the UI",
+    "allmende.client.fetch.http:allmende.client.engine.config": "the URL fetcher",
     "allmende.coordinator.domain.admin:allmende.coordinator.transport.server": (
         "the coordinator: composition root"
     ),

@@ -54,10 +54,15 @@ class CoordinatorClient(ApiClient):
             lambda: method(request, timeout=timeout or self.timeout_s, metadata=metadata)
         )
 
-    def lease(self, volunteer_id: str, max_units: int = 1) -> pb.LeaseWorkResponse:
-        """Up to `max_units` leases: the first in `lease`, the others in `more_leases`."""
+    def lease(
+        self, volunteer_id: str, max_units: int = 1, fetch_urls: bool = False
+    ) -> pb.LeaseWorkResponse:
+        """Up to `max_units` leases: the first in `lease`, the others in `more_leases`.
+        `fetch_urls`: this volunteer fetches URL rows (it opted in)."""
         request = pb.LeaseWorkRequest(
-            volunteer_id=volunteer_id, max_units=max_units if max_units > 1 else 0
+            volunteer_id=volunteer_id,
+            max_units=max_units if max_units > 1 else 0,
+            fetch_urls=fetch_urls,
         )
         return self._signed("LeaseWork", self.volunteers.LeaseWork, request)
 

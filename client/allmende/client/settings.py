@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.limits import MAX_FETCH_BYTES, MAX_FETCH_SECONDS
 
 if TYPE_CHECKING:
     from allmende.client.engine.runner import EngineConfig
@@ -54,6 +55,8 @@ class VolunteerSettings:
     max_gpu_temp_c: int = 0
     schedule: str = ""
     max_cpu_temp_c: int = 0
+    fetch_urls: bool = False
+    allow_private_addresses: bool = False
 
     @property
     def configured(self) -> bool:
@@ -85,6 +88,8 @@ class VolunteerSettings:
             max_gpu_temp_c=float(self.max_gpu_temp_c),
             max_cpu_temp_c=float(self.max_cpu_temp_c),
             schedule=self.schedule,
+            fetch_urls=self.fetch_urls,
+            allow_private_addresses=self.allow_private_addresses,
             **extra,
         )
 
@@ -205,8 +210,31 @@ KEYS: tuple[Key, ...] = (
         'daily windows to compute in, local time, e.g. "22:00-07:00" (empty: always)',
         _schedule,
     ),
+    Key(
+        "fetch_urls",
+        bool,
+        "--fetch-urls",
+        "also take image jobs whose rows are URLs, and fetch those images from the web "
+        "yourself: your machine then connects to the servers the job's URLs name and shows "
+        "them your IP address (off by default)",
+    ),
+    Key(
+        "allow_private_addresses",
+        bool,
+        "--allow-private-addresses",
+        "with --fetch-urls: also fetch from loopback, private and other non-public addresses "
+        "(for tests and LANs; off by default)",
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+# What opting in to --fetch-urls means, said wherever it is turned on.
+FETCH_WARNING = (
+    "Fetching URLs: your machine connects to whatever web servers the job's URLs name "
+    "(the job's owner chooses them), downloads and sees their content, and reveals your IP "
+    f"address to them. Only public addresses are fetched, at most "
+    f"{MAX_FETCH_BYTES / 2**20:g} MiB and {MAX_FETCH_SECONDS:g} s an image."
+)
 
 
 def _typed(key: Key, value: Any, where: str) -> Any:

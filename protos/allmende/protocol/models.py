@@ -46,6 +46,7 @@ class ModelSpec:
     @property
     def served(self) -> bool:
         return bool(self.files)
+
     # What a dataset card states as the recipe: how token vectors become one ("mean",
     # "cls", ...; '' where the model does not pool) and the languages it was trained on
     # (ISO 639-1; empty where unknown or many).

@@ -26,6 +26,7 @@ from allmende.client.engine.events import HardwareSampled, Idle, Stopped
 from allmende.client.engine.identity import default_home
 from allmende.client.probes import HardwareSample
 from allmende.client.settings import (
+    FETCH_WARNING,
     KEYS_BY_NAME,
     LoadedSettings,
     flags_from,
@@ -137,6 +138,13 @@ class HeadlessLog:
         else:
             out(f"{stamp} event={name} " + " ".join(f"{k}={v}" for k, v in fields.items()))
 
+    def warn(self, message: str) -> None:
+        """A warning line (an event named "warning")."""
+        if self.json_lines:
+            out(json.dumps({"ts": iso_now(), "event": "warning", "message": message}))
+        else:
+            out(f"{iso_now()} event=warning {message}")
+
     def __call__(self, event: Event) -> None:
         if isinstance(event, HardwareSampled) and not self._hardware_said:
             self._hardware_said = True  # once: what this machine's sensors report
@@ -163,6 +171,15 @@ class HeadlessLog:
             err(f"allmende volunteer: {event.reason}")
         if isinstance(event, Stopped) and event.handed_back:
             err("allmende volunteer: " + handed_back(event).removeprefix("; "))
+
+
+def fetch_warning(allow_private: bool) -> str:
+    """What --fetch-urls means, and that private addresses are fetched too when allowed."""
+    if not allow_private:
+        return FETCH_WARNING
+    return FETCH_WARNING + (
+        " --allow-private-addresses: loopback, private and LAN addresses are fetched too."
+    )
 
 
 def hardware_fields(sample: HardwareSample) -> dict[str, str]:
@@ -209,7 +226,10 @@ def run_headless(config: EngineConfig, json_lines: bool) -> int:
     """One line per engine event; Ctrl-C or SIGTERM quit cleanly, a second Ctrl-C at once."""
 
     quiet_progress_bars()
-    engine = VolunteerEngine(config, on_event=HeadlessLog(json_lines))
+    log = HeadlessLog(json_lines)
+    if config.fetch_urls:  # said once, before anything is fetched
+        log.warn(fetch_warning(config.allow_private_addresses))
+    engine = VolunteerEngine(config, on_event=log)
     interrupted: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:

@@ -38,7 +38,15 @@ def default_computer(registry: ModelRegistry, config: EngineConfig) -> Computer:
     from allmende.client.tasks.computer import TaskComputer
     from allmende.client.tasks.gpu_memory import cap_gpu_memory
 
-    computer = TaskComputer(registry, config.device, config.batch_size, config.threads)
+    fetcher = None
+    if config.fetch_urls:  # the volunteer opted in: URL rows are fetched (client/fetch/)
+        from allmende.client.fetch.addresses import ALLOW_ALL
+        from allmende.client.fetch.pool import UrlFetcher
+
+        fetcher = UrlFetcher(ALLOW_ALL if config.allow_private_addresses else ())
+    computer = TaskComputer(
+        registry, config.device, config.batch_size, config.threads, fetcher=fetcher
+    )
     if config.gpu_memory_gb > 0:
         cap_gpu_memory(computer.device, config.gpu_memory_gb)
     return computer

@@ -33,6 +33,11 @@ class EngineConfig:
     max_gpu_temp_c: float = 0.0
     max_cpu_temp_c: float = 0.0
     schedule: str = ""
+    # Fetch image rows given as URLs (opt-in; client/fetch/): asked for in each lease call.
+    # With allow_private_addresses, also from loopback, private and other non-public
+    # addresses (tests and LANs).
+    fetch_urls: bool = False
+    allow_private_addresses: bool = False
     # How often the monitor samples the hardware probe.
     sample_interval_s: float = 2.0
 
@@ -51,4 +56,11 @@ class EngineConfig:
 # Settings that only a new engine (connection, identity, registration) can change.
 RESTART_FIELDS = ("coordinator", "fingerprint", "home", "display_name")
 # Settings that change the computer itself; a computer the engine made is rebuilt for them.
-COMPUTE_FIELDS = ("device", "batch_size", "threads", "gpu_memory_gb")
+COMPUTE_FIELDS = (
+    "device",
+    "batch_size",
+    "threads",
+    "gpu_memory_gb",
+    "fetch_urls",
+    "allow_private_addresses",
+)

@@ -43,6 +43,8 @@ class CoordinatorLink:
         self.volunteer_id = ""
         self.key: SigningKey | None = None
         self._connected_once = False
+        # Whether a lease call of this run asked for units with URL rows.
+        self.asked_for_urls = False
 
     def registered(self, volunteer_id: str, key: SigningKey) -> None:
         """The handshake is done: from now on the volunteer speaks as `volunteer_id`."""
@@ -83,7 +85,9 @@ class CoordinatorLink:
     def lease(self, max_units: int = 1) -> object:
         def call() -> pb.LeaseWorkResponse:
             started = time.perf_counter()
-            response = self.client.lease(self.volunteer_id, max_units)
+            fetch_urls = self._settings().fetch_urls  # asked afresh: the setting is live
+            self.asked_for_urls |= fetch_urls
+            response = self.client.lease(self.volunteer_id, max_units, fetch_urls)
             self._on_event(ev.RoundTrip((time.perf_counter() - started) * 1000))
             return response
 

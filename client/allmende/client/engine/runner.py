@@ -61,7 +61,7 @@ from allmende.client.engine.recover import recover_leases
 from allmende.client.engine.spool import Spool
 from allmende.client.engine.submission import Submitter
 from allmende.client.engine.verdicts import VerdictBook
-from allmende.client.engine.verify import check_unit, unit_id_hint
+from allmende.client.engine.verify import UrlsNotWanted, check_unit, unit_id_hint
 from allmende.client.probes import HardwareProbe
 from allmende.protocol.errors import AllmendeError
 from allmende.protocol.models import ModelRegistry
@@ -416,9 +416,14 @@ class VolunteerEngine:
                 lease = held.popleft()
                 try:
                     ensure = self._models.ensure if self._models is not None else None
-                    unit = check_unit(lease, coordinator_key, self.registry, ensure)
+                    unit = check_unit(
+                        lease, coordinator_key, self.registry, ensure, self.config.fetch_urls
+                    )
                 except AllmendeError as exc:
-                    refusals += 1
+                    # Leased before fetching was turned off: handed back, not held against
+                    # the coordinator.
+                    turned_off = isinstance(exc, UrlsNotWanted) and link.asked_for_urls
+                    refusals += 0 if turned_off else 1
                     reason = f"refused: {exc.message}"
                     self.on_event(ev.UnitRefused(unit_id_hint(lease), reason))
                     link.release(lease.lease_id, reason)

@@ -3,7 +3,8 @@
 Every unit's signature must verify over the exact bytes received, and the unit must name a
 task kind this client knows and a model and weights hash from the local registry. A served
 model the registry lacks is fetched first (model_cache.py), after the signature checked out.
-A unit that fails is handed back with the reason.
+A unit with URL rows is refused by a volunteer that did not opt in to fetching. A unit
+that fails is handed back with the reason.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ from allmende.protocol.wire import WorkUnit, open_unit
 from allmende.v1 import allmende_pb2 as pb
 
 
+class UrlsNotWanted(IntegrityError):
+    """A unit with URL rows for a volunteer that does not fetch them."""
+
+
 def check_unit(
     lease: pb.Lease,
     coordinator_key: bytes,
     registry: ModelRegistry,
     ensure_model: Callable[[str, str], None] | None = None,
+    fetch_urls: bool = False,
 ) -> WorkUnit:
     """Verify signature, then that we know the task kind, model and weights hash.
-    `ensure_model(name, pin)` fetches a served model the registry lacks."""
+    `ensure_model(name, pin)` fetches a served model the registry lacks. A unit with rows
+    to fetch from URLs is refused unless the volunteer opted in (`fetch_urls`)."""
     blob = lease.unit.unit
     unit = open_unit(blob, lease.unit.signature, coordinator_key)
     if unit.lease_id and unit.lease_id != lease.lease_id:
@@ -47,12 +54,31 @@ def check_unit(
     if not unit.texts:
         raise IntegrityError("unit has no inputs")
     wanted = len(unit.texts) if kind.takes_images else 0
-    if len(unit.images) != wanted:
+    all_urls = bool(unit.urls) and all(unit.urls)  # may come without (empty) images
+    if len(unit.images) != wanted and not (all_urls and not unit.images):
         raise IntegrityError(
             f"a {unit.kind} unit of {len(unit.texts)} rows carries {wanted} images, "
             f"this one {len(unit.images)}"
         )
+    if any(unit.urls):
+        check_urls(unit, fetch_urls)
     return unit
+
+
+def check_urls(unit: WorkUnit, fetch_urls: bool) -> None:
+    """A unit with URL rows: one URL or one image per row, and only for a volunteer that
+    opted in (it never fetches otherwise)."""
+    if not fetch_urls:
+        raise UrlsNotWanted(
+            "the unit has rows to fetch from URLs and this volunteer did not opt in to "
+            "fetching (--fetch-urls); the coordinator should not have sent it"
+        )
+    if not KINDS[unit.kind].takes_images or len(unit.urls) != len(unit.texts):
+        raise IntegrityError(
+            f"a {unit.kind} unit of {len(unit.texts)} rows carries {len(unit.urls)} URLs"
+        )
+    if any(url and image for url, image in zip(unit.urls, unit.images, strict=False)):
+        raise IntegrityError("a row of the unit has both an image and a URL")
 
 
 def unit_id_hint(lease: pb.Lease) -> str:

@@ -4,6 +4,7 @@ captions), with Open-NSFW's ``punsafe`` for clip-filter.
 Images are decoded, resized and preprocessed for both models in a pool of worker threads
 (tasks/images.py), one batch ahead of the model. Rows whose image could not be used get
 their status, size and sha256, and zeros for model outputs (protocol/kinds/image_inputs.py).
+A row's image is its bytes or, for a URL row, the future of its fetch (tasks/images.py).
 The result's columns are the kind's, in its order (protocol/kinds/clip_filter.py,
 embed_image.py).
 """
@@ -18,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from allmende.client.tasks.clip_model import ClipModel
-from allmende.client.tasks.images import Decoded, DecodePool, Preprocess
+from allmende.client.tasks.images import Decoded, DecodePool, ImageSource, Preprocess
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds.image_inputs import OK
 from allmende.protocol.models import OPEN_NSFW, ModelRegistry, ModelSpec
@@ -46,7 +47,7 @@ class OpenNsfw:
         return np.clip(np.asarray(scores, dtype=np.float32), 0.0, 1.0)
 
 
-def _check_rows(texts: Sequence[str], images: Sequence[bytes]) -> None:
+def _check_rows(texts: Sequence[str], images: Sequence[ImageSource]) -> None:
     if len(images) != len(texts):
         raise InvalidArgument("images", f"one image per row ({len(texts)}), got {len(images)}")
 
@@ -84,7 +85,7 @@ class EmbedImage:
         self.pool = DecodePool(steps, threads)
 
     def _images(
-        self, images: Sequence[bytes], progress: Callable[[int], None] | None
+        self, images: Sequence[ImageSource], progress: Callable[[int], None] | None
     ) -> tuple[list[Decoded], np.ndarray, np.ndarray]:
         """Decoded rows, image embeddings (zeros where not ok), punsafe (zeros likewise)."""
         decoded: list[Decoded] = []
@@ -108,7 +109,7 @@ class EmbedImage:
         self,
         texts: Sequence[str],
         progress: Callable[[int], None] | None = None,
-        images: Sequence[bytes] = (),
+        images: Sequence[ImageSource] = (),
     ) -> npt.NDArray[np.float32]:
         _check_rows(texts, images)
         decoded, embeddings, _ = self._images(images, progress)
@@ -132,7 +133,7 @@ class ClipFilter(EmbedImage):
         self,
         texts: Sequence[str],
         progress: Callable[[int], None] | None = None,
-        images: Sequence[bytes] = (),
+        images: Sequence[ImageSource] = (),
     ) -> npt.NDArray[np.float32]:
         _check_rows(texts, images)
         decoded, image_emb, punsafe = self._images(images, progress)

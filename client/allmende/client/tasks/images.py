@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from allmende.client.fetch.http import Fetched
 from allmende.protocol.kinds.image_inputs import (
     EMPTY,
     MAX_IMAGE_PIXELS,
@@ -39,6 +40,11 @@ from allmende.protocol.kinds.image_inputs import (
 # a pixel is decoded; so Pillow's check is turned off, and every volunteer reports the same
 # size and status for the same file.
 Image.MAX_IMAGE_PIXELS = None
+
+# A row's image: its bytes, or the fetch of its URL under way.
+ImageSource = bytes | Future[Fetched]
+# The image_sha256 of a URL row whose body was not fetched whole.
+NOT_FETCHED_SHA256 = bytes(32)
 
 # What one image becomes for each model that reads it: (pixel array) per model, in order.
 Preprocess = Callable[[Image.Image], np.ndarray]
@@ -87,6 +93,16 @@ def decode(data: bytes, steps: Sequence[Preprocess]) -> Decoded:
     return Decoded(OK, width, height, digest, arrays)
 
 
+def decode_source(source: ImageSource, steps: Sequence[Preprocess]) -> Decoded:
+    """A row's image decoded: bytes as they are, a URL row once its fetch is done."""
+    if isinstance(source, bytes):
+        return decode(source, steps)
+    fetched = source.result()
+    if fetched.status != OK:
+        return Decoded(fetched.status, 0, 0, NOT_FETCHED_SHA256)
+    return decode(fetched.data, steps)
+
+
 class DecodePool:
     """Worker threads that decode and preprocess images (`workers`: the pool's size; by
     default the machine's cores)."""
@@ -96,13 +112,13 @@ class DecodePool:
         self.workers = workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="allmende-decode")
 
-    def batches(self, images: Sequence[bytes], batch_size: int) -> Iterator[list[Decoded]]:
+    def batches(self, images: Sequence[ImageSource], batch_size: int) -> Iterator[list[Decoded]]:
         """The images decoded, `batch_size` at a time, in order; the next batch is decoded
         while the caller works on the current one."""
 
         def submit(start: int) -> list[Future[Decoded]]:
             chunk = images[start : start + batch_size]
-            return [self._pool.submit(decode, data, self.steps) for data in chunk]
+            return [self._pool.submit(decode_source, data, self.steps) for data in chunk]
 
         pending = submit(0) if images else []
         for start in range(0, len(images), batch_size):

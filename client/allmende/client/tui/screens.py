@@ -18,7 +18,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
-from allmende.client.settings import VolunteerSettings, parse_value
+from allmende.client.settings import FETCH_WARNING, VolunteerSettings, parse_value
 from allmende.client.tui.messages import FingerprintLooked
 from allmende.protocol.errors import AllmendeError, InvalidArgument
 
@@ -276,6 +276,7 @@ class SettingsScreen(ModalScreen[VolunteerSettings | None]):
     .row > Input { max-width: 18; }
     .row > .unit { color: $text-muted; margin-left: 1; width: 1fr; }
     #about { color: $text-muted; height: auto; margin-bottom: 1; }
+    #fetch_warning { margin: 0 0 0 28; }
     #error { margin: 1 0 0 0; }
     """
     )
@@ -323,6 +324,16 @@ class SettingsScreen(ModalScreen[VolunteerSettings | None]):
                     Label(hint, classes="unit"),
                     classes="row",
                 )
+            yield _row(
+                "",
+                Checkbox(
+                    "Fetch images from the web (URL jobs)",
+                    value=s.fetch_urls,
+                    id="fetch_urls",
+                    compact=True,
+                ),
+            )
+            yield Static(FETCH_WARNING, id="fetch_warning", classes="hint")
             yield Static("", id="error")
             with Horizontal(id="buttons"):
                 yield Button("Save", variant="primary", id="save", compact=True)
@@ -350,7 +361,10 @@ class SettingsScreen(ModalScreen[VolunteerSettings | None]):
         self.action_save()
 
     def _collect(self) -> VolunteerSettings:
-        values: dict[str, Any] = {"device": str(self.query_one("#device", Select).value)}
+        values: dict[str, Any] = {
+            "device": str(self.query_one("#device", Select).value),
+            "fetch_urls": self.query_one("#fetch_urls", Checkbox).value,
+        }
         for name, label, _ in _FIELDS:
             if isinstance(getattr(self.settings, name), bool):
                 values[name] = self.query_one(f"#{name}", Checkbox).value

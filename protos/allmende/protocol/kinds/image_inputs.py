@@ -61,10 +61,21 @@ STATUS = StatusColumn(
     "non-public address) and unstable (the replicas fetched different bytes)",
     labels=STATUS_LABELS,
 )
-WIDTH = IntColumn("width", "the image's width in pixels (0 when undecodable)")
-HEIGHT = IntColumn("height", "the image's height in pixels (0 when undecodable)")
+WIDTH = IntColumn(
+    "width", "the image's width in pixels (0 when undecodable or a URL row not fetched)"
+)
+HEIGHT = IntColumn(
+    "height", "the image's height in pixels (0 when undecodable or a URL row not fetched)"
+)
+# A URL row whose body was not fetched whole (unreachable, wrong-type, too-large by its
+# bytes, private-address) has width and height 0 and an all-zero image_sha256; a body
+# fetched whole has its own sha256 and is decoded like an uploaded file.
 IMAGE_SHA256 = HashColumn(
-    "image_sha256", "sha256 of the image file's bytes, hex", size=32, of_input="image"
+    "image_sha256",
+    "sha256 of the image file's bytes, hex (all zeros for a URL row whose body was not "
+    "fetched whole)",
+    size=32,
+    of_input="image",
 )
 
 # Credit for one image: what a ViT-B/32 forward pass costs next to text, in the
