@@ -39,6 +39,9 @@ class WorkUnit:
     # Image kinds: one image file per row, beside `texts` ('' there when the kind takes no
     # text). Empty for text kinds.
     images: tuple[bytes, ...] = ()
+    # Rows the volunteer fetches (opt-in): one URL per row beside `images`, '' for a row
+    # whose bytes are in `images`; empty when no row is a URL.
+    urls: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -47,6 +50,10 @@ class WorkUnit:
     def row(self, i: int) -> tuple[str, bytes]:
         """Row `i`'s inputs: its text and its image (b'' for text kinds)."""
         return self.texts[i], self.images[i] if self.images else b""
+
+    def url(self, i: int) -> str:
+        """Row `i`'s URL ('' for a row given by its bytes)."""
+        return self.urls[i] if self.urls else ""
 
 
 def encode_unit(unit: WorkUnit) -> bytes:
@@ -62,6 +69,7 @@ def encode_unit(unit: WorkUnit) -> bytes:
         created_unix_ms=unit.created_ms,
         lease_id=unit.lease_id,
         images=list(unit.images),
+        urls=list(unit.urls),
     )
     return bytes(message.SerializeToString(deterministic=True))
 
@@ -89,6 +97,7 @@ def decode_unit(blob: bytes) -> WorkUnit:
         created_ms=message.created_unix_ms,
         lease_id=message.lease_id,
         images=tuple(message.images),
+        urls=tuple(message.urls),
     )
 
 
