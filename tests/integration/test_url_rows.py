@@ -27,6 +27,7 @@ import pytest
 from allmende.api.channel import RemoteError
 from allmende.api.dataset import pull
 from allmende.api.export import export_clip_retrieval
+from allmende.cli.recompute_out import as_json
 from allmende.client.connection import CoordinatorClient
 from allmende.coordinator.app import RunningCoordinator, serve
 from allmende.coordinator.domain.trust import TrustPolicy
@@ -38,6 +39,7 @@ from allmende.protocol.manifest import CARD_PATH, verify_folder
 from allmende.protocol.models import ModelRegistry, ModelSpec
 from allmende.protocol.wire import WorkUnit, decode_unit
 from allmende.research.folder import read_manifest
+from allmende.research.recompute import recompute
 from allmende.v1 import allmende_pb2 as pb
 from tests.conftest import read_images
 from tests.integration.rawclient import RawVolunteer
@@ -325,3 +327,38 @@ def test_replicas_that_fetched_different_bytes_publish_the_row_unstable(
     by_id = {r["id"]: r for r in meta}
     assert by_id["steady"]["caption"] == "a dog" and "text" not in by_id["steady"]
     assert by_id["steady"]["url"] == url("steady") and by_id["plain"]["url"] is None
+
+
+def test_a_lone_result_decides_url_rows_and_recompute_skips_them(
+    clip_registry: ModelRegistry,
+    url_coordinator: RunningCoordinator,
+    admin: CoordinatorClient,
+    volunteers: list[RawVolunteer],
+    tiny_clip: ModelSpec,
+    tmp_path: Path,
+) -> None:
+    """With one result per unit nothing can differ: the URL rows are published as that
+    volunteer fetched them. `dataset verify --recompute` cannot recompute a URL row without
+    fetching it again (maybe other bytes): it skips them and says how many."""
+    items = [
+        pb.InputItem(id=name, text=f"caption {name}", line=n + 1, url=url(name))
+        for n, name in enumerate(["one", "two"])
+    ]
+    job_id = create(admin, items, tiny_clip.name, gold_fraction=0.0, redundancy=1)
+    shape = get_kind("clip-filter").shape(tiny_clip, "float16")
+    v = volunteers[0]
+    leased = lease(v, fetch_urls=True).lease
+    unit = decode_unit(leased.unit.unit)
+    assert send(v, leased, shape, crafted(unit, shape, {url("one"): b"mine"})).status == "accepted"
+    assert wait_for(admin, job_id).state == "complete"
+    fp = url_coordinator.coordinator.key.fingerprint
+    out = tmp_path / "dataset"
+    pull(admin, job_id, fp, out)
+    table = pq.ParquetDataset(sorted(str(p) for p in out.glob("data/*.parquet"))).read()
+    data = {r["id"]: r for r in table.to_pylist()}
+    assert data["one"]["status"] == "ok"
+    assert data["one"]["image_sha256"] == hashlib.sha256(b"mine").hexdigest()
+    assert data["one"]["verified_by"] == "solo"
+    report = recompute(out, fraction=1.0, registry=clip_registry)
+    assert (report.rows_checked, report.rows_skipped, report.ok) == (0, 2, True)
+    assert as_json(report)["rows_skipped"] == 2
