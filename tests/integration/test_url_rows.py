@@ -30,6 +30,7 @@ from allmende.api.export import export_clip_retrieval
 from allmende.cli.recompute_out import as_json
 from allmende.client.connection import CoordinatorClient
 from allmende.coordinator.app import RunningCoordinator, serve
+from allmende.coordinator.domain.gold_model import ModelGold
 from allmende.coordinator.domain.trust import TrustPolicy
 from allmende.coordinator.home import CoordinatorHome
 from allmende.protocol.kinds import get_kind
@@ -362,3 +363,28 @@ def test_a_lone_result_decides_url_rows_and_recompute_skips_them(
     report = recompute(out, fraction=1.0, registry=clip_registry)
     assert (report.rows_checked, report.rows_skipped, report.ok) == (0, 2, True)
     assert as_json(report)["rows_skipped"] == 2
+
+
+def test_gold_rows_computed_at_job_create_are_never_url_rows(
+    coordinator_home: CoordinatorHome, clip_registry: ModelRegistry, tiny_clip: ModelSpec
+) -> None:
+    """`serve --gold-compute` computes gold rows from the job's own rows: only from rows
+    given by their bytes, which a gold row carries (a URL row's bytes are nobody's yet)."""
+    rows = read_images()[:2]
+    items = [
+        pb.InputItem(id=f"u{n}", text=f"fetched {n}", line=n + 1, url=url(f"u{n}"))
+        for n in range(3)
+    ] + [pb.InputItem(id=i, text=c, image=b, line=10 + n) for n, (i, b, c) in enumerate(rows)]
+    with serve(
+        coordinator_home.root,
+        "127.0.0.1:0",
+        drain_s=0.2,
+        registry=clip_registry,
+        gold_computer=ModelGold(clip_registry),
+    ) as running:
+        with CoordinatorClient(
+            running.address, admin_token=coordinator_home.load_token()
+        ) as client:
+            job_id = create(client, items, tiny_clip.name, gold_fraction=0.5)
+        gold = running.coordinator.store.gold_rows([job_id], 100)
+    assert gold and {(g.text, g.image) for g in gold} <= {(c, b) for _, b, c in rows}
