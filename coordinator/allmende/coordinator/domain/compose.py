@@ -5,6 +5,11 @@ gold rows (known answers) and a decoy mixed in, signed for that lease alone. A v
 gold rows from the others, cannot reuse another volunteer's result (other order, other
 gold rows, other lease id), and cannot replay an old one. On submission the coordinator
 checks the gold rows, then puts the unit's rows back in unit order.
+
+Rows a volunteer fetches from a URL keep their URL in the new order (WorkUnit.urls); gold
+rows and decoys always carry their bytes. A fetched row's image digest cannot be checked
+against the unit (`composed_images` gives None for it), and only such rows may report a
+fetch failure (`composed_fetched`, ResultShape.check_sources).
 """
 
 from __future__ import annotations

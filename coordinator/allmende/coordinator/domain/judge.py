@@ -8,6 +8,14 @@ A group that agrees is accepted only if one of its results is *proven* (see
 proven volunteer's result joins the group. Two new accounts agreeing on invented rows thus
 publish nothing. What is published is the group's consensus (ResultShape.combine: for
 embeddings the normalised mean).
+
+Rows the volunteers fetched from a URL are settled first (ResultShape.settle_fetched): where
+the replicas' digests or statuses of such a row differ, they fetched different things, and
+the row becomes the kind's coordinator-set status in every replica before the quorum
+compares them. It is then no disagreement: nobody is outvoted or faulted for it, and the
+unit is accepted on its other rows. A unit accepted on one result has nothing to settle
+against: its fetched rows rest on that volunteer (and its unit's gold rows) alone. Fetched
+rows never become gold rows (the coordinator holds no bytes for them).
 """
 
 from __future__ import annotations
