@@ -85,7 +85,7 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
         else arrival.shape.decode(r.payload, unit.rows)
         for r in results
     ]
-    # URL rows whose replicas fetched different things are `unstable` in all of them before
+    # URL rows whose replicas fetched different things get the coordinator's status in all before
     # they are compared: nobody's fault, not a disagreement (ResultShape.settle_fetched).
     matrices, _ = arrival.shape.settle_fetched(matrices, arrival.fetched)
     vouching = [proven(r, arrival.proven_streak) for r in results]
