@@ -270,7 +270,7 @@ def test_the_cli_creates_a_clip_filter_job_from_a_webdataset_shard(
     assert done.returncode == 0, done.stderr
 
     # Bad input changes nothing: a Parquet row with both an image and a URL, a rule
-    # parameter the kind does not have, and URL rows (not fetched by volunteers yet).
+    # parameter the kind does not have, and a URL that is not http(s).
     before = len(clip_admin.list_jobs())
     both = tmp_path / "both.parquet"
     pq.write_table(
@@ -281,9 +281,10 @@ def test_the_cli_creates_a_clip_filter_job_from_a_webdataset_shard(
     done = cli(*base, "--kind", "clip-filter", "--input", str(path), "--min-chars", "3")
     assert done.returncode == 2 and "--min-chars: applies to filter-text jobs" in done.stderr
     urls = tmp_path / "urls.parquet"
-    pq.write_table(pa.table({"id": ["a"], "text": ["t"], "url": ["https://e.org/x.jpg"]}), urls)
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"], "url": ["ftp://e.org/x.jpg"]}), urls)
     done = cli(*base, "--kind", "clip-filter", "--input", str(urls))
-    assert done.returncode != 0 and "url rows are not supported yet" in done.stderr
+    assert done.returncode == 2 and "http or https" in done.stderr
+    assert "row 1 of urls.parquet" in done.stderr
     assert len(clip_admin.list_jobs()) == before
 
 

@@ -26,7 +26,8 @@ from tests.postgres import PostgresCluster
 ADDED_COLUMNS = {("units", "busy")} | {
     (table, column)
     for table, columns in {
-        "jobs": ("gold_fraction", "rule", "license"),
+        "jobs": ("gold_fraction", "rule", "license", "fetch_rows", "url_items"),
+        "items": ("url",),
         "units": ("quorum", "canonical_payload", "decided_tau"),
         "volunteers": ("quarantined", "quarantine_reason", "quota_day", "leased_today"),
         "leases": (

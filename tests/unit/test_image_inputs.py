@@ -128,3 +128,58 @@ def test_parquet_rows_need_an_image_or_a_url(
         read_items(path)
     assert info.value.field == "image" and needle in info.value.expected
     assert "row 2 of pairs.parquet" in info.value.expected
+
+
+def test_a_shards_key_json_url_is_each_samples_source_url(tmp_path: Path) -> None:
+    rows = read_images()
+    files = img2dataset_files(rows)
+    files["000000099.jpg"] = rows[0][1]
+    files["000000099.txt"] = b"no metadata"
+    files["000000098.jpg"] = rows[0][1]
+    files["000000098.txt"] = b"metadata without a url"
+    files["000000098.json"] = json.dumps({"url": None, "key": "000000098"}).encode()
+    items = read_items(shard(tmp_path / "00000.tar", files))
+    by_id = {i.item_id: i for i in items}
+    assert by_id["000000000"].source_url == "https://example.org/000000000"
+    assert by_id["000000000"].url == ""  # recorded, never fetched: the bytes are here
+    assert by_id["000000099"].source_url == by_id["000000098"].source_url == ""
+    messages = list(upload_requests(pb.JobSpec(kind="clip-filter"), "00000.tar", items))
+    sent = {item.id: item for m in messages[1:] for item in m.items}
+    assert sent["000000000"].source_url == "https://example.org/000000000"
+    assert sent["000000000"].HasField("image") and not sent["000000000"].url
+
+
+@pytest.mark.parametrize(
+    ("meta", "field", "needle"),
+    [
+        (b"{not json", "json", "a JSON object"),
+        (b"[1, 2]", "json", "a JSON object"),
+        (b'{"url": 7}', "url", "a string"),
+        (b'{"url": "file:///etc/passwd"}', "url", "http or https"),
+        (b'{"url": "https://exa mple.org/x.jpg"}', "url", "whitespace"),
+    ],
+)
+def test_a_bad_key_json_is_refused_naming_the_sample(
+    tmp_path: Path, meta: bytes, field: str, needle: str
+) -> None:
+    files = {"a.jpg": b"x", "a.txt": b"a caption", "a.json": meta}
+    with pytest.raises(InvalidArgument) as info:
+        read_items(shard(tmp_path / "bad.tar", files))
+    assert info.value.field == field and needle in info.value.expected
+    assert "sample 'a' of bad.tar" in info.value.expected
+
+
+def test_parquet_url_rows_are_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "urls.parquet"
+    urls = ["https://example.org/a.jpg", "http://example.org:8080/b.png?x=1"]
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["c", "d"], "url": urls}), path)
+    items = read_items(path)
+    assert [(i.url, i.image) for i in items] == [(urls[0], None), (urls[1], None)]
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "text": ["c", "d"], "url": [urls[0], "ftp://e/x.jpg"]}), bad
+    )
+    with pytest.raises(InvalidArgument) as info:
+        read_items(bad)
+    assert info.value.field == "url" and "http or https" in info.value.expected
+    assert "row 2 of bad.parquet" in info.value.expected

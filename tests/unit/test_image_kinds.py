@@ -25,7 +25,7 @@ from allmende.protocol.kinds.clip_filter import CLIP_FILTER
 from allmende.protocol.kinds.embed_image import EMBED_IMAGE
 from allmende.protocol.kinds.embed_text import EMBED_TEXT
 from allmende.protocol.kinds.image_inputs import OK, STATUS_LABELS
-from allmende.protocol.limits import MAX_IMAGE_BYTES
+from allmende.protocol.limits import MAX_IMAGE_BYTES, MAX_URL_CHARS
 from allmende.protocol.models import ModelRegistry, ModelSpec
 from allmende.protocol.signing import SigningKey
 from allmende.protocol.wire import WorkUnit, decode_unit, open_unit, sign_unit
@@ -163,7 +163,29 @@ def test_rows_are_deduplicated_by_the_kinds_inputs() -> None:
     [
         ("clip-filter", InputRecord("a", "cap", 3), "image", "the item's image"),
         ("clip-filter", InputRecord("a", "cap", 3, b"x", "http://e/x.jpg"), "image", "not both"),
-        ("clip-filter", InputRecord("a", "cap", 3, None, "http://e/x.jpg"), "url", "not supported"),
+        ("clip-filter", InputRecord("a", "cap", 3, None, "ftp://e/x.jpg"), "url", "http or https"),
+        ("clip-filter", InputRecord("a", "cap", 3, None, "http:///x.jpg"), "url", "a host"),
+        ("clip-filter", InputRecord("a", "cap", 3, None, "http://e/a b.jpg"), "url", "whitespace"),
+        ("clip-filter", InputRecord("a", "cap", 3, None, "http://e/\x01"), "url", "control"),
+        (
+            "clip-filter",
+            InputRecord("a", "cap", 3, None, "http://e/" + "x" * MAX_URL_CHARS),
+            "url",
+            f"at most {MAX_URL_CHARS} characters",
+        ),
+        (
+            "clip-filter",
+            InputRecord("a", "cap", 3, b"x", source_url="javascript:alert(1)"),
+            "source_url",
+            "http or https",
+        ),
+        (
+            "clip-filter",
+            InputRecord("a", "cap", 3, None, "http://e/x.jpg", "http://e/y.jpg"),
+            "source_url",
+            "only with an image",
+        ),
+        ("embed-text", InputRecord("a", "t", 3, source_url="http://e/y.jpg"), "source_url", "text"),
         (
             "clip-filter",
             InputRecord("a", "cap", 3, b"x" * (MAX_IMAGE_BYTES + 1)),

@@ -15,6 +15,7 @@ from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds import KINDS, get_kind
 from allmende.protocol.kinds.base import KindSpec, RuleParam, rule_text
 from allmende.protocol.kinds.columns import LabelColumn, Layout, ScoreColumn, VectorColumn
+from allmende.protocol.kinds.exact_columns import StatusColumn
 from allmende.protocol.models import ModelSpec
 from allmende.protocol.wire import CODEC, ResultEnvelope, decode_envelope, encode_envelope
 
@@ -204,6 +205,30 @@ def test_domain_store_transport_and_engine_never_name_a_kind() -> None:
         for path in sorted((ROOT / folder).rglob("*.py"))
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if names.search(line)
+    ]
+    assert found == []
+
+
+def test_coordinator_code_never_names_a_status_only_fetched_rows_have() -> None:
+    """Which statuses only fetched rows may have, and which one the coordinator sets, is
+    the kinds' declaration (StatusColumn.fetched_only, .unstable): the coordinator's
+    domain, store and transport read it there."""
+    labels = {
+        label
+        for kind in KINDS.values()
+        for col in kind.results
+        if isinstance(col, StatusColumn)
+        for label in (*col.fetched_only, col.unstable)
+        if label
+    }
+    assert {"unreachable", "unstable"} <= labels
+    quoted = re.compile("|".join(re.escape(f'"{label}"') for label in sorted(labels)))
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for folder in SEAM_FREE[:3]
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if quoted.search(line)
     ]
     assert found == []
 

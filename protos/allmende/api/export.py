@@ -3,8 +3,9 @@
 `clip-retrieval`: the layout clip-retrieval's `clip_inference` writes and its `clip_index`
 (and autofaiss) read: `img_emb/img_emb_N.npy` and `text_emb/text_emb_N.npy` (float32, one row
 per dataset row) and `metadata/metadata_N.parquet` (every other column, the same rows in the
-same order), one N per dataset shard. Only a verified folder is exported: the caller checks
-the manifest's signature and every shard's sha256 first (`verify_folder`).
+same order; the caption as `caption` and, where the dataset has one, the image's `url`, as
+clip-retrieval names them), one N per dataset shard. Only a verified folder is exported:
+the caller checks the manifest's signature and every shard's sha256 first (`verify_folder`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from allmende.protocol.manifest import MANIFEST_NAME, meta_dir, shard_path
 
 FORMATS = ("clip-retrieval",)
 EMBEDDINGS = {"image_embedding": "img_emb", "text_embedding": "text_emb"}
+RENAMED = {"text": "caption"}
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:
@@ -50,6 +52,10 @@ def export_clip_retrieval(folder: Path, out: Path) -> int:
                 np.save(out / sub / f"{sub}_{n}.npy", _matrix(table.column(column)))
         (out / "metadata").mkdir(parents=True, exist_ok=True)
         metadata = table.drop_columns([c for c in EMBEDDINGS if c in table.column_names])
+        # clip-retrieval's own names: the caption is `caption` (a URL is `url` already).
+        metadata = metadata.rename_columns(
+            [RENAMED.get(name, name) for name in metadata.column_names]
+        )
         pq.write_table(metadata, out / "metadata" / f"metadata_{n}.parquet")
         rows += table.num_rows
     return rows

@@ -52,6 +52,7 @@ def as_json(report: RecomputeReport) -> dict[str, Any]:
         "seed": report.seed,
         "rows_total": report.rows_total,
         "rows_checked": report.rows_checked,
+        "rows_skipped": report.rows_skipped,
         "lowest_agreement": _finite(report.lowest_agreement),
         "measure": report.measure,
         "lowest_id": report.lowest_id,
@@ -73,6 +74,11 @@ def print_report(report: RecomputeReport) -> None:
         f"({report.kind}, seed {report.seed}); lowest {report.measure} "
         f"{report.lowest_agreement:.6f} (row {report.lowest_id or '-'}), tau {report.tau}"
     )
+    if report.rows_skipped:
+        out(
+            f"skipped {report.rows_skipped} sampled row(s) with a url: their images are not "
+            "in the dataset, and fetching them again may give other bytes"
+        )
     for d in report.disagreements:
         measure = f"{d.measure:.6f}" if math.isfinite(d.measure) else "unreadable"
         out(f"disagrees: row {d.id} column {d.column}: {measure} < {d.threshold:g}")

@@ -39,8 +39,8 @@ class WorkUnit:
     # Image kinds: one image file per row, beside `texts` ('' there when the kind takes no
     # text). Empty for text kinds.
     images: tuple[bytes, ...] = ()
-    # Image kinds: rows the volunteer fetches itself, one URL per row beside `images` (''
-    # for a row whose bytes are in `images`); empty when no row is a URL.
+    # Rows the volunteer fetches (opt-in): one URL per row beside `images`, '' for a row
+    # whose bytes are in `images`; empty when no row is a URL.
     urls: tuple[str, ...] = ()
 
     @property
@@ -50,6 +50,10 @@ class WorkUnit:
     def row(self, i: int) -> tuple[str, bytes]:
         """Row `i`'s inputs: its text and its image (b'' for text kinds)."""
         return self.texts[i], self.images[i] if self.images else b""
+
+    def url(self, i: int) -> str:
+        """Row `i`'s URL ('' for a row given by its bytes)."""
+        return self.urls[i] if self.urls else ""
 
 
 def encode_unit(unit: WorkUnit) -> bytes:

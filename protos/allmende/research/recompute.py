@@ -12,14 +12,15 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from allmende.protocol.errors import FailedPrecondition, InvalidArgument
 from allmende.protocol.kinds.compute import Computers
-from allmende.research.folder import read_manifest, read_rows, shards, total_rows
+from allmende.protocol.models import ModelRegistry
+from allmende.research.folder import read_manifest, read_rows, schema_names, shards, total_rows
 from allmende.research.pinned import DatasetModel, dataset_model
 
 
@@ -43,6 +44,9 @@ class RecomputeReport:
     measure: str  # what lowest_agreement measures
     lowest_id: str
     disagreements: list[Disagreement] = field(default_factory=list)
+    # Sampled rows not recomputed: rows of an image kind with a `url` (their image is not
+    # in the dataset, and fetching it again may give other bytes than the volunteers got).
+    rows_skipped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -71,20 +75,28 @@ def recompute(
     computers: Computers | None = None,
     seed: int | None = None,
     progress: Callable[[int], None] | None = None,
+    registry: ModelRegistry | None = None,
 ) -> RecomputeReport:
     """Recompute a sample of `folder`'s rows. The folder's signature and checksums are the
-    caller's to check first (verify_folder); this checks what the rows say."""
+    caller's to check first (verify_folder); this checks what the rows say. `registry`:
+    where the pinned model is looked up (this install's models unless given)."""
     manifest = read_manifest(folder)
     parts = shards(folder, manifest)
     total = total_rows(parts)
     count = sample_size(total, fraction, rows)
-    pinned = dataset_model(manifest)
+    pinned = dataset_model(manifest, registry)
     seed = secrets.randbelow(2**31 - 1) + 1 if seed is None else seed
     positions = np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
     result_columns = [col.name for col, _, _ in pinned.shape.columns]
-    if count == 0:  # an empty dataset: nothing to recompute, no model to load
+    skipped = 0
+    if pinned.kind.takes_images and "url" in schema_names(parts) and count:
+        urls = read_rows(parts, positions, ["url"])["url"]
+        fetched = np.asarray([u is not None for u in urls], dtype=bool)
+        skipped, positions = int(fetched.sum()), positions[~fetched]
+        count = int(positions.size)
+    if count == 0:  # nothing to recompute, no model to load
         empty = np.zeros((0, pinned.shape.width), dtype=np.float32)
-        return _compare(pinned, [], empty, empty, total, seed)
+        return replace(_compare(pinned, [], empty, empty, total, seed), rows_skipped=skipped)
     values = read_rows(parts, positions, ["id", *pinned.kind.inputs, *result_columns])
     stored = pinned.shape.read({name: values[name] for name in result_columns})
     if computers is None:
@@ -94,7 +106,8 @@ def recompute(
     fresh = pinned.shape.rounded(
         computers.run(pinned.kind.name, pinned.model.name, _inputs(pinned, values), progress)
     )
-    return _compare(pinned, [str(i) for i in values["id"]], stored, fresh, total, seed)
+    report = _compare(pinned, [str(i) for i in values["id"]], stored, fresh, total, seed)
+    return replace(report, rows_skipped=skipped)
 
 
 def _inputs(pinned: DatasetModel, values: dict[str, list[object]]) -> list[str]:

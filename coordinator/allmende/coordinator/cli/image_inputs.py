@@ -3,7 +3,10 @@ the image columns of a `.parquet` file.
 
 A shard holds samples as files sharing a key (the member's path up to the first dot of its
 name): `KEY.jpg|jpeg|png|webp` the image, `KEY.txt` the caption, optionally `KEY.json`
-(img2dataset's metadata; read for nothing yet). The sample's id is its key. A Parquet file
+(img2dataset's metadata: a JSON object whose "url", when a string, is where the image came
+from: recorded in the dataset's `url` column, never fetched; a JSON that does not parse, or
+a "url" that is not a string or not an http(s) URL, is refused naming the sample; a missing
+or null "url" is none). The sample's id is its key. A Parquet file
 has `id`, `text` and either `image` (the file's bytes, or a Hugging Face `Image` struct with
 `bytes`) or `url` per row, never both.
 
@@ -13,12 +16,14 @@ are checked before a member is read, so a shard cannot make the CLI read a huge 
 
 from __future__ import annotations
 
+import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.input_urls import url_problem
 from allmende.protocol.limits import MAX_IMAGE_BYTES, MAX_TEXT_BYTES, MAX_URL_CHARS
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -26,8 +31,9 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 MAX_JSON_BYTES = 64 * 1024
 
 
-def tar_samples(path: Path) -> Iterator[tuple[str, str, bytes, int]]:
-    """(key, caption, image, sample number from 1) of a WebDataset shard, in shard order."""
+def tar_samples(path: Path) -> Iterator[tuple[str, str, bytes, int, str]]:
+    """(key, caption, image, sample number from 1, source URL or '') of a WebDataset
+    shard, in shard order."""
     samples: dict[str, dict[str, bytes]] = {}
     order: list[str] = []
     try:
@@ -74,7 +80,30 @@ def tar_samples(path: Path) -> Iterator[tuple[str, str, bytes, int]]:
             caption = fields["txt"].decode("utf-8").strip()
         except UnicodeDecodeError:
             raise InvalidArgument("text", f"a UTF-8 caption ({where})") from None
-        yield key, caption, fields["image"], number
+        yield key, caption, fields["image"], number, _source_url(fields.get("json"), where)
+
+
+def _source_url(data: bytes | None, where: str) -> str:
+    """The "url" of img2dataset's KEY.json ('' without one)."""
+    if data is None:
+        return ""
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgument(
+            "json", f"a JSON object in the sample's .json ({where}: {exc})"
+        ) from None
+    if not isinstance(meta, dict):
+        raise InvalidArgument("json", f"a JSON object in the sample's .json ({where})")
+    url = meta.get("url")
+    if url is None or url == "":
+        return ""
+    if not isinstance(url, str):
+        raise InvalidArgument("url", f"a string in the sample's .json ({where})")
+    problem = url_problem(url)
+    if problem:
+        raise InvalidArgument("url", f"{problem} in the sample's .json ({where})")
+    return url
 
 
 def _limit(extension: str) -> int:
@@ -113,5 +142,8 @@ def parquet_images(table: Any, name: str) -> list[tuple[bytes | None, str]]:
             )
         if len(url) > MAX_URL_CHARS:
             raise InvalidArgument("url", f"at most {MAX_URL_CHARS} characters ({where})")
+        problem = url_problem(url) if url else ""
+        if problem:
+            raise InvalidArgument("url", f"{problem} ({where})")
         out.append((image, url))
     return out

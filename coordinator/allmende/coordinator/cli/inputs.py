@@ -27,7 +27,8 @@ class Item:
     text: str
     line: int
     image: bytes | None = None  # image-text inputs: the image file (b'': a 0-byte file)
-    url: str = ""
+    url: str = ""  # the image is fetched from here by volunteers (instead of `image`)
+    source_url: str = ""  # where `image` came from (recorded, never fetched)
 
 
 def read_items(path: Path) -> list[Item]:
@@ -182,8 +183,8 @@ def _parquet(path: Path) -> Iterator[Item]:
 
 
 def _tar(path: Path) -> Iterator[Item]:
-    for key, caption, image, number in tar_samples(path):
-        yield Item(key, caption, number, image)
+    for key, caption, image, number, source in tar_samples(path):
+        yield Item(key, caption, number, image, source_url=source)
 
 
 def _txt(path: Path) -> Iterator[Item]:

@@ -32,11 +32,18 @@ def upload_requests(
     batch: list[pb.InputItem] = []
     size = 0
     for item in items:
-        message = pb.InputItem(id=item.item_id, text=item.text, line=item.line, url=item.url)
+        message = pb.InputItem(
+            id=item.item_id,
+            text=item.text,
+            line=item.line,
+            url=item.url,
+            source_url=item.source_url,
+        )
         if item.image is not None:
             message.image = item.image
         batch.append(message)
-        size += len(item.text) + len(item.item_id) + len(item.image or b"") + len(item.url) + 16
+        size += len(item.text) + len(item.item_id) + len(item.image or b"")
+        size += len(item.url) + len(item.source_url) + 16
         if len(batch) >= CHUNK_ITEMS or size >= CHUNK_BYTES:
             yield pb.CreateJobRequest(items=batch)
             batch, size = [], 0

@@ -57,10 +57,11 @@ def _arrow_type(column: ResultColumn, layout: Layout) -> pa.DataType:
     return pa.float32()
 
 
-def _schema(shape: ResultShape, keep: bool, text: bool = True) -> pa.Schema:
+def _schema(shape: ResultShape, keep: bool, text: bool = True, url: bool = False) -> pa.Schema:
     fields = [
         pa.field("id", pa.string(), nullable=False),
         *([pa.field("text", pa.string(), nullable=False)] if text else []),
+        *([pa.field("url", pa.string(), nullable=True)] if url else []),
         *(
             pa.field(column.name, _arrow_type(column, layout), nullable=False)
             for column, layout, _ in shape.columns
@@ -125,22 +126,33 @@ class _ShardWriter:
         keep: Callable[..., np.ndarray] | None,
         metadata: dict[bytes, bytes],
         text: bool = True,
+        url: bool = False,
     ) -> None:
         self.folder = folder
         self.shape = shape
         self.keep = keep
         self.metadata = metadata
         self.text = text  # the kind takes text: the dataset has a `text` column
-        self.schema = _schema(shape, keep is not None, text)
+        self.url = url  # some row has a URL: the dataset has a `url` column
+        self.schema = _schema(shape, keep is not None, text, url)
         self.shards: list[dict[str, Any]] = []
         self.kept = 0
         self._columns: dict[str, list[Any]] = {name: [] for name in _ROW_FIELDS}
         self._rows: list[np.ndarray] = []
 
-    def add(self, item_id: str, text: str, row: np.ndarray, content: bytes, p: Provenance) -> None:
+    def add(
+        self,
+        item_id: str,
+        text: str,
+        row: np.ndarray,
+        content: bytes,
+        p: Provenance,
+        url: str = "",
+    ) -> None:
         c = self._columns
         c["id"].append(item_id)
         c["text"].append(text)
+        c["url"].append(url or None)
         c["content_sha256"].append(content.hex())
         c["unit_id"].append(p.unit_id)
         c["verified_by"].append(p.verified_by)
@@ -162,6 +174,8 @@ class _ShardWriter:
         arrays = [pa.array(c["id"], pa.string())]
         if self.text:
             arrays.append(pa.array(c["text"], pa.string()))
+        if self.url:
+            arrays.append(pa.array(c["url"], pa.string()))
         for column, layout, _ in self.shape.columns:
             got = values[column.name]
             if isinstance(column, VectorColumn):
@@ -177,7 +191,7 @@ class _ShardWriter:
             arrays.append(pa.array(kept, pa.bool_()))
         arrays += [
             pa.array(c[name], self.schema.field(name).type)
-            for name in _ROW_FIELDS[2:]  # the provenance, in _schema's order
+            for name in _ROW_FIELDS[3:]  # the provenance, in _schema's order
         ]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         self.shards.append(write_shard(table, self.folder, len(self.shards), self.metadata))
@@ -188,6 +202,7 @@ class _ShardWriter:
 _ROW_FIELDS = (
     "id",
     "text",
+    "url",
     "content_sha256",
     "unit_id",
     "verified_by",
@@ -256,7 +271,12 @@ def assimilate(
         units[unit.unit_id] = (content.texts, matrix, provenance(unit))
     how = recipe(kind, model, shape, s.result_dtype)
     writer = _ShardWriter(
-        staging, shape, keeper, shard_metadata(job.job_id, key.fingerprint, how), kind.takes_text
+        staging,
+        shape,
+        keeper,
+        shard_metadata(job.job_id, key.fingerprint, how),
+        kind.takes_text,
+        url=job.url_items > 0,
     )
     rows = 0
     agreements: list[float] = []
@@ -267,7 +287,9 @@ def assimilate(
         if item.item_id in withdrawn:  # a takedown outlives re-verification
             continue
         texts, matrix, p = units[item.unit_id]
-        writer.add(item.item_id, texts[item.row], matrix[item.row], item.content_sha256, p)
+        writer.add(
+            item.item_id, texts[item.row], matrix[item.row], item.content_sha256, p, item.url
+        )
         if p.agreement is not None:
             agreements.append(p.agreement)
         verification[p.verified_by] = verification.get(p.verified_by, 0) + 1
@@ -299,7 +321,7 @@ def assimilate(
         **({"rows_kept": writer.kept} if keep is not None else {}),
         "unique_items": job.unique_items,
         "units": len(units),
-        "columns": _column_notes(shape, keep is not None, rule, kind.inputs),
+        "columns": _column_notes(shape, keep is not None, rule, kind.inputs, job.url_items > 0),
         "shards": writer.shards,
         "merkle_root": merkle_root([shard["sha256"] for shard in writer.shards]),
         "min_agreement": min(agreements) if agreements else None,
@@ -319,12 +341,21 @@ def assimilate(
 
 
 def _column_notes(
-    shape: ResultShape, keep: bool, rule: Mapping[str, Any], inputs: Sequence[str] = ("text",)
+    shape: ResultShape,
+    keep: bool,
+    rule: Mapping[str, Any],
+    inputs: Sequence[str] = ("text",),
+    url: bool = False,
 ) -> dict[str, str]:
     """What each dataset column holds, from the kind's declaration."""
     notes = {"id": "input id (string)"}
     if "text" in inputs:
         notes["text"] = "the input text"
+    if url:
+        notes["url"] = (
+            "string; where the row's image came from: the URL volunteers fetched it from, "
+            "or the source URL given with its bytes (null where the row had none)"
+        )
     for column, layout, _ in shape.columns:
         if isinstance(column, VectorColumn):
             kind = f"fixed_size_list<float32>[{layout.width}]"
@@ -365,7 +396,9 @@ def _column_notes(
 
 _CONTENT_NOTES = {
     ("text",): "sha256 of the text (UTF-8), hex",
-    ("image",): "sha256 of the image file, hex (rows with equal values were computed once)",
+    ("image",): "sha256 of the image file (of b'url:' and the URL for a row fetched from "
+    "a URL), hex (rows with equal values were computed once)",
     ("image", "text"): "sha256 of the text's UTF-8 length (8 bytes, big-endian), the text "
-    "and the image file, hex (rows with equal values were computed once)",
+    "and the image file (b'url:' and the URL for a row fetched from a URL), hex (rows with "
+    "equal values were computed once)",
 }

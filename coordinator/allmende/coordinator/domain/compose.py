@@ -5,6 +5,11 @@ gold rows (known answers) and a decoy mixed in, signed for that lease alone. A v
 gold rows from the others, cannot reuse another volunteer's result (other order, other
 gold rows, other lease id), and cannot replay an old one. On submission the coordinator
 checks the gold rows, then puts the unit's rows back in unit order.
+
+Rows a volunteer fetches from a URL keep their URL in the new order (WorkUnit.urls); gold
+rows and decoys always carry their bytes. A fetched row's image digest cannot be checked
+against the unit (`composed_images` gives None for it), and only such rows may report a
+fetch failure (`composed_fetched`, ResultShape.check_sources).
 """
 
 from __future__ import annotations
@@ -173,8 +178,15 @@ def compose(
     ]
     texts = tuple(text for text, _ in rows)
     images = tuple(image for _, image in rows) if unit.images else ()
+    # URL rows keep their URL in the new order; gold rows and decoys always carry bytes.
+    urls = (
+        tuple(unit.urls[i] if i < candidate.rows else "" for i in order.tolist())
+        if unit.urls
+        else ()
+    )
     blob, signature = sign_unit(
-        key, replace(unit, texts=texts, images=images, lease_id=lease_id, created_ms=now_ms)
+        key,
+        replace(unit, texts=texts, images=images, urls=urls, lease_id=lease_id, created_ms=now_ms),
     )
     return Composed(
         blob,
@@ -240,20 +252,41 @@ def open_result(
 
 
 def composed_images(
-    lease: LeaseRecord, images: Sequence[bytes], gold: dict[int, GoldRow]
+    lease: LeaseRecord,
+    images: Sequence[bytes],
+    gold: dict[int, GoldRow],
+    urls: Sequence[str] = (),
 ) -> list[bytes | None]:
     """The image of each row as the lease's volunteer got it (None: a row whose image the
-    coordinator does not hold, e.g. a gold row dropped since), so that a result's digests
-    are checked in the order the volunteer sent them."""
+    coordinator does not hold, e.g. a gold row dropped since, or a row the volunteer
+    fetched from its URL in `urls`), so that a result's digests are checked in the order
+    the volunteer sent them."""
+
+    def own(i: int) -> bytes | None:
+        return None if urls and urls[i] else images[i]
+
     if not lease.composition:
-        return list(images)
+        return [own(i) for i in range(len(images))]
     out: list[bytes | None] = []
     for source in np.frombuffer(lease.composition, dtype="<u2").tolist():
         if source < len(images):
-            out.append(images[source])
+            out.append(own(source))
         elif source - len(images) < len(lease.gold_ids):
             row = gold.get(lease.gold_ids[source - len(images)])
             out.append(None if row is None else row.image)
         else:
             out.append(None)  # a decoy (text kinds only)
     return out
+
+
+def composed_fetched(lease: LeaseRecord, urls: Sequence[str], rows: int) -> list[bool]:
+    """Per row as the lease's volunteer got it (`rows` of them): whether it fetched the
+    row from a URL (never a gold row or a decoy). `urls`: the planned unit's."""
+    if not urls:
+        return [False] * rows
+    if not lease.composition:
+        return [bool(url) for url in urls]
+    return [
+        source < len(urls) and bool(urls[source])
+        for source in np.frombuffer(lease.composition, dtype="<u2").tolist()
+    ]

@@ -237,14 +237,19 @@ class Coordinator(Leasing, Submissions, Verdicts):
         so never gets it as a gold row (see compose.Viewer)."""
         assert self.gold_computer is not None
         # Rows as the units hold them (an image kind's: its image, and its text if it takes
-        # one), each with the unit that holds it.
+        # one), each with the unit that holds it. Never a row volunteers fetch from a URL:
+        # a gold row carries its bytes, and the coordinator holds none for it.
         home: dict[tuple[str, bytes], str] = {}
         for u in units:
             content = decode_unit(u.blob)
             for i in range(content.rows):
-                home.setdefault(content.row(i), u.unit_id)
+                if not content.url(i):
+                    home.setdefault(content.row(i), u.unit_id)
         inputs = list(home)
         picked = [inputs[i] for i in new_rng().permutation(len(inputs))[:SEED_GOLD_ROWS]]
+        if not picked:  # every row is fetched: the pool of its model serves it
+            self.gold.expire()
+            return
         texts, images = [t for t, _ in picked], [image for _, image in picked]
         takes_images = get_kind(settings.kind).takes_images
         rows = (

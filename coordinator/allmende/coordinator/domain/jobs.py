@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from allmende.coordinator.store.records import JobSettings, NewItem, NewJob, NewUnit
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.input_urls import url_problem
 from allmende.protocol.kinds import (
     DEFAULT_KIND,
     VECTOR_DTYPES,
@@ -67,7 +68,9 @@ class InputRecord:
     line: int
     # Image kinds: the image file's bytes (b'': a file of 0 bytes; None: no image given).
     image: bytes | None = None
-    url: str = ""  # image kinds: where to fetch the image (instead of `image`)
+    url: str = ""  # image kinds: where volunteers fetch the image (instead of `image`)
+    # Image kinds: where an image given by its bytes came from (recorded, never fetched).
+    source_url: str = ""
 
 
 def resolve_settings(req: JobRequest, registry: ModelRegistry) -> JobSettings:
@@ -165,8 +168,8 @@ def check_items(records: list[InputRecord], kind: KindSpec = EMBED_TEXT) -> None
 def _check_inputs(rec: InputRecord, kind: KindSpec, where: str) -> None:
     """What one item carries against what the kind takes (its `inputs`)."""
     if not kind.takes_images:
-        if rec.image is not None or rec.url:
-            field = "image" if rec.image is not None else "url"
+        if rec.image is not None or rec.url or rec.source_url:
+            field = "image" if rec.image is not None else "url" if rec.url else "source_url"
             raise InvalidArgument(field, f"no {field}: {kind.name} takes text only ({where})")
         return
     if rec.image is not None and rec.url:
@@ -174,11 +177,16 @@ def _check_inputs(rec: InputRecord, kind: KindSpec, where: str) -> None:
     if rec.image is None and not rec.url:
         raise InvalidArgument("image", f"the item's image ({kind.name} rows are images; {where})")
     if rec.url:
-        # Fetching by volunteers (opt-in, with limits) is not built yet: refuse clearly
-        # rather than hand out rows nobody computes.
-        raise InvalidArgument(
-            "url", f"the image's bytes; url rows are not supported yet ({where})"
-        )
+        # A row the volunteers fetch (those that opted in, see domain/leasing.py): checked
+        # here for its form only; its bytes and status come from the volunteers.
+        _check_url("url", rec.url, where)
+        if rec.source_url:
+            raise InvalidArgument("source_url", f"only with an image's bytes ({where})")
+        if not kind.takes_text and rec.text:
+            raise InvalidArgument("text", f"no text: {kind.name} takes an image only ({where})")
+        return
+    if rec.source_url:
+        _check_url("source_url", rec.source_url, where)
     size = len(rec.image or b"")
     if size > MAX_IMAGE_BYTES:
         raise InvalidArgument("image", f"at most {MAX_IMAGE_BYTES} bytes, got {size} ({where})")
@@ -186,6 +194,12 @@ def _check_inputs(rec: InputRecord, kind: KindSpec, where: str) -> None:
     # reports it (an input file may hold one, and its row stays in the dataset).
     if not kind.takes_text and rec.text:
         raise InvalidArgument("text", f"no text: {kind.name} takes an image only ({where})")
+
+
+def _check_url(field: str, url: str, where: str) -> None:
+    problem = url_problem(url)
+    if problem:
+        raise InvalidArgument(field, f"{problem} ({where})")
 
 
 def new_job_id() -> str:
@@ -200,8 +214,8 @@ def plan_job(
     key: SigningKey,
     now_ms: int,
 ) -> tuple[NewJob, list[NewUnit], list[NewItem]]:
-    """Deduplicate rows by the sha256 of the kind's inputs (identical images are computed
-    once), cut units by rows and bytes, sign each one.
+    """Deduplicate rows by the sha256 of the kind's inputs (identical images, and identical
+    URLs, are computed once), cut units by rows and bytes, sign each one.
 
     Unique texts are ordered by an estimate of their token count before they are cut into
     units, so each unit holds texts of similar length and a volunteer's batches need little
@@ -211,39 +225,42 @@ def plan_job(
     kind = get_kind(settings.kind)
     check_items(records, kind)
     first: dict[bytes, int] = {}  # content hash -> index into `unique`
-    unique: list[tuple[str, bytes, int]] = []  # (text, image, bytes)
+    unique: list[tuple[str, bytes, str, int]] = []  # (text, image, url, bytes)
     digests: list[bytes] = []
     for rec in records:
         text = rec.text if kind.takes_text else ""
         image = rec.image or b""
-        digest = kind.content_digest(text, image)
+        digest = kind.content_digest(text, image, rec.url)
         digests.append(digest)
         if digest not in first:
             first[digest] = len(unique)
-            size = len(text.encode("utf-8", "surrogatepass")) + len(image)
-            unique.append((text, image, size))
-    order = sorted(range(len(unique)), key=lambda i: (estimate_tokens(unique[i][0]), unique[i][2]))
+            # A URL row travels as its URL: its bytes count like an image's.
+            size = len(text.encode("utf-8", "surrogatepass")) + len(image) + len(rec.url)
+            unique.append((text, image, rec.url, size))
+    order = sorted(range(len(unique)), key=lambda i: (estimate_tokens(unique[i][0]), unique[i][3]))
     slot_of: list[tuple[int, int]] = [(0, 0)] * len(unique)
-    unit_rows: list[list[tuple[str, bytes]]] = [[]]
+    unit_rows: list[list[tuple[str, bytes, str]]] = [[]]
     unit_bytes = 0
     for index in order:
-        text, image, size = unique[index]
-        size += 16  # protobuf field overhead (a text and an image field)
+        text, image, url, size = unique[index]
+        size += 24  # protobuf field overhead (a text, an image and a url field)
         if unit_rows[-1] and (
             len(unit_rows[-1]) >= settings.unit_size or unit_bytes + size > MAX_UNIT_BYTES
         ):
             unit_rows.append([])
             unit_bytes = 0
-        unit_rows[-1].append((text, image))
+        unit_rows[-1].append((text, image, url))
         unit_bytes += size
         slot_of[index] = (len(unit_rows) - 1, len(unit_rows[-1]) - 1)
     items = [
-        NewItem(seq, rec.item_id, *slot_of[first[digest]], digest)
+        NewItem(seq, rec.item_id, *slot_of[first[digest]], digest, rec.url or rec.source_url)
         for seq, (rec, digest) in enumerate(zip(records, digests, strict=True))
     ]
     units = []
     for seq, rows in enumerate(unit_rows):
-        texts = [text for text, _ in rows]
+        texts = [text for text, _, _ in rows]
+        # `urls` only in units that hold a URL row (the wire's contract: '' beside bytes).
+        urls = tuple(url for _, _, url in rows) if any(url for _, _, url in rows) else ()
         unit = WorkUnit(
             unit_id=f"{job_id}-u{seq:06d}",
             job_id=job_id,
@@ -254,7 +271,8 @@ def plan_job(
             dims=settings.dims,
             result_dtype=settings.result_dtype,
             created_ms=now_ms,
-            images=tuple(image for _, image in rows) if kind.takes_images else (),
+            images=tuple(image for _, image, _ in rows) if kind.takes_images else (),
+            urls=urls,
         )
         blob, signature = sign_unit(key, unit)
         units.append(NewUnit(unit.unit_id, seq, len(texts), blob, signature))
@@ -266,5 +284,7 @@ def plan_job(
         items=len(records),
         unique_items=len(unique),
         created_ms=now_ms,
+        fetch_rows=sum(1 for rec in records if rec.url),
+        url_items=sum(1 for rec in records if rec.url or rec.source_url),
     )
     return job, units, items

@@ -8,6 +8,14 @@ A group that agrees is accepted only if one of its results is *proven* (see
 proven volunteer's result joins the group. Two new accounts agreeing on invented rows thus
 publish nothing. What is published is the group's consensus (ResultShape.combine: for
 embeddings the normalised mean).
+
+Rows the volunteers fetched from a URL are settled first (ResultShape.settle_fetched): where
+the replicas' digests or statuses of such a row differ, they fetched different things, and
+the row becomes the kind's coordinator-set status in every replica before the quorum
+compares them. It is then no disagreement: nobody is outvoted or faulted for it, and the
+unit is accepted on its other rows. A unit accepted on one result has nothing to settle
+against: its fetched rows rest on that volunteer (and its unit's gold rows) alone. Fetched
+rows never become gold rows (the coordinator holds no bytes for them).
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ class Arrival:
     gold_wanted: bool  # the job still wants gold rows from accepted units
     gold_streak: int = 0  # see Verdict.gold_streak
     proven_streak: int = 0  # see TrustPolicy.proven_streak (0: every result is proven)
+    # Per row of the unit: the volunteers fetched it from a URL (empty: no such row).
+    fetched: tuple[bool, ...] = ()
 
 
 def proven(result: ResultRecord, streak: int) -> bool:
@@ -75,6 +85,9 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
         else arrival.shape.decode(r.payload, unit.rows)
         for r in results
     ]
+    # URL rows whose replicas fetched different things get the coordinator's status in all before
+    # they are compared: nobody's fault, not a disagreement (ResultShape.settle_fetched).
+    matrices, _ = arrival.shape.settle_fetched(matrices, arrival.fetched)
     vouching = [proven(r, arrival.proven_streak) for r in results]
     outcome = quorum.decide(matrices, arrival.shape, s.tau, unit.needed, vouching)
     ids = [r.result_id for r in results]
@@ -106,9 +119,10 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
             agreement=outcome.agreement,
             canonical=valid[0],
             canonical_payload=arrival.shape.encode(published) if len(group) > 1 else b"",
+            # (a group of one had nothing to settle against: its own payload is published)
             credit=min(claims),
             outvoted=tuple(r.volunteer_id for r in results if r.result_id in invalid),
-            gold=_harvest(unit, published, len(valid), arrival.gold_wanted),
+            gold=_harvest(unit, published, len(valid), arrival.gold_wanted, arrival.fetched),
             gold_streak=arrival.gold_streak,
         )
     worst = outcome.worst
@@ -127,19 +141,26 @@ def judge(unit: UnitRecord, results: list[ResultRecord], arrival: Arrival) -> Ve
 
 
 def _harvest(
-    unit: UnitRecord, canonical: np.ndarray, agreeing: int, wanted: bool
+    unit: UnitRecord,
+    canonical: np.ndarray,
+    agreeing: int,
+    wanted: bool,
+    fetched: tuple[bool, ...] = (),
 ) -> tuple[GoldInput, ...]:
     """Rows of a unit that distinct volunteers agreed on, to serve as gold rows (with their
-    image, for image kinds)."""
-    if not wanted or agreeing < 2 or unit.settings.gold_fraction <= 0:
+    image, for image kinds). Never a row fetched from a URL: a gold row carries its bytes,
+    and the coordinator does not hold a fetched row's."""
+    candidates = [i for i in range(unit.rows) if not (fetched and fetched[i])]
+    if not wanted or agreeing < 2 or unit.settings.gold_fraction <= 0 or not candidates:
         return ()
     # A few rows more than one unit's share: a volunteer never gets rows from units it
     # leased, so the pool must hold rows of many units before everyone has fresh ones.
     k = min(
-        unit.rows, max(HARVEST_ROWS, gold_count(unit.rows, unit.settings.gold_fraction, unit.rows))
+        len(candidates),
+        max(HARVEST_ROWS, gold_count(unit.rows, unit.settings.gold_fraction, unit.rows)),
     )
     content = decode_unit(unit.blob)
-    rows = new_rng().choice(unit.rows, size=k, replace=False).tolist()
+    rows = new_rng().choice(candidates, size=k, replace=False).tolist()
     answers = [np.ascontiguousarray(canonical[i], dtype="<f4").tobytes() for i in rows]
     if content.images:
         return tuple(

@@ -41,6 +41,12 @@ WAIT_RETRY_MS = 1000
 MAX_LEASE_UNITS = 32
 # Unit bytes one ListLeases answer carries at most: a message's limit, less room for framing.
 MAX_HELD_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
+# Told to a volunteer that did not opt in to fetching URLs when only jobs with URL rows
+# have work left (it gets work_remaining False: nothing will come for it as it runs).
+FETCH_URLS_NOTICE = (
+    "the work left here is images fetched from URLs, which only volunteers that opted in "
+    "are given: run with --fetch-urls to take it"
+)
 
 
 @dataclass(frozen=True)
@@ -116,14 +122,21 @@ class Leasing(CoordinatorPart):
     _seen_lock: threading.Lock
     lease_calls: TokenBuckets
 
-    def lease_work(self, volunteer_id: str, address: str = "", count: int = 1) -> LeaseOffer:
+    def lease_work(
+        self, volunteer_id: str, address: str = "", count: int = 1, fetch_urls: bool = False
+    ) -> LeaseOffer:
         """Lease up to `count` units, each composed for this volunteer alone (see
         domain/compose.py) and each a lease of its own; the daily quota counts each.
 
         `address` is the volunteer's network address ('' for a local socket). Its address
         block (TrustPolicy.block) is rate-limited, may hold only a share of a job's replica
         slots, and replicas of a unit go to distinct blocks unless the policy says
-        otherwise. A refused call changes nothing."""
+        otherwise. A refused call changes nothing.
+
+        `fetch_urls`: the volunteer opted in to fetching images from URLs; only then does
+        it get units of jobs with URL rows. A volunteer that did not, while only such work
+        is left, gets no lease, `work_remaining` False (nothing will come for it) and a
+        notice saying that --fetch-urls would get it work."""
         if not 1 <= count <= MAX_LEASE_UNITS:
             raise InvalidArgument("max_units", f"1 to {MAX_LEASE_UNITS} units, got {count}")
         if not volunteer_id:
@@ -139,7 +152,7 @@ class Leasing(CoordinatorPart):
         admission.viewer = self.gold.viewer(volunteer_id)
         grants: list[LeaseGrant] = []
         with self.store.batch():  # one commit (SQLite)
-            grant = self._lease_one(admission, block, admit=True)
+            grant = self._lease_one(admission, block, fetch_urls, admit=True)
             if admission.refusal is not None:
                 return admission.refusal
             used = 0
@@ -150,14 +163,19 @@ class Leasing(CoordinatorPart):
                 # composed unit can be would still fit (image units weigh megabytes).
                 if len(grants) >= admission.allowed or used + MAX_COMPOSED_BYTES > MAX_HELD_BYTES:
                     break
-                grant = self._lease_one(admission, block)
+                grant = self._lease_one(admission, block, fetch_urls)
         if grants:
             return LeaseOffer(grants[0], True, 0, more=tuple(grants[1:]))
-        remaining = self.store.work_remaining(volunteer_id, now)
-        return LeaseOffer(None, remaining, WAIT_RETRY_MS if remaining else IDLE_RETRY_MS)
+        remaining = self.store.work_remaining(volunteer_id, now, fetch_urls)
+        notice = ""
+        if not remaining and not fetch_urls and self.store.work_remaining(volunteer_id, now, True):
+            notice = FETCH_URLS_NOTICE
+        return LeaseOffer(
+            None, remaining, WAIT_RETRY_MS if remaining else IDLE_RETRY_MS, notice=notice
+        )
 
     def _lease_one(
-        self, admission: _Admission, block: str, admit: bool = False
+        self, admission: _Admission, block: str, fetch_urls: bool, admit: bool = False
     ) -> LeaseGrant | None:
         """One lease from address block `block`; with `admit`, the one whose transaction
         judges the volunteer."""
@@ -206,6 +224,7 @@ class Leasing(CoordinatorPart):
             block_share=self.policy.block_share,
             # the first lease's `admit` judges the cap; the store holds the later ones to it
             held_cap=None if admit else admission.cap,
+            fetch_urls=fetch_urls,
         )
 
     def _seen(self, volunteer_id: str, now: int) -> None:

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from allmende.coordinator.domain.compose import composed_images, composed_rows, open_result
+from allmende.coordinator.domain.compose import (
+    composed_fetched,
+    composed_images,
+    composed_rows,
+    open_result,
+)
 from allmende.coordinator.domain.jobs import result_shape
 from allmende.coordinator.domain.judge import Arrival, judge
 from allmende.coordinator.domain.part import CoordinatorPart
@@ -160,7 +165,11 @@ class Submissions(CoordinatorPart):
             gold = self.gold.get(lease.gold_ids)
             content = decode_unit(unit.blob)
             if content.images:  # rows as this volunteer got them, gold rows included
-                shape.check_inputs(matrix, composed_images(lease, content.images, gold))
+                shape.check_inputs(
+                    matrix, composed_images(lease, content.images, gold, content.urls)
+                )
+            # Statuses only the coordinator sets, or only a fetched row may have.
+            shape.check_sources(matrix, composed_fetched(lease, content.urls, len(matrix)))
             opened = open_result(lease, unit.rows, matrix, gold, shape, unit.settings.tau)
         except (InvalidArgument, PermissionDenied) as exc:
             self._fault(env.volunteer_id, kind, exc.message)
@@ -188,6 +197,7 @@ class Submissions(CoordinatorPart):
             gold_wanted=len(self.gold.rows(unit.job_id)) < self.policy.gold_pool,
             gold_streak=self.policy.gold_streak,
             proven_streak=self.policy.proven_streak,
+            fetched=tuple(bool(url) for url in content.urls),
         )
         # Gold rows passed (none missed, or it was refused above), or the operator's own
         # machine when it trusts it: this result may vouch for its quorum.

@@ -146,7 +146,7 @@ class DatasetQueries(JobQueries):
     def dataset_items(self, job_id: str) -> Iterator[DatasetItem]:
         i, u = t.items, t.units
         query = (
-            select(i.c.seq, i.c.item_id, u.c.unit_id, i.c.row, i.c.content_sha256)
+            select(i.c.seq, i.c.item_id, u.c.unit_id, i.c.row, i.c.content_sha256, i.c.url)
             .select_from(i.join(u, and_(u.c.job_id == i.c.job_id, u.c.seq == i.c.unit_seq)))
             .where(i.c.job_id == job_id)
             .order_by(i.c.seq)

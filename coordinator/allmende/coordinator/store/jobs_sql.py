@@ -46,6 +46,8 @@ class JobQueries(SqlBase):
                     source_name=job.source_name,
                     items=job.items,
                     unique_items=job.unique_items,
+                    fetch_rows=job.fetch_rows,
+                    url_items=job.url_items,
                     created_ms=job.created_ms,
                     completed_ms=0,
                     reason="",
@@ -83,6 +85,7 @@ class JobQueries(SqlBase):
                             "unit_seq": i.unit_seq,
                             "row": i.row,
                             "content_sha256": i.content_sha256,
+                            "url": i.url,
                         }
                         for i in items[start : start + _INSERT_BATCH]
                     ],

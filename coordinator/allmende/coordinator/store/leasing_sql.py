@@ -171,6 +171,7 @@ class LeaseQueries(TrustQueries):
         distinct: bool = True,
         block_share: float = 1.0,
         held_cap: int | None = None,
+        fetch_urls: bool = False,
     ) -> LeaseGrant | None:
         """Lease the first unit with a free replica slot: highest priority job first, then
         the oldest job, then unit order. Never two live leases of one unit to one volunteer,
@@ -187,11 +188,14 @@ class LeaseQueries(TrustQueries):
         `compose` turns the chosen unit into what this lease hands out (rows in a per-lease
         order, gold rows mixed in, signed); without it the unit goes out as planned. A plan
         marked `solo` (adaptive replication) makes this volunteer's result alone decide a
-        unit nobody else holds yet. `day` counts the lease towards the volunteer's quota."""
+        unit nobody else holds yet. `day` counts the lease towards the volunteer's quota.
+        Jobs whose rows include URLs are passed over unless `fetch_urls` (the volunteer
+        opted in to fetching them)."""
         if self.postgres:
             params = _candidate_params(
                 volunteer_id, now_ms, address, distinct, block_share, held_cap, []
             )
+            params["fetch_urls"] = int(fetch_urls)
             return self._lease_postgres(params, lease_id, compose, day, admit)
         with self._tx() as conn:
             if admit is not None:
@@ -200,7 +204,7 @@ class LeaseQueries(TrustQueries):
                 ).all()
                 if not admit(*standing_of(standing)):
                     return None
-            jobs = conn.execute(Q.running_jobs).all()
+            jobs = conn.execute(Q.running_jobs, {"fetch_urls": int(fetch_urls)}).all()
             if _sweep_due(jobs, now_ms):
                 self._expire_leases(conn, now_ms)
             params = _candidate_params(
@@ -263,7 +267,7 @@ class LeaseQueries(TrustQueries):
             with self._tx() as conn:
                 first: list[tuple[Any, dict[str, Any]]] = [
                     *locks,
-                    (Q.running_jobs, {}),
+                    (Q.running_jobs, {"fetch_urls": params["fetch_urls"]}),
                     (FREE_UNIT_FIRST_JOB, params),
                 ]
                 if admit is not None:
@@ -319,10 +323,11 @@ class LeaseQueries(TrustQueries):
                 tried.append(row.unit_id)
         return None
 
-    def work_remaining(self, volunteer_id: str, now_ms: int) -> bool:
-        """Whether a running job has an open unit this volunteer could take once a slot frees."""
+    def work_remaining(self, volunteer_id: str, now_ms: int, fetch_urls: bool = False) -> bool:
+        """Whether a running job has an open unit this volunteer could take once a slot
+        frees (jobs with URL rows only with `fetch_urls`)."""
         with self._read() as conn:
-            params = {"volunteer": volunteer_id, "now": now_ms}
+            params = {"volunteer": volunteer_id, "now": now_ms, "fetch_urls": int(fetch_urls)}
             return conn.execute(Q.any_work, params).first() is not None
 
     def held_leases(self, volunteer_id: str, now_ms: int) -> list[HeldLease]:

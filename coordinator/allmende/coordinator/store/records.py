@@ -39,6 +39,11 @@ class NewJob:
     items: int
     unique_items: int
     created_ms: int
+    # Items whose image the volunteers fetch (> 0: only volunteers that opted in lease the
+    # job's units), and items with any URL (fetched or a source URL: the dataset then has
+    # a `url` column). Migration 0012.
+    fetch_rows: int = 0
+    url_items: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class NewItem:
     unit_seq: int
     row: int
     content_sha256: bytes
+    url: str = ""  # the row's fetch URL or its image's source URL ('' for none)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class JobRecord:
     completed_ms: int
     reason: str
     priority: int = 0
+    fetch_rows: int = 0  # see NewJob
+    url_items: int = 0
 
 
 @dataclass(frozen=True)
@@ -235,6 +243,7 @@ class DatasetItem:
     unit_id: str
     row: int
     content_sha256: bytes
+    url: str = ""
 
 
 @dataclass(frozen=True)

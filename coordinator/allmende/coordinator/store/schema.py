@@ -24,10 +24,10 @@ from sqlalchemy import (
 )
 
 # The Alembic revision this code expects (the head of migrations/versions/).
-REVISION = "0011"
+REVISION = "0012"
 # Written to meta.schema by the migrations. Coordinators from before Alembic refuse any
 # other value, so a revision that older code must not run against raises it.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 metadata = MetaData()
 
@@ -71,6 +71,12 @@ jobs = Table(
     Column("rule", Text, nullable=False, default="", server_default=""),
     # The dataset's licence identifier, '' for unknown (migration 0009).
     Column("license", Text, nullable=False, default="", server_default=""),
+    # Items whose image volunteers fetch from a URL: > 0 leases the job's units only to
+    # volunteers that opted in (LeaseWorkRequest.fetch_urls). Migration 0012.
+    Column("fetch_rows", BigInteger, nullable=False, default=0, server_default="0"),
+    # Items with a URL, fetched or an image's source URL: > 0 gives the dataset a `url`
+    # column (migration 0012).
+    Column("url_items", BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 units = Table(
@@ -132,6 +138,8 @@ items = Table(
     Column("unit_seq", Integer, nullable=False),
     Column("row", Integer, nullable=False),
     Column("content_sha256", LargeBinary, nullable=False),
+    # The row's fetch URL, or its image's source URL; '' for none (migration 0012).
+    Column("url", Text, nullable=False, default="", server_default=""),
 )
 
 volunteers = Table(

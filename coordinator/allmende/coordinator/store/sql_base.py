@@ -327,6 +327,8 @@ def job_record(row: Any) -> JobRecord:
         completed_ms=row.completed_ms,
         reason=row.reason,
         priority=row.priority,
+        fetch_rows=row.fetch_rows,
+        url_items=row.url_items,
     )
 
 

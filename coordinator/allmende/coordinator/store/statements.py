@@ -104,6 +104,7 @@ FREE_UNIT_FIRST_JOB = text(
     str(FREE_UNIT["postgresql"]).replace(
         ":job",
         "(SELECT job_id FROM jobs WHERE state = 'running'"
+        " AND (fetch_rows = 0 OR :fetch_urls = 1)"
         " ORDER BY priority DESC, created_ms, job_id LIMIT 1)",
     )
 )
@@ -117,6 +118,12 @@ LOCK_KEY = text("SELECT pg_advisory_xact_lock(hashtext(:key)) IS NULL AS locked"
 
 def _b(name: str, expanding: bool = False) -> Any:
     return bindparam(name, expanding=expanding)
+
+
+# A job whose rows include URLs is leased only to volunteers that opted in to fetching
+# (:fetch_urls 1). The filter is on the job list, so the unit query and ix_units_free are
+# unchanged.
+_FETCHABLE = (t.jobs.c.fetch_rows == 0) | (bindparam("fetch_urls", type_=BigInteger) == 1)
 
 
 class Q:
@@ -188,7 +195,7 @@ class Q:
             .scalar_subquery()
             .label("next_due"),
         )
-        .where(j.c.state == "running")
+        .where(j.c.state == "running", _FETCHABLE)
         .order_by(j.c.priority.desc(), j.c.created_ms, j.c.job_id)
     )
     not_mine = (
@@ -247,7 +254,7 @@ class Q:
     any_work = (
         select(u.c.unit_id)
         .select_from(u.join(j, j.c.job_id == u.c.job_id))
-        .where(j.c.state == "running", u.c.state == "open", *not_mine)
+        .where(j.c.state == "running", _FETCHABLE, u.c.state == "open", *not_mine)
         .limit(1)
     )
     add_lease = le.insert()

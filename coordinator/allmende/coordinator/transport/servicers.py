@@ -142,7 +142,12 @@ class VolunteerServicer(rpc.VolunteerServiceServicer):
         self, request: pb.LeaseWorkRequest, context: grpc.ServicerContext
     ) -> pb.LeaseWorkResponse:
         started = time.perf_counter()
-        offer = self.c.lease_work(request.volunteer_id, self._peer(context), request.max_units or 1)
+        offer = self.c.lease_work(
+            request.volunteer_id,
+            self._peer(context),
+            request.max_units or 1,
+            fetch_urls=request.fetch_urls,
+        )
         grants = offer.grants
         if self.metrics is not None:
             self.metrics.lease_latency.observe(time.perf_counter() - started)
@@ -299,7 +304,11 @@ class JobServicer(rpc.JobServiceServicer):
             if len(records) + len(message.items) > MAX_JOB_ITEMS:
                 raise ResourceExhausted(f"a job holds at most {MAX_JOB_ITEMS} items")
             size += sum(
-                len(item.text) + len(item.id) + len(item.image) + len(item.url)
+                len(item.text)
+                + len(item.id)
+                + len(item.image)
+                + len(item.url)
+                + len(item.source_url)
                 for item in message.items
             )
             if size > MAX_JOB_BYTES:
@@ -311,6 +320,7 @@ class JobServicer(rpc.JobServiceServicer):
                     item.line or len(records) + n + 1,
                     item.image if item.HasField("image") else None,
                     item.url,
+                    item.source_url,
                 )
                 for n, item in enumerate(message.items)
             )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.kinds.columns import Layout, ResultColumn, VectorColumn
-from allmende.protocol.kinds.exact_columns import HashColumn
+from allmende.protocol.kinds.exact_columns import HashColumn, StatusColumn
 from allmende.protocol.models import ModelSpec
 
 if TYPE_CHECKING:  # numpy is imported where used: reading the declarations needs none
@@ -143,6 +143,69 @@ class ResultShape:
             if isinstance(col, HashColumn) and col.of_input == "image" and images:
                 col.check_input(matrix[: len(images), part], images)
 
+    def check_sources(self, matrix: np.ndarray, fetched: Sequence[bool]) -> None:
+        """Refuse statuses a volunteer may not report: the coordinator's own (`unstable`)
+        on any row, a fetch failure on a row sent with its bytes (`fetched`: per row of
+        `matrix`, whether the volunteer fetched it from a URL)."""
+        for col, _, part in self.columns:
+            if isinstance(col, StatusColumn):
+                col.check_sources(matrix[:, part], fetched)
+
+    def settle_fetched(
+        self, matrices: Sequence[np.ndarray], fetched: Sequence[bool]
+    ) -> tuple[list[np.ndarray], int]:
+        """Replicas' results (unit order) with each fetched row whose replicas fetched
+        different things made `unstable` in all of them, and how many rows that was.
+
+        A URL can serve different bytes to different volunteers (a CDN's re-encoding, a
+        changed page, a server that failed for one of them): then the digests of the
+        image, or the statuses, differ, which is nobody's fault. Such a row becomes the
+        status column's `unstable` label with its image's columns zero, the same in every
+        replica (a caption's embedding is kept and compared as usual: it does not depend on
+        the fetch), so the quorum compares the unit on its other rows and no volunteer is
+        marked for it. Rows given by their bytes, and kinds without an `unstable` label,
+        are left as they are. A lone result (adaptive replication) has nothing to differ
+        from: its fetched rows stand on that volunteer alone (and its gold rows)."""
+        import numpy as np
+
+        status = next(
+            ((col, part) for col, _, part in self.columns if isinstance(col, StatusColumn)),
+            None,
+        )
+        rows = np.flatnonzero(np.asarray(fetched, dtype=bool))
+        if status is None or not status[0].unstable or len(matrices) < 2 or not rows.size:
+            return list(matrices), 0
+        decisive = [status[1]] + [
+            part
+            for col, _, part in self.columns
+            if isinstance(col, HashColumn) and col.of_input == "image"
+        ]
+        first = matrices[0]
+        differ = np.zeros(first.shape[0], dtype=bool)
+        for other in matrices[1:]:
+            for part in decisive:
+                differ |= np.any(first[:, part] != other[:, part], axis=1)
+        unstable = rows[differ[rows]]
+        if not unstable.size:
+            return list(matrices), 0
+        code = float(status[0].index(status[0].unstable))
+        # Zeroed: every column but a vector that must hold a value (a caption's embedding,
+        # which does not depend on the fetch and is compared as usual), as for a row whose
+        # image could not be used.
+        zeroed = [
+            part
+            for col, _, part in self.columns
+            if not (isinstance(col, VectorColumn) and not col.allow_empty)
+        ]
+        settled = []
+        for matrix in matrices:
+            copy = np.array(matrix, dtype=np.float32, copy=True)
+            for part in zeroed:
+                copy[unstable, part] = 0.0
+            copy[unstable, status[1]] = code
+            settled.append(copy)
+        return settled, int(unstable.size)
+
     def measures(self, a: np.ndarray, b: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """Per row: does it agree on every column, and how close to 1 it comes relative to
         the thresholds (1: identical, 0: just agrees, below 0: disagrees)."""
@@ -232,14 +295,19 @@ class KindSpec:
     def takes_text(self) -> bool:
         return "text" in self.inputs
 
-    def content_digest(self, text: str, image: bytes) -> bytes:
+    def content_digest(self, text: str, image: bytes, url: str = "") -> bytes:
         """sha256 of a row's inputs, as the kind reads them: what a job deduplicates on
         (rows with equal digests are computed once). Text alone: the sha256 of its UTF-8;
         an image alone: the sha256 of its bytes (the same as its `image_sha256`); both: the
-        sha256 of the text's UTF-8 length (8 bytes, big-endian), the text, then the image."""
+        sha256 of the text's UTF-8 length (8 bytes, big-endian), the text, then the image.
+        A row the volunteers fetch (`url`): the same with the image's bytes replaced by
+        b"url:" and the URL's UTF-8, so that rows with one URL (and one caption) are
+        fetched and computed once."""
         encoded = text.encode("utf-8", "surrogatepass") if self.takes_text else b""
         if not self.takes_images:
             return hashlib.sha256(encoded).digest()
+        if url:
+            image = b"url:" + url.encode("utf-8", "surrogatepass")
         if not self.takes_text:
             return hashlib.sha256(image).digest()
         return hashlib.sha256(len(encoded).to_bytes(8, "big") + encoded + image).digest()

@@ -100,7 +100,41 @@ class StatusColumn(EqualColumn):
     name: str
     description: str
     labels: tuple[str, ...] = ("ok",)
+    # Labels only a row the volunteer fetched from a URL may have (a fetch failed): a
+    # result that reports one on a row sent with its bytes is refused.
+    fetched_only: tuple[str, ...] = ()
+    # The label the coordinator sets, never a volunteer, on a fetched row whose replicas
+    # fetched different bytes (or some fetched and some could not): '' for none. A result
+    # that reports it is refused.
+    unstable: str = ""
     measure_name = "status equality"
+
+    def check_sources(self, values: np.ndarray, fetched: Sequence[bool]) -> None:
+        """Refuse the coordinator's own label on any row, and a fetch-only label on a row
+        that was sent with its bytes (InvalidArgument naming the column and row)."""
+        import numpy as np
+
+        codes = np.rint(values[:, 0]).astype(np.int64)
+        if self.unstable:
+            bad = np.flatnonzero(codes == self.index(self.unstable))
+            if bad.size:
+                raise InvalidArgument(
+                    "payload",
+                    f"column {self.name!r}: {self.unstable!r} is set by the coordinator, "
+                    f"never reported by a volunteer; row {int(bad[0])} has it",
+                )
+        if not self.fetched_only:
+            return
+        only = np.isin(codes, [self.index(label) for label in self.fetched_only])
+        had_bytes = ~np.asarray(list(fetched) + [False] * (len(codes) - len(fetched)), bool)
+        bad = np.flatnonzero(only & had_bytes[: len(codes)])
+        if bad.size:
+            row = int(bad[0])
+            raise InvalidArgument(
+                "payload",
+                f"column {self.name!r}: {self.labels[codes[row]]!r} is for rows fetched from "
+                f"a URL only; row {row} was sent with its bytes",
+            )
 
     def layout(self, dims: int, vector_dtype: str) -> Layout:
         return Layout(self.name, "label", 1)

@@ -60,6 +60,8 @@ STATUS = StatusColumn(
     "unreachable, wrong-type (not served as an image), private-address (not fetched: a "
     "non-public address) and unstable (the replicas fetched different bytes)",
     labels=STATUS_LABELS,
+    fetched_only=("unreachable", "wrong-type", "private-address"),
+    unstable="unstable",
 )
 WIDTH = IntColumn(
     "width", "the image's width in pixels (0 when undecodable or a URL row not fetched)"
