@@ -6,7 +6,9 @@ an image), /to?url=U (a redirect to U), /html (text/html), /untyped (no Content-
 /huge-body (an endless image/png body, no Content-Length), /huge-length (Content-Length
 of a gigabyte), /cut (Content-Length 1000, 100 bytes, then closed), /stall (headers and
 half the body, then nothing until the test ends), /together (an image, once 4 requests
-wait at once: 503 for fetches made one at a time), /status/N (HTTP N, empty body).
+wait at once: 503 for fetches made one at a time), /status/N (HTTP N, empty body),
+/changing (a different bundled image at each request: a page that changed between two
+volunteers' fetches).
 """
 
 from __future__ import annotations
@@ -114,6 +116,9 @@ def _handler(server: UrlServer) -> type[BaseHTTPRequestHandler]:
                     self._send(503, b"", {})
                     return
                 self._send(200, server.images[0], {"Content-Type": "image/jpeg"})
+            elif path == "/changing":
+                data = server.images[server.requests.count(path) % len(server.images)]
+                self._send(200, data, {"Content-Type": _content_type(data)})
             elif path.startswith("/status/"):
                 self._send(int(path.removeprefix("/status/")), b"", {})
             else:

@@ -404,6 +404,8 @@ class VolunteerEngine:
                     assert isinstance(response, pb.LeaseWorkResponse)
                     if not response.HasField("lease"):
                         if self.config.exit_when_idle and not response.work_remaining:
+                            if response.notice:  # why none is left for it, e.g. --fetch-urls
+                                emit(ev.Idle(False, 0.0, response.notice[:300]))
                             submitter.wait_idle()  # nothing left in flight
                             lane.ended = "no work left"
                             return
