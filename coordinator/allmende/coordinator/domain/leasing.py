@@ -45,7 +45,7 @@ MAX_HELD_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
 # have work left (it gets work_remaining False: nothing will come for it as it runs).
 FETCH_URLS_NOTICE = (
     "the work left here is images fetched from URLs, which only volunteers that opted in "
-    "are given: run with --fetch-urls to take it"
+    "are given: opt in with --fetch-urls (or in the settings screen) to take it"
 )
 
 
