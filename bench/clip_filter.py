@@ -18,9 +18,8 @@ the CPU too (as the volunteer did before; it still does on a GPU), to see what i
 
 The images are the bundled photographs (tests/data/images), each re-encoded at a few JPEG
 qualities and sizes so that no two rows are identical (identical ones would be computed
-once). The coordinator runs in this process (`serve(..., registry=...)`: a locally
-registered model cannot be named to `coordinator serve` yet), the volunteer is the real
-engine; both share the machine's cores.
+once). The coordinator runs in a child process (bench/clip_filter_e2e.py), the volunteer
+is the real engine in this one; both share the machine's cores.
 
 Reported, all from the same run:
   (a) end-to-end images/s ÷ CLIP's image and text towers called directly on pre-decoded
@@ -29,9 +28,10 @@ Reported, all from the same run:
       fair ratio, since the CLIP-only baseline leaves out Open-NSFW's punsafe;
   (c) where the time goes, per image: decode, CLIP preprocessing, Open-NSFW preprocessing
       (its JPEG round trip), each measured in one thread; the decode pool's rate; CLIP's
-      image tower, text tower, Open-NSFW; the volunteer's compute time in the engine; and
-      the rest of the end-to-end time (coordinator: leasing, checks, the dataset; the
-      engine's RPCs, signing, upload);
+      image tower, text tower, Open-NSFW; the volunteer's compute time in the engine; the
+      rest of the end-to-end time; the coordinator process's and the volunteer's CPU time
+      per image (ratios of CPU time are printed too: they hold up better than wall time
+      when other work shares the machine);
   (d) wire bytes per row, unit in and result out.
 """
 
@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clip_filter_e2e import end_to_end
 from corpus import ROOT
 
 GOAL = 0.9
@@ -148,27 +149,19 @@ def main() -> None:
         nsfw_in = [d.arrays[1] for d in decoded]
         del pil, decoded
 
-        # The models directly, batch by batch as the kind calls them.
+        # The models directly, batch by batch as the kind calls them; before and after the
+        # end-to-end run, so that other work on the machine weighs on both alike.
         clip.embed_pixels(pixels[:bs]), clip.embed_texts(texts[:bs]), nsfw.score(nsfw_in[:bs])
-        spent, cpu = np.zeros(3), np.zeros(3)
-        for s in range(0, len(rows), bs):
-            t0, c0 = time.perf_counter(), time.process_time()
-            clip.embed_pixels(pixels[s : s + bs])
-            t1, c1 = time.perf_counter(), time.process_time()
-            clip.embed_texts(texts[s : s + bs])
-            t2, c2 = time.perf_counter(), time.process_time()
-            nsfw.score(nsfw_in[s : s + bs])
-            spent += np.diff([t0, t1, t2, time.perf_counter()])
-            cpu += np.diff([c0, c1, c2, time.process_time()])
+        before = direct(clip, nsfw, pixels, texts, nsfw_in, bs)
+        run = end_to_end(Path(tmp), spec, computer, rows, args.unit_size, bs)
+        after = direct(clip, nsfw, pixels, texts, nsfw_in, bs)
         del pixels, nsfw_in
-        t_image, t_text, t_nsfw = spent / len(rows)
+        spent, cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+        t_image, t_text, t_nsfw = spent
         clip_alone = 1 / (t_image + t_text)
         clip_nsfw = 1 / (t_image + t_text + t_nsfw)
-        cpu_image, cpu_text, cpu_nsfw = cpu / len(rows)
-
-        e2e, cpu_e2e, unit_bytes, payload_bytes = end_to_end(
-            args, Path(tmp), registry, spec, computer, rows
-        )
+        cpu_image, cpu_text, cpu_nsfw = cpu
+        e2e, unit_bytes, payload_bytes = run.rate, run.unit_bytes, run.result_bytes
         t_compute = computer.seconds / len(rows)
         sample = filt.compute(texts[: args.unit_size], None, images=data[: args.unit_size])
         shape = get_kind("clip-filter").shape(spec, "float16")
@@ -180,7 +173,9 @@ def main() -> None:
         f"{spec.name} ({spec.dims}-d, captions {np.mean([len(t) for t in tokens]):.0f} tokens), "
         f"unit size {args.unit_size}, batch size {bs}, cpu ({cores} cores)"
     )
+    drift = " -> ".join(f"{1 / (t[0] + t[1]):.2f}" for t in (before[0], after[0]))
     print(f"{'CLIP directly (image + text towers)':<48} {clip_alone:7.2f} images/s")
+    print(f"  (before the end-to-end run -> after it: {drift} images/s)")
     print(f"{'CLIP + Open-NSFW directly':<48} {clip_nsfw:7.2f} images/s")
     print(f"{'coordinator + one volunteer (the real engine)':<48} {e2e:7.2f} images/s")
     print("where the time goes, ms per image:")
@@ -193,7 +188,9 @@ def main() -> None:
         ("CLIP text tower", t_text),
         ("Open-NSFW", t_nsfw),
         ("volunteer compute in the engine (all of the above, pipelined)", t_compute),
-        ("the rest of end-to-end: coordinator, RPCs, signing, upload", 1 / e2e - t_compute),
+        ("the rest of end-to-end (leasing, RPCs, signing, upload; wall)", 1 / e2e - t_compute),
+        ("coordinator process CPU (leasing, checks, the dataset)", run.coordinator_cpu),
+        ("volunteer process CPU, all threads (2 cores: up to 2x wall)", run.volunteer_cpu),
     ]
     for label, seconds in lines:
         print(f"  {label:<66} {seconds * 1000:8.2f}")
@@ -207,13 +204,31 @@ def main() -> None:
     print(f"(a) end-to-end / CLIP alone        = {ratio:.3f}   (goal >= {GOAL} on CPU)  {verdict}")
     print(f"(b) end-to-end / CLIP + Open-NSFW  = {e2e / clip_nsfw:.3f}   (the fair ratio)")
     print(f"    ceiling of (a) with free decoding and coordination = {clip_nsfw / clip_alone:.3f}")
+    cpu_e2e = run.volunteer_cpu + run.coordinator_cpu
     print(
-        f"CPU time of this process per image (less sensitive to other work on the machine): "
-        f"CLIP {(cpu_image + cpu_text) * 1000:.0f} ms, Open-NSFW {cpu_nsfw * 1000:.0f} ms, "
-        f"end-to-end {cpu_e2e * 1000:.0f} ms (coordinator included); "
+        f"CPU time per image (less sensitive to other work on the machine): direct CLIP "
+        f"{(cpu_image + cpu_text) * 1000:.0f} ms, Open-NSFW {cpu_nsfw * 1000:.0f} ms; "
+        f"end-to-end {cpu_e2e * 1000:.0f} ms (volunteer + coordinator); "
         f"(a) {(cpu_image + cpu_text) / cpu_e2e:.3f}, "
         f"(b) {(cpu_image + cpu_text + cpu_nsfw) / cpu_e2e:.3f}"
     )
+
+
+def direct(clip: Any, nsfw: Any, pixels: Any, texts: list[str], nsfw_in: Any, bs: int) -> Any:
+    """(wall, CPU) seconds per image of CLIP's image tower, text tower and Open-NSFW."""
+    import numpy as np
+
+    spent, cpu = np.zeros(3), np.zeros(3)
+    for s in range(0, len(texts), bs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        clip.embed_pixels(pixels[s : s + bs])
+        t1, c1 = time.perf_counter(), time.process_time()
+        clip.embed_texts(texts[s : s + bs])
+        t2, c2 = time.perf_counter(), time.process_time()
+        nsfw.score(nsfw_in[s : s + bs])
+        spent += np.diff([t0, t1, t2, time.perf_counter()])
+        cpu += np.diff([c0, c1, c2, time.process_time()])
+    return spent / len(texts), cpu / len(texts)
 
 
 class TimedComputer:
@@ -233,62 +248,6 @@ class TimedComputer:
                     self.seconds += time.perf_counter() - started
 
         return Timed(*args)
-
-
-def end_to_end(
-    args: argparse.Namespace,
-    tmp: Path,
-    registry: Any,
-    spec: Any,
-    computer: Any,
-    rows: list[tuple[str, bytes, str]],
-) -> tuple[float, float, int, int]:
-    """(images/s through a coordinator and one volunteer, this process's CPU seconds per
-    image meanwhile, bytes of the units sent, bytes of the results received)."""
-    from allmende.api.client import ApiClient
-    from allmende.client.engine import EngineConfig, VolunteerEngine
-    from allmende.coordinator.app import serve
-    from allmende.coordinator.home import CoordinatorHome
-    from allmende.v1 import allmende_pb2 as pb
-
-    home = CoordinatorHome(tmp / "coordinator")
-    home.init()
-    with serve(home.root, "127.0.0.1:0", drain_s=0.2, registry=registry) as running:
-        items = [
-            pb.InputItem(id=i, text=caption, image=image, line=n + 1)
-            for n, (i, image, caption) in enumerate(rows)
-        ]
-        job = pb.JobSpec(
-            kind="clip-filter",
-            model=spec.name,
-            redundancy=1,
-            unit_size=args.unit_size,
-            gold_fraction=0.0,
-        )
-        with ApiClient(running.address, home.load_token()) as admin:
-            job_id = admin.create_job(
-                [pb.CreateJobRequest(spec=job), pb.CreateJobRequest(items=items)]
-            ).job_id
-        config = EngineConfig(
-            coordinator=running.address,
-            fingerprint=running.coordinator.key.fingerprint,
-            home=tmp / "volunteer",
-            device="cpu",
-            batch_size=args.batch_size,
-            exit_when_idle=True,
-        )
-        engine = VolunteerEngine(config, computer=computer, registry=registry)
-        computer.seconds = 0.0
-        started, cpu = time.perf_counter(), time.process_time()
-        if engine.run() != 0:
-            raise SystemExit("volunteer failed")
-        with ApiClient(running.address) as client:
-            while client.get_job(job_id).state != "complete":
-                time.sleep(0.005)
-        e2e = len(rows) / (time.perf_counter() - started)
-        cpu = (time.process_time() - cpu) / len(rows)
-        units = list(running.coordinator.store.dataset_units(job_id))
-        return e2e, cpu, sum(len(u.blob) for u in units), sum(len(u.payload) for u in units)
 
 
 if __name__ == "__main__":
