@@ -2,8 +2,12 @@
 captions), with Open-NSFW's ``punsafe`` for clip-filter.
 
 Images are decoded, resized and preprocessed for both models in a pool of worker threads
-(tasks/images.py), one batch ahead of the model. Rows whose image could not be used get
-their status, size and sha256, and zeros for model outputs (protocol/kinds/image_inputs.py).
+(tasks/images.py): on a GPU one batch ahead of the model; on the CPU each batch just before
+it, on all cores, since decoding beside a model that uses every core slowed both (about
+twice the compute time a unit, measured with bench/clip_filter.py --decode-ahead).
+
+Rows whose image could not be used get their status, size and sha256, and zeros for model
+outputs (protocol/kinds/image_inputs.py).
 The result's columns are the kind's, in its order (protocol/kinds/clip_filter.py,
 embed_image.py).
 """
