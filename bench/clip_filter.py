@@ -176,6 +176,9 @@ def main() -> None:
     drift = " -> ".join(f"{1 / (t[0] + t[1]):.2f}" for t in (before[0], after[0]))
     print(f"{'CLIP directly (image + text towers)':<48} {clip_alone:7.2f} images/s")
     print(f"  (before the end-to-end run -> after it: {drift} images/s)")
+    rates = [1 / (t[0] + t[1]) for t in (before[0], after[0])]
+    if max(rates) > 1.15 * min(rates):
+        print("  WARNING: the machine's speed changed during this run (other work?); rerun")
     print(f"{'CLIP + Open-NSFW directly':<48} {clip_nsfw:7.2f} images/s")
     print(f"{'coordinator + one volunteer (the real engine)':<48} {e2e:7.2f} images/s")
     print("where the time goes, ms per image:")
