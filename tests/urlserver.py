@@ -8,7 +8,7 @@ of a gigabyte), /cut (Content-Length 1000, 100 bytes, then closed), /stall (head
 half the body, then nothing until the test ends), /together (an image, once 4 requests
 wait at once: 503 for fetches made one at a time), /status/N (HTTP N, empty body),
 /changing (a different bundled image at each request: a page that changed between two
-volunteers' fetches).
+volunteers' fetches), /robots?tag=T (an image with the header X-Robots-Tag: T).
 """
 
 from __future__ import annotations
@@ -116,6 +116,10 @@ def _handler(server: UrlServer) -> type[BaseHTTPRequestHandler]:
                     self._send(503, b"", {})
                     return
                 self._send(200, server.images[0], {"Content-Type": "image/jpeg"})
+            elif path == "/robots":
+                tag = parse_qs(parts.query)["tag"][0]
+                data = server.images[0]
+                self._send(200, data, {"Content-Type": "image/jpeg", "X-Robots-Tag": tag})
             elif path == "/changing":
                 data = server.images[server.requests.count(path) % len(server.images)]
                 self._send(200, data, {"Content-Type": _content_type(data)})

@@ -4,7 +4,7 @@ loopback, and real volunteer engines that fetch (only those that opted in with
 
 What a job owner sees in the dataset: fetched rows computed exactly as the same images
 given as bytes, failed fetches with the reason in `status` (agreed by the quorum like any
-column), a URL whose content changed between two volunteers' fetches marked `unstable`
+column; a site's X-Robots-Tag opt-out honoured), a URL whose content changed between two volunteers' fetches marked `unstable`
 with nobody faulted, and the `url` column."""
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def test_volunteers_that_opted_in_fetch_url_rows_and_a_changing_page_is_unstable
         ("missing", server.url("/status/404"), "a page that is gone"),
         ("an-error-page", server.url("/html"), "an HTML page, not an image"),
         ("changing", server.url("/changing"), "a page whose image changes"),
+        ("opted-out", server.url("/robots?tag=noai"), "an image its site opted out"),
     ]
     items = [pb.InputItem(id=i, text=caption, url=url, line=n + 1)
              for n, (i, url, caption) in enumerate(fetched + failing)]
@@ -136,7 +137,8 @@ def test_volunteers_that_opted_in_fetch_url_rows_and_a_changing_page_is_unstable
     assert rows["missing"]["status"] == "unreachable"
     assert rows["an-error-page"]["status"] == "wrong-type"
     assert rows["changing"]["status"] == "unstable"
-    for name in ("missing", "an-error-page", "changing"):
+    assert rows["opted-out"]["status"] == "opted-out"
+    for name in ("missing", "an-error-page", "changing", "opted-out"):
         row = rows[name]
         assert not row["keep"] and row["similarity"] == 0.0, name
         assert not any(row["image_embedding"]) and row["image_sha256"] == "00" * 32, name

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -68,6 +69,27 @@ def test_http_errors_are_unreachable(server: UrlServer) -> None:
 def test_a_body_that_is_not_an_image_is_wrong_type(server: UrlServer) -> None:
     assert status(server.url("/html")) == "wrong-type"
     assert status(server.url("/untyped")) == "wrong-type"
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [
+        ("noai", "opted-out"),
+        ("noindex, nofollow", "opted-out"),
+        ("NoImageAI", "opted-out"),
+        ("allmende: noimageindex", "opted-out"),
+        ("noimageindex, unavailable_after: 25 Jun 2030 15:00:00 PST", "opted-out"),
+        ("otherbot: noai, noindex", "ok"),  # addressed to another robot
+        ("nofollow, max-image-preview: large", "ok"),
+        ("unavailable_after: 25 Jun 2030 15:00:00 PST", "ok"),
+    ],
+)
+def test_a_site_that_opts_its_images_out_is_not_read(
+    server: UrlServer, tag: str, expected: str
+) -> None:
+    fetched = fetch_url(server.url(f"/robots?tag={quote(tag)}"), LOOPBACK)
+    assert STATUS_LABELS[fetched.status] == expected, fetched.detail
+    assert (fetched.data == server.images[0]) is (expected == "ok")
 
 
 def test_bodies_over_the_limit_are_too_large(server: UrlServer) -> None:

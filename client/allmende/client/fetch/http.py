@@ -14,7 +14,10 @@ What a volunteer does for a URL (protocol/limits.py has the numbers), in this or
 4. 301, 302, 303, 307 and 308 with a Location are followed (GET again), each hop checked
    as in 1 and 2, at most MAX_FETCH_REDIRECTS of them; one more is `unreachable`.
 5. Any status other than 200 is `unreachable`.
-6. A Content-Type whose media type is not image/* (or none) is `wrong-type`; the body is
+6. An X-Robots-Tag header with noai, noimageai, noindex or noimageindex, for every robot or
+   for `allmende` (`allmende: noai`), is `opted-out`: the site asked that its images not be
+   used this way, as img2dataset honours by default; the body is not read.
+   A Content-Type whose media type is not image/* (or none) is `wrong-type`; the body is
    not read.
 7. A Content-Length over MAX_FETCH_BYTES is `too-large` and the body is not read; a body
    that grows past MAX_FETCH_BYTES while it streams is `too-large` as soon as it does.
@@ -45,6 +48,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from allmende.client.fetch.addresses import IPAddress, IPNetwork, is_allowed, parse_address
 from allmende.protocol.kinds.image_inputs import (
     OK,
+    OPTED_OUT,
     PRIVATE_ADDRESS,
     TOO_LARGE,
     UNREACHABLE,
@@ -57,8 +61,16 @@ from allmende.protocol.limits import (
     MAX_URL_CHARS,
 )
 
-USER_AGENT = "Allmende/0.1.0 (volunteer image fetcher; +https://github.com/allmende)"
+# Names the software and what it does, so a site owner who sees it in a log knows.
+USER_AGENT = "Allmende/0.1.0 (volunteer image fetcher for an open dataset)"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# X-Robots-Tag directives by which a site opts its images out (img2dataset's default set),
+# and the robot name a directive may be addressed to (`allmende: noai`).
+OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "noimageindex"})
+ROBOT_NAME = "allmende"
+_VALUED_DIRECTIVES = frozenset(
+    {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+)
 _CHUNK = 64 * 1024
 # Characters left as they are when a request target is made ASCII (RFC 3986's reserved
 # and unreserved ones, and % so that escapes stay escapes).
@@ -292,12 +304,37 @@ def _hop(
             return urljoin(url, location.strip())
         if response.status != 200:
             raise _Failed(UNREACHABLE, f"HTTP {response.status}")
+        opted_out = opt_out(response.msg.get_all("X-Robots-Tag") or [])
+        if opted_out:
+            raise _Failed(OPTED_OUT, f"X-Robots-Tag says {opted_out}")
         media = (response.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
         if not media.startswith("image/"):
             raise _Failed(WRONG_TYPE, f"Content-Type {media or '(none)'!r}, not image/*")
         return Fetched(OK, _read_body(response, sock, limits, dog))
     finally:
         connection.close()
+
+
+def opt_out(headers: Sequence[str]) -> str:
+    """The opt-out directive among X-Robots-Tag header values ('' when none).
+
+    A value is comma-separated directives, for every robot, or for one robot when the value
+    starts with its name and a colon (`otherbot: noindex, nofollow`); only this one's name
+    (ROBOT_NAME) counts then. Directives that carry a value (`unavailable_after: DATE`,
+    `max-image-preview: large`) are not robot names."""
+    for value in headers:
+        first, colon, rest = value.partition(":")
+        name = first.strip().lower()
+        directives = value
+        if colon and "," not in first and name not in _VALUED_DIRECTIVES:
+            if name != ROBOT_NAME:
+                continue  # addressed to another robot
+            directives = rest
+        for directive in directives.split(","):
+            word = directive.split(":", 1)[0].strip().lower()
+            if word in OPT_OUT_DIRECTIVES:
+                return word
+    return ""
 
 
 def fetch_url(

@@ -26,7 +26,9 @@ from allmende.protocol.kinds.exact_columns import HashColumn, IntColumn, StatusC
 # redirect led to a loopback, private, link-local or otherwise non-public address, which a
 # volunteer does not fetch unless it allows them; unstable: set by the coordinator, never
 # by a volunteer: the replicas fetched different bytes (or some fetched and some could
-# not), which is nobody's fault and not a disagreement.
+# not), which is nobody's fault and not a disagreement; opted-out: the server asked, in an
+# X-Robots-Tag header, that the image not be used for AI or indexed (noai, noimageai,
+# noindex, noimageindex, as img2dataset honours them by default), so it was not read.
 STATUS_LABELS = (
     "ok",
     "undecodable",
@@ -36,6 +38,7 @@ STATUS_LABELS = (
     "wrong-type",
     "private-address",
     "unstable",
+    "opted-out",
 )
 (
     OK,
@@ -46,6 +49,7 @@ STATUS_LABELS = (
     WRONG_TYPE,
     PRIVATE_ADDRESS,
     UNSTABLE,
+    OPTED_OUT,
 ) = range(len(STATUS_LABELS))
 # Pillow's own decompression-bomb warning threshold (Image.MAX_IMAGE_PIXELS): a 9459 x 9459
 # image, far beyond what any CLIP-filtering pipeline resizes from. Fixed here rather than
@@ -58,9 +62,10 @@ STATUS = StatusColumn(
     f"too-large (over {MAX_IMAGE_PIXELS} pixels by its header, never decoded, or a URL's "
     "body over the fetch limit), empty (0 bytes); for rows fetched from a URL also "
     "unreachable, wrong-type (not served as an image), private-address (not fetched: a "
-    "non-public address) and unstable (the replicas fetched different bytes)",
+    "non-public address), opted-out (the server's X-Robots-Tag said noai, noimageai, "
+    "noindex or noimageindex) and unstable (the replicas fetched different bytes)",
     labels=STATUS_LABELS,
-    fetched_only=("unreachable", "wrong-type", "private-address"),
+    fetched_only=("unreachable", "wrong-type", "private-address", "opted-out"),
     unstable="unstable",
 )
 WIDTH = IntColumn(
@@ -70,7 +75,7 @@ HEIGHT = IntColumn(
     "height", "the image's height in pixels (0 when undecodable or a URL row not fetched)"
 )
 # A URL row whose body was not fetched whole (unreachable, wrong-type, too-large by its
-# bytes, private-address) has width and height 0 and an all-zero image_sha256; a body
+# bytes, private-address, opted-out) has width and height 0 and an all-zero image_sha256; a body
 # fetched whole has its own sha256 and is decoded like an uploaded file.
 IMAGE_SHA256 = HashColumn(
     "image_sha256",
