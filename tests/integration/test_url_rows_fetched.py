@@ -4,8 +4,8 @@ loopback, and real volunteer engines that fetch (only those that opted in with
 
 What a job owner sees in the dataset: fetched rows computed exactly as the same images
 given as bytes, failed fetches with the reason in `status` (agreed by the quorum like any
-column; a site's X-Robots-Tag opt-out honoured), a URL whose content changed between two volunteers' fetches marked `unstable`
-with nobody faulted, and the `url` column."""
+column; a site's X-Robots-Tag opt-out honoured), a URL whose content changed between two
+volunteers' fetches marked `unstable` with nobody faulted, and the `url` column."""
 
 from __future__ import annotations
 
