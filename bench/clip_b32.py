@@ -26,6 +26,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from allmende.demo.tiny_clip import clip_spec
 from allmende.protocol.models import ModelSpec
 
 NAME = "clip-vit-b32-random"
@@ -109,15 +110,7 @@ def build(captions: Sequence[str], root: Path | None = None) -> ModelSpec:
     folder = (root or cache_root()) / f"{NAME}-{_key(words)}"
     if not (folder / "model.safetensors").is_file():
         _write(folder, words)
-    weights = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-    return ModelSpec(
-        name=NAME,
-        dims=DIMS,
-        weights_sha256=weights,
-        max_seq_length=77,
-        task_kinds=("clip-filter", "embed-image"),
-        source=str(folder.resolve()),
-    )
+    return clip_spec(NAME, DIMS, folder)
 
 
 def _write(folder: Path, words: Sequence[str]) -> None:

@@ -104,6 +104,25 @@ def admin(
         yield c
 
 
+@pytest.fixture
+def clip_coordinator(
+    coordinator_home: CoordinatorHome, clip_registry: ModelRegistry
+) -> Iterator[RunningCoordinator]:
+    """A coordinator whose registry also has the tiny CLIP (registered locally)."""
+    with serve(coordinator_home.root, "127.0.0.1:0", drain_s=0.2, registry=clip_registry) as c:
+        yield c
+
+
+@pytest.fixture
+def clip_admin(
+    clip_coordinator: RunningCoordinator, coordinator_home: CoordinatorHome
+) -> Iterator[CoordinatorClient]:
+    with CoordinatorClient(
+        clip_coordinator.address, admin_token=coordinator_home.load_token()
+    ) as client:
+        yield client
+
+
 def job_requests(
     texts: list[str],
     ids: list[str] | None = None,

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from PIL import Image
 
 from allmende.api.dataset import pull
 from allmende.client.connection import CoordinatorClient
-from allmende.coordinator.app import RunningCoordinator, serve
+from allmende.coordinator.app import RunningCoordinator
 from allmende.coordinator.home import CoordinatorHome
 from allmende.protocol.manifest import verify_folder
 from allmende.protocol.models import ModelRegistry, ModelSpec
@@ -39,24 +38,6 @@ def wait_for(client: CoordinatorClient, job_id: str, timeout_s: float = 180) -> 
         if job.state in ("complete", "failed") or time.monotonic() > deadline:
             return job
         time.sleep(0.05)
-
-
-@pytest.fixture
-def clip_coordinator(
-    coordinator_home: CoordinatorHome, clip_registry: ModelRegistry
-) -> Iterator[RunningCoordinator]:
-    with serve(coordinator_home.root, "127.0.0.1:0", drain_s=0.2, registry=clip_registry) as c:
-        yield c
-
-
-@pytest.fixture
-def clip_admin(
-    clip_coordinator: RunningCoordinator, coordinator_home: CoordinatorHome
-) -> Iterator[CoordinatorClient]:
-    with CoordinatorClient(
-        clip_coordinator.address, admin_token=coordinator_home.load_token()
-    ) as client:
-        yield client
 
 
 def pairs() -> list[tuple[str, bytes, str]]:

@@ -23,8 +23,7 @@ from allmende.client.engine.events import Idle
 from allmende.client.fetch.addresses import ALLOW_ALL
 from allmende.client.fetch.pool import UrlFetcher
 from allmende.client.tasks.computer import TaskComputer
-from allmende.coordinator.app import RunningCoordinator, serve
-from allmende.coordinator.home import CoordinatorHome
+from allmende.coordinator.app import RunningCoordinator
 from allmende.protocol.manifest import verify_folder
 from allmende.protocol.models import ModelRegistry, ModelSpec
 from allmende.v1 import allmende_pb2 as pb
@@ -37,24 +36,6 @@ from tests.urlserver import UrlServer, url_server
 def server() -> Iterator[UrlServer]:
     with url_server() as running:
         yield running
-
-
-@pytest.fixture
-def clip_coordinator(
-    coordinator_home: CoordinatorHome, clip_registry: ModelRegistry
-) -> Iterator[RunningCoordinator]:
-    with serve(coordinator_home.root, "127.0.0.1:0", drain_s=0.2, registry=clip_registry) as c:
-        yield c
-
-
-@pytest.fixture
-def clip_admin(
-    clip_coordinator: RunningCoordinator, coordinator_home: CoordinatorHome
-) -> Iterator[CoordinatorClient]:
-    with CoordinatorClient(
-        clip_coordinator.address, admin_token=coordinator_home.load_token()
-    ) as client:
-        yield client
 
 
 @pytest.mark.slow

@@ -100,10 +100,15 @@ def build(folder: Path) -> ModelSpec:
         size={"shortest_edge": IMAGE_SIZE},
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
     ).save_pretrained(str(folder))
+    return clip_spec(NAME, DIMS, folder)
+
+
+def clip_spec(name: str, dims: int, folder: Path) -> ModelSpec:
+    """The registry entry of a CLIP folder in Hugging Face layout, pinned by its weights."""
     weights = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     return ModelSpec(
-        name=NAME,
-        dims=DIMS,
+        name=name,
+        dims=dims,
         weights_sha256=weights,
         max_seq_length=77,
         task_kinds=("clip-filter", "embed-image"),
