@@ -6,7 +6,8 @@ lives in the platform's config folder, or beside the volunteer's key when ``--ho
 ``ALLMENDE_HOME``) names a home, so a home is a self-contained volunteer; ``--config`` (or
 ``ALLMENDE_CONFIG``) names the file directly. A bad value names its key (or variable) and
 what was expected. The TUI saves only the keys the volunteer changed in it, so a value given
-once as a flag is not written to the file by accident.
+once as a flag is not written to the file by accident. The table of keys, with each one's
+check, is in setting_keys.py; its names are importable from here as before.
 """
 
 from __future__ import annotations
@@ -14,30 +15,43 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
+from allmende.client.setting_keys import ENV_PREFIX, KEYS, KEYS_BY_NAME, Key
 from allmende.protocol.errors import InvalidArgument
 from allmende.protocol.limits import MAX_FETCH_BYTES, MAX_FETCH_SECONDS
 
 if TYPE_CHECKING:
     from allmende.client.engine.runner import EngineConfig
 
+# The key table's names (setting_keys.py) are part of this module's interface, as before.
+__all__ = [
+    "CONFIG_NAME",
+    "ENV_PREFIX",
+    "FETCH_WARNING",
+    "KEYS",
+    "KEYS_BY_NAME",
+    "Key",
+    "LoadedSettings",
+    "SettingsFile",
+    "VolunteerSettings",
+    "add_setting_flags",
+    "default_config_path",
+    "flags_from",
+    "load_settings",
+    "parse_value",
+    "resolve_config_path",
+    "resolve_home",
+    "validate",
+]
+
 CONFIG_NAME = "volunteer.toml"
-ENV_PREFIX = "ALLMENDE_"
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _check_devices(value: str) -> str | None:
-    from allmende.client.engine.devices import check_devices  # the engine loads lazily here
-
-    return check_devices(value)
 
 
 @dataclass(frozen=True)
@@ -93,140 +107,6 @@ class VolunteerSettings:
             **extra,
         )
 
-
-def _address(value: str) -> str | None:
-    if value == "":
-        return None
-    host, sep, port = value.rpartition(":")
-    if sep and host and port.isdigit() and 0 < int(port) <= 65535:
-        return None
-    return "HOST:PORT"
-
-
-def _fingerprint(value: str) -> str | None:
-    if value == "" or _FINGERPRINT.match(value.lower().replace(":", "")):
-        return None
-    return "the coordinator's 64-hex-digit key fingerprint"
-
-
-def _schedule(value: str) -> str | None:
-    from allmende.client.engine.policy import parse_schedule
-
-    try:
-        parse_schedule(value)
-    except InvalidArgument as exc:
-        return exc.expected
-    return None
-
-
-def _between(low: float, high: float, what: str) -> Callable[[Any], str | None]:
-    return lambda value: None if low <= value <= high else f"{what} from {low:g} to {high:g}"
-
-
-@dataclass(frozen=True)
-class Key:
-    name: str
-    type: type
-    flag: str
-    help: str
-    check: Callable[[Any], str | None] = lambda value: None
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-KEYS: tuple[Key, ...] = (
-    Key("coordinator", str, "--coordinator", "coordinator HOST:PORT", _address),
-    Key(
-        "fingerprint",
-        str,
-        "--fingerprint",
-        "the coordinator key fingerprint to pin (from its operator)",
-        _fingerprint,
-    ),
-    Key(
-        "display_name",
-        str,
-        "--name",
-        "display name shown to the coordinator",
-        lambda v: None if len(v) <= 64 else "at most 64 characters",
-    ),
-    Key(
-        "device",
-        str,
-        "--device",
-        "auto, cpu, cuda:N, several (cuda:0,cuda:1) or all (default auto)",
-        lambda v: _check_devices(v),
-    ),
-    Key(
-        "batch_size",
-        int,
-        "--batch-size",
-        "items per forward pass (default 64)",
-        _between(1, 4096, "a whole number"),
-    ),
-    Key(
-        "threads",
-        int,
-        "--threads",
-        "CPU threads for compute (0: all)",
-        _between(0, 1024, "a whole number"),
-    ),
-    Key(
-        "gpu_memory_gb",
-        float,
-        "--gpu-memory-gb",
-        "most GPU memory to use, GiB (0: no cap)",
-        _between(0, 4096, "GiB"),
-    ),
-    Key("idle_only", bool, "--idle-only", "compute only while other programs leave the CPU idle"),
-    Key(
-        "idle_cpu_percent",
-        float,
-        "--idle-cpu-percent",
-        "with --idle-only: others' CPU use that counts as busy (default 25)",
-        _between(1, 100, "a percentage"),
-    ),
-    Key("pause_on_battery", bool, "--pause-on-battery", "pause while running on battery"),
-    Key(
-        "max_gpu_temp_c",
-        int,
-        "--max-gpu-temp",
-        "pause above this GPU temperature, °C (0: no limit)",
-        lambda v: None if v == 0 or 40 <= v <= 120 else "0 (no limit) or 40 to 120 °C",
-    ),
-    Key(
-        "max_cpu_temp_c",
-        int,
-        "--max-cpu-temp",
-        "pause above this CPU temperature, °C (0: no limit)",
-        lambda v: None if v == 0 or 40 <= v <= 120 else "0 (no limit) or 40 to 120 °C",
-    ),
-    Key(
-        "schedule",
-        str,
-        "--schedule",
-        'daily windows to compute in, local time, e.g. "22:00-07:00" (empty: always)',
-        _schedule,
-    ),
-    Key(
-        "fetch_urls",
-        bool,
-        "--fetch-urls",
-        "also take image jobs whose rows are URLs, and fetch those images from the web "
-        "yourself: your machine then connects to the servers the job's URLs name and shows "
-        "them your IP address (off by default)",
-    ),
-    Key(
-        "allow_private_addresses",
-        bool,
-        "--allow-private-addresses",
-        "with --fetch-urls: also fetch from loopback, private and other non-public addresses "
-        "(for tests and LANs; off by default)",
-    ),
-)
-KEYS_BY_NAME = {key.name: key for key in KEYS}
 
 # What opting in to --fetch-urls means, said wherever it is turned on.
 FETCH_WARNING = (

@@ -34,7 +34,8 @@ from allmende.client.settings import (
     resolve_config_path,
     resolve_home,
 )
-from allmende.client.tui.state import ViewState, handed_back
+from allmende.client.tui.state import ViewState
+from allmende.client.tui.wording import handed_back
 from allmende.protocol.errors import AllmendeError
 
 EXIT_INTERRUPTED = 130

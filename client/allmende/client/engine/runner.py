@@ -16,8 +16,8 @@ is in use (control.py). A computer whose ``compute`` takes a ``progress`` callba
 progress within a unit and can be paused and cancelled between batches; others pause and
 stop between units (compute.py).
 
-This module holds `VolunteerEngine` itself: the run from handshake to the last result, and
-the loop that leases, verifies and computes units.
+This module holds `VolunteerEngine` itself: its controls, and the run from handshake to the
+last result; the loop each lane runs (lease, verify, compute, submit) is in work.py.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from datetime import time as daytime
 
@@ -36,9 +34,7 @@ from allmende.client.engine import events as ev
 from allmende.client.engine.compute import (
     PROGRESS_INTERVAL_S,
     Computer,
-    compute_unit,
     default_computer,
-    takes_progress,
 )
 from allmende.client.engine.config import COMPUTE_FIELDS, RESTART_FIELDS, EngineConfig
 from allmende.client.engine.control import PAUSED_BY_YOU, Cancelled, Controls, default_probe
@@ -53,7 +49,7 @@ from allmende.client.engine.exits import (
 )
 from allmende.client.engine.handshake import CLIENT_VERSION, connect
 from allmende.client.engine.lanes import Lane, run_lanes
-from allmende.client.engine.leasing import BUFFER_S, MAX_BUFFER, hand_back, units_wanted
+from allmende.client.engine.leasing import BUFFER_S, MAX_BUFFER, units_wanted
 from allmende.client.engine.link import CoordinatorLink
 from allmende.client.engine.model_cache import ModelCache
 from allmende.client.engine.policy import Policy
@@ -61,12 +57,11 @@ from allmende.client.engine.recover import recover_leases
 from allmende.client.engine.spool import Spool
 from allmende.client.engine.submission import Submitter
 from allmende.client.engine.verdicts import VerdictBook
-from allmende.client.engine.verify import UrlsNotWanted, check_unit, unit_id_hint
+from allmende.client.engine.work import LaneWork, Metered
 from allmende.client.probes import HardwareProbe
 from allmende.protocol.errors import AllmendeError
 from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import normalise_fingerprint
-from allmende.v1 import allmende_pb2 as pb
 
 # Names that lived here before the engine was split into modules; importers keep working.
 __all__ = [
@@ -304,14 +299,26 @@ class VolunteerEngine:
                 control.stop_requested.set()
                 control.wake()
 
+            work = LaneWork(
+                link,
+                submitter,
+                coordinator_key,
+                control,
+                lambda: self.config,
+                self.registry,
+                self._models,
+                self._current_computer,
+                self._emit,
+                self.on_event,
+            )
+            first = self._lanes[0]  # takes the recovered leases, and the energy meter follows it
+            metered = Metered(self._energy, self._per_thousand)
             run_lanes(
                 self._lanes,
-                lambda lane: self._work(
-                    link,
-                    submitter,
-                    coordinator_key,
+                lambda lane: work.run(
                     lane,
-                    recovered if lane is self._lanes[0] else (),  # one lane takes them
+                    recovered if lane is first else (),
+                    metered if lane is first else None,
                 ),
                 stop_all,
                 self._emit,
@@ -365,125 +372,3 @@ class VolunteerEngine:
                 config = dataclasses.replace(config, device=lane.device)
             lane.computer = default_computer(self.registry, config)
         return lane.computer
-
-    def _work(
-        self,
-        link: CoordinatorLink,
-        submitter: Submitter,
-        coordinator_key: bytes,
-        lane: Lane,
-        recovered: Sequence[pb.Lease] = (),
-    ) -> None:
-        """Lease, verify and compute units on `lane` until idle or stopped; `recovered`
-        leases (held from an earlier run, recover.py) come first.
-
-        Units are leased a few at a time, about `BUFFER_S` of this volunteer's compute (one
-        at a time on a slow machine, up to `MAX_BUFFER` on a fast GPU), and the next lease
-        call runs while the last unit in hand computes; results are encoded, signed and sent
-        on the submit thread, so the compute device rarely waits.
-        """
-        control = self._control
-        emit = lane.tag(self._emit)
-        refusals = 0
-        fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
-        ahead: Future[object] | None = None
-        held: deque[pb.Lease] = deque(recovered)  # leased, not started
-        want = 1
-        try:
-            while not control.finishing(lane.name):
-                if submitter.error is not None:
-                    raise submitter.error
-                if control.lane_reason(lane.name) is not None:
-                    hand_back(link, held, ahead, "paused: not started", emit)  # keep none
-                    ahead = None
-                    control.wait_while_paused(in_unit=False, device=lane.name)
-                    continue
-                if not held:
-                    response = ahead.result() if ahead else link.lease(want)
-                    ahead = None
-                    assert isinstance(response, pb.LeaseWorkResponse)
-                    if not response.HasField("lease"):
-                        if self.config.exit_when_idle and not response.work_remaining:
-                            if response.notice:  # why none is left for it, e.g. --fetch-urls
-                                emit(ev.Idle(False, 0.0, response.notice[:300]))
-                            submitter.wait_idle()  # nothing left in flight
-                            lane.ended = "no work left"
-                            return
-                        wait = max(response.retry_after_ms, 200) / 1000
-                        emit(ev.Idle(response.work_remaining, wait, response.notice[:300]))
-                        submitter.poll_verdicts(only_if_due=True)
-                        control.sleep(wait)
-                        continue
-                    held.extend([response.lease, *response.more_leases])
-                lease = held.popleft()
-                try:
-                    ensure = self._models.ensure if self._models is not None else None
-                    unit = check_unit(
-                        lease, coordinator_key, self.registry, ensure, self.config.fetch_urls
-                    )
-                except AllmendeError as exc:
-                    # Leased before fetching was turned off: handed back, not held against
-                    # the coordinator.
-                    turned_off = isinstance(exc, UrlsNotWanted) and link.asked_for_urls
-                    refusals += 0 if turned_off else 1
-                    reason = f"refused: {exc.message}"
-                    self.on_event(ev.UnitRefused(unit_id_hint(lease), reason))
-                    link.release(lease.lease_id, reason)
-                    if refusals >= self.config.max_refusals:
-                        raise Stop(
-                            EXIT_REFUSED, f"refused {refusals} units in a row; last: {reason}"
-                        ) from None
-                    continue
-                refusals = 0
-                computer = self._current_computer(lane)
-                measured = takes_progress(computer)
-                emit(
-                    ev.UnitLeased(
-                        unit.unit_id,
-                        unit.job_id,
-                        unit.kind,
-                        unit.model,
-                        len(unit.texts),
-                        measured,
-                    )
-                )
-                if not held and not control.finishing(lane.name):
-                    ahead = fetcher.submit(link.lease, want)
-                if lane is self._lanes[0]:
-                    self._energy.device = computer.device
-                lane.computing = True
-                try:
-                    matrix, seconds = compute_unit(
-                        computer,
-                        unit,
-                        measured,
-                        emit,
-                        lambda: control.wait_while_paused(in_unit=True, device=lane.name),
-                    )
-                except Cancelled as cancelled:
-                    reason = "stopping: the volunteer quit before the unit was finished"
-                    link.release_quietly(lease.lease_id, reason)
-                    emit(
-                        ev.UnitReleased(
-                            unit.unit_id,
-                            reason,
-                            cancelled.done,
-                            len(unit.texts),
-                            round(cancelled.seconds, 3),
-                        )
-                    )
-                    return
-                finally:
-                    lane.computing = False
-                rate = len(unit.texts) / seconds if seconds > 0 else 0.0
-                emit(ev.UnitComputed(unit.unit_id, len(unit.texts), seconds, rate))
-                energy = (  # the meter follows the first device only
-                    self._per_thousand.unit_done(len(unit.texts))
-                    if lane is self._lanes[0]
-                    else (0.0, True)
-                )
-                submitter.put((lease, unit, matrix, computer.device, seconds, energy))
-                want = units_wanted(seconds)
-        finally:  # units leased but never started go back
-            hand_back(link, held, ahead, "stopping: not started", emit)
-            fetcher.shutdown(wait=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 
 from allmende.client.probes import HardwareSample
-from allmende.client.tui.state import ViewState, format_bytes, format_duration, short_unit
+from allmende.client.tui.state import ViewState
+from allmende.client.tui.wording import format_bytes, format_duration, short_unit
 
 STYLE = {"good": "green", "warn": "yellow", "bad": "bold red", "info": ""}
 

@@ -2,7 +2,8 @@
 arithmetic (ETA, throughput, credit, energy) is tested without a terminal.
 
 Clocks are injected: `clock` (monotonic seconds) for countdowns and rates, `wall` for the
-times in the log, so tests and snapshots are deterministic.
+times in the log, so tests and snapshots are deterministic. How numbers and units are worded
+is in wording.py; the throughput history in throughput.py.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from allmende.client.engine import events as ev
 from allmende.client.engine.energy import EnergyMeter
 from allmende.client.probes import GpuSample, HardwareSample
 from allmende.client.tui.device_rows import DeviceBoard
+from allmende.client.tui.throughput import Throughput
+from allmende.client.tui.wording import format_bytes, handed_back, short_unit, work_given_up
 
-# Throughput history: items/s in buckets of this many seconds, this many buckets kept.
-BUCKET_S = 10.0
-BUCKETS = 30  # five minutes
 LOG_LINES = 200
 
 
@@ -81,7 +81,7 @@ class ViewState:
         self.unit: UnitView | None = None
         self.download: DownloadView | None = None
         self.last_rate: float | None = None
-        self._buckets: deque[tuple[int, float]] = deque()
+        self._throughput = Throughput()
         # contribution: counted from this session's answers until the coordinator's lifetime
         # totals arrive (CreditTotals), then those totals, the figures `volunteers list` shows
         self.accepted = 0
@@ -144,11 +144,7 @@ class ViewState:
 
     def throughput(self) -> list[float]:
         """items/s per bucket, oldest first, the last BUCKETS buckets up to now."""
-        now_bucket = int(self.clock() // BUCKET_S)
-        counts = dict(self._buckets)
-        return [
-            counts.get(b, 0.0) / BUCKET_S for b in range(now_bucket - BUCKETS + 1, now_bucket + 1)
-        ]
+        return self._throughput.rates(self.clock())
 
     def gpu_in_use(self) -> GpuSample | None:
         if self.sample is None or self.device == "cpu":
@@ -158,13 +154,7 @@ class ViewState:
     # ------------------------------------------------------------------ folding
 
     def _count(self, items: float) -> None:
-        bucket = int(self.clock() // BUCKET_S)
-        if self._buckets and self._buckets[-1][0] == bucket:
-            self._buckets[-1] = (bucket, self._buckets[-1][1] + items)
-        else:
-            self._buckets.append((bucket, items))
-        while self._buckets and self._buckets[0][0] <= bucket - BUCKETS:
-            self._buckets.popleft()
+        self._throughput.count(items, self.clock())
 
     def note(self, text: str, level: str = "info") -> None:
         line = LogLine(self.wall().strftime("%H:%M:%S"), level, text)
@@ -399,44 +389,3 @@ class ViewState:
         kept = f"; {e.spooled} result(s) kept on disk for next time" if e.spooled else ""
         level = "bad" if e.exit_code else "info"
         self.note(f"stopped ({e.reason}){kept}{handed_back(e)}", level)
-
-
-def work_given_up(done: int, items: int, seconds: float) -> str:
-    """ "120 of 600 rows computed in 4.2 s, given up" """
-    of = f" of {items:,}" if items else ""
-    return f"{done:,}{of} rows computed in {seconds:.1f} s, given up"
-
-
-def handed_back(e: ev.Stopped) -> str:
-    """What a stop handed back to the coordinator, for a summary ('' when nothing)."""
-    if not e.handed_back:
-        return ""
-    text = f"; {e.handed_back} unit(s) handed back to the coordinator"
-    if e.handed_back_rows:
-        text += f" ({e.handed_back_rows:,} rows computed in {e.handed_back_s:.1f} s, given up)"
-    return text
-
-
-def short_unit(unit_id: str) -> str:
-    """`job-0123456789ab-u000042` → `…ab-u000042`: enough to tell units apart in a log."""
-    return unit_id if len(unit_id) <= 16 else "…" + unit_id[-15:]
-
-
-def format_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"  # pragma: no cover
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

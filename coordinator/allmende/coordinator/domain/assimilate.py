@@ -8,14 +8,14 @@ or a whole one; the job is marked complete only after the rename.
 
 Every row says how it was verified (see `verified_by`), by how many replicas, their lowest
 agreement (null where one result stood alone: nothing was compared), the gold rows its unit
-passed, the tau in force when its unit was decided, and the model's weights hash.
+passed, the tau in force when its unit was decided, and the model's weights hash. What each
+column holds, in words for the manifest and card, is in dataset_columns.py.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from allmende.coordinator.domain.dataset_columns import column_notes
 from allmende.coordinator.domain.dataset_cost import job_cost, job_energy
 from allmende.coordinator.domain.jobs import job_rule
 from allmende.coordinator.domain.publish import (
@@ -321,7 +322,7 @@ def assimilate(
         **({"rows_kept": writer.kept} if keep is not None else {}),
         "unique_items": job.unique_items,
         "units": len(units),
-        "columns": _column_notes(shape, keep is not None, rule, kind.inputs, job.url_items > 0),
+        "columns": column_notes(shape, keep is not None, rule, kind.inputs, job.url_items > 0),
         "shards": writer.shards,
         "merkle_root": merkle_root([shard["sha256"] for shard in writer.shards]),
         "min_agreement": min(agreements) if agreements else None,
@@ -338,67 +339,3 @@ def assimilate(
     staging.rename(target)
     store.complete_job(job.job_id, manifest_bytes, signature, now_ms)
     return target
-
-
-def _column_notes(
-    shape: ResultShape,
-    keep: bool,
-    rule: Mapping[str, Any],
-    inputs: Sequence[str] = ("text",),
-    url: bool = False,
-) -> dict[str, str]:
-    """What each dataset column holds, from the kind's declaration."""
-    notes = {"id": "input id (string)"}
-    if "text" in inputs:
-        notes["text"] = "the input text"
-    if url:
-        notes["url"] = (
-            "string; where the row's image came from: the URL volunteers fetched it from, "
-            "or the source URL given with its bytes (null where the row had none)"
-        )
-    for column, layout, _ in shape.columns:
-        if isinstance(column, VectorColumn):
-            kind = f"fixed_size_list<float32>[{layout.width}]"
-            stored = f", stored as {layout.dtype}"
-        elif isinstance(column, StatusColumn):
-            kind, stored = "string", f", one of {', '.join(column.labels)}"
-        elif isinstance(column, HashColumn):
-            kind, stored = "string", f", {column.size} bytes as hex"
-        elif isinstance(column, IntColumn):
-            kind, stored = "int32", ""
-        elif isinstance(column, LabelColumn):
-            kind, stored = "string", f", one of the model's {len(shape.model.labels)} labels"
-        else:
-            kind, stored = "float32", ""
-        notes[column.name] = f"{kind}; {column.description}{stored}"
-    if keep:
-        notes["keep"] = (
-            "bool; the job's rule applied by the coordinator to the agreed values "
-            f"({json.dumps(dict(rule), sort_keys=True)}); every input row is kept in the "
-            "dataset, filter on this column"
-        )
-    agreed = dict((c.name, c) for c, _, _ in shape.columns)[shape.agreement]
-    notes |= {
-        "content_sha256": _CONTENT_NOTES.get(tuple(inputs), _CONTENT_NOTES[("image", "text")]),
-        "unit_id": "the work unit that computed the row",
-        "verified_by": "quorum (independent results agreed), solo+gold (one result, its "
-        "unit's hidden gold rows agreed) or solo (one result, unchecked)",
-        "replicas": "how many independent volunteer results agreed on the row",
-        "agreement": f"lowest {agreed.measure_name} ({shape.agreement}) between agreeing "
-        "replicas of the unit; null where one result was accepted (nothing compared)",
-        "gold_passed": "hidden gold rows (known answers) the unit's agreeing results passed",
-        "tau": "the agreement threshold in force when the unit was decided (null: not "
-        "recorded, decided by a coordinator before it kept it)",
-        "model_sha256": "sha256 of the model weights that computed the row",
-    }
-    return notes
-
-
-_CONTENT_NOTES = {
-    ("text",): "sha256 of the text (UTF-8), hex",
-    ("image",): "sha256 of the image file (of b'url:' and the URL for a row fetched from "
-    "a URL), hex (rows with equal values were computed once)",
-    ("image", "text"): "sha256 of the text's UTF-8 length (8 bytes, big-endian), the text "
-    "and the image file (b'url:' and the URL for a row fetched from a URL), hex (rows with "
-    "equal values were computed once)",
-}

@@ -11,6 +11,7 @@ from typing import Any
 
 from allmende.coordinator.store.base import Admit, Compose
 from allmende.coordinator.store.fastsql import Conn
+from allmende.coordinator.store.lease_candidates import FREE_UNIT, FREE_UNIT_FIRST_JOB, LOCK_KEY
 from allmende.coordinator.store.records import (
     HeldLease,
     LeaseCandidate,
@@ -21,13 +22,7 @@ from allmende.coordinator.store.records import (
     VolunteerRecord,
 )
 from allmende.coordinator.store.sql_base import unit_record
-from allmende.coordinator.store.statements import (
-    FREE_UNIT,
-    FREE_UNIT_FIRST_JOB,
-    LOCK_KEY,
-    STANDING,
-    Q,
-)
+from allmende.coordinator.store.statements import STANDING, Q
 from allmende.coordinator.store.trust_sql import TrustQueries
 from allmende.coordinator.store.volunteers_sql import standing_of, volunteer_record
 

@@ -22,9 +22,10 @@ reference (a unit's job, for one), and FOR UPDATE would conflict with those.
 The store is `SqlStore`, composed of one mixin per concern over `SqlBase` (sql_base.py:
 transactions, reads, events): jobs_sql.py, volunteers_sql.py, leasing_sql.py, results_sql.py,
 datasets_sql.py (assimilation), admin_sql.py, lookup_sql.py (ids by prefix), trust_sql.py,
-nonces_sql.py (signed requests' nonces), models_sql.py (served models) and verdicts_sql.py
-(what volunteers are told of their results). The data path's statements are built once in
-statements.py; engines and their SQLite settings are made in engine.py.
+gold_sql.py (gold rows), nonces_sql.py (signed requests' nonces), models_sql.py (served
+models) and verdicts_sql.py (what volunteers are told of their results). The data path's
+statements are built once in statements.py; engines and their SQLite settings are made in
+engine.py.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.admin_sql import COORDINATOR_META, AdminQueries
 from allmende.coordinator.store.datasets_sql import DatasetQueries
 from allmende.coordinator.store.engine import backend_of, make_engine, safe_url
+from allmende.coordinator.store.gold_sql import GoldQueries
 from allmende.coordinator.store.jobs_sql import JobQueries
 from allmende.coordinator.store.leasing_sql import LeaseQueries
 from allmende.coordinator.store.lookup_sql import LookupQueries
@@ -66,6 +68,7 @@ class SqlStore(
     AdminQueries,
     LookupQueries,
     TrustQueries,
+    GoldQueries,
     NonceQueries,
     VerdictQueries,
     ModelQueries,

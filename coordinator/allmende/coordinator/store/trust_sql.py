@@ -1,8 +1,9 @@
-"""The store's side of trust: reputation, daily quotas, gold rows, faults, quarantine and repair.
+"""The store's side of trust: reputation, daily quotas, faults, quarantine and repair.
 
 A mixin of `SqlStore` (see sql.py), kept apart so that the data path stays readable. Locks
 follow sql.py's order (units, then leases, then jobs), so these writers cannot deadlock
-with leasing and submitting on PostgreSQL.
+with leasing and submitting on PostgreSQL. Settling a decided unit here keeps the gold rows
+its quorum yields; the pool of gold rows itself is read and filled in gold_sql.py.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 
 from allmende.coordinator.store import schema as t
 from allmende.coordinator.store.fastsql import Conn
 from allmende.coordinator.store.records import (
-    GoldInput,
     GoldRow,
     LeasePlan,
     Repair,
@@ -205,98 +205,6 @@ class TrustQueries(SqlBase):
             ).scalar_one()
             kept.append(GoldRow(int(gold_id), unit.job_id, text, answer, unit.unit_id, image))
         return kept
-
-    # ------------------------------------------------------------------ gold rows
-
-    def gold_rows(self, job_ids: Sequence[str], per_job: int) -> list[GoldRow]:
-        """Up to `per_job` gold rows for each job, newest first, drawn from every job of
-        the same model (task kind, weights, dims and result dtype): a new job has gold rows
-        from its first lease when earlier jobs of its model left some. Each row comes back
-        under the job whose pool it serves (`GoldRow.job_id`), once per such job."""
-        g, src, want = t.gold, t.jobs.alias("src"), t.jobs.alias("want")
-        same_model = and_(
-            src.c.kind == want.c.kind,
-            src.c.model_sha256 == want.c.model_sha256,
-            src.c.dims == want.c.dims,
-            src.c.result_dtype == want.c.result_dtype,
-        )
-        out: list[GoldRow] = []
-        with self._read() as conn:
-            for job_id in job_ids:
-                rows = conn.execute(
-                    select(g.c.gold_id, g.c.text, g.c.answer, g.c.unit_id, g.c.image)
-                    .select_from(
-                        g.join(src, src.c.job_id == g.c.job_id).join(want, same_model)
-                    )
-                    .where(want.c.job_id == job_id)
-                    .order_by(g.c.gold_id.desc())
-                    .limit(per_job)
-                ).all()
-                out.extend(
-                    GoldRow(row[0], job_id, row[1], row[2], row[3], row[4]) for row in rows
-                )
-        return out
-
-    def gold_sources_leased(self, volunteer_id: str) -> set[str]:
-        """The units gold rows were taken from that this volunteer leased: it saw their
-        texts as ordinary rows, so they must never reach it as gold rows."""
-        g, le = t.gold, t.leases
-        with self._read() as conn:
-            return set(
-                conn.execute(
-                    select(g.c.unit_id)
-                    .distinct()
-                    .select_from(g.join(le, le.c.unit_id == g.c.unit_id))
-                    .where(le.c.volunteer_id == volunteer_id, g.c.unit_id != "")
-                ).scalars()
-            )
-
-    def gold_by_ids(self, gold_ids: Sequence[int]) -> list[GoldRow]:
-        g = t.gold
-        if not gold_ids:
-            return []
-        with self._read() as conn:
-            rows = conn.execute(
-                select(
-                    g.c.gold_id, g.c.job_id, g.c.text, g.c.answer, g.c.unit_id, g.c.image
-                ).where(
-                    g.c.gold_id.in_(list(gold_ids))
-                )
-            ).all()
-        return [GoldRow(*row) for row in rows]
-
-    def add_gold(
-        self,
-        job_id: str,
-        rows: Sequence[GoldInput],
-        source: str,
-        now_ms: int,
-        unit_ids: Sequence[str] = (),
-    ) -> None:
-        """`rows`: (text, answer[, image]). `unit_ids`: the unit of the job each row's text
-        is in ('' or none: none)."""
-        units = list(unit_ids) + [""] * (len(rows) - len(unit_ids))
-        with self._tx() as conn:
-            conn.execute(
-                t.gold.insert(),
-                [
-                    {
-                        "job_id": job_id,
-                        "text": row[0],
-                        "answer": row[1],
-                        "image": gold_image(row),
-                        "source": source,
-                        "unit_id": unit_id,
-                        "created_ms": now_ms,
-                    }
-                    for row, unit_id in zip(rows, units, strict=True)
-                ],
-            )
-
-    def gold_count(self, job_id: str) -> int:
-        g = t.gold
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).where(g.c.job_id == job_id)).scalar_one())
 
     # ------------------------------------------------------------------ quarantine
 
