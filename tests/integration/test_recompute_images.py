@@ -12,7 +12,6 @@ import json
 import shutil
 import tarfile
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,25 +67,24 @@ def write_parquet(path: Path, rows: list[tuple[str, bytes]]) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def made(
-    tmp_path_factory: pytest.TempPathFactory,
-    clip_registry: ModelRegistry,
-    clip_computer: object,
-    tiny_clip: ModelSpec,
-) -> Iterator[Made]:
-    root = tmp_path_factory.mktemp("clip-recompute")
+def produce(
+    root: Path, kind: str, registry: ModelRegistry, computer: object, model: ModelSpec
+) -> Made:
+    """Run a whole `kind` job on the bundled photographs and two broken files with two real
+    volunteers; return the pulled dataset and the job's input as a WebDataset shard."""
     rows = read_images() + BROKEN
     home = CoordinatorHome(root / "coordinator")
     home.init()
-    with serve(home.root, "127.0.0.1:0", drain_s=0.2, registry=clip_registry) as running:
+    with serve(home.root, "127.0.0.1:0", drain_s=0.2, registry=registry) as running:
         key = running.coordinator.key
         with CoordinatorClient(running.address, admin_token=home.load_token()) as admin:
             items = [
-                pb.InputItem(id=i, text=caption, image=image, line=n + 1)
+                pb.InputItem(
+                    id=i, text=caption if kind == "clip-filter" else "", image=image, line=n + 1
+                )
                 for n, (i, image, caption) in enumerate(rows)
             ]
-            spec = pb.JobSpec(kind="clip-filter", model=tiny_clip.name, redundancy=2, unit_size=4)
+            spec = pb.JobSpec(kind=kind, model=model.name, redundancy=2, unit_size=4)
             created = admin.create_job(
                 [
                     pb.CreateJobRequest(spec=spec, source_name="images"),
@@ -103,7 +101,7 @@ def made(
                     exit_when_idle=True,
                     give_up_after_s=30,
                 )
-                engine = VolunteerEngine(config, computer=clip_computer, registry=clip_registry)  # type: ignore[arg-type]
+                engine = VolunteerEngine(config, computer=computer, registry=registry)  # type: ignore[arg-type]
                 engine.run()
 
             threads = [threading.Thread(target=volunteer, args=(i,)) for i in range(2)]
@@ -121,7 +119,18 @@ def made(
     shard = root / "inputs" / "00000.tar"
     shard.parent.mkdir()
     write_shard(shard, rows)
-    yield Made(folder, key, rows, shard, Path(tiny_clip.source))
+    return Made(folder, key, rows, shard, Path(model.source))
+
+
+@pytest.fixture(scope="module")
+def made(
+    tmp_path_factory: pytest.TempPathFactory,
+    clip_registry: ModelRegistry,
+    clip_computer: object,
+    tiny_clip: ModelSpec,
+) -> Made:
+    root = tmp_path_factory.mktemp("clip-recompute")
+    return produce(root, "clip-filter", clip_registry, clip_computer, tiny_clip)
 
 
 def verify(made: Made, folder: Path | None = None) -> list[str]:
@@ -330,3 +339,49 @@ def test_bad_image_input_exits_2_naming_the_flag(
     )
     assert code == 2
     assert "--images: expected a dataset whose rows take images; embed-text rows take text" in err
+
+
+@pytest.mark.slow
+def test_an_embed_image_dataset_recomputes_and_a_swapped_embedding_is_caught(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    clip_registry: ModelRegistry,
+    clip_computer: object,
+    tiny_clip: ModelSpec,
+) -> None:
+    made = produce(
+        tmp_path_factory.mktemp("embed-image"),
+        "embed-image",
+        clip_registry,
+        clip_computer,
+        tiny_clip,
+    )
+    args = [
+        "--recompute",
+        "1",
+        "--json",
+        "--images",
+        str(made.shard),
+        "--model-dir",
+        str(made.model_dir),
+    ]
+    code, out, err = run_cli(capsys, *verify(made), *args)
+    assert code == 0, out + err
+    found = json.loads(out)["recompute"]
+    assert found["kind"] == "embed-image" and found["disagreements"] == []
+    assert found["rows_checked"] == found["rows_total"] == len(made.rows)
+    forged = tmp_path_factory.mktemp("embed-image-forged") / "dataset"
+    shutil.copytree(made.folder, forged)
+    victim = ""
+
+    def swap(columns: dict[str, list[object]]) -> None:
+        nonlocal victim
+        ok = [n for n, s in enumerate(columns["status"]) if s == "ok"]
+        victim = str(columns["id"][ok[0]])
+        columns["image_embedding"][ok[0]] = columns["image_embedding"][ok[1]]
+
+    republish(forged, made.key, swap)
+    code, out, err = run_cli(capsys, *verify(made, forged), *args)
+    assert code == 1
+    found = json.loads(out)["recompute"]
+    assert [(d["id"], d["column"]) for d in found["disagreements"]] == [(victim, "image_embedding")]
