@@ -363,6 +363,15 @@ def test_a_lone_result_decides_url_rows_and_recompute_skips_them(
     report = recompute(out, fraction=1.0, registry=clip_registry)
     assert (report.rows_checked, report.rows_skipped, report.ok) == (0, 2, True)
     assert as_json(report)["rows_skipped"] == 2
+    # Given the bytes by id, a URL row is recomputed like an uploaded one: "one" holds the
+    # bytes its row names, which are no image, so the lone result's "ok" is caught; "two"
+    # gets other bytes than the volunteer fetched, which is said and not recomputed.
+    supplied = tmp_path / "fetched.parquet"
+    pq.write_table(pa.table({"id": ["one", "two"], "image": [b"mine", b"not those"]}), supplied)
+    report = recompute(out, fraction=1.0, registry=clip_registry, images=[supplied])
+    assert (report.rows_checked, report.rows_skipped, report.ok) == (1, 0, False)
+    assert [m.id for m in report.image_mismatches] == ["two"]
+    assert {d.column for d in report.disagreements if d.id == "one"} >= {"status", "width"}
 
 
 def test_gold_rows_computed_at_job_create_are_never_url_rows(

@@ -1,4 +1,4 @@
-"""Image-text job inputs (coordinator/allmende/coordinator/cli/image_inputs.py): WebDataset
+"""Image-text job inputs (protos/allmende/protocol/image_files.py, read by `job create`): WebDataset
 shards as img2dataset writes them and Parquet image columns, with every bad input refused
 by name before anything is sent."""
 

@@ -81,6 +81,26 @@ def test_clip_filter_results_round_trip_the_wire_exactly_where_they_must() -> No
     assert shape.compare(back, shape.rounded(matrix), 0.999).agrees
 
 
+def test_a_datasets_exact_columns_read_back_as_the_compute_class_returned_them() -> None:
+    """What `dataset verify --recompute` compares: a published row (hex digest, whole
+    numbers, status label) read back equals the matrix it was published from; values no
+    honest dataset holds read back as agreeing with nothing."""
+    shape = CLIP_FILTER.shape(CLIP, "float16")
+    matrix = shape.rounded(result(4, status=1))
+    shown = {col.name: col.show(matrix[:, part], CLIP) for col, _, part in shape.columns}
+    back = shape.read(shown)
+    for col, _, part in shape.columns:
+        assert np.array_equal(back[:, part], matrix[:, part]), col.name
+    assert shape.compare(back, matrix, 0.999).agrees
+    shown["image_sha256"][0] = "zz" * 32
+    shown["image_sha256"][1] = "ab" * 31
+    shown["width"][2] = "640"
+    shown["status"][3] = "no-such-status"
+    bad = dict(zip(["image_sha256", "width", "status"], [[0, 1], [2], [3]], strict=True))
+    for col, _, ok in shape.by_column(shape.read(shown), matrix, 0.999):
+        assert np.flatnonzero(~ok).tolist() == bad.get(col.name, []), col.name
+
+
 @pytest.mark.parametrize(
     ("column", "value", "needle"),
     [

@@ -72,6 +72,12 @@ def pull(args: argparse.Namespace) -> int:
 def verify(args: argparse.Namespace) -> int:
     pinned = normalise_fingerprint(args.fingerprint)
     folder = Path(args.folder)
+    recomputing = args.recompute is not None or args.recompute_rows is not None
+    for flag, given in (("--images", args.images), ("--model-dir", args.model_dir)):
+        if given and not recomputing:
+            raise CliError(
+                f"{flag}: used with --recompute FRACTION or --recompute-rows N", EXIT_USAGE
+            )
     try:
         report = verify_folder(folder, pinned)
     except IntegrityError as exc:
@@ -85,7 +91,6 @@ def verify(args: argparse.Namespace) -> int:
         "merkle_root": report.merkle_root,
         "version": report.version,
     }
-    recomputing = args.recompute is not None or args.recompute_rows is not None
     if not args.json:
         out(
             f"ok: {report.rows} rows in {report.shards} shard(s), job {report.job_id}, "

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from allmende.cli.common import EXIT_FAILED, EXIT_OK, err, out, out_json
-from allmende.research.pinned import computers
 from allmende.research.recompute import RecomputeReport, recompute
 
 
@@ -27,13 +26,18 @@ def recompute_and_report(args: argparse.Namespace, folder: Path, checked: dict[s
         if live:
             print(f"\r  {done} rows recomputed", end="", file=sys.stderr, flush=True)
 
+    images = args.images
+    model_dir = args.model_dir
     report = recompute(
         folder,
         fraction=args.recompute,
         rows=args.recompute_rows,
-        computers=computers(device=args.device, batch_size=args.batch_size),
         seed=args.seed,
         progress=progress,
+        images=[Path(p) for p in images] if images else None,
+        model_dir=Path(model_dir) if model_dir else None,
+        device=args.device,
+        batch_size=args.batch_size,
     )
     if live:
         print(file=sys.stderr, flush=True)
@@ -53,6 +57,10 @@ def as_json(report: RecomputeReport) -> dict[str, Any]:
         "rows_total": report.rows_total,
         "rows_checked": report.rows_checked,
         "rows_skipped": report.rows_skipped,
+        "image_mismatches": [
+            {"id": m.id, "supplied_sha256": m.supplied_sha256, "row_sha256": m.row_sha256}
+            for m in report.image_mismatches
+        ],
         "lowest_agreement": _finite(report.lowest_agreement),
         "measure": report.measure,
         "lowest_id": report.lowest_id,
@@ -76,8 +84,15 @@ def print_report(report: RecomputeReport) -> None:
     )
     if report.rows_skipped:
         out(
-            f"skipped {report.rows_skipped} sampled row(s) with a url: their images are not "
-            "in the dataset, and fetching them again may give other bytes"
+            f"skipped {report.rows_skipped} sampled row(s) without a supplied image: the "
+            "dataset holds no image bytes (give the job's input files with --images; a URL "
+            "row's image is recomputed only from bytes supplied for its id)"
+        )
+    for m in report.image_mismatches:
+        out(
+            f"not the image this row was computed from: row {m.id}: the supplied image's "
+            f"sha256 is {m.supplied_sha256}, the row's image_sha256 {m.row_sha256}; not "
+            "recomputed"
         )
     for d in report.disagreements:
         measure = f"{d.measure:.6f}" if math.isfinite(d.measure) else "unreadable"
@@ -85,5 +100,10 @@ def print_report(report: RecomputeReport) -> None:
     if report.disagreements:
         rows = len({d.id for d in report.disagreements})
         err(f"allmende: recompute found {rows} row(s) that disagree with the dataset")
-    else:
+    if report.image_mismatches:
+        err(
+            f"allmende: {len(report.image_mismatches)} supplied image(s) are not the images "
+            "their rows were computed from"
+        )
+    if not report.disagreements:
         out("every recomputed row agrees with the dataset")

@@ -49,6 +49,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="also recompute N random rows (all of them if the dataset has fewer)",
     )
     p.add_argument("--seed", type=positive, help="the sample's random seed (printed otherwise)")
+    p.add_argument(
+        "--images",
+        action="append",
+        metavar="PATH",
+        help="for image datasets (clip-filter, embed-image): the job's inputs as given to "
+        "`job create`, WebDataset .tar shards and/or .parquet with id and image, or a folder "
+        "of them (repeatable); rows are matched by id and their image checked by sha256; "
+        "sampled rows without one are skipped",
+    )
+    p.add_argument(
+        "--model-dir",
+        metavar="DIR",
+        help="the folder of the dataset's model, for models this install does not know "
+        "(e.g. one a coordinator served); checked against the dataset's pin",
+    )
     compute_flags(p)
     p.set_defaults(handler="allmende.cli.dataset_cmds:verify")
     p = dsub.add_parser("versions", help="list the versions of a job's dataset")

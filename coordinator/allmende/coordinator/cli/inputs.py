@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from allmende.coordinator.cli.image_inputs import parquet_images, tar_samples
 from allmende.protocol.errors import InvalidArgument
+from allmende.protocol.image_files import parquet_images, tar_samples
 from allmende.protocol.limits import MAX_ID_CHARS, MAX_TEXT_BYTES
 
 FORMATS = (".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".tar")

@@ -63,6 +63,21 @@ class HashColumn(EqualColumn):
 
         return [bytes(np.rint(row).astype(np.uint8)).hex() for row in values]
 
+    def read(self, shown: Sequence[object], model: ModelSpec, width: int) -> np.ndarray:
+        """Hex digests back to their bytes; anything else (missing, not hex, another
+        length) becomes NaN, which agrees with nothing."""
+        import numpy as np
+
+        matrix = np.full((len(shown), width), np.nan, dtype=np.float32)
+        for row, value in enumerate(shown):
+            try:
+                digest = bytes.fromhex(value) if isinstance(value, str) else b""
+            except ValueError:
+                continue
+            if len(digest) == width:
+                matrix[row] = np.frombuffer(digest, dtype=np.uint8)
+        return matrix
+
 
 @dataclass(frozen=True)
 class IntColumn(EqualColumn):
@@ -89,6 +104,18 @@ class IntColumn(EqualColumn):
 
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
         return [int(v) for v in values[:, 0]]
+
+    def read(self, shown: Sequence[object], model: ModelSpec, width: int) -> np.ndarray:
+        """Whole numbers back as floats; anything else becomes NaN."""
+        import numpy as np
+
+        return np.asarray(
+            [
+                [float(v) if isinstance(v, int) and not isinstance(v, bool) else np.nan]
+                for v in shown
+            ],
+            dtype=np.float32,
+        ).reshape(len(shown), 1)
 
 
 @dataclass(frozen=True)
@@ -149,6 +176,16 @@ class StatusColumn(EqualColumn):
 
     def show(self, values: np.ndarray, model: ModelSpec) -> list[object]:
         return [self.labels[int(v)] for v in values[:, 0]]
+
+    def read(self, shown: Sequence[object], model: ModelSpec, width: int) -> np.ndarray:
+        """Labels back to their indices; a label the kind does not have becomes -1, which
+        equals no honest result."""
+        import numpy as np
+
+        index = {label: i for i, label in enumerate(self.labels)}
+        return np.asarray(
+            [[index.get(v, -1) if isinstance(v, str) else -1] for v in shown], dtype=np.float32
+        ).reshape(len(shown), 1)
 
     def index(self, label: str) -> int:
         return self.labels.index(label)

@@ -1,5 +1,6 @@
 """Reading image-text job inputs: WebDataset `.tar` shards as img2dataset writes them, and
-the image columns of a `.parquet` file.
+the image columns of a `.parquet` file. Shared by `job create` (the coordinator's CLI) and
+`dataset verify --recompute --images` (the researcher's), which reads the same files back.
 
 A shard holds samples as files sharing a key (the member's path up to the first dot of its
 name): `KEY.jpg|jpeg|png|webp` the image, `KEY.txt` the caption, optionally `KEY.json`
@@ -31,9 +32,9 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 MAX_JSON_BYTES = 64 * 1024
 
 
-def tar_samples(path: Path) -> Iterator[tuple[str, str, bytes, int, str]]:
+def tar_samples(path: Path, flag: str = "--input") -> Iterator[tuple[str, str, bytes, int, str]]:
     """(key, caption, image, sample number from 1, source URL or '') of a WebDataset
-    shard, in shard order."""
+    shard, in shard order. `flag`: the option that named the file, for errors."""
     samples: dict[str, dict[str, bytes]] = {}
     order: list[str] = []
     try:
@@ -66,7 +67,7 @@ def tar_samples(path: Path) -> Iterator[tuple[str, str, bytes, int, str]]:
                     raise InvalidArgument("image", f"one image per sample, two in {where}")
                 fields[slot] = data
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise InvalidArgument("--input", f"a readable tar file ({path.name}: {exc})") from None
+        raise InvalidArgument(flag, f"a readable tar file ({path.name}: {exc})") from None
     for number, key in enumerate(order, start=1):
         fields = samples[key]
         where = f"sample {key!r} of {path.name}"
