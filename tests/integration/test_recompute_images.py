@@ -278,6 +278,14 @@ def test_other_images_are_reported_and_rows_without_images_are_skipped(
     assert f"skipped {len(missing)} sampled row(s) without a supplied image" in out
     assert "every recomputed row agrees" in out
     assert "1 supplied image(s) are not the images" in err
+    # An image is found by its sha256 whatever id it comes with (a duplicate row, a file
+    # renamed since): the same images under other ids recompute every row.
+    renamed = tmp_path / "renamed.parquet"
+    write_parquet(renamed, [(f"other-{n}", images[i]) for n, i in enumerate(ids)])
+    code, out, err = run_cli(capsys, *args, "--images", str(renamed), "--json")
+    found = json.loads(out)["recompute"]
+    assert code == 0, err
+    assert (found["rows_checked"], found["rows_skipped"]) == (len(ids), 0)
     # Without --images nothing can be recomputed: every sampled row is skipped.
     code, out, _ = run_cli(capsys, *args, "--json")
     found = json.loads(out)["recompute"]

@@ -1,9 +1,10 @@
 """Which sampled rows of an image dataset can be recomputed: those whose image the
-researcher supplied (by id, research/supplied.py) and whose bytes are the ones the row was
-computed from, by the kind's digest column of its image input (`image_sha256`). A supplied
-image with another sha256 is not the row's image (a different download, a re-encoded
-file): the row is reported as such, not recomputed, and never counted as a disagreement of
-the model. Rows without a supplied image are skipped and counted."""
+researcher supplied (research/supplied.py), found by the kind's digest column of its image
+input (`image_sha256`): any supplied file with that sha256 is the row's image, whatever id
+it came with (a duplicate image, a row whose caption was changed). A row whose own id came
+with an image of another sha256, and no file has its sha256, is not recomputed but reported
+(a different download, a re-encoded file), never as a disagreement of the model. Rows
+without a supplied image are skipped and counted."""
 
 from __future__ import annotations
 
@@ -54,18 +55,17 @@ def select(
     digest = image_digest_column(pinned)
     values = read_rows(parts, positions, ["id", digest])
     ids = [str(i) for i in values["id"]]
-    supplied = read_images(files, set(ids)) if files else {}
+    stored = [str(d) for d in values[digest]]
+    by_id, by_digest = read_images(files, set(ids), set(stored)) if files else ({}, {})
     keep: list[int] = []
+    images: dict[str, bytes] = {}
     mismatches: list[ImageMismatch] = []
-    for n, (key, stored) in enumerate(zip(ids, values[digest], strict=True)):
-        image = supplied.get(key)
-        if image is None:
-            continue
-        actual = hashlib.sha256(image).hexdigest()
-        if actual == str(stored):
+    for n, (key, wanted) in enumerate(zip(ids, stored, strict=True)):
+        image = by_digest.get(wanted)
+        if image is not None:
             keep.append(n)
-        else:
-            mismatches.append(ImageMismatch(key, actual, str(stored)))
+            images[key] = image
+        elif key in by_id:
+            mismatches.append(ImageMismatch(key, hashlib.sha256(by_id[key]).hexdigest(), wanted))
     chosen = positions[np.asarray(keep, dtype=np.int64)]
-    images = {ids[n]: supplied[ids[n]] for n in keep}
     return ImageRows(chosen, images, len(ids) - len(keep) - len(mismatches), mismatches)

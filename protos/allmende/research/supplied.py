@@ -4,13 +4,17 @@ shards (img2dataset's KEY.jpg|png|webp beside KEY.txt) and `.parquet` files with
 `image` columns, read by the same readers (protocol/image_files.py). A folder stands for
 the `.tar` and `.parquet` files in it (not its subfolders).
 
-Datasets hold no image bytes, so rows are matched by id: a shard's sample key, a Parquet
-row's `id`. Only the wanted ids' bytes are kept, so a sample of a large dataset needs
-memory for the sample's images only."""
+Datasets hold no image bytes, but each row names its image's sha256, so a supplied image is
+a row's when its sha256 is the row's (whatever file or id it came with); rows are also
+matched by id (a shard's sample key, a Parquet row's `id`), so that a supplied image with
+another sha256 can be reported. Only the wanted ids' and digests' bytes are kept, so a
+sample of a large dataset needs memory for the sample's images only."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from allmende.protocol.errors import InvalidArgument
@@ -41,21 +45,32 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def read_images(files: Sequence[Path], wanted: set[str]) -> dict[str, bytes]:
-    """The image bytes of each wanted id the files hold (the first file's when several do).
-    Unreadable files and a Parquet without `id` and `image` columns are InvalidArgument
-    naming the flag and the file."""
-    found: dict[str, bytes] = {}
+def read_images(
+    files: Sequence[Path], wanted: AbstractSet[str], digests: AbstractSet[str] = frozenset()
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The image bytes the files hold of each wanted id, and of each wanted sha256 (hex),
+    the first file's when several do. Unreadable files and a Parquet without `id` and
+    `image` columns are InvalidArgument naming the flag and the file."""
+    by_id: dict[str, bytes] = {}
+    by_digest: dict[str, bytes] = {}
+
+    def take(key: str, image: bytes) -> None:
+        if key in wanted:
+            by_id.setdefault(key, image)
+        if digests:
+            digest = hashlib.sha256(image).hexdigest()
+            if digest in digests:
+                by_digest.setdefault(digest, image)
+
     for path in files:
         if path.suffix == ".tar":
             for key, _, image, _, _ in tar_samples(path, FLAG):
-                if key in wanted:
-                    found.setdefault(key, image)
+                take(key, image)
         else:
             for key, data in _parquet(path):
-                if key in wanted and data is not None:
-                    found.setdefault(key, data)
-    return found
+                if data is not None:
+                    take(key, data)
+    return by_id, by_digest
 
 
 def _parquet(path: Path) -> list[tuple[str, bytes | None]]:

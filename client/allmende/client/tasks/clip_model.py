@@ -38,6 +38,8 @@ class ClipModel:
         folder = Path(model_dir)
         if not (folder / "model.safetensors").is_file():
             raise FailedPrecondition(f"CLIP model folder {folder} has no model.safetensors")
+        if device == "auto":  # as the text embedder does: a GPU when there is one
+            device = "cuda:0" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         loaded: Any = CLIPModel.from_pretrained(
             str(folder), local_files_only=True, use_safetensors=True, trust_remote_code=False
