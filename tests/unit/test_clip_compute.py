@@ -92,3 +92,13 @@ def test_batch_size_moves_results_far_less_than_the_kinds_tolerances(
     )
     for column in ("image_embedding", "width", "height", "image_sha256", "status"):
         assert np.allclose(alone[column], b[column], atol=1e-6), column
+
+
+def test_device_auto_picks_the_cpu_where_there_is_no_gpu(tiny_clip: ModelSpec) -> None:
+    """`dataset verify --recompute` passes --device's default, auto, straight through."""
+    import torch
+
+    from allmende.client.tasks.clip_model import ClipModel
+
+    model = ClipModel(Path(tiny_clip.source), "auto")
+    assert model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
