@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from allmende.api.dataset import pull
+from allmende.cli.main import main
 from allmende.client.connection import CoordinatorClient
 from allmende.client.engine.events import Idle
 from allmende.client.fetch.addresses import ALLOW_ALL
@@ -48,6 +49,7 @@ def test_volunteers_that_opted_in_fetch_url_rows_and_a_changing_page_is_unstable
     run_volunteers,
     server: UrlServer,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     photos = read_images()
     fetched = [(f"{name}-url", server.url(f"/img/{n}"), caption)
@@ -71,6 +73,15 @@ def test_volunteers_that_opted_in_fetch_url_rows_and_a_changing_page_is_unstable
             source_name="urls"),
         pb.CreateJobRequest(items=items),
     ])
+
+    # The operator sees that the job waits for volunteers that fetch.
+    assert clip_admin.get_job(created.job_id).fetch_rows == len(fetched) + len(failing)
+    capsys.readouterr()
+    assert main(["job", "status", created.job_id, "--coordinator", clip_coordinator.address]) == 0
+    assert (
+        f"urls      {len(fetched) + len(failing)} rows are fetched from URLs by the volunteers: "
+        "only volunteers that opted in (--fetch-urls) take this job"
+    ) in capsys.readouterr().out
 
     # A volunteer that did not opt in is given nothing, is told why, and fetches nothing.
     [(code, events)] = run_volunteers(

@@ -378,7 +378,7 @@ class FailedUnit(_message.Message):
     def __init__(self, unit_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "name", "state", "spec", "items", "unique_items", "units_total", "units_accepted", "units_failed", "units_in_progress", "results_received", "results_rejected", "min_agreement", "created_unix_ms", "completed_unix_ms", "failed_units", "reason", "volunteers", "priority", "items_per_s")
+    __slots__ = ("job_id", "name", "state", "spec", "items", "unique_items", "units_total", "units_accepted", "units_failed", "units_in_progress", "results_received", "results_rejected", "min_agreement", "created_unix_ms", "completed_unix_ms", "failed_units", "reason", "volunteers", "priority", "items_per_s", "fetch_rows")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -399,6 +399,7 @@ class JobStatus(_message.Message):
     VOLUNTEERS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    FETCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     name: str
     state: str
@@ -419,7 +420,8 @@ class JobStatus(_message.Message):
     volunteers: int
     priority: int
     items_per_s: float
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., items: _Optional[int] = ..., unique_items: _Optional[int] = ..., units_total: _Optional[int] = ..., units_accepted: _Optional[int] = ..., units_failed: _Optional[int] = ..., units_in_progress: _Optional[int] = ..., results_received: _Optional[int] = ..., results_rejected: _Optional[int] = ..., min_agreement: _Optional[float] = ..., created_unix_ms: _Optional[int] = ..., completed_unix_ms: _Optional[int] = ..., failed_units: _Optional[_Iterable[_Union[FailedUnit, _Mapping]]] = ..., reason: _Optional[str] = ..., volunteers: _Optional[int] = ..., priority: _Optional[int] = ..., items_per_s: _Optional[float] = ...) -> None: ...
+    fetch_rows: int
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., items: _Optional[int] = ..., unique_items: _Optional[int] = ..., units_total: _Optional[int] = ..., units_accepted: _Optional[int] = ..., units_failed: _Optional[int] = ..., units_in_progress: _Optional[int] = ..., results_received: _Optional[int] = ..., results_rejected: _Optional[int] = ..., min_agreement: _Optional[float] = ..., created_unix_ms: _Optional[int] = ..., completed_unix_ms: _Optional[int] = ..., failed_units: _Optional[_Iterable[_Union[FailedUnit, _Mapping]]] = ..., reason: _Optional[str] = ..., volunteers: _Optional[int] = ..., priority: _Optional[int] = ..., items_per_s: _Optional[float] = ..., fetch_rows: _Optional[int] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
     __slots__ = ("job",)

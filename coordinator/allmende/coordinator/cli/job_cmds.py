@@ -102,6 +102,7 @@ def _as_dict(job: pb.JobStatus) -> dict[str, object]:
         "license": job.spec.license or "unknown",
         "items": job.items,
         "unique_items": job.unique_items,
+        "fetch_rows": job.fetch_rows,
         "units": {
             "total": job.units_total,
             "accepted": job.units_accepted,
@@ -148,6 +149,11 @@ def status(args: argparse.Namespace) -> int:
     if kept is not None:
         out(f"kept      {kept} of {job.items} rows pass the rule (the dataset's `keep`)")
     out(f"items     {job.items} ({job.unique_items} unique)")
+    if job.fetch_rows:
+        out(
+            f"urls      {job.fetch_rows} rows are fetched from URLs by the volunteers: only "
+            "volunteers that opted in (--fetch-urls) take this job"
+        )
     out(
         f"units     {job.units_accepted}/{job.units_total} accepted ({pct:.1f}%), "
         f"{job.units_in_progress} in progress, {job.units_failed} failed"

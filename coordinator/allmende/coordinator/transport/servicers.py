@@ -79,6 +79,7 @@ def job_status_pb(view: JobView, items_per_s: float = 0.0) -> pb.JobStatus:
         ),
         items=job.items,
         unique_items=job.unique_items,
+        fetch_rows=job.fetch_rows,
         units_total=counts.units_total,
         units_accepted=counts.units_accepted,
         units_failed=counts.units_failed,
