@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from allmende.demo.tiny_clip import clip_spec
+from allmende.demo.tiny_clip import clip_spec, write_tokenizer
 from allmende.protocol.models import ModelSpec
 
 NAME = "clip-vit-b32-random"
@@ -115,26 +115,13 @@ def build(captions: Sequence[str], root: Path | None = None) -> ModelSpec:
 
 def _write(folder: Path, words: Sequence[str]) -> None:
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from tests.models.tiny_clip import _bytes_to_unicode
 
     partial = folder.with_name(folder.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
-    symbols = list(_bytes_to_unicode().values())
-    merges = _merges(words)
-    vocab: dict[str, int] = {}
-    for token in [*symbols, *(s + "</w>" for s in symbols)]:
-        vocab.setdefault(token, len(vocab))
-    for merge in merges:
-        vocab.setdefault(merge.replace(" ", ""), len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
+    vocab = write_tokenizer(partial, _merges(words))
     assert len(vocab) <= TEXT["vocab_size"]
-    (partial / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (partial / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(str(partial / "vocab.json"), str(partial / "merges.txt"))
-    tokenizer.save_pretrained(str(partial))
 
     special = {
         "bos_token_id": vocab["<|startoftext|>"],

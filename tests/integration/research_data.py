@@ -25,8 +25,10 @@ from allmende.protocol.manifest import (
     sha256_file,
     sign_manifest,
 )
+from allmende.protocol.models import ModelRegistry
 from allmende.protocol.signing import SigningKey
 from allmende.research.folder import manifest_path, shard_path
+from allmende.v1 import allmende_pb2 as pb
 from tests.conditions import wait_until
 from tests.conftest import job_requests
 
@@ -36,12 +38,24 @@ def make_dataset(
 ) -> tuple[Path, SigningKey]:
     """Run a whole job with two real volunteers; return the pulled folder and the
     coordinator's signing key."""
+    return run_job(root, job_requests(texts, ids, redundancy=2, **spec), computer)
+
+
+def run_job(
+    root: Path,
+    requests: list[pb.CreateJobRequest],
+    computer: object,
+    registry: ModelRegistry | None = None,
+) -> tuple[Path, SigningKey]:
+    """Create the job `requests` describe on a fresh coordinator (with `registry`'s models),
+    run two real volunteers until it completes, and pull its dataset; return the folder and
+    the coordinator's signing key."""
     home = CoordinatorHome(root / "coordinator")
     home.init()
-    with serve(home.root, "127.0.0.1:0", drain_s=0.2) as running:
+    with serve(home.root, "127.0.0.1:0", drain_s=0.2, registry=registry) as running:
         key = running.coordinator.key
         with CoordinatorClient(running.address, admin_token=home.load_token()) as admin:
-            created = admin.create_job(job_requests(texts, ids, redundancy=2, **spec))
+            created = admin.create_job(requests)
 
             def volunteer(index: int) -> None:
                 config = EngineConfig(
@@ -52,7 +66,8 @@ def make_dataset(
                     exit_when_idle=True,
                     give_up_after_s=30,
                 )
-                VolunteerEngine(config, computer=computer).run()  # type: ignore[arg-type]
+                engine = VolunteerEngine(config, computer=computer, registry=registry)  # type: ignore[arg-type]
+                engine.run()
 
             threads = [threading.Thread(target=volunteer, args=(i,)) for i in range(2)]
             for thread in threads:

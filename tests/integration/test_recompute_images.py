@@ -11,7 +11,6 @@ import io
 import json
 import shutil
 import tarfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from allmende.api.dataset import pull
 from allmende.cli.main import main
-from allmende.client.connection import CoordinatorClient
-from allmende.client.engine import EngineConfig, VolunteerEngine
-from allmende.coordinator.app import serve
-from allmende.coordinator.home import CoordinatorHome
 from allmende.protocol.models import ModelRegistry, ModelSpec
 from allmende.protocol.signing import SigningKey
 from allmende.v1 import allmende_pb2 as pb
-from tests.conditions import wait_until
 from tests.conftest import read_images
-from tests.integration.research_data import make_dataset, republish
+from tests.integration.research_data import make_dataset, republish, run_job
 
 BROKEN = [("empty", b"", "a zero-byte file"), ("not-an-image", b"<html>404</html>", "a page")]
 
@@ -73,49 +66,16 @@ def produce(
     """Run a whole `kind` job on the bundled photographs and two broken files with two real
     volunteers; return the pulled dataset and the job's input as a WebDataset shard."""
     rows = read_images() + BROKEN
-    home = CoordinatorHome(root / "coordinator")
-    home.init()
-    with serve(home.root, "127.0.0.1:0", drain_s=0.2, registry=registry) as running:
-        key = running.coordinator.key
-        with CoordinatorClient(running.address, admin_token=home.load_token()) as admin:
-            items = [
-                pb.InputItem(
-                    id=i, text=caption if kind == "clip-filter" else "", image=image, line=n + 1
-                )
-                for n, (i, image, caption) in enumerate(rows)
-            ]
-            spec = pb.JobSpec(kind=kind, model=model.name, redundancy=2, unit_size=4)
-            created = admin.create_job(
-                [
-                    pb.CreateJobRequest(spec=spec, source_name="images"),
-                    pb.CreateJobRequest(items=items),
-                ]
-            )
-
-            def volunteer(index: int) -> None:
-                config = EngineConfig(
-                    coordinator=running.address,
-                    fingerprint=key.fingerprint,
-                    home=root / f"volunteer-{index}",
-                    device="cpu",
-                    exit_when_idle=True,
-                    give_up_after_s=30,
-                )
-                engine = VolunteerEngine(config, computer=computer, registry=registry)  # type: ignore[arg-type]
-                engine.run()
-
-            threads = [threading.Thread(target=volunteer, args=(i,)) for i in range(2)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=600)
-            wait_until(
-                lambda: admin.get_job(created.job_id).state == "complete",
-                "the job to complete",
-                timeout_s=120,
-            )
-            folder = root / "dataset"
-            pull(admin, created.job_id, key.fingerprint, folder)
+    items = [
+        pb.InputItem(id=i, text=caption if kind == "clip-filter" else "", image=image, line=n + 1)
+        for n, (i, image, caption) in enumerate(rows)
+    ]
+    spec = pb.JobSpec(kind=kind, model=model.name, redundancy=2, unit_size=4)
+    requests = [
+        pb.CreateJobRequest(spec=spec, source_name="images"),
+        pb.CreateJobRequest(items=items),
+    ]
+    folder, key = run_job(root, requests, computer, registry)
     shard = root / "inputs" / "00000.tar"
     shard.parent.mkdir()
     write_shard(shard, rows)

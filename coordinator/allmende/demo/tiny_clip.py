@@ -40,10 +40,30 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
+def write_tokenizer(folder: Path, merges: list[str]) -> dict[str, int]:
+    """A byte-level BPE tokenizer in CLIP's format (vocab.json, merges.txt and what
+    CLIPTokenizer saves) with the given merges; returns its vocabulary."""
+    from transformers import CLIPTokenizer
+
+    symbols = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for token in [*symbols, *(s + "</w>" for s in symbols)]:
+        vocab.setdefault(token, len(vocab))
+    for merge in merges:
+        vocab.setdefault(merge.replace(" ", ""), len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizer.save_pretrained(str(folder))
+    return vocab
+
+
 def build(folder: Path) -> ModelSpec:
     """Write the tiny CLIP into `folder` (created) and return its registry entry."""
     import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPModel
     from transformers.utils import logging as hf_logging
 
     # Without torchvision, transformers warns that this name falls back to the PIL processor
@@ -56,19 +76,7 @@ def build(folder: Path) -> ModelSpec:
         hf_logging.set_verbosity(verbosity)
 
     folder.mkdir(parents=True, exist_ok=True)
-    symbols = list(_bytes_to_unicode().values())
-    merges = ["t h", "th e</w>", "a n", "o n", "i n", "e r", "a t"]
-    vocab: dict[str, int] = {}
-    for token in [*symbols, *(s + "</w>" for s in symbols)]:
-        vocab.setdefault(token, len(vocab))
-    for merge in merges:
-        vocab.setdefault(merge.replace(" ", ""), len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    tokenizer.save_pretrained(str(folder))
+    vocab = write_tokenizer(folder, ["t h", "th e</w>", "a n", "o n", "i n", "e r", "a t"])
 
     config = CLIPConfig(
         text_config={
