@@ -281,8 +281,12 @@ class Coordinator(Leasing, Submissions, Verdicts):
         return JobView(self._job(job_id), self.store.job_counts(job_id, self.clock()))
 
     def find_job(self, given: str) -> JobView:
-        """The status of the job `given` names: its id or an unambiguous prefix of one."""
-        return self.job_status(find_id(self.store, "job", given))
+        """The status of the job `given` names: its id or an unambiguous prefix of one. A
+        whole id (what pollers send) costs no lookup beyond the status itself."""
+        try:
+            return self.job_status(given)
+        except NotFound:
+            return self.job_status(find_id(self.store, "job", given))
 
     def list_jobs(self) -> list[JobView]:
         now = self.clock()
